@@ -1,0 +1,33 @@
+"""Shared fixtures: loopback model servers that speak the real wire protocols, and helpers to
+write skills into a pytester directory."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from pytest_upskill.loopback import LoopbackServer
+
+
+@pytest.fixture
+def model_server():
+    """An OpenAI- and Anthropic-speaking server on 127.0.0.1, answering from the skill block."""
+    with LoopbackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def write_skill(pytester):
+    """write_skill(name, cases, body=..., description=..., meta=None) -> the skill folder."""
+
+    def write(name: str, cases, body: str = "", description: str | None = None, frontmatter: str | None = None):
+        folder = pytester.path / "skills" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        front = frontmatter if frontmatter is not None else f"name: {name}\ndescription: {description or 'Test skill ' + name + '.'}\n"
+        (folder / "SKILL.md").write_text(f"---\n{front}---\n\n{textwrap.dedent(body).strip()}\n", encoding="utf-8")
+        (folder / "skill_meta.json").write_text(cases if isinstance(cases, str) else json.dumps(cases, indent=2), encoding="utf-8")
+        return folder
+
+    return write

@@ -1,0 +1,168 @@
+"""Assertion registry: the checks a case's ``expected`` may name, and how each scores an output.
+
+A check is two functions: ``prepare(value)`` runs at collection time, validates the value written
+in ``skill_meta.json`` and returns what ``check(output, prepared)`` receives when the trial is
+scored. ``check`` returns ``bool``, ``(bool, message)`` or a :class:`CheckResult`.
+
+Custom checks come from a ``conftest.py`` through the ``pytest_upskill_checks`` hook (see
+``hooks.py``); an unknown check name is a collection error, never ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jsonschema
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    check: Callable[[str, Any], Any]
+    prepare: Callable[[Any], Any] = lambda value: value
+
+
+def _strings(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise ValueError(f"must be a string or a list of strings, not {json.dumps(value)[:80]}")
+    return items
+
+
+def _contains(output: str, needles: list[str]) -> CheckResult:
+    # upskill's scoring, exactly: every string must appear, compared after str.lower().
+    lowered = output.lower()
+    missing = [s for s in needles if s.lower() not in lowered]
+    return CheckResult(not missing, f"missing (case-insensitive): {missing}" if missing else "")
+
+
+def _not_contains(output: str, needles: list[str]) -> CheckResult:
+    lowered = output.lower()
+    found = [s for s in needles if s.lower() in lowered]
+    return CheckResult(not found, f"must not contain (case-insensitive): {found}" if found else "")
+
+
+def _prepare_regex(value: Any) -> list[re.Pattern[str]]:
+    patterns = []
+    for source in _strings(value):
+        try:
+            patterns.append(re.compile(source, re.MULTILINE))
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {source!r}: {exc}") from None
+    return patterns
+
+
+def _regex(output: str, patterns: list[re.Pattern[str]]) -> CheckResult:
+    missing = [p.pattern for p in patterns if not p.search(output)]
+    return CheckResult(not missing, f"no match for: {missing}" if missing else "")
+
+
+def _prepare_equals(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _equals(output: str, expected: str) -> CheckResult:
+    ok = output.strip() == expected.strip()
+    return CheckResult(ok, "" if ok else f"expected exactly {expected.strip()[:200]!r} (surrounding whitespace ignored)")
+
+
+_FENCE = re.compile(r"^\s*```[\w+-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+def parse_json_output(output: str) -> Any:
+    """The output as JSON: the whole text, or the inside of one fenced block that is the whole text."""
+    match = _FENCE.match(output)
+    return json.loads(match.group(1) if match else output)
+
+
+def _prepare_is_json(value: Any) -> bool:
+    if value is not True:
+        raise ValueError("must be true")
+    return True
+
+
+def _is_json(output: str, _: bool) -> CheckResult:
+    try:
+        parse_json_output(output)
+    except (ValueError, RecursionError) as exc:
+        return CheckResult(False, f"output is not JSON: {exc}")
+    return CheckResult(True)
+
+
+def _prepare_schema(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON Schema object")
+    try:
+        jsonschema.validators.validator_for(value).check_schema(value)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+    return value
+
+
+def _json_schema(output: str, schema: dict) -> CheckResult:
+    try:
+        data = parse_json_output(output)
+    except (ValueError, RecursionError) as exc:
+        return CheckResult(False, f"output is not JSON: {exc}")
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(data))
+    if error is None:
+        return CheckResult(True)
+    path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return CheckResult(False, f"schema violation at {path}: {error.message}")
+
+
+BUILTIN_CHECKS: dict[str, Check] = {
+    c.name: c
+    for c in (
+        Check("contains", _contains, _strings),
+        Check("not_contains", _not_contains, _strings),
+        Check("regex", _regex, _prepare_regex),
+        Check("equals", _equals, _prepare_equals),
+        Check("is_json", _is_json, _prepare_is_json),
+        Check("json_schema", _json_schema, _prepare_schema),
+    )
+}
+
+
+class CheckRegistry:
+    """Built-in checks plus those registered by ``pytest_upskill_checks`` hooks."""
+
+    def __init__(self, custom: Mapping[str, Any] | None = None):
+        self.checks = dict(BUILTIN_CHECKS)
+        for name, value in (custom or {}).items():
+            if name in BUILTIN_CHECKS:
+                raise ValueError(f"custom check {name!r} would replace the built-in one; choose another name")
+            self.checks[name] = value if isinstance(value, Check) else Check(name, value)
+
+    def prepare(self, name: str, value: Any) -> Any:
+        if name not in self.checks:
+            raise KeyError(f"known checks: {', '.join(sorted(self.checks))}; register others with the pytest_upskill_checks hook")
+        return self.checks[name].prepare(value)
+
+    def score(self, expected: Mapping[str, Any], output: str) -> CheckResult:
+        """All checks must pass; the message lists every one that failed."""
+        failures = []
+        for name, value in expected.items():
+            result = _as_result(self.checks[name].check(output, value))
+            if not result.passed:
+                failures.append(f"{name}: {result.message}" if result.message else name)
+        return CheckResult(not failures, "; ".join(failures))
+
+
+def _as_result(value: Any) -> CheckResult:
+    if isinstance(value, CheckResult):
+        return value
+    if isinstance(value, tuple):
+        return CheckResult(bool(value[0]), str(value[1]) if len(value) > 1 else "")
+    return CheckResult(bool(value))

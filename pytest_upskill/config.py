@@ -1,0 +1,143 @@
+"""Model names -> :class:`ModelSpec`: built-in aliases, ``[tool.upskill.models.NAME]`` in
+pyproject.toml, and inline specs ``PROVIDER:MODEL[@BASE_URL]``.
+
+A spec never holds a secret: only the *name* of the environment variable with the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Provider = Literal["anthropic", "openai", "local"]
+PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
+DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+class ConfigError(Exception):
+    """A usage error in model configuration; the message says what to do."""
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the name as the user gave it")
+    provider: Provider
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = None
+    max_tokens: int = Field(default=1024, ge=1)
+    input_price: float | None = Field(default=None, ge=0, description="USD per million input tokens")
+    output_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
+    seed: int | None = 0
+
+    @property
+    def key_env(self) -> str | None:
+        return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider)
+
+    def api_key(self) -> str | None:
+        env = self.key_env
+        return os.environ.get(env) if env else None
+
+    @property
+    def needs_key(self) -> bool:
+        """A hosted API needs a key; a self-hosted base URL needs one only if the user named its variable."""
+        if self.provider == "local":
+            return False
+        return self.base_url is None or self.api_key_env is not None
+
+
+_ANTHROPIC = {"haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"}
+_OPENAI = ["gpt-5.5", "gpt-5.4-mini", "gpt-5.4-nano", "gpt-4.1-mini"]
+
+BUILTIN_ALIASES: dict[str, dict[str, Any]] = {
+    **{alias: {"provider": "anthropic", "model": model} for alias, model in _ANTHROPIC.items()},
+    # Current Anthropic and OpenAI reasoning models take no temperature, so none is sent.
+    **{model: {"provider": "openai", "model": model, "temperature": None, "seed": None} for model in _OPENAI},
+}
+
+_INLINE = re.compile(r"^(?P<provider>[a-z]+):(?P<model>[^@]+?)(?:@(?P<base_url>\S+))?$")
+_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed"}
+
+
+def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:
+    """``[tool.upskill.models.NAME]`` tables of pyproject.toml (``{}`` when there are none)."""
+    if pyproject is None or not pyproject.is_file():
+        return {}
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: cannot read [tool.upskill.models]: {exc}") from None
+    models = data.get("tool", {}).get("upskill", {}).get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]")
+    return models
+
+
+def split_names(values: list[str]) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``, keeping order and dropping repeats."""
+    names: list[str] = []
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "pyproject.toml") -> ModelSpec:
+    """One model name -> spec, or :class:`ConfigError` naming what is known."""
+    if name in user_aliases:
+        fields = dict(user_aliases[name])
+        unknown = set(fields) - _FIELDS
+        if unknown:
+            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: unknown key(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
+        if fields.get("provider") in ("openai", "local"):
+            fields.setdefault("temperature", 0.0)
+        try:
+            return ModelSpec(name=name, **fields)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    if name in BUILTIN_ALIASES:
+        return ModelSpec(name=name, **BUILTIN_ALIASES[name])
+    match = _INLINE.match(name)
+    if match and match["provider"] in PROVIDERS:
+        provider = match["provider"]
+        temperature = None if provider == "anthropic" else 0.0
+        return ModelSpec(name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature)
+    known = sorted(set(BUILTIN_ALIASES) | set(user_aliases))
+    raise ConfigError(
+        f"unknown model {name!r}. Known names: {', '.join(known)}. "
+        f"Or give a spec PROVIDER:MODEL[@BASE_URL] with PROVIDER one of {', '.join(PROVIDERS)} "
+        f"(e.g. openai:my-model@http://127.0.0.1:8080/v1), or define [tool.upskill.models.{name}] in {source}."
+    )
+
+
+def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = True) -> list[ModelSpec]:
+    """Resolve every name; with ``check_keys``, one error lists every model whose key is missing."""
+    aliases = load_user_aliases(pyproject) if names else {}
+    specs = [resolve(name, aliases, str(pyproject or "pyproject.toml")) for name in names]
+    missing = [s for s in specs if check_keys and s.needs_key and not s.api_key()]
+    if missing:
+        lines = [f"  {s.name} ({s.provider}:{s.model}) needs ${s.key_env}" for s in missing]
+        raise ConfigError("missing API key(s) for the named model(s):\n" + "\n".join(lines) + "\nExport the variable(s), or leave those models out of --upskill-models / upskill_models.")
+    return specs
+
+
+def node_ids(specs: list[ModelSpec]) -> dict[str, str]:
+    """A short, node-id-safe label per model name, unique across the run."""
+    labels: dict[str, str] = {}
+    for spec in specs:
+        base = spec.name if spec.name in BUILTIN_ALIASES or _INLINE.match(spec.name) is None else f"{spec.provider}-{spec.model}"
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "model"
+        candidate, n = label, 2
+        while candidate in labels.values():
+            candidate, n = f"{label}-{n}", n + 1
+        labels[spec.name] = candidate
+    return labels

@@ -1,0 +1,19 @@
+"""Hook specifications that a ``conftest.py`` (or a plugin) may implement."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+
+@pytest.hookspec
+def pytest_upskill_checks() -> dict[str, Callable[[str, Any], Any]]:
+    """Register custom checks for ``expected`` in ``skill_meta.json``.
+
+    Return ``{name: check}``. ``check(output, value)`` gets the model's reply and the value the
+    case gives for ``name``; it returns ``bool``, ``(bool, message)`` or
+    ``pytest_upskill.CheckResult``. For collection-time validation of ``value``, return a
+    ``pytest_upskill.Check(name, check, prepare)`` instead. The hook is called per directory, so a
+    conftest.py's checks apply to the skills below it. Built-in names cannot be replaced.
+    """

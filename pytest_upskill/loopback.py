@@ -1,0 +1,172 @@
+"""A model server on 127.0.0.1 that speaks the OpenAI chat-completions and Anthropic messages wire
+protocols, for tests and benchmarks: the real SDKs talk to it as to the real APIs.
+
+Its default "model" is deterministic: it answers with the body of the skill block when the system
+prompt holds one and with a fixed sentence otherwise, so a case whose expected text is in the
+skill passes with the skill and fails without it. Tokens are whitespace-separated words; the
+server keeps its own totals and every request it received, so tests can compare the plugin's
+figures with what the server counted.
+
+    with LoopbackServer() as server:
+        server.openai_base_url     # http://127.0.0.1:PORT/v1
+        server.anthropic_base_url  # http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+SKILL_BLOCK = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)
+NO_SKILL_ANSWER = "I am not sure how to do that."
+
+
+def default_reply(system: str, user: str) -> str:
+    match = SKILL_BLOCK.search(system)
+    return f"Following the skill: {match.group(1)}" if match else NO_SKILL_ANSWER
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass
+class Fault:
+    """What to send instead of a normal answer: an HTTP status with a body, or a delay."""
+
+    status: int = 500
+    body: bytes = b'{"error": {"message": "injected fault", "type": "server_error"}}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Received:
+    protocol: str  # "openai" or "anthropic"
+    body: dict
+    headers: dict[str, str]
+
+
+class LoopbackServer:
+    def __init__(
+        self,
+        reply: Callable[[str, str], str] = default_reply,
+        latency_s: float = 0.0,
+        fault: Callable[[int, dict], Fault | None] | None = None,
+    ):
+        """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer."""
+        self.reply, self.latency_s, self.fault = reply, latency_s, fault
+        self.requests: list[Received] = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self._lock = threading.Lock()
+        self._count = 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-model", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # ------------------------------------------------------------------------------ answering
+
+    def _answer(self, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            n = self._count
+            self._count += 1
+        fault = self.fault(n, body) if self.fault else None
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if fault is not None:
+            time.sleep(fault.delay_s)
+            if fault.status:
+                return fault.status, fault.body, fault.headers
+        if protocol == "openai":
+            messages = body.get("messages", [])
+            system = "".join(m.get("content", "") for m in messages if m.get("role") == "system")
+            user = "".join(m.get("content", "") for m in messages if m.get("role") == "user")
+        else:
+            system = body.get("system", "") or ""
+            if isinstance(system, list):
+                system = "".join(part.get("text", "") for part in system)
+            user = "".join(m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"]) for m in body.get("messages", []))
+        text = self.reply(system, user)
+        tokens_in, tokens_out = count_tokens(system) + count_tokens(user), count_tokens(text)
+        with self._lock:
+            self.requests.append(Received(protocol, body, headers))
+            self.input_tokens += tokens_in
+            self.output_tokens += tokens_out
+        if protocol == "openai":
+            payload = {
+                "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", ""),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+            }
+        else:
+            payload = {
+                "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", ""),
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+            }
+        return 200, json.dumps(payload).encode(), {"content-type": "application/json"}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(length)
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/chat/completions"):
+                    protocol = "openai"
+                elif path.endswith("/messages"):
+                    protocol = "anthropic"
+                else:
+                    return self._send(404, b'{"error": {"message": "not found"}}', {"content-type": "application/json"})
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return self._send(400, b'{"error": {"message": "invalid JSON"}}', {"content-type": "application/json"})
+                status, payload, headers = server._answer(protocol, body, {k.lower(): v for k, v in self.headers.items()})
+                self._send(status, payload, headers)
+
+            def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        return Handler

@@ -1,0 +1,240 @@
+"""Aggregate outcomes per skill x model into results, and render them: terminal, JSON, JUnit.
+
+Outcomes arrive as plain dicts (from report.user_properties, possibly from xdist workers) in any
+order; everything here is sorted so that a plain run and ``-n N`` give the same report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import stats
+
+PROPERTY_PREFIX = "upskill."
+# user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
+PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached")
+
+
+def outcome_properties(outcome: dict) -> list[tuple[str, Any]]:
+    return [(PROPERTY_PREFIX + name, outcome[name]) for name in PROPERTIES if outcome.get(name) is not None or name == "passed"]
+
+
+def outcome_from_properties(properties: Iterable) -> dict | None:
+    found = {name[len(PROPERTY_PREFIX) :]: value for name, value in properties if str(name).startswith(PROPERTY_PREFIX)}
+    return found if "skill" in found and "arm" in found else None
+
+
+@dataclass
+class Arm:
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_kinds: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.errors
+
+    @property
+    def scored(self) -> int:
+        return self.passed + self.failed
+
+    @property
+    def pass_rate(self) -> float | None:
+        return stats.rate(self.passed, self.scored)
+
+    def add(self, outcome: dict) -> None:
+        passed = outcome.get("passed")
+        if passed is None:
+            self.errors += 1
+            self.error_kinds[outcome.get("error_kind") or "error"] += 1
+        elif passed:
+            self.passed += 1
+        else:
+            self.failed += 1
+        self.input_tokens += int(outcome.get("input_tokens") or 0)
+        self.output_tokens += int(outcome.get("output_tokens") or 0)
+
+    def to_json(self) -> dict:
+        return {
+            "passed": self.passed,
+            "failed": self.failed,
+            "errors": self.errors,
+            "total": self.total,
+            "pass_rate": self.pass_rate,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "error_kinds": dict(sorted(self.error_kinds.items())),
+        }
+
+
+@dataclass
+class Result:
+    skill: str
+    model: str
+    baseline: Arm = field(default_factory=Arm)
+    with_skill: Arm = field(default_factory=Arm)
+    # case -> arm -> run -> passed (None = error)
+    cases: dict[str, dict[str, dict[int, bool | None]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+
+    def add(self, outcome: dict) -> None:
+        arm = outcome["arm"]
+        (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
+        self.cases[outcome["case"]][arm][int(outcome["run"])] = outcome.get("passed")
+
+    @property
+    def lift(self) -> float | None:
+        skill, base = self.with_skill.pass_rate, self.baseline.pass_rate
+        return None if skill is None or base is None else skill - base
+
+    def _paired_case_rates(self) -> tuple[list[float], list[float]]:
+        skill_rates, base_rates = [], []
+        for case in sorted(self.cases):
+            arms = self.cases[case]
+            s = [v for v in arms.get("with_skill", {}).values() if v is not None]
+            b = [v for v in arms.get("baseline", {}).values() if v is not None]
+            if s and b:
+                skill_rates.append(sum(s) / len(s))
+                base_rates.append(sum(b) / len(b))
+        return skill_rates, base_rates
+
+    @property
+    def lift_ci(self) -> tuple[float, float] | None:
+        if self.lift is None:
+            return None
+        skill_rates, base_rates = self._paired_case_rates()
+        return stats.paired_lift_ci(skill_rates, base_rates, self.lift, self.with_skill.pass_rate, self.baseline.pass_rate)
+
+    def token_delta(self) -> dict:
+        b, s = self.baseline, self.with_skill
+        return {
+            "input_tokens": s.input_tokens - b.input_tokens,
+            "output_tokens": s.output_tokens - b.output_tokens,
+            "input_tokens_relative": stats.relative_change(b.input_tokens, s.input_tokens),
+            "output_tokens_relative": stats.relative_change(b.output_tokens, s.output_tokens),
+        }
+
+    def to_json(self) -> dict:
+        ci = self.lift_ci
+        return {
+            "skill": self.skill,
+            "model": self.model,
+            "baseline": self.baseline.to_json(),
+            "with_skill": self.with_skill.to_json(),
+            "lift": self.lift,
+            "lift_ci": list(ci) if ci else None,
+            "token_delta": self.token_delta(),
+            "cases": [
+                {
+                    "case": case,
+                    "baseline": [arms.get("baseline", {}).get(r) for r in sorted(arms.get("baseline", {}))],
+                    "with_skill": [arms.get("with_skill", {}).get(r) for r in sorted(arms.get("with_skill", {}))],
+                }
+                for case, arms in sorted(self.cases.items())
+            ],
+        }
+
+
+class Aggregator:
+    """Collects outcome dicts (once per trial) and builds results in a stable order."""
+
+    def __init__(self, model_order: list[str] | None = None):
+        self.model_order = model_order or []
+        self._results: dict[tuple[str, str], Result] = {}
+        self.trials = 0
+
+    def add(self, outcome: dict) -> None:
+        key = (outcome["skill"], outcome["model"])
+        if key not in self._results:
+            self._results[key] = Result(*key)
+        self._results[key].add(outcome)
+        self.trials += 1
+
+    def results(self) -> list[Result]:
+        order = {name: i for i, name in enumerate(self.model_order)}
+        return [self._results[k] for k in sorted(self._results, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))]
+
+    def to_json(self) -> dict:
+        results = self.results()
+        return {
+            "version": 1,
+            "trials": self.trials,
+            "errors": sum(r.baseline.errors + r.with_skill.errors for r in results),
+            "results": [r.to_json() for r in results],
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    def suite_properties(self) -> list[tuple[str, str]]:
+        """Per skill x model figures for the JUnit <testsuite> properties."""
+        props = []
+        for r in self.results():
+            prefix = f"upskill.{r.skill}.{r.model}."
+            ci = r.lift_ci
+            delta = r.token_delta()
+            props += [
+                (prefix + "baseline", f"{r.baseline.passed}/{r.baseline.scored}"),
+                (prefix + "with_skill", f"{r.with_skill.passed}/{r.with_skill.scored}"),
+                (prefix + "lift", _num(r.lift)),
+                (prefix + "lift_ci", f"{_num(ci[0])},{_num(ci[1])}" if ci else ""),
+                (prefix + "input_tokens_delta", str(delta["input_tokens"])),
+                (prefix + "output_tokens_delta", str(delta["output_tokens"])),
+                (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
+            ]
+        return props
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+# ------------------------------------------------------------------------------------ terminal
+
+BAR_WIDTH = 20
+
+
+def bar(fraction: float | None) -> str:
+    filled = round((fraction or 0.0) * BAR_WIDTH)
+    return "█" * filled + "░" * (BAR_WIDTH - filled)
+
+
+def pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 100:+.0f}%" if signed else f"{value * 100:.0f}%"
+
+
+def _tokens(before: int, after: int) -> str:
+    change = stats.relative_change(before, after)
+    return f"{before:,} → {after:,}" + (f" ({change * 100:+.0f}%)" if change is not None else "")
+
+
+def terminal_lines(results: list[Result]) -> list[str]:
+    lines: list[str] = []
+    for r in results:
+        b, s = r.baseline, r.with_skill
+        runs = max((len(arms.get("with_skill", {})) for arms in r.cases.values()), default=0)
+        lines.append(f"{r.skill} × {r.model}  ({len(r.cases)} cases × {runs} run{'s' if runs != 1 else ''})")
+        lines.append(f"  baseline    {bar(b.pass_rate)} {b.passed:>4}/{b.scored:<4} {pct(b.pass_rate):>4}")
+        ci = r.lift_ci
+        lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
+        lines.append(f"  with skill  {bar(s.pass_rate)} {s.passed:>4}/{s.scored:<4} {pct(s.pass_rate):>4}  {lift}")
+        lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+        errors = b.errors + s.errors
+        if errors:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))
+            lines.append(f"  errors      {errors} trial(s) not scored, left out of the rates: {kinds}")
+    if results:
+        total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
+        lines.append(f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored" if total_errors else f"{len(results)} skill × model result(s); every trial scored")
+    return lines

@@ -1,0 +1,159 @@
+"""Execute trials: one asyncio loop in a background thread per process, a bound on requests in
+flight, a deadline per trial, and an :class:`Outcome` for every trial, whatever happens.
+
+pytest runs items one after another; the runner lets a process *submit* the trials it will run
+next so that they are in flight together, while each item only waits for its own outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .checks import CheckResult
+from .config import ModelSpec
+from .prompt import Request
+from .providers import Provider, ProviderError, make_provider
+from .providers.base import BAD_RESPONSE, TIMEOUT
+
+CHECK_ERROR = "check_error"
+
+
+@dataclass(frozen=True)
+class Trial:
+    skill: str
+    case: str
+    model: str  # the model name as the user gave it
+    arm: str
+    run: int
+    spec: ModelSpec
+    request: Request
+    score: Callable[[str], CheckResult] = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return self.skill, self.case, self.model, self.arm, self.run
+
+
+@dataclass
+class Outcome:
+    """What one trial produced. ``passed`` is None when the trial could not be scored (an error)."""
+
+    skill: str
+    case: str
+    model: str
+    arm: str
+    run: int
+    passed: bool | None = None
+    message: str = ""
+    output: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    error_kind: str | None = None
+    cached: bool = False
+
+    @property
+    def is_error(self) -> bool:
+        return self.passed is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Runner:
+    def __init__(self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2):
+        self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._providers: dict[ModelSpec, Provider] = {}
+        self._futures: dict[tuple, concurrent.futures.Future[Outcome]] = {}
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- public, called from pytest's thread
+
+    def submit(self, trial: Trial) -> concurrent.futures.Future[Outcome]:
+        """Start ``trial`` unless it is already started; return its future."""
+        with self._lock:
+            future = self._futures.get(trial.key)
+            if future is None:
+                loop = self._ensure_loop()
+                future = asyncio.run_coroutine_threadsafe(self._run(trial), loop)
+                self._futures[trial.key] = future
+            return future
+
+    def outcome(self, trial: Trial) -> Outcome:
+        future = self.submit(trial)
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                self._futures.pop(trial.key, None)
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        for future in list(self._futures.values()):
+            future.cancel()
+        asyncio.run_coroutine_threadsafe(self._aclose(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+        self._loop = None
+
+    # ---------------------------------------------------------------- inside the loop
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="upskill-runner", daemon=True)
+            self._thread.start()
+        return self._loop
+
+    def _provider(self, spec: ModelSpec) -> Provider:
+        provider = self._providers.get(spec)
+        if provider is None:
+            provider = self._providers[spec] = make_provider(spec, timeout=self.timeout, retries=self.retries)
+        return provider
+
+    async def _aclose(self) -> None:
+        for provider in self._providers.values():
+            try:
+                await provider.aclose()
+            except Exception:  # closing is best effort
+                pass
+        self._providers.clear()
+
+    async def _run(self, trial: Trial) -> Outcome:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
+        async with self._semaphore:
+            start = time.perf_counter()
+            # The SDK retries inside; this deadline bounds all its attempts and back-offs together.
+            deadline = self.timeout * (self.retries + 1) + 30
+            try:
+                completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
+            except ProviderError as exc:
+                outcome.error_kind, outcome.message = exc.kind, str(exc)
+            except asyncio.TimeoutError:
+                outcome.error_kind, outcome.message = TIMEOUT, f"{trial.model}: no answer within {deadline:.0f} s"
+            except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
+                outcome.error_kind, outcome.message = BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}"
+            else:
+                outcome.output = completion.text
+                outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+            outcome.latency_s = round(time.perf_counter() - start, 4)
+        if outcome.error_kind is None:
+            try:
+                result = trial.score(outcome.output)
+            except Exception as exc:
+                outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
+            else:
+                outcome.passed, outcome.message = result.passed, result.message
+        return outcome

@@ -1,0 +1,283 @@
+"""Load and validate a skill: ``SKILL.md`` (Agent Skills spec) and ``skill_meta.json`` (upskill's cases).
+
+Every problem is a :class:`SkillFileError` that names the file, the line (and column) where there
+is one, what is wrong and how to fix it. Nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from skills_ref.validator import validate_metadata
+
+SPEC_URL = "https://agentskills.io/specification"
+NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class SkillFileError(Exception):
+    """A skill file that cannot be used, with where and how to fix it."""
+
+    def __init__(self, path: Path, message: str, fix: str = "", line: int | None = None, col: int | None = None):
+        self.path, self.message, self.fix, self.line, self.col = Path(path), message, fix, line, col
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.path)
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.col}" if self.col is not None else "")
+        text = f"{where}: {self.message}"
+        return text + (f"\n  fix: {self.fix}" if self.fix else "")
+
+
+class Skill(BaseModel):
+    """A parsed and validated SKILL.md."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    body: str
+    path: Path
+    frontmatter: dict[str, Any]
+
+
+class CaseContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: dict[str, str] | None = None
+
+
+class Case(BaseModel):
+    """One test case, in upskill's TestCase format plus optional ``id``/``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    name: str | None = None
+    input: str
+    expected: dict[str, Any]
+    context: CaseContext | None = None
+    output_file: str | None = None
+    validator: str | None = None
+    validator_config: dict[str, str | int | float | bool] | None = None
+    # Filled by the loader: the case's node-id-safe identifier and its line in the file.
+    key: str = Field(default="", exclude=True)
+    line: int | None = Field(default=None, exclude=True)
+
+
+# --------------------------------------------------------------------------------------- SKILL.md
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SkillFileError(path, f"is not valid UTF-8 (byte {exc.start})", "save the file as UTF-8", line) from None
+
+
+def _read(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SkillFileError(path, f"cannot be read: {exc.strerror or exc}", "check that the file exists and is readable") from None
+    return _decode(path, data)
+
+
+def _key_line(lines: list[str], key: str) -> int | None:
+    for number, text in enumerate(lines, start=2):  # frontmatter starts on line 2
+        if re.match(rf"{re.escape(key)}\s*:", text):
+            return number
+    return None
+
+
+def load_skill(skill_md: Path) -> Skill:
+    """Parse ``SKILL.md`` and validate its frontmatter against the Agent Skills spec."""
+    text = _read(skill_md)
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise SkillFileError(skill_md, "does not start with YAML frontmatter", "begin the file with a line '---', then 'name:' and 'description:', then '---'", 1)
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
+    except StopIteration:
+        raise SkillFileError(skill_md, "frontmatter is not closed", "add a line '---' after the frontmatter", len(lines)) from None
+    front_lines = lines[1:end]
+    try:
+        meta = yaml.safe_load("\n".join(front_lines))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}", "fix the YAML syntax (quote values that contain ':' or '#')", line) from None
+    if not isinstance(meta, dict):
+        raise SkillFileError(skill_md, "frontmatter is not a YAML mapping", "write 'name: my-skill' and 'description: ...' between the '---' lines", 2)
+
+    problems = validate_metadata(meta, skill_md.parent)
+    name = meta.get("name")
+    if isinstance(name, str) and name.strip() and not NAME_RE.match(name.strip()) and not any("name" in p.lower() and "invalid" in p.lower() for p in problems):
+        problems.append(f"Skill name '{name}' may only contain a-z, 0-9 and single hyphens inside")
+    if problems:
+        first = problems[0]
+        key = next((k for k in ("description", "compatibility", "name") if k in first.lower()), None)
+        if first.startswith("Unexpected fields"):
+            key = next(iter(sorted(set(meta) - {"name", "description", "license", "allowed-tools", "metadata", "compatibility"})), None)
+        line = _key_line(front_lines, key) if key else 2
+        fix = {
+            "name": f"use 1-64 characters of a-z, 0-9 and '-', no leading, trailing or double hyphen, equal to the folder name '{skill_md.parent.name}'",
+            "description": "write a description of 1-1024 characters saying what the skill does and when to use it",
+            "compatibility": "keep 'compatibility' a string of at most 500 characters",
+        }.get(key or "", f"follow the Agent Skills spec: {SPEC_URL}")
+        if first.startswith("Unexpected fields"):
+            fix = "keep only name, description, license, compatibility, metadata and allowed-tools; move the rest under 'metadata:'"
+        raise SkillFileError(skill_md, "; ".join(problems), fix, line)
+
+    body = "\n".join(lines[end + 1 :]).strip()
+    return Skill(name=meta["name"].strip(), description=str(meta["description"]).strip(), body=body, path=skill_md, frontmatter=meta)
+
+
+# ------------------------------------------------------------------------------ skill_meta.json
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        self.key = key
+
+
+_WS = re.compile(r"\s*")
+
+
+def _array_element_offsets(text: str, data: Any) -> list[int]:
+    """Offsets in ``text`` of the elements of the case array (top-level list, or 'tests'/'cases')."""
+    decoder = json.JSONDecoder()
+
+    def skip(i: int) -> int:
+        return _WS.match(text, i).end()
+
+    def elements(i: int) -> list[int]:
+        offsets: list[int] = []
+        i = skip(i + 1)
+        while i < len(text) and text[i] != "]":
+            offsets.append(i)
+            _, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if i < len(text) and text[i] == ",":
+                i = skip(i + 1)
+        return offsets
+
+    i = skip(0)
+    if isinstance(data, list):
+        return elements(i)
+    key = "tests" if "tests" in data else "cases"
+    i = skip(i + 1)
+    while i < len(text) and text[i] != "}":
+        name, i = decoder.raw_decode(text, i)
+        i = skip(skip(i) + 1)  # the ':'
+        if name == key:
+            return elements(i)
+        _, i = decoder.raw_decode(text, i)
+        i = skip(i)
+        if i < len(text) and text[i] == ",":
+            i = skip(i + 1)
+    return []
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-")[:60] or "case"
+
+
+CheckPreparer = Callable[[str, Any], Any]
+
+
+def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> list[Case]:
+    """Load the cases of ``skill_meta.json`` in any of upskill's formats.
+
+    ``prepare_check(name, value)`` validates one ``expected`` entry; it raises ``KeyError`` for an
+    unknown check and ``ValueError`` for a bad value.
+    """
+    text = _read(meta_path)
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise SkillFileError(meta_path, f"is not valid JSON: {exc.msg}", "fix the JSON syntax at this position", exc.lineno, exc.colno) from None
+    except _DuplicateKey as exc:
+        positions = [m.start() for m in re.finditer(re.escape(json.dumps(exc.key)) + r"\s*:", text)]
+        line = _line_of(text, positions[1]) if len(positions) > 1 else None
+        raise SkillFileError(meta_path, f"has a duplicate key {exc.key!r}", "remove or rename one of the two", line) from None
+    except RecursionError:
+        raise SkillFileError(meta_path, "is nested too deeply to parse", "flatten the JSON") from None
+
+    if isinstance(data, dict):
+        if "tests" in data and "cases" in data:
+            raise SkillFileError(meta_path, "has both 'tests' and 'cases'", "keep one list of test cases")
+        raw = data.get("tests", data.get("cases"))
+        if raw is None:
+            raise SkillFileError(meta_path, "has no 'tests' or 'cases' list", 'write {"tests": [{"input": "...", "expected": {"contains": "..."}}]}', 1)
+    else:
+        raw = data
+    if not isinstance(raw, list):
+        raise SkillFileError(meta_path, f"test cases must be a JSON list, not {type(raw).__name__}", 'write {"tests": [ ... ]} or a bare list [ ... ]', 1)
+    if not raw:
+        raise SkillFileError(meta_path, "has no test cases", "add at least one case with 'input' and 'expected'", 1)
+
+    offsets = _array_element_offsets(text, data)
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        start = offsets[index] if index < len(offsets) else 0
+        line = _line_of(text, start)
+
+        def key_line(key: str) -> int:
+            match = re.compile(re.escape(json.dumps(key)) + r"\s*:").search(text, start)
+            return _line_of(text, match.start()) if match else line
+
+        label = f"case {index + 1}"
+        if not isinstance(item, dict):
+            raise SkillFileError(meta_path, f"{label} is a {type(item).__name__}, not an object", 'write each case as {"input": "...", "expected": {...}}', line)
+        try:
+            case = Case.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = [str(p) for p in err["loc"]]
+            field = ".".join(loc)
+            at = key_line(loc[-1]) if loc and loc[-1] in item or len(loc) > 1 else line
+            if err["type"] == "extra_forbidden":
+                msg, fix = f"{label} has an unknown field {field!r}", "allowed fields: " + ", ".join(k for k in Case.model_fields if k not in ("key", "line"))
+            elif err["type"] == "missing":
+                msg, fix = f"{label} is missing {field!r}", f"add {field!r} to the case"
+            else:
+                msg, fix = f"{label}: {field!r} {err['msg'].lower()}", "see the case format in the README"
+            raise SkillFileError(meta_path, msg, fix, at) from None
+        for check, value in case.expected.items():
+            try:
+                case.expected[check] = prepare_check(check, value)
+            except KeyError as exc:
+                raise SkillFileError(meta_path, f"{label} has an unknown expected check {check!r}", exc.args[0] if exc.args else "", key_line(check)) from None
+            except (ValueError, TypeError) as exc:
+                raise SkillFileError(meta_path, f"{label}: expected {check!r}: {exc}", "see the check reference in the README", key_line(check)) from None
+        if not case.expected and not case.validator:
+            raise SkillFileError(meta_path, f"{label} has an empty 'expected'", 'add a check such as {"contains": "..."}', key_line("expected"))
+        key = _slug(case.id or case.name or f"case-{index + 1}")
+        if key in seen:
+            raise SkillFileError(meta_path, f"{label} has the same id {key!r} as case {seen[key] + 1}", "give every case a unique 'id'", line)
+        seen[key] = index
+        case.key, case.line = key, line
+        cases.append(case)
+    return cases
