@@ -31,3 +31,4 @@ def write_skill(pytester):
         return folder
 
     return write
+

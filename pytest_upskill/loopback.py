@@ -64,6 +64,8 @@ class LoopbackServer:
         self.requests: list[Received] = []
         self.input_tokens = 0
         self.output_tokens = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._count = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -99,6 +101,15 @@ class LoopbackServer:
         with self._lock:
             n = self._count
             self._count += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._respond(n, protocol, body, headers)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _respond(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         fault = self.fault(n, body) if self.fault else None
         if self.latency_s:
             time.sleep(self.latency_s)

@@ -173,7 +173,7 @@ class SkillFile(pytest.File):
             registry = CheckRegistry(custom)
             cases = load_cases(self.path, registry.prepare)
         except SkillFileError as exc:
-            raise self.CollectError(str(exc)) from None
+            raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check
             raise self.CollectError(f"{self.path}: {exc}") from None
         if not state.specs:

@@ -26,6 +26,14 @@ class SkillFileError(Exception):
         self.path, self.message, self.fix, self.line, self.col = Path(path), message, fix, line, col
         super().__init__(str(self))
 
+    def shown_from(self, base: Path) -> "SkillFileError":
+        """The same error with its path shown relative to ``base`` where it lies below it."""
+        try:
+            self.path = self.path.relative_to(base)
+        except ValueError:
+            pass
+        return self
+
     def __str__(self) -> str:
         where = str(self.path)
         if self.line is not None:
@@ -126,7 +134,7 @@ def load_skill(skill_md: Path) -> Skill:
         key = next((k for k in ("description", "compatibility", "name") if k in first.lower()), None)
         if first.startswith("Unexpected fields"):
             key = next(iter(sorted(set(meta) - {"name", "description", "license", "allowed-tools", "metadata", "compatibility"})), None)
-        line = _key_line(front_lines, key) if key else 2
+        line = (_key_line(front_lines, key) if key else None) or 1
         fix = {
             "name": f"use 1-64 characters of a-z, 0-9 and '-', no leading, trailing or double hyphen, equal to the folder name '{skill_md.parent.name}'",
             "description": "write a description of 1-1024 characters saying what the skill does and when to use it",
