@@ -224,7 +224,8 @@ def terminal_lines(results: list[Result]) -> list[str]:
     for r in results:
         b, s = r.baseline, r.with_skill
         runs = max((len(arms.get("with_skill", {})) for arms in r.cases.values()), default=0)
-        lines.append(f"{r.skill} × {r.model}  ({len(r.cases)} cases × {runs} run{'s' if runs != 1 else ''})")
+        n = len(r.cases)
+        lines.append(f"{r.skill} × {r.model}  ({n} case{'s' if n != 1 else ''} × {runs} run{'s' if runs != 1 else ''})")
         lines.append(f"  baseline    {bar(b.pass_rate)} {b.passed:>4}/{b.scored:<4} {pct(b.pass_rate):>4}")
         ci = r.lift_ci
         lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
