@@ -36,6 +36,7 @@ class ModelSpec(BaseModel):
     input_price: float | None = Field(default=None, ge=0, description="USD per million input tokens")
     output_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
     seed: int | None = 0
+    note: str | None = Field(default=None, description="shown under the model's results")
 
     @property
     def key_env(self) -> str | None:
@@ -60,10 +61,16 @@ BUILTIN_ALIASES: dict[str, dict[str, Any]] = {
     **{alias: {"provider": "anthropic", "model": model} for alias, model in _ANTHROPIC.items()},
     # Current Anthropic and OpenAI reasoning models take no temperature, so none is sent.
     **{model: {"provider": "openai", "model": model, "temperature": None, "seed": None} for model in _OPENAI},
+    # In-process GGUF models shipped by PyPI packages (the [local] extra); no key, no server, no download.
+    "smollm2": {"provider": "local", "model": "smollm2", "temperature": 0.0, "max_tokens": 256},
+    "gemma-270m": {
+        "provider": "local", "model": "gemma-270m", "temperature": 0.0, "max_tokens": 256,
+        "note": "gemma-270m is a base model with no chat template: it gets a plain-text System/User/Assistant prompt and follows instructions poorly",
+    },
 }
 
 _INLINE = re.compile(r"^(?P<provider>[a-z]+):(?P<model>[^@]+?)(?:@(?P<base_url>\S+))?$")
-_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed"}
+_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed", "note"}
 
 
 def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:
@@ -120,9 +127,16 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
 
 
 def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = True) -> list[ModelSpec]:
-    """Resolve every name; with ``check_keys``, one error lists every model whose key is missing."""
+    """Resolve every name. With ``check_keys`` (not for --collect-only), check that each model can
+    run: local models have their runtime and file; one error lists every missing API key."""
     aliases = load_user_aliases(pyproject) if names else {}
     specs = [resolve(name, aliases, str(pyproject or "pyproject.toml")) for name in names]
+    if check_keys:
+        for spec in specs:
+            if spec.provider == "local":
+                from .providers.local import check_available
+
+                check_available(spec)
     missing = [s for s in specs if check_keys and s.needs_key and not s.api_key()]
     if missing:
         lines = [f"  {s.name} ({s.provider}:{s.model}) needs ${s.key_env}" for s in missing]

@@ -69,6 +69,9 @@ class UpskillState:
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results):
             terminalreporter.write_line(line)
+        for spec in self.specs:
+            if spec.note:
+                terminalreporter.write_line(f"note: {spec.note}")
         path = self.config.getoption("upskill_report")
         if path:
             terminalreporter.write_line(f"JSON report written to {path}")
