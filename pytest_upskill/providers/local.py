@@ -74,8 +74,8 @@ def _threads() -> int:
 
 
 def _load(spec: ModelSpec) -> tuple[object, threading.Lock]:
-    path = str(model_path(spec))
-    with _models_lock:
+    with _models_lock:  # also serialises gemma's one-time assembly of its file
+        path = str(model_path(spec))
         if path not in _models:
             from llama_cpp import Llama
 
