@@ -52,12 +52,32 @@ def test_smollm2_in_process_runs_both_arms_and_reports_lift(pytester, write_skil
     check_report(json.loads((pytester.path / "r.json").read_text()), "smollm2")
 
 
-def test_smollm2_is_deterministic_across_runs(pytester, write_skill):
-    write_skill("secret-project", CASES, body=SKILL)
-    pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-runs", "2", "--upskill-report", "r.json")
-    (result,) = json.loads((pytester.path / "r.json").read_text())["results"]
-    for case in result["cases"]:
-        assert len(set(case["baseline"])) == 1 and len(set(case["with_skill"])) == 1
+RECORD_OUTPUTS = """
+import json, pathlib
+
+def record(output, case):
+    with pathlib.Path("outputs.jsonl").open("a") as f:
+        f.write(json.dumps([case, output]) + "\\n")
+    return True
+
+def pytest_upskill_checks():
+    return {"record": record}
+"""
+
+
+def test_smollm2_gives_the_same_answer_to_the_same_trial_whatever_ran_before(pytester, write_skill):
+    # The same question asked after different ones: llama.cpp's prompt-prefix cache must not leak.
+    pytester.makeconftest(RECORD_OUTPUTS)
+    question = "How many bytes should shared memory be aligned to in an H100 kernel?"
+    cases = [{"id": f"q{i}", "input": text, "expected": {"record": name}} for i, (text, name) in enumerate([
+        ("What is 2+2?", "other"), (question, "same"), ("Write a basic CUDA kernel template.", "other"), (question, "same"),
+    ])]
+    write_skill("secret-project", cases, body=SKILL)
+    pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-runs", "3")
+    outputs = [json.loads(line) for line in (pytester.path / "outputs.jsonl").read_text().splitlines()]
+    same = [output for name, output in outputs if name == "same"]
+    assert len(same) == 12  # 2 cases x 2 arms x 3 runs
+    assert len(set(same)) == 2  # one answer per arm
 
 
 def test_a_missing_gguf_file_is_a_usage_error(pytester, write_skill):

@@ -102,6 +102,9 @@ class LocalProvider:
             raise ProviderError(BAD_REQUEST, str(exc)) from None
         params = dict(max_tokens=request.max_tokens, temperature=request.temperature or 0.0, seed=request.seed or 0)
         with lock:
+            # Without a reset llama.cpp reuses the KV cache of a shared prompt prefix, and the
+            # answer then depends on which trial ran before: not repeatable.
+            llm.reset()
             try:
                 if has_chat_template(llm):
                     messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
