@@ -6,15 +6,21 @@ The work happens in the core modules (skill, config, prompt, runner, checks, rep
 from __future__ import annotations
 
 import functools
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 from . import hooks
+from .budget import Budget, ModelPlan, plan_lines
+from .cache import MODES, ResponseCache, cache_key
+from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
+from .gate import THRESHOLD_KEYS, Thresholds, evaluate
 from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
-from .report import Aggregator, outcome_from_properties, outcome_properties, terminal_lines
+from .report import Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
 from .runner import Runner, Trial
 from .skill import Case, Skill, SkillFileError, load_cases, load_skill
 
@@ -30,14 +36,39 @@ class UpskillState:
         self.labels = node_ids(specs)
         self.runs = _int_option(config, "upskill_runs")
         self.scaffold = config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD
+        self.is_worker = hasattr(config, "workerinput")
+        self.cache_mode = _option(config, "upskill_cache")
+        if self.cache_mode not in MODES:
+            raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
+        cache_dir = Path(_option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
+        self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
+        max_cost = _float_option(config, "upskill_max_cost")
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        self.budget = Budget(max_cost / workers) if max_cost is not None else None  # each xdist worker gets its share
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
             timeout=float(_option(config, "upskill_timeout")),
             retries=_int_option(config, "upskill_retries"),
+            cache=self.cache, cache_mode=self.cache_mode, budget=self.budget,
         )
+        self.thresholds = Thresholds(**{key: _float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
         self.aggregator = Aggregator([s.name for s in specs])
-        self.is_worker = hasattr(config, "workerinput")
+        self.evaluation = None
+        self.changed = self._changed_files()
+        self.old_report = self._read_old_report()
         self._prefetched_all = False
+
+    def _changed_files(self) -> set[Path] | None:
+        ref = self.config.getoption("upskill_changed_since")
+        if not ref:
+            return None
+        try:
+            return changed_files(self.config.rootpath, ref)
+        except GitError as exc:
+            raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
+
+    def wants(self, skill_dir: Path) -> bool:
+        return self.changed is None or is_changed(skill_dir, self.changed)
 
     # -- hooks: this object is registered as a plugin, so pytest calls these on it
 
@@ -47,34 +78,109 @@ class UpskillState:
             if outcome is not None:
                 self.aggregator.add(outcome)
 
-    @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """--upskill-plan: say what the run would send and cost, and run nothing."""
+        if not self.config.getoption("upskill_plan") or self.config.getoption("collectonly"):
+            return None
+        plans: dict[str, ModelPlan] = {}
+        for item in session.items:
+            if isinstance(item, TrialItem):
+                t = item.trial
+                cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, t.request, t.run)) is not None
+                plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_sep("=", "upskill plan")
+        for line in plan_lines(list(plans.values())):
+            reporter.write_line(line)
+        return True
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file and the terminal summary
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.runner.close()
         if self.is_worker:
             return
+        results = self.aggregator.results()
+        report = self.aggregator.to_json()
+        self.evaluation = evaluate(results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report)
+        report["verdicts"] = [v.to_json() for v in self.evaluation.verdicts]
+        report["regressions"] = [g.to_json() for g in self.evaluation.regressions]
+        report["cache_problems"] = [f"{p.path}: {p.reason}" for p in self.cache.problems]
+        if self.budget:
+            report["budget"] = {"limit": self.budget.limit, "spent": self.budget.settled, "not_sent": self.budget.refused}
         path = self.config.getoption("upskill_report")
         if path:
-            self.aggregator.write_json(Path(self.config.invocation_params.dir, path))
+            write_text_atomic(Path(self.config.invocation_params.dir, path), json.dumps(report, indent=2) + "\n")
+        self._write_markdown(results, report)
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and results:
+            errors = report["errors"] > 0
+            if self.evaluation.gated:  # the verdicts decide, not the individual with-skill trials
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED if self.evaluation.fails or errors else pytest.ExitCode.OK
+            elif self.evaluation.regressions:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _read_old_report(self) -> dict | None:
+        path = self.config.getoption("upskill_compare")
+        if not path or self.is_worker:
+            return None
+        try:
+            report = json.loads(Path(self.config.invocation_params.dir, path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise pytest.UsageError(f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise pytest.UsageError(f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report") from None
+        if not isinstance(report, dict) or not isinstance(report.get("results"), list):
+            raise pytest.UsageError(f"--upskill-compare {path}: has no 'results' list; pass a file written by --upskill-report")
+        return report
+
+    def _write_markdown(self, results, report: dict) -> None:
+        path = self.config.getoption("upskill_markdown")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not path and not summary:
+            return
+        prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
+        text = markdown(results, report["verdicts"], report["regressions"], prices, self.aggregator.cached, self.aggregator.trials)
+        if path:
+            write_text_atomic(Path(self.config.invocation_params.dir, path), text)
+        if summary and results:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(text)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         results = self.aggregator.results()
         if not results:
             return
+        write = terminalreporter.write_line
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results):
-            terminalreporter.write_line(line)
+            write(line)
+        write(f"{self.aggregator.cached} of {self.aggregator.trials} trial(s) came from the cache ({self.cache.root})"
+              if self.cache_mode != "off" else "cache off")
         for spec in self.specs:
             if spec.note:
-                terminalreporter.write_line(f"note: {spec.note}")
+                write(f"note: {spec.note}")
+        for line in audit_lines(results):
+            write(f"audit: {line}")
+        for problem in self.cache.problems:
+            write(f"cache warning: {problem.path}: {problem.reason}")
+        if self.budget and self.budget.refused:
+            write(f"budget: stopped sending at ${self.budget.spent:.4f} of ${self.budget.limit:g}; {self.budget.refused} trial(s) not sent "
+                  "(errors of kind over_budget); finished trials are kept")
+        if self.evaluation and (self.evaluation.verdicts or self.evaluation.regressions):
+            terminalreporter.write_sep("=", "upskill: gates")
+            for line in self.evaluation.lines():
+                write(line)
+            if self.evaluation.gated:
+                write("exit status follows these verdicts" + (" (strict: INCONCLUSIVE fails)" if self.config.getoption("upskill_strict") else ""))
         path = self.config.getoption("upskill_report")
         if path:
-            terminalreporter.write_line(f"JSON report written to {path}")
+            write(f"JSON report written to {path}")
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
@@ -105,6 +211,16 @@ def _xdist_queue(config: pytest.Config):
 def _option(config: pytest.Config, name: str):
     value = config.getoption(name)
     return value if value is not None else config.getini(name)
+
+
+def _float_option(config: pytest.Config, name: str) -> float | None:
+    value = _option(config, name)
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{name} must be a number (a fraction: 0.2 for 20%), not {value!r}") from None
 
 
 def _int_option(config: pytest.Config, name: str) -> int:
@@ -141,6 +257,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_timeout", "seconds per request attempt", default="120")
     parser.addini("upskill_retries", "retries of a failed request", default="2")
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
+    group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
+    group.addoption("--upskill-cache-dir", default=None, metavar="DIR", help="response cache folder (default: ROOTDIR/.upskill-cache)")
+    parser.addini("upskill_cache", "response cache mode: rw, off or replay", default="rw")
+    parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
+    for key, text in (("min_lift", "lowest acceptable lift, e.g. 0.1"), ("min_pass_rate", "lowest acceptable with-skill pass rate"),
+                      ("max_token_increase", "highest acceptable relative token increase of the skill, e.g. 0.5")):
+        group.addoption(f"--upskill-{key.replace('_', '-')}", dest=f"upskill_{key}", type=float, default=None, metavar="X",
+                        help=f"gate: {text}; judged on the 95% interval")
+        parser.addini(f"upskill_{key}", f"gate: {text}", default="")
+    group.addoption("--upskill-strict", action="store_true", default=False, help="gates: an INCONCLUSIVE verdict fails")
+    group.addoption("--upskill-compare", default=None, metavar="OLD.json", help="flag regressions against an earlier --upskill-report")
+    group.addoption("--upskill-changed-since", default=None, metavar="REF", help="keep only skills whose folder changed since this git ref")
+    group.addoption("--upskill-markdown", default=None, metavar="PATH", help="write a Markdown summary for a pull request")
+    group.addoption("--upskill-plan", action="store_true", default=False, help="print trials, requests, tokens and cost per model; send nothing")
+    group.addoption("--upskill-max-cost", dest="upskill_max_cost", type=float, default=None, metavar="USD",
+                    help="stop sending requests once the estimated spend passes this")
+    parser.addini("upskill_max_cost", "spending limit in USD", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,11 +285,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs)
     config.pluginmanager.register(state, "upskill-state")
+    if state.cache_mode == "rw" and specs and not state.is_worker and not config.getoption("collectonly"):
+        state.cache.create()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.name == "skill_meta.json" and (file_path.parent / "SKILL.md").is_file():
-        return SkillFile.from_parent(parent, path=file_path)
+        if parent.config.stash[STATE].wants(file_path.parent):
+            return SkillFile.from_parent(parent, path=file_path)
     return None
 
 
@@ -174,7 +310,7 @@ class SkillFile(pytest.File):
             for registered in self.ihook.pytest_upskill_checks():
                 custom.update(registered or {})
             registry = CheckRegistry(custom)
-            cases = load_cases(self.path, registry.prepare)
+            cases, self.thresholds = load_cases(self.path, registry.prepare)
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check
@@ -211,6 +347,7 @@ class TrialItem(pytest.Item):
             score=functools.partial(registry.score, case.expected),
         )
         self.case_line = case.line
+        self.skill_thresholds = self.parent.thresholds
         self.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
 
     def setup(self) -> None:
@@ -218,7 +355,7 @@ class TrialItem(pytest.Item):
         state.prefetch(self.session)
         outcome = state.runner.outcome(self.trial)
         self.outcome = outcome
-        self.user_properties.extend(outcome_properties(outcome.to_dict()))
+        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.skill_thresholds))
         if outcome.is_error:
             pytest.fail(f"upskill: not scored ({outcome.error_kind}): {outcome.message}", pytrace=False)
 

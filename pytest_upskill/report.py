@@ -16,15 +16,20 @@ from . import stats
 
 PROPERTY_PREFIX = "upskill."
 # user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
-PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached")
+PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached", "thresholds")
 
 
-def outcome_properties(outcome: dict) -> list[tuple[str, Any]]:
-    return [(PROPERTY_PREFIX + name, outcome[name]) for name in PROPERTIES if outcome.get(name) is not None or name == "passed"]
+def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
+    """The trial's properties; a skill's own gate thresholds travel with them (as JSON) so that the
+    xdist controller, which collects nothing, knows them."""
+    values = {**outcome, "thresholds": json.dumps(thresholds, sort_keys=True) if thresholds else None}
+    return [(PROPERTY_PREFIX + name, values[name]) for name in PROPERTIES if values.get(name) is not None or name == "passed"]
 
 
 def outcome_from_properties(properties: Iterable) -> dict | None:
     found = {name[len(PROPERTY_PREFIX) :]: value for name, value in properties if str(name).startswith(PROPERTY_PREFIX)}
+    if "thresholds" in found:
+        found["thresholds"] = json.loads(found["thresholds"])
     return found if "skill" in found and "arm" in found else None
 
 
@@ -35,6 +40,7 @@ class Arm:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached: int = 0
     error_kinds: Counter = field(default_factory=Counter)
 
     @property
@@ -60,6 +66,7 @@ class Arm:
             self.failed += 1
         self.input_tokens += int(outcome.get("input_tokens") or 0)
         self.output_tokens += int(outcome.get("output_tokens") or 0)
+        self.cached += bool(outcome.get("cached"))
 
     def to_json(self) -> dict:
         return {
@@ -70,6 +77,7 @@ class Arm:
             "pass_rate": self.pass_rate,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cached": self.cached,
             "error_kinds": dict(sorted(self.error_kinds.items())),
         }
 
@@ -82,8 +90,11 @@ class Result:
     with_skill: Arm = field(default_factory=Arm)
     # case -> arm -> run -> passed (None = error)
     cases: dict[str, dict[str, dict[int, bool | None]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    thresholds: dict[str, float] = field(default_factory=dict)  # the skill's own, from skill_meta.json
 
     def add(self, outcome: dict) -> None:
+        if outcome.get("thresholds"):
+            self.thresholds = outcome["thresholds"]
         arm = outcome["arm"]
         (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
         self.cases[outcome["case"]][arm][int(outcome["run"])] = outcome.get("passed")
@@ -111,6 +122,19 @@ class Result:
         skill_rates, base_rates = self._paired_case_rates()
         return stats.paired_lift_ci(skill_rates, base_rates, self.lift, self.with_skill.pass_rate, self.baseline.pass_rate)
 
+    def uninformative_cases(self) -> list[tuple[str, str]]:
+        """Cases that measure nothing: every run of both arms passed, or every run of both failed."""
+        found = []
+        for case, arms in sorted(self.cases.items()):
+            values = list(arms.get("baseline", {}).values()) + list(arms.get("with_skill", {}).values())
+            if not arms.get("baseline") or not arms.get("with_skill") or None in values:
+                continue
+            if all(values):
+                found.append((case, "passes in both arms in every run"))
+            elif not any(values):
+                found.append((case, "fails in both arms in every run"))
+        return found
+
     def token_delta(self) -> dict:
         b, s = self.baseline, self.with_skill
         return {
@@ -130,6 +154,7 @@ class Result:
             "lift": self.lift,
             "lift_ci": list(ci) if ci else None,
             "token_delta": self.token_delta(),
+            "uninformative_cases": [{"case": c, "why": why} for c, why in self.uninformative_cases()],
             "cases": [
                 {
                     "case": case,
@@ -160,20 +185,21 @@ class Aggregator:
         order = {name: i for i, name in enumerate(self.model_order)}
         return [self._results[k] for k in sorted(self._results, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))]
 
-    def to_json(self) -> dict:
+    @property
+    def cached(self) -> int:
+        return sum(r.baseline.cached + r.with_skill.cached for r in self.results())
+
+    def to_json(self, **sections: Any) -> dict:
+        """The report; ``sections`` (verdicts, regressions, ...) are added as they are."""
         results = self.results()
         return {
             "version": 1,
             "trials": self.trials,
             "errors": sum(r.baseline.errors + r.with_skill.errors for r in results),
+            "cached": self.cached,
             "results": [r.to_json() for r in results],
+            **sections,
         }
-
-    def write_json(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
 
     def suite_properties(self) -> list[tuple[str, str]]:
         """Per skill x model figures for the JUnit <testsuite> properties."""
@@ -192,6 +218,13 @@ class Aggregator:
                 (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
             ]
         return props
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _num(value: float | None) -> str:
@@ -239,3 +272,61 @@ def terminal_lines(results: list[Result]) -> list[str]:
         total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
         lines.append(f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored" if total_errors else f"{len(results)} skill × model result(s); every trial scored")
     return lines
+
+
+def cost(result: Result, prices: tuple[float | None, float | None]) -> float | None:
+    """USD spent on this skill x model (both arms), or None without prices."""
+    price_in, price_out = prices
+    if price_in is None and price_out is None:
+        return None
+    tokens_in = result.baseline.input_tokens + result.with_skill.input_tokens
+    tokens_out = result.baseline.output_tokens + result.with_skill.output_tokens
+    return (tokens_in * (price_in or 0) + tokens_out * (price_out or 0)) / 1e6
+
+
+def audit_lines(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        for case, why in r.uninformative_cases():
+            lines.append(f"{r.skill} × {r.model}: case {case} {why}: it measures nothing")
+    return lines
+
+
+def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict], prices: dict[str, tuple], cached: int, trials: int) -> str:
+    """A compact summary for a pull-request comment."""
+    by_key = {(v["skill"], v["model"]): v for v in verdicts}
+    out = ["## pytest-upskill", "", "| skill | model | baseline | with skill | lift [95% CI] | tokens in/out (Δ) | cost | verdict |", "|---|---|---|---|---|---|---|---|"]
+    total_cost = 0.0
+    for r in results:
+        b, s = r.baseline, r.with_skill
+        ci = r.lift_ci
+        lift = pct(r.lift, True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
+        delta = r.token_delta()
+        spent = cost(r, prices.get(r.model, (None, None)))
+        total_cost += spent or 0
+        verdict = by_key.get((r.skill, r.model))
+        errors = b.errors + s.errors
+        out.append(
+            f"| {r.skill} | `{r.model}` | {b.passed}/{b.scored} | {s.passed}/{s.scored}{f' ({errors} errors)' if errors else ''} | {lift} "
+            f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | {f'${spent:.4f}' if spent is not None else '–'} "
+            f"| {('**' + verdict['verdict'] + '**') if verdict else '–'} |"
+        )
+    failing = [v for v in verdicts if v["fails"]]
+    if failing:
+        out += ["", "### Failing gates", ""]
+        for v in failing:
+            for f in v["findings"]:
+                if f["fails"]:
+                    out.append(f"- **{v['skill']} × `{v['model']}`**: {f['figure']} {f['verdict']} (value {_fmt(f['value'])}, threshold {_fmt(f['threshold'])})")
+    if regressions:
+        out += ["", "### Regressions against the base report", ""]
+        out += [f"- **{g['skill']} × `{g['model']}`** ({g['kind']}): {g['message']}" for g in regressions]
+    audit = audit_lines(results)
+    if audit:
+        out += ["", "<details><summary>Cases that measure nothing</summary>", ""] + [f"- {line}" for line in audit] + ["", "</details>"]
+    out += ["", f"{trials} trials, {cached} from the cache" + (f", cost ${total_cost:.4f}" if total_cost else "") + "."]
+    return "\n".join(out) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"

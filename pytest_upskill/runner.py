@@ -14,13 +14,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .budget import Budget
+from .cache import ResponseCache, cache_key
 from .checks import CheckResult
 from .config import ModelSpec
 from .prompt import Request
-from .providers import Provider, ProviderError, make_provider
+from .providers import Completion, Provider, ProviderError, make_provider
 from .providers.base import BAD_RESPONSE, TIMEOUT
 
 CHECK_ERROR = "check_error"
+CACHE_MISS = "not_cached"
+OVER_BUDGET = "over_budget"
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,15 @@ class Outcome:
 
 
 class Runner:
-    def __init__(self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2):
+    def __init__(
+        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2,
+        cache: ResponseCache | None = None, cache_mode: str = "off", budget: Budget | None = None,
+    ):
+        """``cache_mode``: ``rw`` reads and writes ``cache``, ``replay`` only reads it and never
+        calls a model, ``off`` ignores it."""
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        self.cache, self.cache_mode = (cache, cache_mode) if cache is not None else (None, "off")
+        self.budget = budget
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -130,30 +141,61 @@ class Runner:
         self._providers.clear()
 
     async def _run(self, trial: Trial) -> Outcome:
+        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
+        key = cache_key(trial.spec, trial.request, trial.run) if self.cache_mode != "off" else None
+        completion = self.cache.get(key) if key else None
+        if completion is not None:
+            outcome.cached = True
+        elif self.cache_mode == "replay":
+            outcome.error_kind = CACHE_MISS
+            outcome.message = (
+                f"{trial.model}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "
+                "record it with --upskill-cache rw (the default)"
+            )
+            return outcome
+        else:
+            completion = await self._call(trial, outcome)
+            if completion is not None and key:
+                self.cache.put(key, completion)
+        if completion is None:
+            return outcome
+        outcome.output = completion.text
+        outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+        try:
+            result = trial.score(outcome.output)
+        except Exception as exc:
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
+        else:
+            outcome.passed, outcome.message = result.passed, result.message
+        return outcome
+
+    async def _call(self, trial: Trial, outcome: Outcome) -> Completion | None:
+        """One request to the model, within the concurrency bound and a deadline; on failure the
+        outcome gets the error and None is returned."""
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
-        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
         async with self._semaphore:
+            reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
+            if reservation is None:
+                outcome.error_kind = OVER_BUDGET
+                outcome.message = f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}"
+                return None
             start = time.perf_counter()
             # The SDK retries inside; this deadline bounds all its attempts and back-offs together.
             deadline = self.timeout * (self.retries + 1) + 30
+            completion = None
             try:
                 completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
+                return completion
             except ProviderError as exc:
                 outcome.error_kind, outcome.message = exc.kind, str(exc)
             except asyncio.TimeoutError:
                 outcome.error_kind, outcome.message = TIMEOUT, f"{trial.model}: no answer within {deadline:.0f} s"
             except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
                 outcome.error_kind, outcome.message = BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}"
-            else:
-                outcome.output = completion.text
-                outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
-            outcome.latency_s = round(time.perf_counter() - start, 4)
-        if outcome.error_kind is None:
-            try:
-                result = trial.score(outcome.output)
-            except Exception as exc:
-                outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
-            else:
-                outcome.passed, outcome.message = result.passed, result.message
-        return outcome
+            finally:
+                outcome.latency_s = round(time.perf_counter() - start, 4)
+                if self.budget:
+                    tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
+                    self.budget.settle(reservation, trial.spec, *tokens)
+        return None

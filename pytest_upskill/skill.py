@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -214,8 +214,30 @@ def _slug(value: str) -> str:
 CheckPreparer = Callable[[str, Any], Any]
 
 
-def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> list[Case]:
-    """Load the cases of ``skill_meta.json`` in any of upskill's formats.
+THRESHOLD_KEYS = ("min_lift", "min_pass_rate", "max_token_increase")
+
+
+class SkillMeta(NamedTuple):
+    cases: list[Case]
+    thresholds: dict[str, float]  # the skill's own gate thresholds, overriding the ini and options
+
+
+def _thresholds(meta_path: Path, text: str, data: Any) -> dict[str, float]:
+    value = data.get("thresholds") if isinstance(data, dict) else None
+    if value is None:
+        return {}
+    match = re.search(r'"thresholds"\s*:', text)
+    line = _line_of(text, match.start()) if match else None
+    if not isinstance(value, dict) or set(value) - set(THRESHOLD_KEYS):
+        raise SkillFileError(meta_path, f"'thresholds' must be an object with keys from {list(THRESHOLD_KEYS)}", 'e.g. "thresholds": {"min_lift": 0.2}', line)
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise SkillFileError(meta_path, f"threshold {key!r} must be a number, not {json.dumps(number)}", "write fractions: 0.2 for 20%", line)
+    return {k: float(v) for k, v in value.items()}
+
+
+def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> SkillMeta:
+    """Load the cases (and optional ``thresholds``) of ``skill_meta.json`` in any of upskill's formats.
 
     ``prepare_check(name, value)`` validates one ``expected`` entry; it raises ``KeyError`` for an
     unknown check and ``ValueError`` for a bad value.
@@ -288,4 +310,4 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> list[Case]:
         seen[key] = index
         case.key, case.line = key, line
         cases.append(case)
-    return cases
+    return SkillMeta(cases, _thresholds(meta_path, text, data))

@@ -134,7 +134,7 @@ def test_junit_has_trial_properties_and_suite_lift(pytester, alpha, model_server
 
 def test_xdist_gives_the_same_report_as_a_plain_run(pytester, alpha, write_skill, model_server):
     write_skill("beta-rules", [{"input": f"q{i}", "expected": {"contains": "following"}} for i in range(5)], body="Rule.")
-    args = ["skills", *models(model_server), "--upskill-runs", "2"]
+    args = ["skills", *models(model_server), "--upskill-runs", "2", "--upskill-cache", "off"]
     plain = pytester.runpytest(*args, "--upskill-report", "plain.json", "--junitxml=plain.xml")
     distributed = pytester.runpytest(*args, "-n", "2", "--upskill-report", "xdist.json", "--junitxml=xdist.xml")
     assert report(pytester, "plain.json") == report(pytester, "xdist.json")

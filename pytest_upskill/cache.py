@@ -1,0 +1,99 @@
+"""Content-addressed store of model responses, safe with many writers.
+
+The key is the SHA-256 of everything that decides a response: provider, model, base URL, the
+full request (system prompt with the skill block, user message, parameters) and the run index.
+Never a key or a header: a spec holds only the *name* of its key variable, and that name is
+left out too. One response is one file, ``DIR/ab/abcdef....json``, written to a temporary file
+in the same folder and renamed into place, so a reader sees a whole entry or none, and a writer
+killed mid-write leaves only a stray temporary file. Each entry repeats its key and a checksum
+of its content: a truncated, corrupted or misplaced entry is reported, ignored and re-fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import ModelSpec
+from .prompt import Request
+from .providers.base import Completion
+
+MODES = ("rw", "off", "replay")
+FORMAT = 1
+
+
+def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
+    material = {
+        "format": FORMAT,
+        "provider": spec.provider,
+        "model": spec.model,
+        "base_url": spec.base_url,
+        "request": asdict(request),
+        "run": run,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _checksum(completion: dict) -> str:
+    return hashlib.sha256(json.dumps(completion, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class CacheProblem:
+    path: Path
+    reason: str
+
+
+class ResponseCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.problems: list[CacheProblem] = []
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Completion | None:
+        path = self.path(key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.problems.append(CacheProblem(path, f"unreadable: {exc.strerror or exc}"))
+            return None
+        try:
+            entry = json.loads(raw)
+            completion = entry["completion"]
+            if entry.get("key") != key:
+                raise ValueError("entry belongs to another key")
+            if entry.get("checksum") != _checksum(completion):
+                raise ValueError("checksum mismatch")
+            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
+            return None
+
+    def put(self, key: str, completion: Completion) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = asdict(completion)
+        entry = {"key": key, "completion": data, "checksum": _checksum(data)}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entry, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def create(self) -> None:
+        """Make the folder; a new one gets a .gitignore (as .pytest_cache does), which a user who
+        commits the cache as a CI fixture deletes: it is not written again."""
+        if not self.root.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / ".gitignore").write_text("# pytest-upskill response cache: delete this file to commit the cache\n*\n")

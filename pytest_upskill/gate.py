@@ -1,0 +1,217 @@
+"""Verdicts: thresholds judged on 95% intervals, and regressions against a stored report.
+
+Thresholds (``--upskill-min-lift``, ``--upskill-min-pass-rate``, ``--upskill-max-token-increase``)
+give each skill x model a verdict per figure:
+
+* PASS: the whole 95% interval is on the right side of the threshold,
+* FAIL: the whole interval is on the wrong side,
+* INCONCLUSIVE: the interval straddles it. It fails the gate when the point estimate is on the
+  wrong side (so a gate never passes a figure measured below it), or always under ``strict``.
+
+Token counts are measured, not sampled, so the token increase is judged on its value alone.
+
+A comparison with the report of an earlier run flags, per skill x model: a lift that dropped
+beyond the noise of the two measurements (the MOVER interval of Zou & Donner 2008 for the
+difference of the two lifts, built from each lift's own interval, lies wholly below zero), a case
+whose with-skill arm passed before and fails now (majority of runs), and with-skill tokens per
+trial that grew by more than the token threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from . import stats
+from .report import Result
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+DEFAULT_TOKEN_GROWTH = 0.25  # for --upskill-compare when no --upskill-max-token-increase is set
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_lift: float | None = None
+    min_pass_rate: float | None = None
+    max_token_increase: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def merged(self, override: dict[str, Any] | None) -> Thresholds:
+        return replace(self, **{k: v for k, v in (override or {}).items() if v is not None})
+
+
+THRESHOLD_KEYS = tuple(f.name for f in fields(Thresholds))
+
+
+@dataclass
+class Finding:
+    figure: str  # "lift", "pass_rate", "token_increase"
+    verdict: str
+    value: float | None
+    interval: tuple[float, float] | None
+    threshold: float
+    fails: bool
+
+    def describe(self) -> str:
+        value = "not measured" if self.value is None else f"{self.value * 100:+.0f}%" if self.figure != "pass_rate" else f"{self.value * 100:.0f}%"
+        ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
+        side = "at most" if self.figure == "token_increase" else "at least"
+        return f"{self.figure} {value}{ci} vs {side} {self.threshold * 100:+.0f}%"
+
+
+@dataclass
+class Verdict:
+    skill: str
+    model: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {f.verdict for f in self.findings}
+        return FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+
+    @property
+    def fails(self) -> bool:
+        return any(f.fails for f in self.findings)
+
+    def to_json(self) -> dict:
+        return {
+            "skill": self.skill, "model": self.model, "verdict": self.verdict, "fails": self.fails,
+            "findings": [{"figure": f.figure, "verdict": f.verdict, "value": f.value, "interval": list(f.interval) if f.interval else None,
+                          "threshold": f.threshold, "fails": f.fails} for f in self.findings],
+        }
+
+
+def _judge_interval(figure: str, value: float | None, interval: tuple[float, float] | None, threshold: float, strict: bool) -> Finding:
+    if value is None or interval is None:
+        return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
+    lo, hi = interval
+    verdict = PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
+    fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
+    return Finding(figure, verdict, value, interval, threshold, fails)
+
+
+def token_increase(result: Result) -> float | None:
+    before = result.baseline.input_tokens + result.baseline.output_tokens
+    after = result.with_skill.input_tokens + result.with_skill.output_tokens
+    return stats.relative_change(before, after)
+
+
+def judge(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdict:
+    verdict = Verdict(result.skill, result.model)
+    if thresholds.min_lift is not None:
+        verdict.findings.append(_judge_interval("lift", result.lift, result.lift_ci, thresholds.min_lift, strict))
+    if thresholds.min_pass_rate is not None:
+        rate = result.with_skill.pass_rate
+        n_cases = sum(1 for arms in result.cases.values() if any(v is not None for v in arms.get("with_skill", {}).values()))
+        interval = stats.wilson(rate, n_cases) if rate is not None else None
+        verdict.findings.append(_judge_interval("pass_rate", rate, interval, thresholds.min_pass_rate, strict))
+    if thresholds.max_token_increase is not None:
+        value = token_increase(result)
+        ok = value is not None and value <= thresholds.max_token_increase
+        verdict.findings.append(Finding("token_increase", PASS if ok else FAIL, value, None, thresholds.max_token_increase, not ok))
+    return verdict
+
+
+# ------------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Regression:
+    skill: str
+    model: str
+    kind: str  # "lift", "flip", "tokens"
+    message: str
+    case: str | None = None
+
+    def to_json(self) -> dict:
+        return {"skill": self.skill, "model": self.model, "kind": self.kind, "case": self.case, "message": self.message}
+
+
+def lift_difference_ci(new: float, new_ci: tuple[float, float], old: float, old_ci: tuple[float, float]) -> tuple[float, float]:
+    """MOVER interval for ``new - old`` from the two lifts' own intervals (independent runs)."""
+    d = new - old
+    lower = d - math.sqrt((new - new_ci[0]) ** 2 + (old_ci[1] - old) ** 2)
+    upper = d + math.sqrt((new_ci[1] - new) ** 2 + (old - old_ci[0]) ** 2)
+    return lower, upper
+
+
+def _majority_passed(runs: list) -> bool | None:
+    scored = [r for r in runs if r is not None]
+    return None if not scored else sum(scored) * 2 >= len(scored) and sum(scored) > 0
+
+
+def _tokens_per_trial(arm: dict) -> float | None:
+    total = arm.get("total") or 0
+    return (arm.get("input_tokens", 0) + arm.get("output_tokens", 0)) / total if total else None
+
+
+def compare(old_report: dict, new_report: dict, token_growth: float | None) -> list[Regression]:
+    """Regressions of ``new_report`` against ``old_report`` (both in the --upskill-report format)."""
+    limit = DEFAULT_TOKEN_GROWTH if token_growth is None else token_growth
+    old = {(r["skill"], r["model"]): r for r in old_report.get("results", [])}
+    found: list[Regression] = []
+    for new in new_report["results"]:
+        before = old.get((new["skill"], new["model"]))
+        if before is None:
+            continue
+        skill, model = new["skill"], new["model"]
+        if None not in (new["lift"], before.get("lift")) and new["lift_ci"] and before.get("lift_ci"):
+            lo, hi = lift_difference_ci(new["lift"], tuple(new["lift_ci"]), before["lift"], tuple(before["lift_ci"]))
+            if hi < 0:
+                found.append(Regression(skill, model, "lift", f"lift fell from {before['lift'] * 100:+.0f}% to {new['lift'] * 100:+.0f}% "
+                                        f"(change {(new['lift'] - before['lift']) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to {hi * 100:+.0f}%)"))
+        old_cases = {c["case"]: c for c in before.get("cases", [])}
+        for case in new.get("cases", []):
+            prior = old_cases.get(case["case"])
+            if prior and _majority_passed(prior.get("with_skill", [])) and _majority_passed(case["with_skill"]) is False:
+                found.append(Regression(skill, model, "flip", f"case {case['case']}: with skill passed before, fails now", case["case"]))
+        old_tokens, new_tokens = _tokens_per_trial(before.get("with_skill", {})), _tokens_per_trial(new["with_skill"])
+        if old_tokens and new_tokens is not None and (new_tokens - old_tokens) / old_tokens > limit:
+            found.append(Regression(skill, model, "tokens", f"with-skill tokens per trial grew {old_tokens:.0f} → {new_tokens:.0f} "
+                                    f"({(new_tokens - old_tokens) / old_tokens * 100:+.0f}%, limit {limit * 100:+.0f}%)"))
+    return found
+
+
+# ------------------------------------------------------------------------------- the run's verdict
+
+
+@dataclass
+class Evaluation:
+    verdicts: list[Verdict]
+    regressions: list[Regression]
+
+    @property
+    def gated(self) -> bool:
+        """Any threshold set: the exit status follows the verdicts, not the with-skill trials."""
+        return bool(self.verdicts)
+
+    @property
+    def fails(self) -> bool:
+        return any(v.fails for v in self.verdicts) or bool(self.regressions)
+
+    def lines(self) -> list[str]:
+        out = []
+        for v in self.verdicts:
+            out.append(f"{v.verdict:<12} {v.skill} × {v.model}: " + "; ".join(f"{f.describe()} {f.verdict}" for f in v.findings))
+        for v in self.verdicts:
+            for f in v.findings:
+                if f.fails:
+                    out.append(f"FAILED GATE  {v.skill} × {v.model}: {f.describe()}")
+        for g in self.regressions:
+            out.append(f"REGRESSION   {g.skill} × {g.model}: {g.message}")
+        return out
+
+
+def evaluate(results: list[Result], report: dict, thresholds: Thresholds, strict: bool, old_report: dict | None) -> Evaluation:
+    verdicts = []
+    for result in results:
+        own = thresholds.merged(result.thresholds)
+        if own.any:
+            verdicts.append(judge(result, own, strict))
+    regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
+    return Evaluation(verdicts, regressions)
