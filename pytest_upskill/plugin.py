@@ -43,7 +43,7 @@ class UpskillState:
         cache_dir = Path(_option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
         max_cost = _float_option(config, "upskill_max_cost")
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         self.budget = Budget(max_cost / workers) if max_cost is not None else None  # each xdist worker gets its share
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),

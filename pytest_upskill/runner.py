@@ -79,6 +79,7 @@ class Runner:
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
         self.cache, self.cache_mode = (cache, cache_mode) if cache is not None else (None, "off")
         self.budget = budget
+        self._inflight: dict[str, asyncio.Future] = {}  # cache key -> the completion being fetched
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -144,6 +145,10 @@ class Runner:
         outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
         key = cache_key(trial.spec, trial.request, trial.run) if self.cache_mode != "off" else None
         completion = self.cache.get(key) if key else None
+        if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
+            completion = await asyncio.shield(self._inflight[key])
+            if completion is None:  # it failed: this trial makes its own attempt
+                completion = self.cache.get(key)
         if completion is not None:
             outcome.cached = True
         elif self.cache_mode == "replay":
@@ -154,9 +159,17 @@ class Runner:
             )
             return outcome
         else:
-            completion = await self._call(trial, outcome)
-            if completion is not None and key:
-                self.cache.put(key, completion)
+            shared = None
+            if key:
+                shared = self._inflight[key] = asyncio.get_running_loop().create_future()
+            try:
+                completion = await self._call(trial, outcome)
+                if completion is not None and key:
+                    self.cache.put(key, completion)
+            finally:
+                if shared is not None:
+                    self._inflight.pop(key, None)
+                    shared.set_result(completion)
         if completion is None:
             return outcome
         outcome.output = completion.text

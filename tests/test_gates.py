@@ -1,0 +1,186 @@
+"""Gates: thresholds judged on intervals set the exit status; comparison with a stored report
+names regressions; Markdown summary; audit; --upskill-changed-since; plan and budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pytest_upskill.loopback import LoopbackServer
+
+BODY = "The alpha code is ZETA-42."
+
+
+def cases(n: int, text: str = "zeta-42") -> list[dict]:
+    return [{"id": f"c{i}", "input": f"Question {i}?", "expected": {"contains": text}} for i in range(n)]
+
+
+def run(pytester, server, *args):
+    return pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *args)
+
+
+def report(pytester) -> dict:
+    return json.loads((pytester.path / "r.json").read_text())
+
+
+def test_min_lift_names_the_skill_below_it_and_fails_the_run(pytester, write_skill, model_server):
+    write_skill("strong-skill", cases(12), body=BODY)  # lift +100% over 12 cases: interval clears 0.5
+    write_skill("useless-skill", cases(12, "never-said"), body="Nothing useful.")  # lift 0: interval below 0.5
+    result = run(pytester, model_server, "--upskill-min-lift", "0.5")
+    result.stdout.fnmatch_lines([
+        "*upskill: gates*",
+        "PASS         strong-skill × openai:m@*: lift +100% [[]95% CI *] vs at least +50% PASS",
+        "FAIL         useless-skill × openai:m@*: lift +0% [[]95% CI -*] vs at least +50% FAIL",
+        "FAILED GATE  useless-skill × openai:m@*: lift +0% *vs at least +50%",
+        "exit status follows these verdicts",
+    ])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
+    assert verdicts["strong-skill"]["verdict"] == "PASS" and verdicts["useless-skill"]["verdict"] == "FAIL"
+
+
+def test_with_thresholds_failed_with_skill_trials_no_longer_set_the_exit_status(pytester, write_skill, model_server):
+    # 12 cases pass with the skill, 1 fails in both arms: a with-skill trial fails, the lift gate passes
+    write_skill("strong-skill", cases(12) + [{"id": "hard", "input": "x", "expected": {"contains": "never"}}], body=BODY)
+    result = run(pytester, model_server, "--upskill-min-lift", "0.3")
+    result.assert_outcomes(passed=12, failed=1, xfailed=13)
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_inconclusive_fails_only_below_the_point_estimate_or_when_strict(pytester, write_skill, model_server):
+    write_skill("small-skill", cases(3), body=BODY)  # lift +100% over 3 cases: the interval straddles 0.8
+    result = run(pytester, model_server, "--upskill-min-lift", "0.8")
+    result.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +100% *vs at least +80% INCONCLUSIVE"])
+    assert result.ret == pytest.ExitCode.OK
+    strict = run(pytester, model_server, "--upskill-min-lift", "0.8", "--upskill-strict")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    write_skill("small-skill", cases(2) + [{"id": "c2", "input": "x", "expected": {"contains": "never"}}], body=BODY)  # lift 67% < 80%
+    below = run(pytester, model_server, "--upskill-min-lift", "0.8")
+    below.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +67% *", "FAILED GATE  small-skill × *"])
+    assert below.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_pass_rate_and_token_thresholds_from_the_ini_and_per_skill(pytester, write_skill, model_server):
+    pytester.makeini("[pytest]\nupskill_min_pass_rate = 0.5\nupskill_max_token_increase = 0.1\n")
+    meta = {"tests": cases(12), "thresholds": {"max_token_increase": 5.0}}
+    write_skill("cheap-enough", meta, body=BODY)
+    write_skill("too-costly", cases(12), body=BODY + " " + "padding " * 50)
+    result = run(pytester, model_server)
+    result.stdout.fnmatch_lines(["FAILED GATE  too-costly × *: token_increase +*% vs at most +10%"])
+    verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
+    assert verdicts["cheap-enough"]["verdict"] == "PASS"
+    assert {f["figure"]: f["verdict"] for f in verdicts["too-costly"]["findings"]} == {"pass_rate": "PASS", "token_increase": "FAIL"}
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_per_skill_thresholds_reach_the_controller_under_xdist(pytester, write_skill, model_server):
+    write_skill("strong-skill", {"tests": cases(12), "thresholds": {"min_lift": 0.99}}, body=BODY)
+    result = run(pytester, model_server, "-n", "2", "--upskill-cache", "off")
+    (verdict,) = report(pytester)["verdicts"]
+    # +100% over 12 cases: the interval reaches below 99%, the point estimate does not
+    assert verdict["findings"][0]["threshold"] == 0.99 and verdict["verdict"] == "INCONCLUSIVE"
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_compare_and_markdown_name_a_skill_that_lost_its_lift(pytester, write_skill, model_server):
+    write_skill("alpha-facts", cases(12), body=BODY)
+    run(pytester, model_server, "--upskill-report", "main.json")
+    write_skill("alpha-facts", cases(12), body="The alpha code is secret.")  # the edit loses the fact
+    result = run(pytester, model_server, "--upskill-compare", "main.json", "--upskill-markdown", "summary.md")
+    result.stdout.fnmatch_lines(["REGRESSION   alpha-facts × openai:m@*: lift fell from +100% to +0% *"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    md = (pytester.path / "summary.md").read_text()
+    assert "| alpha-facts | `openai:m@" in md
+    assert "### Regressions against the base report" in md
+    assert "**alpha-facts × `openai:m@" in md and "(lift): lift fell from +100% to +0%" in md
+    assert "(flip): case c0: with skill passed before, fails now" in md
+    kinds = {g["kind"] for g in report(pytester)["regressions"]}
+    assert kinds == {"lift", "flip"}
+
+
+def test_an_unchanged_skill_is_no_regression(pytester, write_skill, model_server):
+    write_skill("alpha-facts", cases(6), body=BODY)
+    run(pytester, model_server, "--upskill-report", "main.json")
+    result = run(pytester, model_server, "--upskill-compare", "main.json")
+    assert report(pytester)["regressions"] == []
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_a_broken_compare_report_is_a_usage_error(pytester, write_skill, model_server):
+    write_skill("alpha-facts", cases(2), body=BODY)
+    (pytester.path / "main.json").write_text("{broken")
+    result = run(pytester, model_server, "--upskill-compare", "main.json")
+    result.stderr.fnmatch_lines(["*--upskill-compare main.json: not a JSON report*pass a file written by --upskill-report*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_markdown_goes_to_the_github_step_summary(pytester, write_skill, model_server, monkeypatch):
+    summary = pytester.path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    write_skill("alpha-facts", cases(2), body=BODY)
+    run(pytester, model_server, "--upskill-min-lift", "0.1")
+    text = summary.read_text()
+    assert text.startswith("earlier step\n## pytest-upskill\n")
+    assert "| alpha-facts |" in text and "**INCONCLUSIVE**" in text
+
+
+def test_audit_flags_cases_that_measure_nothing(pytester, write_skill, model_server):
+    write_skill("alpha-facts", [
+        {"id": "useful", "input": "q", "expected": {"contains": "zeta"}},
+        {"id": "baseline-only", "input": "q2", "expected": {"contains": "sure"}},
+        {"id": "never", "input": "q3", "expected": {"contains": "nothing-like-this"}},
+        {"id": "both", "input": "q4", "expected": {"regex": "."}},
+    ], body=BODY)
+    result = run(pytester, model_server, "--upskill-runs", "2")
+    result.stdout.fnmatch_lines([
+        "audit: alpha-facts × *: case both passes in both arms in every run: it measures nothing",
+        "audit: alpha-facts × *: case never fails in both arms in every run: it measures nothing",
+    ])
+    audit = report(pytester)["results"][0]["uninformative_cases"]
+    assert [a["case"] for a in audit] == ["both", "never"]
+
+
+def test_changed_since_keeps_only_skills_changed_since_the_ref(pytester, write_skill, model_server):
+    write_skill("alpha-facts", cases(2), body=BODY)
+    write_skill("beta-rules", cases(2), body=BODY)
+    git = lambda *a: subprocess.run(["git", *a], cwd=pytester.path, check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base")
+    (pytester.path / "skills" / "beta-rules" / "SKILL.md").write_text("---\nname: beta-rules\ndescription: changed.\n---\nZETA-42\n")
+    result = pytester.runpytest("skills", "--collect-only", "-q", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-changed-since", "HEAD")
+    result.stdout.fnmatch_lines(["skills/beta-rules/skill_meta.json::c0*", "4 tests collected*"])
+    assert "alpha-facts" not in result.stdout.str()
+    bad = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-changed-since", "no-such-ref")
+    bad.stderr.fnmatch_lines(["*--upskill-changed-since no-such-ref: unknown git ref 'no-such-ref'*"])
+
+
+def test_plan_prints_requests_tokens_and_cost_without_calling(pytester, write_skill, model_server):
+    write_skill("alpha-facts", cases(4), body=BODY)
+    (pytester.path / "pyproject.toml").write_text(
+        f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{model_server.openai_base_url}"\n'
+        'max_tokens = 100\ninput_price = 1.0\noutput_price = 10.0\n'
+    )
+    result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-plan")
+    result.stdout.fnmatch_lines(["*upskill plan*", "priced * 8 * 8 * 800 *$0.008*", "nothing was sent*"])
+    assert model_server.requests == []
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_max_cost_stops_sending_and_keeps_what_finished(pytester, write_skill):
+    write_skill("alpha-facts", cases(10), body=BODY)
+    with LoopbackServer() as server:
+        (pytester.path / "pyproject.toml").write_text(
+            f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
+            'max_tokens = 1000\ninput_price = 0\noutput_price = 100000.0\n'  # $0.1 per output token
+        )
+        result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-max-cost", "3", "--upskill-concurrency", "1", "--upskill-report", "r.json")
+        sent = len(server.requests)
+    data = report(pytester)
+    assert 0 < sent < 20
+    assert data["errors"] == 20 - sent and data["budget"]["not_sent"] == 20 - sent
+    assert data["results"][0]["with_skill"]["error_kinds"] == {"over_budget": data["results"][0]["with_skill"]["errors"]}
+    result.stdout.fnmatch_lines(["budget: stopped sending at $* of $3; * trial(s) not sent*finished trials are kept"])
