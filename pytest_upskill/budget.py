@@ -66,7 +66,6 @@ class Budget:
         self.limit = limit
         self.settled = 0.0
         self.reserved = 0.0
-        self.refused = 0
 
     @property
     def spent(self) -> float:
@@ -75,7 +74,6 @@ class Budget:
     def reserve(self, spec: ModelSpec, request: Request) -> float | None:
         """The reservation, or None when the limit is already passed: do not send."""
         if self.spent >= self.limit and has_prices(spec):
-            self.refused += 1
             return None
         amount = price(spec, estimated_input_tokens(request), request.max_tokens)
         self.reserved += amount

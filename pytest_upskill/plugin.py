@@ -20,8 +20,8 @@ from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate
 from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
-from .report import Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
-from .runner import Runner, Trial
+from .report import Aggregator, audit_lines, cost, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
+from .runner import OVER_BUDGET, Runner, Trial
 from .skill import Case, Skill, SkillFileError, load_cases, load_skill
 
 STATE = pytest.StashKey["UpskillState"]()
@@ -42,18 +42,19 @@ class UpskillState:
             raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
         cache_dir = Path(_option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
-        max_cost = _float_option(config, "upskill_max_cost")
+        self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
-        self.budget = Budget(max_cost / workers) if max_cost is not None else None  # each xdist worker gets its share
+        budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
             timeout=float(_option(config, "upskill_timeout")),
             retries=_int_option(config, "upskill_retries"),
-            cache=self.cache, cache_mode=self.cache_mode, budget=self.budget,
+            cache=self.cache, cache_mode=self.cache_mode, budget=budget,
         )
         self.thresholds = Thresholds(**{key: _float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
         self.aggregator = Aggregator([s.name for s in specs])
         self.evaluation = None
+        self.report: dict = {}
         self.changed = self._changed_files()
         self.old_report = self._read_old_report()
         self._prefetched_all = False
@@ -106,12 +107,18 @@ class UpskillState:
         report["verdicts"] = [v.to_json() for v in self.evaluation.verdicts]
         report["regressions"] = [g.to_json() for g in self.evaluation.regressions]
         report["cache_problems"] = [f"{p.path}: {p.reason}" for p in self.cache.problems]
-        if self.budget:
-            report["budget"] = {"limit": self.budget.limit, "spent": self.budget.settled, "not_sent": self.budget.refused}
+        prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
+        if self.max_cost is not None:  # from the trials, so that it adds up under xdist too
+            report["budget"] = {
+                "limit": self.max_cost,
+                "spent": sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
+                "not_sent": sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
+            }
+        self.report = report
         path = self.config.getoption("upskill_report")
         if path:
             write_text_atomic(Path(self.config.invocation_params.dir, path), json.dumps(report, indent=2) + "\n")
-        self._write_markdown(results, report)
+        self._write_markdown(results, report, prices)
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
         xml = self.config.stash.get(xml_key, None)
@@ -139,12 +146,11 @@ class UpskillState:
             raise pytest.UsageError(f"--upskill-compare {path}: has no 'results' list; pass a file written by --upskill-report")
         return report
 
-    def _write_markdown(self, results, report: dict) -> None:
+    def _write_markdown(self, results, report: dict, prices: dict) -> None:
         path = self.config.getoption("upskill_markdown")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:
             return
-        prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
         text = markdown(results, report["verdicts"], report["regressions"], prices, self.aggregator.cached, self.aggregator.trials)
         if path:
             write_text_atomic(Path(self.config.invocation_params.dir, path), text)
@@ -169,8 +175,9 @@ class UpskillState:
             write(f"audit: {line}")
         for problem in self.cache.problems:
             write(f"cache warning: {problem.path}: {problem.reason}")
-        if self.budget and self.budget.refused:
-            write(f"budget: stopped sending at ${self.budget.spent:.4f} of ${self.budget.limit:g}; {self.budget.refused} trial(s) not sent "
+        budget = self.report.get("budget")
+        if budget and budget["not_sent"]:
+            write(f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; {budget['not_sent']} trial(s) not sent "
                   "(errors of kind over_budget); finished trials are kept")
         if self.evaluation and (self.evaluation.verdicts or self.evaluation.regressions):
             terminalreporter.write_sep("=", "upskill: gates")

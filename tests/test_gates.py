@@ -183,4 +183,5 @@ def test_max_cost_stops_sending_and_keeps_what_finished(pytester, write_skill):
     assert 0 < sent < 20
     assert data["errors"] == 20 - sent and data["budget"]["not_sent"] == 20 - sent
     assert data["results"][0]["with_skill"]["error_kinds"] == {"over_budget": data["results"][0]["with_skill"]["errors"]}
-    result.stdout.fnmatch_lines(["budget: stopped sending at $* of $3; * trial(s) not sent*finished trials are kept"])
+    result.stdout.fnmatch_lines(["budget: stopped sending at $* spent of $3; * trial(s) not sent*finished trials are kept"])
+    assert data["budget"]["spent"] >= 3
