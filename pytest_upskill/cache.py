@@ -78,6 +78,8 @@ class ResponseCache:
             return None
 
     def put(self, key: str, completion: Completion) -> None:
+        if not self.root.exists():
+            self._create()
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = asdict(completion)
@@ -91,9 +93,12 @@ class ResponseCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def create(self) -> None:
-        """Make the folder; a new one gets a .gitignore (as .pytest_cache does), which a user who
-        commits the cache as a CI fixture deletes: it is not written again."""
-        if not self.root.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / ".gitignore").write_text("# pytest-upskill response cache: delete this file to commit the cache\n*\n")
+    def _create(self) -> None:
+        """Make the folder. The process that creates it writes a .gitignore (as .pytest_cache
+        has), which a user who commits the cache as a CI fixture deletes: it is not written again."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir()
+        except FileExistsError:
+            return
+        (self.root / ".gitignore").write_text("# pytest-upskill response cache: delete this file to commit the cache\n*\n")

@@ -292,8 +292,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs)
     config.pluginmanager.register(state, "upskill-state")
-    if state.cache_mode == "rw" and specs and not state.is_worker and not config.getoption("collectonly"):
-        state.cache.create()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
