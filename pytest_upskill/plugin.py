@@ -283,6 +283,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_max_cost", "spending limit in USD", default="")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers."""
+    if config.getoption("upskill_plan"):
+        config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
     pyproject = config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"

@@ -164,10 +164,11 @@ def test_plan_prints_requests_tokens_and_cost_without_calling(pytester, write_sk
         f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{model_server.openai_base_url}"\n'
         'max_tokens = 100\ninput_price = 1.0\noutput_price = 10.0\n'
     )
-    result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-plan")
-    result.stdout.fnmatch_lines(["*upskill plan*", "priced * 8 * 8 * 800 *$0.008*", "nothing was sent*"])
+    for xdist in ([], ["-n", "2"]):  # under xdist too: the plan is made where the items are
+        result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-plan", *xdist)
+        result.stdout.fnmatch_lines(["*upskill plan*", "priced * 8 * 8 * 800 *$0.008*", "nothing was sent*"])
+        assert result.ret == pytest.ExitCode.OK
     assert model_server.requests == []
-    assert result.ret == pytest.ExitCode.OK
 
 
 def test_max_cost_stops_sending_and_keeps_what_finished(pytester, write_skill):
