@@ -55,6 +55,7 @@ class UpskillState:
         self.aggregator = Aggregator([s.name for s in specs])
         self.evaluation = None
         self.report: dict = {}
+        self.collection_errors = 0
         self.changed = self._changed_files()
         self.old_report = self._read_old_report()
         self._prefetched_all = False
@@ -72,6 +73,9 @@ class UpskillState:
         return self.changed is None or is_changed(skill_dir, self.changed)
 
     # -- hooks: this object is registered as a plugin, so pytest calls these on it
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self.collection_errors += report.failed
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown" and not self.is_worker:
@@ -126,7 +130,7 @@ class UpskillState:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and results:
-            errors = report["errors"] > 0
+            errors = report["errors"] > 0 or self.collection_errors > 0
             if self.evaluation.gated:  # the verdicts decide, not the individual with-skill trials
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED if self.evaluation.fails or errors else pytest.ExitCode.OK
             elif self.evaluation.regressions:

@@ -186,3 +186,11 @@ def test_max_cost_stops_sending_and_keeps_what_finished(pytester, write_skill):
     assert data["results"][0]["with_skill"]["error_kinds"] == {"over_budget": data["results"][0]["with_skill"]["errors"]}
     result.stdout.fnmatch_lines(["budget: stopped sending at $* spent of $3; * trial(s) not sent*finished trials are kept"])
     assert data["budget"]["spent"] >= 3
+
+
+def test_a_broken_skill_fails_a_gated_run_even_when_the_others_pass(pytester, write_skill, model_server):
+    write_skill("strong-skill", cases(12), body=BODY)
+    write_skill("broken-skill", "{not json")
+    result = run(pytester, model_server, "--upskill-min-lift", "0.3", "--continue-on-collection-errors")
+    result.stdout.fnmatch_lines(["PASS         strong-skill × *"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
