@@ -77,7 +77,6 @@ class Arm:
             "pass_rate": self.pass_rate,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cached": self.cached,
             "error_kinds": dict(sorted(self.error_kinds.items())),
         }
 
@@ -287,8 +286,11 @@ def cost(result: Result, prices: tuple[float | None, float | None]) -> float | N
 def audit_lines(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
+        groups: dict[str, list[str]] = defaultdict(list)
         for case, why in r.uninformative_cases():
-            lines.append(f"{r.skill} × {r.model}: case {case} {why}: it measures nothing")
+            groups[why].append(case)
+        for why, cases in groups.items():
+            lines.append(f"{r.skill} × {r.model}: {len(cases)} case{'s' if len(cases) != 1 else ''} {why}, measuring nothing: {', '.join(cases)}")
     return lines
 
 

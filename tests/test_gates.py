@@ -136,8 +136,8 @@ def test_audit_flags_cases_that_measure_nothing(pytester, write_skill, model_ser
     ], body=BODY)
     result = run(pytester, model_server, "--upskill-runs", "2")
     result.stdout.fnmatch_lines([
-        "audit: alpha-facts × *: case both passes in both arms in every run: it measures nothing",
-        "audit: alpha-facts × *: case never fails in both arms in every run: it measures nothing",
+        "audit: alpha-facts × *: 1 case passes in both arms in every run, measuring nothing: both",
+        "audit: alpha-facts × *: 1 case fails in both arms in every run, measuring nothing: never",
     ])
     audit = report(pytester)["results"][0]["uninformative_cases"]
     assert [a["case"] for a in audit] == ["both", "never"]
