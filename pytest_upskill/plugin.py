@@ -333,9 +333,13 @@ class SkillFile(pytest.File):
             raise self.CollectError(f"{self.path}: {exc}") from None
         if not state.specs:
             for case in cases:
-                yield UnconfiguredItem.from_parent(self, name=f"{case.key}[no-model]")
+                yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL)
             return
         for case in cases:
+            if case.validator or case.output_file:
+                reason = f"case uses upskill's validator/output_file ({case.validator or case.output_file}): workspace trials are not supported yet"
+                yield SkippedCase.from_parent(self, name=f"{case.key}[workspace]", reason=reason)
+                continue
             for spec in state.specs:
                 for arm in ARMS:
                     for run in range(1, state.runs + 1):
@@ -345,9 +349,18 @@ class SkillFile(pytest.File):
                         )
 
 
-class UnconfiguredItem(pytest.Item):
+NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
+
+
+class SkippedCase(pytest.Item):
+    """A case that runs no trial, with the reason."""
+
+    def __init__(self, *, reason: str, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+
     def runtest(self) -> None:
-        pytest.skip("no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file")
+        pytest.skip(self.reason)
 
     def reportinfo(self):
         return self.path, None, self.name

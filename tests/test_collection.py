@@ -156,3 +156,13 @@ def test_a_good_skill_still_runs_beside_a_broken_one_with_continue_on_collection
     result = pytester.runpytest("skills", "--continue-on-collection-errors", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
     result.stdout.fnmatch_lines(["*broken-one/skill_meta.json:1:2: is not valid JSON*", "*2 passed, 2 xfailed, 1 error*"])
     assert len(model_server.requests) == 4
+
+
+def test_a_case_with_an_upskill_validator_is_skipped_not_passed(pytester, write_skill, model_server):
+    write_skill("alpha-facts", [
+        {"input": "a", "expected": {"contains": "zeta"}},
+        {"id": "needs-workspace", "input": "b", "expected": {"contains": []}, "validator": "hf_eval_yaml", "output_file": "eval.yaml"},
+    ], body="ZETA")
+    result = pytester.runpytest("skills", "-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*validator/output_file (hf_eval_yaml): workspace trials are not supported yet*"])
+    result.assert_outcomes(passed=1, xfailed=1, skipped=1)
