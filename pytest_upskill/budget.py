@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from .config import ModelSpec
 from .prompt import Request
+from .report import Result, cost
+
+OVER_BUDGET = "over_budget"  # the error kind of a trial not sent because of the limit
 
 
 def estimated_input_tokens(request: Request) -> int:
@@ -82,3 +85,12 @@ class Budget:
     def settle(self, reservation: float, spec: ModelSpec, input_tokens: int, output_tokens: int) -> None:
         self.reserved -= reservation
         self.settled += price(spec, input_tokens, output_tokens)
+
+
+def budget_summary(results: list[Result], prices: dict[str, tuple], limit: float) -> dict:
+    """The report's budget section, from the trials themselves so that it adds up under xdist."""
+    return {
+        "limit": limit,
+        "spent": sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
+        "not_sent": sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
+    }

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import stats
 from .report import Result
+from .skill import THRESHOLD_KEYS
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 DEFAULT_TOKEN_GROWTH = 0.25  # for --upskill-compare when no --upskill-max-token-increase is set
@@ -44,7 +45,7 @@ class Thresholds:
         return replace(self, **{k: v for k, v in (override or {}).items() if v is not None})
 
 
-THRESHOLD_KEYS = tuple(f.name for f in fields(Thresholds))
+assert tuple(f.name for f in fields(Thresholds)) == THRESHOLD_KEYS  # the names skill_meta.json and the options use
 
 
 @dataclass
@@ -193,6 +194,15 @@ class Evaluation:
     @property
     def fails(self) -> bool:
         return any(v.fails for v in self.verdicts) or bool(self.regressions)
+
+    def run_fails(self, unscored: int) -> bool | None:
+        """Whether the run fails, or None to leave pytest's own verdict (the with-skill trials).
+
+        With a threshold set the verdicts decide (with regressions and unscored trials or
+        collection errors); without one a regression still fails the run."""
+        if self.gated:
+            return self.fails or unscored > 0
+        return True if self.regressions else None
 
     def lines(self) -> list[str]:
         out = []

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from . import hooks
-from .budget import Budget, ModelPlan, plan_lines
+from .budget import Budget, ModelPlan, budget_summary, plan_lines
 from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate
 from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
-from .report import Aggregator, audit_lines, cost, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
-from .runner import OVER_BUDGET, Runner, Trial
-from .skill import Case, Skill, SkillFileError, load_cases, load_skill
+from .report import Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
+from .runner import Runner, Trial
+from .skill import SkillFileError, load_cases, load_skill
 
 STATE = pytest.StashKey["UpskillState"]()
 
@@ -59,6 +59,7 @@ class UpskillState:
         self.changed = self._changed_files()
         self.old_report = self._read_old_report()
         self._prefetched_all = False
+        self._queue = None  # xdist's queue of this worker's next items
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.config.getoption("upskill_changed_since")
@@ -106,19 +107,14 @@ class UpskillState:
         if self.is_worker:
             return
         results = self.aggregator.results()
-        report = self.aggregator.to_json()
+        prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
+        report = self.report = self.aggregator.to_json(
+            cache_problems=[f"{p.path}: {p.reason}" for p in self.cache.problems],
+            **({"budget": budget_summary(results, prices, self.max_cost)} if self.max_cost is not None else {}),
+        )
         self.evaluation = evaluate(results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report)
         report["verdicts"] = [v.to_json() for v in self.evaluation.verdicts]
         report["regressions"] = [g.to_json() for g in self.evaluation.regressions]
-        report["cache_problems"] = [f"{p.path}: {p.reason}" for p in self.cache.problems]
-        prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
-        if self.max_cost is not None:  # from the trials, so that it adds up under xdist too
-            report["budget"] = {
-                "limit": self.max_cost,
-                "spent": sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
-                "not_sent": sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
-            }
-        self.report = report
         path = self.config.getoption("upskill_report")
         if path:
             write_text_atomic(Path(self.config.invocation_params.dir, path), json.dumps(report, indent=2) + "\n")
@@ -130,11 +126,9 @@ class UpskillState:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and results:
-            errors = report["errors"] > 0 or self.collection_errors > 0
-            if self.evaluation.gated:  # the verdicts decide, not the individual with-skill trials
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED if self.evaluation.fails or errors else pytest.ExitCode.OK
-            elif self.evaluation.regressions:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            fails = self.evaluation.run_fails(unscored=report["errors"] + self.collection_errors)
+            if fails is not None:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails else pytest.ExitCode.OK
 
     def _read_old_report(self) -> dict | None:
         path = self.config.getoption("upskill_compare")
@@ -196,7 +190,9 @@ class UpskillState:
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
         if self.is_worker:
-            queue = _xdist_queue(self.config)
+            if self._queue is None:
+                self._queue = _xdist_queue(self.config)
+            queue = self._queue
             if queue is None:
                 return
             with queue.lock() as pending:
@@ -340,13 +336,16 @@ class SkillFile(pytest.File):
                 reason = f"case uses upskill's validator/output_file ({case.validator or case.output_file}): workspace trials are not supported yet"
                 yield SkippedCase.from_parent(self, name=f"{case.key}[workspace]", reason=reason)
                 continue
+            score = functools.partial(registry.score, case.expected)
             for spec in state.specs:
                 for arm in ARMS:
+                    request = build_request(spec, arm, skill, case, state.scaffold)  # the same for every run
                     for run in range(1, state.runs + 1):
                         label = f"{state.labels[spec.name]}-{arm}" + (f"-run{run}" if state.runs > 1 else "")
-                        yield TrialItem.from_parent(
-                            self, name=f"{case.key}[{label}]", skill=skill, case=case, spec=spec, arm=arm, run=run, registry=registry
-                        )
+                        trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request, score=score)
+                        item = TrialItem.from_parent(self, name=f"{case.key}[{label}]", trial=trial, case_line=case.line)
+                        item.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
+                        yield item
 
 
 NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
@@ -367,24 +366,17 @@ class SkippedCase(pytest.Item):
 
 
 class TrialItem(pytest.Item):
-    def __init__(self, *, skill: Skill, case: Case, spec: ModelSpec, arm: str, run: int, registry: CheckRegistry, **kwargs):
+    def __init__(self, *, trial: Trial, case_line: int | None, **kwargs):
         super().__init__(**kwargs)
-        state = self.config.stash[STATE]
-        self.trial = Trial(
-            skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec,
-            request=build_request(spec, arm, skill, case, state.scaffold),
-            score=functools.partial(registry.score, case.expected),
-        )
-        self.case_line = case.line
-        self.skill_thresholds = self.parent.thresholds
-        self.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
+        self.trial = trial
+        self.case_line = case_line
 
     def setup(self) -> None:
         state = self.config.stash[STATE]
         state.prefetch(self.session)
         outcome = state.runner.outcome(self.trial)
         self.outcome = outcome
-        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.skill_thresholds))
+        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.parent.thresholds))
         if outcome.is_error:
             pytest.fail(f"upskill: not scored ({outcome.error_kind}): {outcome.message}", pytrace=False)
 

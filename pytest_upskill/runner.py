@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .budget import Budget
+from .budget import OVER_BUDGET, Budget
 from .cache import ResponseCache, cache_key
 from .checks import CheckResult
 from .config import ModelSpec
@@ -24,7 +24,6 @@ from .providers.base import BAD_RESPONSE, TIMEOUT
 
 CHECK_ERROR = "check_error"
 CACHE_MISS = "not_cached"
-OVER_BUDGET = "over_budget"
 
 
 @dataclass(frozen=True)
