@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import jsonschema
+import regex
+
+REGEX_TIMEOUT_S = 5.0  # a pattern that backtracks catastrophically on some output must not hang the run
 
 
 @dataclass(frozen=True)
@@ -51,18 +54,27 @@ def _not_contains(output: str, needles: list[str]) -> CheckResult:
     return CheckResult(not found, f"must not contain (case-insensitive): {found}" if found else "")
 
 
-def _prepare_regex(value: Any) -> list[re.Pattern[str]]:
+def _prepare_regex(value: Any) -> list[regex.Pattern]:
     patterns = []
     for source in _strings(value):
         try:
-            patterns.append(re.compile(source, re.MULTILINE))
-        except re.error as exc:
+            re.compile(source)  # the syntax users know: Python's re
+            patterns.append(regex.compile(source, regex.MULTILINE | regex.VERSION0))
+        except (re.error, regex.error) as exc:
             raise ValueError(f"invalid regular expression {source!r}: {exc}") from None
     return patterns
 
 
-def _regex(output: str, patterns: list[re.Pattern[str]]) -> CheckResult:
-    missing = [p.pattern for p in patterns if not p.search(output)]
+def _regex(output: str, patterns: list[regex.Pattern]) -> CheckResult:
+    missing = []
+    for pattern in patterns:
+        try:
+            found = pattern.search(output, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(f"regex {pattern.pattern!r} ran longer than {REGEX_TIMEOUT_S:g} s on this output "
+                               "(catastrophic backtracking: make the pattern less ambiguous)") from None
+        if not found:
+            missing.append(pattern.pattern)
     return CheckResult(not missing, f"no match for: {missing}" if missing else "")
 
 
@@ -149,6 +161,9 @@ class CheckRegistry:
         if name not in self.checks:
             raise KeyError(f"known checks: {', '.join(sorted(self.checks))}; register others with the pytest_upskill_checks hook")
         return self.checks[name].prepare(value)
+
+    def has_custom(self, expected: Mapping[str, Any]) -> bool:
+        return any(name not in BUILTIN_CHECKS for name in expected)
 
     def score(self, expected: Mapping[str, Any], output: str) -> CheckResult:
         """All checks must pass; the message lists every one that failed."""

@@ -195,14 +195,15 @@ class Evaluation:
     def fails(self) -> bool:
         return any(v.fails for v in self.verdicts) or bool(self.regressions)
 
-    def run_fails(self, unscored: int) -> bool | None:
-        """Whether the run fails, or None to leave pytest's own verdict (the with-skill trials).
+    def run_fails(self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int) -> bool:
+        """Whether the skill trials fail the run.
 
-        With a threshold set the verdicts decide (with regressions and unscored trials or
-        collection errors); without one a regression still fails the run."""
-        if self.gated:
-            return self.fails or unscored > 0
-        return True if self.regressions else None
+        A failing verdict, a regression or a collection error always fails it; so do more
+        unscored trials (errors, and trials with no outcome) than ``--upskill-max-errors`` allows.
+        Without a threshold a failed with-skill trial fails it too; with one, the verdicts decide."""
+        if self.fails or collection_errors or unscored > allowed_errors:
+            return True
+        return not self.gated and with_skill_failed > 0
 
     def lines(self) -> list[str]:
         out = []
@@ -225,3 +226,36 @@ def evaluate(results: list[Result], report: dict, thresholds: Thresholds, strict
             verdicts.append(judge(result, own, strict))
     regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
     return Evaluation(verdicts, regressions)
+
+
+# ------------------------------------------------------------------------------- --upskill-max-errors
+
+
+@dataclass(frozen=True)
+class ErrorLimit:
+    """``--upskill-max-errors``: a count (``5``) or a fraction of the trials (``0.1`` or ``10%``)."""
+
+    count: int | None = 0
+    fraction: float | None = None
+
+    def allowed(self, trials: int) -> int:
+        return self.count if self.count is not None else math.floor(self.fraction * trials + 1e-9)
+
+    def describe(self) -> str:
+        return f"{self.count}" if self.count is not None else f"{self.fraction * 100:g}% of the trials"
+
+
+def parse_error_limit(value: str | None) -> ErrorLimit:
+    text = str(value or "0").strip()
+    try:
+        if text.endswith("%"):
+            fraction = float(text[:-1]) / 100
+        elif text.isdigit():
+            return ErrorLimit(int(text))
+        else:
+            fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 <= fraction < 1:
+        raise ValueError(f"upskill_max_errors must be a whole number of trials (5) or a fraction below 1 (0.1 or 10%), not {value!r}")
+    return ErrorLimit(None, fraction)

@@ -18,9 +18,11 @@ from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
-from .gate import THRESHOLD_KEYS, Thresholds, evaluate
+from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit
 from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
-from .report import Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, terminal_lines, write_text_atomic
+from .redact import Redactor, secret_values
+from .report import (Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines, terminal_lines,
+                     write_text_atomic)
 from .runner import Runner, Trial
 from .skill import SkillFileError, load_cases, load_skill
 
@@ -45,17 +47,29 @@ class UpskillState:
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
+        self.redact = Redactor(secret_values(s.key_env for s in specs if s.key_env))
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
-            timeout=float(_option(config, "upskill_timeout")),
+            timeout=_float_option(config, "upskill_timeout"),
             retries=_int_option(config, "upskill_retries"),
-            cache=self.cache, cache_mode=self.cache_mode, budget=budget,
+            backoff=_float_option(config, "upskill_backoff"),
+            check_timeout=_float_option(config, "upskill_check_timeout"),
+            cache=self.cache, cache_mode=self.cache_mode, budget=budget, redact=self.redact,
         )
+        try:
+            self.error_limit = parse_error_limit(_option(config, "upskill_max_errors"))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.thresholds = Thresholds(**{key: _float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
         self.aggregator = Aggregator([s.name for s in specs])
         self.evaluation = None
         self.report: dict = {}
         self.collection_errors = 0
+        self.collected: list[str] = []  # node ids of the trials this run should produce
+        self.finished: set[str] = set()  # node ids that produced an outcome or were skipped
+        self.other_failures = 0  # failed tests that are not trials (the user's own, a crashed worker's item)
+        self.cache_problems: list[str] = []  # "path: reason", from this process and the xdist workers
+        self.throttling: dict[str, dict] = {}  # model -> 429s met and the lowest concurrency, from every process
         self.changed = self._changed_files()
         self.old_report = self._read_old_report()
         self._prefetched_all = False
@@ -78,11 +92,40 @@ class UpskillState:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         self.collection_errors += report.failed
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.is_worker:
+            self.collected = [item.nodeid for item in session.items if isinstance(item, TrialItem)]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """The controller of an xdist run collects nothing itself: the workers' ids say what to expect."""
+        if not self.collected:
+            self.collected = [i for i in ids if is_trial_id(i)]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """What a finished xdist worker found that is not in its reports: cache problems, throttling."""
+        output = getattr(node, "workeroutput", None) or {}
+        for problem in output.get("upskill_cache_problems", []):
+            if problem not in self.cache_problems:
+                self.cache_problems.append(problem)
+        for model, seen in output.get("upskill_throttling", {}).items():
+            merged = self.throttling.setdefault(model, dict(seen, throttled=0))
+            merged["throttled"] += seen["throttled"]
+            merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "teardown" and not self.is_worker:
+        if self.is_worker:
+            return
+        if report.when == "teardown":
             outcome = outcome_from_properties(report.user_properties)
             if outcome is not None:
                 self.aggregator.add(outcome)
+                self.finished.add(report.nodeid)
+        if report.skipped:  # a case that runs no trial
+            self.finished.add(report.nodeid)
+        elif report.failed and outcome_from_properties(report.user_properties) is None:
+            self.other_failures += 1  # not a scored trial: the user's own test, or an item of a crashed worker
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -104,17 +147,28 @@ class UpskillState:
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file and the terminal summary
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.runner.close()
+        own_problems = [f"{p.path}: {p.reason}" for p in self.cache.problems]
         if self.is_worker:
+            self.config.workeroutput["upskill_cache_problems"] = own_problems
+            self.config.workeroutput["upskill_throttling"] = self.runner.throttling()
             return
+        self.cache_problems = own_problems + [p for p in self.cache_problems if p not in own_problems]
+        for model, seen in self.runner.throttling().items():
+            self.throttling[model] = seen
         results = self.aggregator.results()
         prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
+        ran = not (self.config.getoption("collectonly") or self.config.getoption("upskill_plan"))
+        missing = [nodeid for nodeid in self.collected if nodeid not in self.finished] if ran else []
         report = self.report = self.aggregator.to_json(
-            cache_problems=[f"{p.path}: {p.reason}" for p in self.cache.problems],
+            missing=missing, throttling=self.throttling, cache_problems=self.cache_problems,
             **({"budget": budget_summary(results, prices, self.max_cost)} if self.max_cost is not None else {}),
         )
         self.evaluation = evaluate(results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report)
         report["verdicts"] = [v.to_json() for v in self.evaluation.verdicts]
         report["regressions"] = [g.to_json() for g in self.evaluation.regressions]
+        unscored = report["errors"] + len(missing)
+        allowed = self.error_limit.allowed(self.aggregator.trials + len(missing))
+        report["error_limit"] = {"unscored": unscored, "allowed": allowed, "exceeded": unscored > allowed}
         path = self.config.getoption("upskill_report")
         if path:
             write_text_atomic(Path(self.config.invocation_params.dir, path), json.dumps(report, indent=2) + "\n")
@@ -125,10 +179,12 @@ class UpskillState:
         if xml is not None:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
-        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and results:
-            fails = self.evaluation.run_fails(unscored=report["errors"] + self.collection_errors)
-            if fails is not None:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails else pytest.ExitCode.OK
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
+            fails = self.other_failures > 0 or self.evaluation.run_fails(
+                unscored=unscored, allowed_errors=allowed, collection_errors=self.collection_errors,
+                with_skill_failed=sum(r.with_skill.failed for r in results),
+            )
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails else pytest.ExitCode.OK
 
     def _read_old_report(self) -> dict | None:
         path = self.config.getoption("upskill_compare")
@@ -158,7 +214,7 @@ class UpskillState:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         results = self.aggregator.results()
-        if not results:
+        if not results and not self.report.get("missing"):
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
@@ -171,8 +227,10 @@ class UpskillState:
                 write(f"note: {spec.note}")
         for line in audit_lines(results):
             write(f"audit: {line}")
-        for problem in self.cache.problems:
-            write(f"cache warning: {problem.path}: {problem.reason}")
+        for problem in self.cache_problems:
+            write(f"cache warning: {problem} (ignored and fetched again)")
+        for line in reliability_lines(self.report, self.error_limit):
+            write(line)
         budget = self.report.get("budget")
         if budget and budget["not_sent"]:
             write(f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; {budget['not_sent']} trial(s) not sent "
@@ -208,6 +266,10 @@ class UpskillState:
                 self.runner.submit(item.trial)
 
 
+def is_trial_id(nodeid: str) -> bool:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1] == "skill_meta.json" and "::" in nodeid
+
+
 def _xdist_queue(config: pytest.Config):
     for plugin in config.pluginmanager.get_plugins():
         if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "torun"):
@@ -216,7 +278,7 @@ def _xdist_queue(config: pytest.Config):
 
 
 def _option(config: pytest.Config, name: str):
-    value = config.getoption(name)
+    value = config.getoption(name, None)  # None also for the settings that are ini-only
     return value if value is not None else config.getini(name)
 
 
@@ -254,15 +316,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated models to test (repeatable): built-in aliases (haiku, sonnet, opus, gpt-5.5, ...), "
                          "[tool.upskill.models.NAME] aliases, or PROVIDER:MODEL[@BASE_URL]. Default: ini upskill_models.")
     group.addoption("--upskill-runs", type=int, default=None, metavar="N", help="trials per case, model and arm (default 1)")
-    group.addoption("--upskill-concurrency", type=int, default=None, metavar="N", help="requests in flight per process (default 8)")
+    group.addoption("--upskill-concurrency", type=int, default=None, metavar="N", help="requests in flight per model and process; halved on 429s, then recovers (default 8)")
     group.addoption("--upskill-timeout", type=float, default=None, metavar="S", help="seconds per request attempt (default 120)")
     group.addoption("--upskill-retries", type=int, default=None, metavar="N", help="retries of a failed request (default 2)")
+    group.addoption("--upskill-max-errors", default=None, metavar="N|FRACTION",
+                    help="unscored trials (errors) the run tolerates: a count (5) or a fraction (0.05, 5%%); default 0")
+    group.addoption("--upskill-check-timeout", type=float, default=None, metavar="S",
+                    help="time limit of a custom check and of a sandboxed run of model output (default 30)")
     group.addoption("--upskill-report", default=None, metavar="PATH", help="write the JSON report here")
     parser.addini("upskill_models", "models to test when --upskill-models is not given", type="args", default=[])
     parser.addini("upskill_runs", "trials per case, model and arm", default="1")
-    parser.addini("upskill_concurrency", "requests in flight per process", default="8")
+    parser.addini("upskill_concurrency", "requests in flight per model and process", default="8")
     parser.addini("upskill_timeout", "seconds per request attempt", default="120")
     parser.addini("upskill_retries", "retries of a failed request", default="2")
+    parser.addini("upskill_backoff", "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)", default="0.5")
+    parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
+    parser.addini("upskill_check_timeout", "time limit of a custom check or sandboxed run, seconds", default="30")
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
     group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
     group.addoption("--upskill-cache-dir", default=None, metavar="DIR", help="response cache folder (default: ROOTDIR/.upskill-cache)")
@@ -337,12 +406,14 @@ class SkillFile(pytest.File):
                 yield SkippedCase.from_parent(self, name=f"{case.key}[workspace]", reason=reason)
                 continue
             score = functools.partial(registry.score, case.expected)
+            custom_checks = registry.has_custom(case.expected)
             for spec in state.specs:
                 for arm in ARMS:
                     request = build_request(spec, arm, skill, case, state.scaffold)  # the same for every run
                     for run in range(1, state.runs + 1):
                         label = f"{state.labels[spec.name]}-{arm}" + (f"-run{run}" if state.runs > 1 else "")
-                        trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request, score=score)
+                        trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
+                                      score=score, custom_checks=custom_checks)
                         item = TrialItem.from_parent(self, name=f"{case.key}[{label}]", trial=trial, case_line=case.line)
                         item.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
                         yield item

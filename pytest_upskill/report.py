@@ -196,9 +196,19 @@ class Aggregator:
             "trials": self.trials,
             "errors": sum(r.baseline.errors + r.with_skill.errors for r in results),
             "cached": self.cached,
+            "errors_by_model": self.errors_by_model(),
             "results": [r.to_json() for r in results],
             **sections,
         }
+
+    def errors_by_model(self) -> dict[str, dict[str, int]]:
+        """model -> error kind -> unscored trials, for every model with an error."""
+        found: dict[str, Counter] = {}
+        for r in self.results():
+            kinds = r.baseline.error_kinds + r.with_skill.error_kinds
+            if kinds:
+                found.setdefault(r.model, Counter()).update(kinds)
+        return {model: dict(sorted(kinds.items())) for model, kinds in found.items()}
 
     def suite_properties(self) -> list[tuple[str, str]]:
         """Per skill x model figures for the JUnit <testsuite> properties."""
@@ -217,6 +227,26 @@ class Aggregator:
                 (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
             ]
         return props
+
+
+def reliability_lines(report: dict, error_limit) -> list[str]:
+    """Errors per model with their kinds, trials with no outcome, throttling, the error limit."""
+    lines = []
+    for model, kinds in report.get("errors_by_model", {}).items():
+        lines.append(f"errors: {model}: {sum(kinds.values())} trial(s) not scored ({', '.join(f'{k} {n}' for k, n in kinds.items())})")
+    missing = report.get("missing") or []
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        lines.append(f"missing: {len(missing)} trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}")
+    for model, seen in (report.get("throttling") or {}).items():
+        lines.append(f"throttled: {model} answered 429 {seen['throttled']} time(s); requests in flight went down to "
+                     f"{seen['lowest_concurrency']} of {seen['concurrency']} and back up as answers came")
+    limit = report.get("error_limit")
+    if limit and limit["unscored"]:
+        verdict = "the run fails" if limit["exceeded"] else "tolerated"
+        lines.append(f"error limit: {limit['unscored']} unscored trial(s), --upskill-max-errors allows {limit['allowed']} "
+                     f"({error_limit.describe()}): {verdict}")
+    return lines
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,10 +21,14 @@ from .checks import CheckResult
 from .config import ModelSpec
 from .prompt import Request
 from .providers import Completion, Provider, ProviderError, make_provider
-from .providers.base import BAD_RESPONSE, TIMEOUT
+from .providers.base import BAD_RESPONSE, CONNECTION, RATE_LIMIT, TIMEOUT
+from .redact import Redactor
 
 CHECK_ERROR = "check_error"
 CACHE_MISS = "not_cached"
+MAX_BACKOFF_S = 30.0  # the longest pause between two attempts of our own choosing
+MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer pause is given up on
+DEAD_AFTER = 3  # trials in a row that could not connect: the model's remaining trials are not sent
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Trial:
     spec: ModelSpec
     request: Request
     score: Callable[[str], CheckResult] = field(compare=False, repr=False)
+    custom_checks: bool = False  # scored in a thread of its own, under the check time limit
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -68,20 +74,71 @@ class Outcome:
         return asdict(self)
 
 
+class ModelLimiter:
+    """Requests in flight for one model, with additive-increase / multiplicative-decrease.
+
+    At most ``ceiling`` (``--upskill-concurrency``) requests are in flight. A 429 halves the limit
+    (once per wave: only a request sent under the current limit lowers it again); every ``limit``
+    answers in a row without one raise it by one, back up to the ceiling. Each model has its own,
+    so a throttled or dead model never holds the slots of another.
+    """
+
+    def __init__(self, ceiling: int):
+        self.ceiling = self.limit = self.lowest = ceiling
+        self.in_flight = 0
+        self.throttled = 0  # 429 answers
+        self.dead_streak = 0  # trials in a row that ended unable to connect
+        self.last_connection_error = ""
+        self._epoch = 0
+        self._successes = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+            return self._epoch
+
+    async def release(self, epoch: int, kind: str | None) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            if kind == RATE_LIMIT:
+                self.throttled += 1
+                self._successes = 0
+                if epoch == self._epoch and self.limit > 1:
+                    self.limit = max(1, self.limit // 2)
+                    self.lowest = min(self.lowest, self.limit)
+                    self._epoch += 1
+            elif kind is None and self.limit < self.ceiling:
+                self._successes += 1
+                if self._successes >= self.limit:
+                    self.limit += 1
+                    self._successes = 0
+            self._changed.notify_all()
+
+    def summary(self) -> dict:
+        return {"throttled": self.throttled, "lowest_concurrency": self.lowest, "concurrency": self.ceiling}
+
+
 class Runner:
     def __init__(
-        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2,
-        cache: ResponseCache | None = None, cache_mode: str = "off", budget: Budget | None = None,
+        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2, backoff: float = 0.5,
+        check_timeout: float = 30.0, cache: ResponseCache | None = None, cache_mode: str = "off",
+        budget: Budget | None = None, redact: Redactor | None = None,
     ):
-        """``cache_mode``: ``rw`` reads and writes ``cache``, ``replay`` only reads it and never
+        """``concurrency``: requests in flight per model. ``timeout``: seconds per attempt.
+        ``retries``: attempts after the first, ``backoff`` seconds apart, doubling, with jitter.
+        ``cache_mode``: ``rw`` reads and writes ``cache``, ``replay`` only reads it and never
         calls a model, ``off`` ignores it."""
-        self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
+        self.check_timeout = check_timeout
         self.cache, self.cache_mode = (cache, cache_mode) if cache is not None else (None, "off")
         self.budget = budget
+        self.redact = redact or Redactor(())
+        self.limiters: dict[str, ModelLimiter] = {}  # model name -> its limiter (created in the loop)
         self._inflight: dict[str, asyncio.Future] = {}  # cache key -> the completion being fetched
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._providers: dict[ModelSpec, Provider] = {}
         self._futures: dict[tuple, concurrent.futures.Future[Outcome]] = {}
         self._lock = threading.Lock()
@@ -106,6 +163,10 @@ class Runner:
             with self._lock:
                 self._futures.pop(trial.key, None)
 
+    def throttling(self) -> dict[str, dict]:
+        """Per model that met a 429: how often, and how low its concurrency went."""
+        return {name: limiter.summary() for name, limiter in self.limiters.items() if limiter.throttled}
+
     def close(self) -> None:
         if self._loop is None:
             return
@@ -129,7 +190,7 @@ class Runner:
     def _provider(self, spec: ModelSpec) -> Provider:
         provider = self._providers.get(spec)
         if provider is None:
-            provider = self._providers[spec] = make_provider(spec, timeout=self.timeout, retries=self.retries)
+            provider = self._providers[spec] = make_provider(spec, timeout=self.timeout)
         return provider
 
     async def _aclose(self) -> None:
@@ -142,6 +203,15 @@ class Runner:
 
     async def _run(self, trial: Trial) -> Outcome:
         outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
+        try:
+            await self._fill(trial, outcome)
+        except Exception as exc:  # a bug of ours must still leave this trial exactly one outcome
+            outcome.passed, outcome.error_kind = None, BAD_RESPONSE
+            outcome.message = f"{trial.model}: internal error while running the trial: {type(exc).__name__}: {exc}"
+        outcome.message = self.redact(outcome.message)
+        return outcome
+
+    async def _fill(self, trial: Trial, outcome: Outcome) -> None:
         key = cache_key(trial.spec, trial.request, trial.run) if self.cache_mode != "off" else None
         completion = self.cache.get(key) if key else None
         if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
@@ -156,7 +226,7 @@ class Runner:
                 f"{trial.model}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "
                 "record it with --upskill-cache rw (the default)"
             )
-            return outcome
+            return
         else:
             shared = None
             if key:
@@ -170,44 +240,106 @@ class Runner:
                     self._inflight.pop(key, None)
                     shared.set_result(completion)
         if completion is None:
-            return outcome
+            return
         outcome.output = completion.text
         outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
         try:
-            result = trial.score(outcome.output)
+            if trial.custom_checks:
+                result = await asyncio.wait_for(_in_daemon_thread(trial.score, outcome.output), self.check_timeout)
+            else:
+                result = trial.score(outcome.output)
+        except asyncio.TimeoutError:
+            outcome.error_kind = CHECK_ERROR
+            outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
         except Exception as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
         else:
             outcome.passed, outcome.message = result.passed, result.message
-        return outcome
 
     async def _call(self, trial: Trial, outcome: Outcome) -> Completion | None:
-        """One request to the model, within the concurrency bound and a deadline; on failure the
-        outcome gets the error and None is returned."""
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.concurrency)
-        async with self._semaphore:
-            reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
+        """The request, retried on the errors worth retrying, within the model's concurrency
+        limit; on failure the outcome gets the last error and None is returned.
+
+        Every attempt has a deadline (``timeout`` plus a margin, over the SDK's own timeout) and
+        the pauses are bounded, so a trial always ends."""
+        limiter = self.limiters.get(trial.model)
+        if limiter is None:
+            limiter = self.limiters[trial.model] = ModelLimiter(self.concurrency)
+        if limiter.dead_streak >= DEAD_AFTER:
+            outcome.error_kind = CONNECTION
+            outcome.message = (f"{trial.model}: not sent: the last {limiter.dead_streak} trials could not connect "
+                               f"({limiter.last_connection_error}); is the server up and the base URL right?")
+            return None
+        start = time.perf_counter()
+        try:
+            for attempt in range(self.retries + 1):
+                completion, error = await self._attempt(trial, limiter)
+                if error is None:
+                    limiter.dead_streak = 0
+                    return completion
+                outcome.error_kind, outcome.message = error.kind, str(error)
+                if not error.retryable or attempt == self.retries:
+                    break
+                pause = error.retry_after if error.retry_after is not None else min(MAX_BACKOFF_S, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+                if pause > MAX_RETRY_AFTER_S:
+                    outcome.message += f" (the server asked to wait {pause:.0f} s; not retried)"
+                    break
+                await asyncio.sleep(pause)
+            if self.retries and error.retryable:
+                outcome.message += f" (after {attempt + 1} attempts)"
+            if outcome.error_kind == CONNECTION:
+                limiter.dead_streak += 1
+                limiter.last_connection_error = str(error)
+            return None
+        finally:
+            outcome.latency_s = round(time.perf_counter() - start, 4)
+
+    async def _attempt(self, trial: Trial, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None]:
+        epoch = await limiter.acquire()
+        completion, error = None, None
+        reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
+        try:
             if reservation is None:
-                outcome.error_kind = OVER_BUDGET
-                outcome.message = f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}"
-                return None
-            start = time.perf_counter()
-            # The SDK retries inside; this deadline bounds all its attempts and back-offs together.
-            deadline = self.timeout * (self.retries + 1) + 30
-            completion = None
+                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}")
+            deadline = self.timeout + 5
             try:
                 completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
-                return completion
             except ProviderError as exc:
-                outcome.error_kind, outcome.message = exc.kind, str(exc)
+                error = exc
             except asyncio.TimeoutError:
-                outcome.error_kind, outcome.message = TIMEOUT, f"{trial.model}: no answer within {deadline:.0f} s"
+                error = ProviderError(TIMEOUT, f"{trial.model}: no answer within {deadline:g} s")
             except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
-                outcome.error_kind, outcome.message = BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}"
-            finally:
-                outcome.latency_s = round(time.perf_counter() - start, 4)
-                if self.budget:
-                    tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
-                    self.budget.settle(reservation, trial.spec, *tokens)
-        return None
+                error = ProviderError(BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}")
+            if completion is not None:
+                completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens)
+            return completion, error
+        finally:
+            await limiter.release(epoch, error.kind if error else None)
+            if self.budget and reservation is not None:
+                tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
+                self.budget.settle(reservation, trial.spec, *tokens)
+
+
+def _in_daemon_thread(function: Callable, *args) -> asyncio.Future:
+    """Run ``function`` in a daemon thread: one that never ends (a check stuck in a loop) is left
+    behind without holding up the session or the interpreter's exit."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        result, error = None, None
+        try:
+            result = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting trial
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the session ended while this check ran
+            pass
+
+    threading.Thread(target=work, name="upskill-check", daemon=True).start()
+    return future

@@ -10,10 +10,11 @@ from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
 
 
 class AnthropicProvider:
-    def __init__(self, spec: ModelSpec, *, timeout: float, retries: int):
+    def __init__(self, spec: ModelSpec, *, timeout: float):
+        """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = anthropic.AsyncAnthropic(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=retries
+            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0
         )
 
     async def complete(self, request: Request) -> Completion:
@@ -26,9 +27,11 @@ class AnthropicProvider:
                 messages=[{"role": "user", "content": request.user}],
                 extra_body=extra,
             )
-        except anthropic.AnthropicError as exc:
+        except (anthropic.AnthropicError, ValueError) as exc:
             raise map_sdk_error(anthropic, exc, self.spec.name) from None
-        text = "".join(getattr(block, "text", "") for block in message.content or [] if getattr(block, "type", "") == "text")
+        if not isinstance(message, anthropic.types.Message) or not isinstance(message.content, list):
+            raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response is not a message")
+        text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", "") == "text")
         if message.usage is None or (not text and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})")
         return Completion(text, message.usage.input_tokens or 0, message.usage.output_tokens or 0)

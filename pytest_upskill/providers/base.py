@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,6 +13,8 @@ from ..prompt import Request
 RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, AUTH, BAD_REQUEST = (
     "rate_limit", "server_error", "timeout", "connection", "bad_response", "auth", "bad_request",
 )
+# Worth another attempt: the server may answer next time. auth and bad_request will not change.
+RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE})
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,14 @@ class Completion:
 class ProviderError(Exception):
     """A request that produced no scorable reply. ``kind`` is one of the constants above."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
         self.kind = kind
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
         super().__init__(message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
 
 
 class Provider(Protocol):
@@ -35,7 +44,10 @@ class Provider(Protocol):
 
 
 def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
-    """Translate an ``anthropic``/``openai`` SDK exception (same hierarchy) into a ProviderError."""
+    """Translate an ``anthropic``/``openai`` SDK exception (same hierarchy), or the ValueError the
+    SDKs raise on a body that is not JSON, into a ProviderError."""
+    if isinstance(exc, ValueError):  # json.JSONDecodeError, pydantic's ValidationError
+        return ProviderError(BAD_RESPONSE, f"{model}: the response body is not a valid reply ({_short(str(exc), 80)})")
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderError(TIMEOUT, f"{model}: request timed out")
     if isinstance(exc, sdk.APIConnectionError):
@@ -46,10 +58,27 @@ def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
         status = exc.status_code
         kind = RATE_LIMIT if status == 429 else SERVER if status >= 500 else AUTH if status in (401, 403) else BAD_REQUEST
         hint = {AUTH: " (check the API key variable)", BAD_REQUEST: " (check the model name and parameters)"}.get(kind, "")
-        return ProviderError(kind, f"{model}: HTTP {status}{hint}: {_short(exc.message)}")
+        return ProviderError(kind, f"{model}: HTTP {status}{hint}: {_short(exc.message)}", retry_after(exc.response.headers))
     return ProviderError(BAD_RESPONSE, f"{model}: {type(exc).__name__}: {_short(str(exc))}")
 
 
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def retry_after(headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -89,7 +89,7 @@ def has_chat_template(llm) -> bool:
 
 
 class LocalProvider:
-    def __init__(self, spec: ModelSpec, *, timeout: float, retries: int):
+    def __init__(self, spec: ModelSpec, *, timeout: float):
         self.spec = spec
 
     async def complete(self, request: Request) -> Completion:

@@ -11,10 +11,11 @@ from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
 
 
 class OpenAIProvider:
-    def __init__(self, spec: ModelSpec, *, timeout: float, retries: int):
+    def __init__(self, spec: ModelSpec, *, timeout: float):
+        """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = openai.AsyncOpenAI(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=retries
+            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0
         )
 
     async def complete(self, request: Request) -> Completion:
@@ -31,12 +32,12 @@ class OpenAIProvider:
                 messages=[{"role": "system", "content": request.system}, {"role": "user", "content": request.user}],
                 **params,
             )
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, ValueError) as exc:
             raise map_sdk_error(openai, exc, self.spec.name) from None
         choices = getattr(response, "choices", None)
         content = choices[0].message.content if choices and choices[0].message else None
-        if content is None or not isinstance(content, str):
-            raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no message content")
+        if not isinstance(content, str):
+            raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
         return Completion(content, (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0)
 

@@ -1,0 +1,53 @@
+"""Keep secrets out of everything the plugin writes: outcomes, the cache, reports, logs.
+
+The secrets are the values of the environment variables the providers read (the SDKs' own and
+every model's ``api_key_env``) and of any variable whose name says it holds a credential. A
+server that echoes the key in an error body, or a model that repeats it, is caught here before
+the text reaches an outcome or the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Iterable
+
+PROVIDER_KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ADMIN_KEY", "AZURE_OPENAI_API_KEY")
+_CREDENTIAL_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+MASK = "[REDACTED]"
+MIN_LENGTH = 8  # shorter values ("1", "true") would mask ordinary words
+
+
+def secret_values(extra_vars: Iterable[str] = (), environ: dict[str, str] | None = None) -> list[str]:
+    environ = os.environ if environ is None else environ
+    names = set(PROVIDER_KEY_VARS) | set(extra_vars) | {n for n in environ if _CREDENTIAL_NAME.search(n)}
+    values = {environ[n].strip() for n in names if environ.get(n) and len(environ[n].strip()) >= MIN_LENGTH}
+    return sorted(values, key=len, reverse=True)  # the longest first, so a key containing another is masked whole
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str]):
+        self.secrets = [s for s in secrets if s]
+        self._pattern = re.compile("|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in every record passing through a handler."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.redactor.secrets:
+            message = record.getMessage()
+            masked = self.redactor(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
