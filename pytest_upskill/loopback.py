@@ -45,6 +45,37 @@ class Fault:
     delay_s: float = 0.0
 
 
+# Faults as the real APIs send them. GARBAGE and EMPTY are 200s: a proxy's error page, a
+# truncated body, a reply with no content.
+RATE_LIMITED = Fault(429, b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}', {"retry-after": "0", "content-type": "application/json"})
+SERVER_ERROR = Fault(500, b'{"error": {"message": "injected fault", "type": "server_error"}}', {"content-type": "application/json"})
+GARBAGE = Fault(200, b"<html><body>502 Bad Gateway</body></html>", {"content-type": "application/json"})
+EMPTY = Fault(200, b"{}", {"content-type": "application/json"})
+
+
+def first_attempts(*faults: Fault) -> Callable[[int, dict], Fault | None]:
+    """A schedule that answers the first attempt of every distinct request with a fault (taking
+    ``faults`` in turn) and every later attempt normally: with one retry, every trial is answered,
+    and the figures must equal those of a run without faults."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def fault(n: int, body: dict) -> Fault | None:
+        key = json.dumps(body, sort_keys=True)
+        with lock:
+            if key in seen:
+                return None
+            seen.add(key)
+            return faults[len(seen) % len(faults)]
+
+    return fault
+
+
+def periodic(schedule: dict[int, Fault], period: int) -> Callable[[int, dict], Fault | None]:
+    """Request n gets ``schedule[n % period]`` when there is one: a steady mix of faults."""
+    return lambda n, body: schedule.get(n % period)
+
+
 @dataclass
 class Received:
     protocol: str  # "openai" or "anthropic"
@@ -61,7 +92,8 @@ class LoopbackServer:
     ):
         """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer."""
         self.reply, self.latency_s, self.fault = reply, latency_s, fault
-        self.requests: list[Received] = []
+        self.requests: list[Received] = []  # the requests answered normally
+        self.attempts: list[tuple[float, int, dict]] = []  # (time.monotonic(), status, body) of every request, faults too
         self.input_tokens = 0
         self.output_tokens = 0
         self.in_flight = 0
@@ -111,6 +143,8 @@ class LoopbackServer:
 
     def _respond(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         fault = self.fault(n, body) if self.fault else None
+        with self._lock:
+            self.attempts.append((time.monotonic(), fault.status if fault and fault.status else 200, body))
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault is not None:

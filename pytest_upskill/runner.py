@@ -265,11 +265,6 @@ class Runner:
         limiter = self.limiters.get(trial.model)
         if limiter is None:
             limiter = self.limiters[trial.model] = ModelLimiter(self.concurrency)
-        if limiter.dead_streak >= DEAD_AFTER:
-            outcome.error_kind = CONNECTION
-            outcome.message = (f"{trial.model}: not sent: the last {limiter.dead_streak} trials could not connect "
-                               f"({limiter.last_connection_error}); is the server up and the base URL right?")
-            return None
         start = time.perf_counter()
         try:
             for attempt in range(self.retries + 1):
@@ -285,7 +280,9 @@ class Runner:
                     outcome.message += f" (the server asked to wait {pause:.0f} s; not retried)"
                     break
                 await asyncio.sleep(pause)
-            if self.retries and error.retryable:
+            if getattr(error, "not_sent", False):
+                return None
+            if attempt:
                 outcome.message += f" (after {attempt + 1} attempts)"
             if outcome.error_kind == CONNECTION:
                 limiter.dead_streak += 1
@@ -297,6 +294,13 @@ class Runner:
     async def _attempt(self, trial: Trial, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None]:
         epoch = await limiter.acquire()
         completion, error = None, None
+        if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
+            await limiter.release(epoch, CONNECTION)
+            error = ProviderError(CONNECTION, retryable=False, message=(
+                f"{trial.model}: not sent: {limiter.dead_streak} trials in a row could not connect "
+                f"({limiter.last_connection_error}); is the server up and the base URL right?"))
+            error.not_sent = True
+            return None, error
         reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
         try:
             if reservation is None:

@@ -27,14 +27,11 @@ class Completion:
 class ProviderError(Exception):
     """A request that produced no scorable reply. ``kind`` is one of the constants above."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, retryable: bool | None = None):
         self.kind = kind
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
+        self.retryable = kind in RETRYABLE if retryable is None else retryable
         super().__init__(message)
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE
 
 
 class Provider(Protocol):
@@ -58,8 +55,16 @@ def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
         status = exc.status_code
         kind = RATE_LIMIT if status == 429 else SERVER if status >= 500 else AUTH if status in (401, 403) else BAD_REQUEST
         hint = {AUTH: " (check the API key variable)", BAD_REQUEST: " (check the model name and parameters)"}.get(kind, "")
-        return ProviderError(kind, f"{model}: HTTP {status}{hint}: {_short(exc.message)}", retry_after(exc.response.headers))
+        return ProviderError(kind, f"{model}: HTTP {status}{hint}: {_short(_server_message(exc))}", retry_after(exc.response.headers))
     return ProviderError(BAD_RESPONSE, f"{model}: {type(exc).__name__}: {_short(str(exc))}")
+
+
+def _server_message(exc) -> str:
+    """The server's own words: ``{"error": {"message": ...}}`` in both APIs, else the SDK's text."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else exc.message
 
 
 def _short(text: str, limit: int = 300) -> str:
