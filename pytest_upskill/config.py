@@ -81,7 +81,11 @@ def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{pyproject}: cannot read [tool.upskill.models]: {exc}") from None
-    models = data.get("tool", {}).get("upskill", {}).get("models", {})
+    models: Any = data
+    for level in ("tool", "upskill", "models"):
+        if not isinstance(models, dict):
+            raise ConfigError(f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]")
+        models = models.get(level, {})
     if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
         raise ConfigError(f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]")
     return models

@@ -370,6 +370,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "upskill-state")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A symlink to a folder above it (a loop) would make pytest collect the same skills again at
+    every depth until the OS gives up: skip it."""
+    if collection_path.is_symlink() and collection_path.is_dir():
+        target = collection_path.resolve()
+        if target in {p.resolve() for p in collection_path.parents}:
+            return True
+    return None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.name == "skill_meta.json" and (file_path.parent / "SKILL.md").is_file():
         if parent.config.stash[STATE].wants(file_path.parent):
