@@ -4,6 +4,12 @@ with-skill trials, replay never calls a model, a broken entry is re-fetched, no 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +121,68 @@ def test_several_xdist_workers_share_one_cache(pytester, two_skills, model_serve
     run(pytester, model_server, "-n", "3")
     assert len(model_server.requests) == 12
     assert json.loads((pytester.path / "r.json").read_text())["cached"] == 12
+
+
+def test_a_misplaced_entry_is_never_served_as_another_requests_answer(pytester, two_skills, model_server):
+    run(pytester, model_server)
+    a, b = sorted((pytester.path / ".upskill-cache").rglob("*.json"))[:2]
+    b.write_bytes(a.read_bytes())  # a valid entry, under the wrong key
+    result = run(pytester, model_server)
+    result.stdout.fnmatch_lines([f"cache warning: *{b.name}: corrupt entry ignored and re-fetched (entry belongs to another key)*"])
+    assert len(model_server.requests) == 13
+
+
+def test_a_cache_warning_in_an_xdist_worker_reaches_the_summary(pytester, two_skills, model_server):
+    run(pytester, model_server)
+    entry = sorted((pytester.path / ".upskill-cache").rglob("*.json"))[3]
+    entry.write_text("{ truncated")
+    result = run(pytester, model_server, "-n", "2")
+    result.stdout.fnmatch_lines([f"cache warning: *{entry.name}: corrupt entry ignored and re-fetched*"])
+    assert json.loads((pytester.path / "r.json").read_text())["cache_problems"][0].endswith("re-fetched (Expecting property name enclosed in double quotes: line 1 column 3 (char 2))")
+
+
+def _hammer(root: str, worker: int) -> list[str]:
+    """One of several processes writing and reading the same keys at once."""
+    from pytest_upskill.cache import ResponseCache
+    from pytest_upskill.providers.base import Completion
+
+    cache, wrong = ResponseCache(Path(root)), []
+    for i in range(300):
+        key = f"{i % 40:064x}"
+        cache.put(key, Completion(f"answer {i % 40} " + "x" * 5000, i % 40, 7))  # every writer writes the same answer per key
+        got = cache.get(f"{(i * 7) % 40:064x}")
+        if got is not None and got.text != f"answer {(i * 7) % 40} " + "x" * 5000:
+            wrong.append(got.text[:20])
+    return wrong + [f"{p.path}: {p.reason}" for p in cache.problems]
+
+
+def test_concurrent_writers_in_several_processes_never_expose_a_partial_entry(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_hammer, [(str(tmp_path), w) for w in range(4)])
+    assert results == [[], [], [], []]
+    assert len(list(tmp_path.rglob("*.json"))) == 40 and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_writer_killed_mid_write_leaves_no_entry_and_the_answer_is_fetched_again(pytester, two_skills, model_server):
+    from pytest_upskill.cache import ResponseCache
+
+    run(pytester, model_server)
+    root = pytester.path / ".upskill-cache"
+    victim = sorted(root.rglob("*.json"))[0]
+    key = victim.stem
+    victim.unlink()
+    # a process writing a large entry for that key, killed while it writes
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from pytest_upskill.cache import ResponseCache; "
+        "from pytest_upskill.providers.base import Completion; "
+        f"ResponseCache(Path({str(root)!r})).put({key!r}, Completion('y' * 400_000_000, 1, 1))")])
+    deadline = time.monotonic() + 60
+    while not list(victim.parent.glob(".tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert list(victim.parent.glob(".tmp-*")) and not victim.exists()  # killed mid-write: a stray temporary file, no entry
+    assert ResponseCache(root).get(key) is None
+    result = run(pytester, model_server)
+    assert len(model_server.requests) == 13 and victim.exists()
+    assert "cache warning" not in result.stdout.str()
