@@ -8,6 +8,7 @@ next so that they are in flight together, while each item only waits for its own
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import random
 import threading
@@ -91,30 +92,44 @@ class ModelLimiter:
         self.last_connection_error = ""
         self._epoch = 0
         self._successes = 0
-        self._changed = asyncio.Condition()
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()  # FIFO: wake only as many as may go
 
     async def acquire(self) -> int:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+        if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
             return self._epoch
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn  # the slot is handed over by release(): in_flight already counts it
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release_slot()
+            raise
+        return self._epoch
+
+    def _release_slot(self) -> None:
+        self.in_flight -= 1
+        while self._waiting and self.in_flight < self.limit:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                self.in_flight += 1
+                turn.set_result(None)
 
     async def release(self, epoch: int, kind: str | None) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            if kind == RATE_LIMIT:
-                self.throttled += 1
+        if kind == RATE_LIMIT:
+            self.throttled += 1
+            self._successes = 0
+            if epoch == self._epoch and self.limit > 1:
+                self.limit = max(1, self.limit // 2)
+                self.lowest = min(self.lowest, self.limit)
+                self._epoch += 1
+        elif kind is None and self.limit < self.ceiling:
+            self._successes += 1
+            if self._successes >= self.limit:
+                self.limit += 1
                 self._successes = 0
-                if epoch == self._epoch and self.limit > 1:
-                    self.limit = max(1, self.limit // 2)
-                    self.lowest = min(self.lowest, self.limit)
-                    self._epoch += 1
-            elif kind is None and self.limit < self.ceiling:
-                self._successes += 1
-                if self._successes >= self.limit:
-                    self.limit += 1
-                    self._successes = 0
-            self._changed.notify_all()
+        self._release_slot()
 
     def summary(self) -> dict:
         return {"throttled": self.throttled, "lowest_concurrency": self.lowest, "concurrency": self.ceiling}

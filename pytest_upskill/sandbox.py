@@ -1,0 +1,189 @@
+"""Run untrusted model output: a fresh workspace, time and memory limits, no writes outside it.
+
+Model output is untrusted input. Whatever runs it (a validator compiling or testing written code,
+a custom check executing an answer) runs it here:
+
+* a fresh temporary **workspace** folder; :class:`Workspace` refuses paths that leave it
+  (absolute, ``..``, symlinks pointing out);
+* a child process started through :mod:`pytest_upskill._confine`, which before ``exec`` sets
+  resource limits (address space, CPU seconds, file size, no core files) and, where the kernel
+  has **Landlock** (Linux 5.13+), restricts the process and its children so that they can write
+  only inside the workspace (and ``/dev/null``), cannot open TCP connections (Linux 6.7+) and cannot
+  signal processes outside (Linux 6.12+). Reading the rest of the file system stays allowed:
+  compilers and interpreters need their own files;
+* a wall-clock limit, after which the whole process group is killed;
+* an environment with nothing of the parent's but ``PATH`` and the locale: no API key can leak.
+
+:func:`run` returns a :class:`Result` whose ``limit`` names the limit that stopped the program, if
+one did, and whose ``describe()`` says so in words. ``confinement()`` says what this machine
+enforces; ``SECURITY.md`` gives the threat model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    seconds: float = 30.0  # wall clock, and (rounded up, plus one) CPU seconds
+    memory_mb: int = 2048  # address space
+    file_mb: int = 256  # largest file the program may write
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    limit: str | None = None  # "time", "memory" or "file size" when a limit stopped the program
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.limit is None
+
+    def describe(self) -> str:
+        if self.limit == "time":
+            return f"stopped at the time limit ({self.limits.seconds:g} s)"
+        if self.limit == "memory":
+            return f"stopped at the memory limit ({self.limits.memory_mb} MB)"
+        if self.limit == "file size":
+            return f"stopped at the file size limit ({self.limits.file_mb} MB)"
+        return f"exit status {self.returncode}"
+
+
+_OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
+
+
+def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dict[str, str] | None = None) -> Result:
+    """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers."""
+    workspace = Path(workspace).resolve()
+    tmp = workspace / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    child_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(workspace), "TMPDIR": str(tmp),
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **(env or {}),
+    }
+    policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb}
+    # -I: the workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement
+    launcher = [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
+    process = subprocess.Popen(launcher, cwd=workspace, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, text=True, errors="replace")
+    try:
+        out, err = process.communicate(timeout=limits.seconds)
+        limit = None
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        out, err = process.communicate()
+        limit = "time"
+    code = process.returncode
+    if limit is None:
+        limit = _limit_from(code, err)
+    return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _limit_from(code: int, stderr: str) -> str | None:
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "time"
+    if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or "File too large" in stderr:
+        return "file size"
+    if code != 0 and any(s in stderr for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")):
+        return "memory"
+    return None
+
+
+# ---------------------------------------------------------------------------------- workspace
+
+
+class WorkspaceError(ValueError):
+    """A path that would leave the workspace."""
+
+
+class Workspace:
+    """A fresh temporary folder; every path given to it stays inside it."""
+
+    def __init__(self, prefix: str = "upskill-"):
+        self.root = Path(tempfile.mkdtemp(prefix=prefix)).resolve()
+
+    def path(self, name: str) -> Path:
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise WorkspaceError(f"not a file name: {name!r}")
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise WorkspaceError(f"{name!r} leaves the workspace: give a path relative to it, without '..'")
+        target = (self.root / relative).resolve()
+        if target != self.root and self.root not in target.parents:
+            raise WorkspaceError(f"{name!r} leaves the workspace through a symbolic link")
+        return target
+
+    def write(self, name: str, text: str) -> Path:
+        target = self.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    def read(self, name: str, limit: int = 1_000_000) -> str:
+        with self.path(name).open(encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+
+    def files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.relative_to(self.root).parts)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+# ------------------------------------------------------------------------------------ landlock
+
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # the same on every architecture
+_CREATE_RULESET_VERSION = 1
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers, 0 where it has none."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        version = libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    except (OSError, AttributeError):
+        return 0
+    return max(0, int(version))
+
+
+def confinement() -> str:
+    """What this machine enforces on a sandboxed program, in words."""
+    abi = landlock_abi()
+    if abi == 0:
+        return "time, memory and file-size limits; no Landlock on this kernel, so writes outside the workspace are NOT blocked"
+    parts = ["writes only inside the workspace"]
+    if abi >= 4:
+        parts.append("no TCP connections")
+    if abi >= 6:
+        parts.append("no signals to outside processes")
+    return f"time, memory and file-size limits; Landlock ABI {abi}: " + ", ".join(parts)
