@@ -260,12 +260,15 @@ class Runner:
         outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
         try:
             if trial.custom_checks:
-                result = await asyncio.wait_for(_in_daemon_thread(trial.score, outcome.output), self.check_timeout)
+                scoring = _in_daemon_thread(trial.score, outcome.output)
+                done, _ = await asyncio.wait({scoring}, timeout=self.check_timeout)
+                if not done:
+                    outcome.error_kind = CHECK_ERROR
+                    outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+                    return
+                result = scoring.result()
             else:
                 result = trial.score(outcome.output)
-        except asyncio.TimeoutError:
-            outcome.error_kind = CHECK_ERROR
-            outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
         except Exception as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
         else:
