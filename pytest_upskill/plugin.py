@@ -318,7 +318,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--upskill-runs", type=int, default=None, metavar="N", help="trials per case, model and arm (default 1)")
     group.addoption("--upskill-concurrency", type=int, default=None, metavar="N", help="requests in flight per model and process; halved on 429s, then recovers (default 8)")
     group.addoption("--upskill-timeout", type=float, default=None, metavar="S", help="seconds per request attempt (default 120)")
-    group.addoption("--upskill-retries", type=int, default=None, metavar="N", help="retries of a failed request (default 2)")
+    group.addoption("--upskill-retries", type=int, default=None, metavar="N", help="retries of a failed request (default 4)")
     group.addoption("--upskill-max-errors", default=None, metavar="N|FRACTION",
                     help="unscored trials (errors) the run tolerates: a count (5) or a fraction (0.05, 5%%); default 0")
     group.addoption("--upskill-check-timeout", type=float, default=None, metavar="S",
@@ -328,7 +328,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_runs", "trials per case, model and arm", default="1")
     parser.addini("upskill_concurrency", "requests in flight per model and process", default="8")
     parser.addini("upskill_timeout", "seconds per request attempt", default="120")
-    parser.addini("upskill_retries", "retries of a failed request", default="2")
+    parser.addini("upskill_retries", "retries of a failed request", default="4")
     parser.addini("upskill_backoff", "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)", default="0.5")
     parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
     parser.addini("upskill_check_timeout", "time limit of a custom check or sandboxed run, seconds", default="30")

@@ -137,7 +137,7 @@ class ModelLimiter:
 
 class Runner:
     def __init__(
-        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 2, backoff: float = 0.5,
+        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 4, backoff: float = 0.5,
         check_timeout: float = 30.0, cache: ResponseCache | None = None, cache_mode: str = "off",
         budget: Budget | None = None, redact: Redactor | None = None,
     ):

@@ -12,10 +12,11 @@ from pytest_upskill.loopback import GARBAGE, RATE_LIMITED, SERVER_ERROR, Loopbac
 
 SKILLS, CASES = 50, 100  # x 1 model x 2 arms = 10,000 trials
 RSS_CONFTEST = """
-import os, resource
+import resource
 
 def pytest_sessionfinish(session):
-    name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    workerinput = getattr(session.config, "workerinput", None)  # not the environment: it comes from an outer -n too
+    name = workerinput["workerid"] if workerinput else "main"
     (session.config.rootpath / f"rss-{name}.txt").write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 """
 MAX_RSS = 1 << 30  # a process of the run may use at most 1 GiB (measured: see the README)
