@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import jsonschema
 import regex
 
 REGEX_TIMEOUT_S = 5.0  # a pattern that backtracks catastrophically on some output must not hang the run
@@ -115,6 +114,8 @@ def _is_json(output: str, _: bool) -> CheckResult:
 def _prepare_schema(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON Schema object")
+    import jsonschema  # imported when a case uses it: it costs 40 ms at every start otherwise
+
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
@@ -127,6 +128,8 @@ def _json_schema(output: str, schema: dict) -> CheckResult:
         data = parse_json_output(output)
     except (ValueError, RecursionError) as exc:
         return CheckResult(False, f"output is not JSON: {exc}")
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(data))
     if error is None:
         return CheckResult(True)

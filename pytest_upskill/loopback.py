@@ -35,6 +35,11 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 makes bursts of connections wait for SYN retries
+    daemon_threads = True
+
+
 @dataclass
 class Fault:
     """What to send instead of a normal answer: an HTTP status with a body, or a delay."""
@@ -100,7 +105,7 @@ class LoopbackServer:
         self.max_in_flight = 0
         self._lock = threading.Lock()
         self._count = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-model", daemon=True)
 

@@ -13,7 +13,6 @@ from typing import Any, Callable, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from skills_ref.validator import validate_metadata
 
 SPEC_URL = "https://agentskills.io/specification"
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -124,6 +123,8 @@ def load_skill(skill_md: Path) -> Skill:
         raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}", "fix the YAML syntax (quote values that contain ':' or '#')", line) from None
     if not isinstance(meta, dict):
         raise SkillFileError(skill_md, "frontmatter is not a YAML mapping", "write 'name: my-skill' and 'description: ...' between the '---' lines", 2)
+
+    from skills_ref.validator import validate_metadata  # with its YAML parser: loaded when a skill is
 
     problems = validate_metadata(meta, skill_md.parent)
     name = meta.get("name")

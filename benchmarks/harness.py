@@ -1,0 +1,276 @@
+"""The performance harness: generate workloads, serve them from a loopback model, run the plugin
+(and upskill / promptfoo on the identical workload when they are installed), print a table.
+
+    python benchmarks/harness.py                 # every workload at full size
+    python benchmarks/harness.py --quick         # small sizes (what the harness test runs)
+    python benchmarks/harness.py --only concurrency,replay --json figures.json
+    python benchmarks/harness.py --only local    # the bundled SmolLM2 (needs the [local] extra)
+
+Workloads (targets from issue 6; timings are wall clock of a whole command, peak memory is the
+largest process's resident set):
+
+* concurrency: 200 cases x 1 model x 2 arms = 400 requests, server latency 0.2 s,
+  --upskill-concurrency 32; ideal = ceil(400/32) x 0.2 s; target <= 1.3 x ideal + 1.5 s; also -n 4,
+  and with 429s injected (adaptive concurrency).
+* replay: 10,000 trials from the cache vs bare pytest running 10,000 trivial tests; target <= 3 ms
+  of plugin cost per trial.
+* collect: 1,000 skills x 10 cases x 2 models x 2 arms = 40,000 items, --collect-only; target
+  <= 20 s and <= 1 GiB; measured at three sizes to show the growth.
+* local: the example skills on smollm2; plugin overhead = wall - collection-only run - model time
+  (the sum of the trials' latencies at concurrency 1); target <= 2% of model time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_upskill.loopback import RATE_LIMITED, LoopbackServer, periodic  # noqa: E402
+
+# hypothesis (installed by the [test] extra) adds ~1 s to every session's end in its terminal
+# summary; a user of the plugin does not have it, so the benchmarks leave it out.
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q", "--no-header"]
+
+
+@dataclass
+class Row:
+    workload: str
+    tool: str
+    wall_s: float
+    ideal_s: float | None = None
+    target_s: float | None = None
+    requests: int | None = None
+    peak_rss_mib: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.wall_s / self.ideal_s if self.ideal_s else None
+
+    @property
+    def requests_per_s(self) -> float | None:
+        return self.requests / self.wall_s if self.requests and self.wall_s else None
+
+    @property
+    def met(self) -> str:
+        return "" if self.target_s is None else ("yes" if self.wall_s <= self.target_s else "NO")
+
+
+def measure(command: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall seconds and peak RSS (MiB, largest process of the tree that was waited for) of a command."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_chunks = []
+    # communicate() would wait() and lose the rusage: read the output, then wait4 for this child's own figures
+    out_chunks.append(process.stdout.read())
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(command, process.returncode, "".join(out_chunks), "")
+
+
+def write_suite(root: Path, skills: int, cases: int) -> Path:
+    folder = root / "skills"
+    for s in range(skills):
+        skill = folder / f"skill-{s}"
+        skill.mkdir(parents=True, exist_ok=True)
+        (skill / "SKILL.md").write_text(f"---\nname: skill-{s}\ndescription: Benchmark skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n")
+        tests = [{"id": f"c{c}", "input": f"skill {s} case {c}: the code?", "expected": {"contains": f"z{s}"}} for c in range(cases)]
+        (skill / "skill_meta.json").write_text(json.dumps({"tests": tests}))
+    (root / "pytest.ini").write_text("[pytest]\n")  # a rootdir of its own: not the project's pyproject
+    return folder
+
+
+# --------------------------------------------------------------------------------- workloads
+
+
+def concurrency(work: Path, cases: int, quick: bool) -> list[Row]:
+    write_suite(work, 1, cases)
+    requests = cases * 2
+    ideal = math.ceil(requests / 32) * 0.2
+    target = 1.3 * ideal + 1.5
+    rows = []
+    for label, extra, fault in (("plugin", [], None), ("plugin -n 4", ["-n", "4"], None),
+                                ("plugin, 429 on 1 request in 10", [], periodic({5: RATE_LIMITED}, 10))):
+        with LoopbackServer(latency_s=0.2, fault=fault) as server:
+            wall, rss, done = measure([*PYTEST, "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off",
+                                       "--upskill-concurrency", "32", "--upskill-report", "r.json", "-o", "upskill_backoff=0.05", *extra], work)
+            report = json.loads((work / "r.json").read_text())
+            assert report["trials"] == requests and report["errors"] == 0, done.stdout[-2000:]
+            throttling = report.get("throttling", {})
+            note = ""
+            if throttling:
+                seen = next(iter(throttling.values()))
+                note = f"{seen['throttled']} x 429; in flight went down to {seen['lowest_concurrency']} of 32"
+            rows.append(Row("concurrency", label, wall, ideal, None if fault else target, requests, rss, note,
+                            {"max_in_flight": server.max_in_flight}))
+    rows += competitors(work, cases, ideal, requests)
+    return rows
+
+
+def competitors(work: Path, cases: int, ideal: float, requests: int) -> list[Row]:
+    """upskill eval and promptfoo eval on the same skill and cases, when they are installed."""
+    rows = []
+    skill = work / "skills" / "skill-0"
+    if shutil.which("upskill"):
+        with LoopbackServer(latency_s=0.2) as server:
+            env = {"GENERIC_BASE_URL": server.openai_base_url, "GENERIC_API_KEY": "unused"}
+            wall, rss, done = measure(["upskill", "eval", str(skill), "-t", str(skill / "skill_meta.json"), "-m", "generic.m",
+                                       "--no-log-runs"], work, env)
+            rows.append(Row("concurrency", "upskill eval", wall, ideal, None, len(server.requests), rss, f"exit {done.returncode}"))
+    else:
+        rows.append(Row("concurrency", "upskill eval", math.nan, ideal, note="not installed (pip install upskill==0.1.0): issue 6 measured about 98 s"))
+    local_install = Path(__file__).parent / "node_modules/.bin/promptfoo"  # npm install promptfoo@0.118.17 inside benchmarks/
+    promptfoo = shutil.which("promptfoo") or (str(local_install) if local_install.exists() else None)
+    if promptfoo:
+        with LoopbackServer(latency_s=0.2) as server:
+            tests = json.loads((skill / "skill_meta.json").read_text())["tests"]
+            body = (skill / "SKILL.md").read_text().split("---", 2)[2].strip()
+            config = {
+                "prompts": [json.dumps([{"role": "system", "content": "{{system}}"}, {"role": "user", "content": "{{input}}"}])],
+                "providers": [{"id": "openai:chat:m", "config": {"apiBaseUrl": server.openai_base_url, "apiKey": "unused"}}],
+                "tests": [{"vars": {"input": t["input"], "system": system}, "assert": [{"type": "icontains", "value": t["expected"]["contains"]}]}
+                          for t in tests for system in ("", f'<skill name="skill-0">\n{body}\n</skill>')],
+            }
+            (work / "promptfooconfig.json").write_text(json.dumps(config))
+            wall, rss, done = measure([promptfoo, "eval", "-c", "promptfooconfig.json", "-j", "32", "--no-cache", "--no-progress-bar"], work,
+                                      {"PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1"})
+            rows.append(Row("concurrency", "promptfoo eval -j 32", wall, ideal, None, len(server.requests), rss, f"exit {done.returncode}"))
+    else:
+        rows.append(Row("concurrency", "promptfoo eval -j 32", math.nan, ideal, note="not installed (npm install promptfoo@0.118.17): issue 6 measured about 7.7 s"))
+    return rows
+
+
+def replay(work: Path, skills: int, cases: int) -> list[Row]:
+    write_suite(work, skills, cases)
+    trials = skills * cases * 2
+    with LoopbackServer() as server:
+        models = ["--upskill-models", f"openai:m@{server.openai_base_url}"]
+        measure([*PYTEST, "skills", *models, "--upskill-concurrency", "32"], work)  # record
+        wall, rss, done = measure([*PYTEST, "skills", *models, "--upskill-cache", "replay", "--upskill-report", "r.json"], work)
+        assert len(server.requests) == trials and json.loads((work / "r.json").read_text())["cached"] == trials, done.stdout[-2000:]
+    bare = work / "bare"
+    bare.mkdir()
+    (bare / "pytest.ini").write_text("[pytest]\n")
+    (bare / "test_bare.py").write_text(f"import pytest\n\n@pytest.mark.parametrize('i', range({trials}))\ndef test_trivial(i):\n    pass\n")
+    bare_wall, bare_rss, _ = measure([*PYTEST, "test_bare.py", "-p", "no:upskill"], bare)
+    per_trial_ms = (wall - bare_wall) / trials * 1000
+    return [
+        Row("replay", f"plugin, {trials:,} trials from the cache", wall, requests=0, peak_rss_mib=rss,
+            note=f"plugin cost {per_trial_ms:.2f} ms/trial over bare pytest (target <= 3 ms)", extra={"per_trial_ms": per_trial_ms}),
+        Row("replay", f"bare pytest, {trials:,} trivial tests", bare_wall, peak_rss_mib=bare_rss),
+    ]
+
+
+def collect(work: Path, sizes: list[int], cases: int) -> list[Row]:
+    rows = []
+    for skills in sizes:
+        folder = work / f"collect-{skills}"
+        write_suite(folder, skills, cases)
+        items = skills * cases * 2 * 2
+        wall, rss, done = measure([*PYTEST, "skills", "--collect-only", "--upskill-models", "openai:a@http://127.0.0.1:9/v1,openai:b@http://127.0.0.1:9/v1"], folder)
+        assert f"{items} tests collected" in done.stdout, done.stdout[-2000:]
+        rows.append(Row("collect", f"{items:,} items ({skills:,} skills)", wall, target_s=20.0 if items >= 40_000 else None, peak_rss_mib=rss,
+                        note=f"{wall / items * 1e6:.0f} us/item, {rss * 1024 / items:.1f} KiB/item"))
+    return rows
+
+
+def local(work: Path, quick: bool) -> list[Row]:
+    src = ROOT / "example_skills"
+    shutil.copytree(src, work / "skills")
+    (work / "pytest.ini").write_text("[pytest]\n")
+    selection = ["-k", "conventional"] if quick else []
+    base = [*PYTEST, "skills", "--upskill-models", "smollm2", "--upskill-cache", "off", *selection]
+    collect_wall, _, _ = measure([*base, "--collect-only"], work)
+    rows = []
+    for label, extra in (("plugin, concurrency 1", ["--upskill-concurrency", "1"]), ("plugin, concurrency 4", ["--upskill-concurrency", "4"]),
+                         ("plugin -n 2 (one model per core)", ["-n", "2"])):
+        wall, rss, done = measure([*base, *extra, "--upskill-report", "r.json", "--junitxml", "r.xml"], work)
+        report = json.loads((work / "r.json").read_text())
+        latencies = _latencies(work / "r.json")
+        model = sum(latencies)
+        overhead = wall - collect_wall - model if "-n" not in extra else None
+        note = f"{report['trials']} trials, model time {model:.1f} s"
+        if overhead is not None:
+            note += f", plugin overhead {overhead:.2f} s = {overhead / model * 100:.1f}% (target <= 2%)"
+        rows.append(Row("local smollm2", label, wall, peak_rss_mib=rss, requests=report["trials"], note=note,
+                        extra={"model_s": model, "overhead_s": overhead, "collect_s": collect_wall}))
+    return rows
+
+
+def _latencies(report: Path) -> list[float]:
+    """Per-trial model latencies are in JUnit properties; the JSON report has per-arm totals only,
+    so the harness asks for them through a JUnit file written beside it."""
+    xml = report.with_suffix(".xml")
+    if not xml.exists():
+        return []
+    import xml.etree.ElementTree as ET
+
+    return [float(p.get("value")) for p in ET.parse(xml).getroot().iter("property") if p.get("name") == "upskill.latency_s"]
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def f(value, fmt):
+            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+        lines.append(f"| {r.workload} | {r.tool} | {f(r.wall_s, '.2f') or 'n/a'} | {f(r.ideal_s, '.2f')} | {f(r.ratio, '.2f')} | "
+                     f"{f(r.target_s, '.2f')} | {r.met} | {f(r.requests_per_s, '.0f')} | {f(r.peak_rss_mib, '.0f')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads: checks the harness, not the targets")
+    parser.add_argument("--only", default="concurrency,replay,collect", help="comma-separated: concurrency, replay, collect, local")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    chosen = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = chosen - {"concurrency", "replay", "collect", "local"}
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="upskill-bench-") as tmp:
+        def work(name: str) -> Path:
+            path = Path(tmp) / name / "run"
+            path.mkdir(parents=True)
+            return path
+
+        if "concurrency" in chosen:
+            rows += concurrency(work("concurrency"), 20 if args.quick else 200, args.quick)
+        if "replay" in chosen:
+            rows += replay(work("replay"), 5 if args.quick else 50, 20 if args.quick else 100)
+        if "collect" in chosen:
+            rows += collect(work("collect"), [10, 20] if args.quick else [250, 500, 1000], 10)
+        if "local" in chosen:
+            rows += local(work("local"), args.quick)
+    print(f"machine: {machine()}")
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": [asdict(r) | {"ratio": r.ratio, "met": r.met} for r in rows]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

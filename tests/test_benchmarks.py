@@ -1,0 +1,31 @@
+"""The benchmark harness must not rot: its quick mode runs every workload but the local model
+end to end and prints its table. No timing is asserted here (figures come from benchmarks/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "harness.py"
+
+
+def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
+    out = tmp_path / "figures.json"
+    done = subprocess.run([sys.executable, str(HARNESS), "--quick", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |" in done.stdout
+    figures = json.loads(out.read_text())
+    tools = [(r["workload"], r["tool"]) for r in figures["rows"]]
+    assert ("concurrency", "plugin") in tools and ("concurrency", "plugin -n 4") in tools
+    assert ("replay", "bare pytest, 200 trivial tests") in tools
+    assert [t for w, t in tools if w == "collect"] == ["400 items (10 skills)", "800 items (20 skills)"]
+    throttled = next(r for r in figures["rows"] if r["tool"].startswith("plugin, 429"))
+    assert "x 429; in flight went down to" in throttled["note"]
+    assert all(r["wall_s"] > 0 for r in figures["rows"] if r["note"].startswith("not installed") is False)
+
+
+def test_the_harness_rejects_an_unknown_workload():
+    done = subprocess.run([sys.executable, str(HARNESS), "--only", "warp-speed"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown workload(s): warp-speed" in done.stderr
