@@ -76,6 +76,11 @@ def first_attempts(*faults: Fault) -> Callable[[int, dict], Fault | None]:
     return fault
 
 
+def capacity(server: "LoopbackServer", limit: int) -> Callable[[int, dict], Fault | None]:
+    """A provider's rate limiter: a 429 for every request beyond ``limit`` in flight."""
+    return lambda n, body: RATE_LIMITED if server.in_flight > limit else None
+
+
 def periodic(schedule: dict[int, Fault], period: int) -> Callable[[int, dict], Fault | None]:
     """Request n gets ``schedule[n % period]`` when there is one: a steady mix of faults."""
     return lambda n, body: schedule.get(n % period)
@@ -150,12 +155,13 @@ class LoopbackServer:
         fault = self.fault(n, body) if self.fault else None
         with self._lock:
             self.attempts.append((time.monotonic(), fault.status if fault and fault.status else 200, body))
+        if fault is not None and fault.status:  # an error answer comes at once (after its own delay)
+            time.sleep(fault.delay_s)
+            return fault.status, fault.body, fault.headers
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault is not None:
             time.sleep(fault.delay_s)
-            if fault.status:
-                return fault.status, fault.body, fault.headers
         if protocol == "openai":
             messages = body.get("messages", [])
             system = "".join(m.get("content", "") for m in messages if m.get("role") == "system")

@@ -354,9 +354,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers."""
+    """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers.
+
+    Under ``-n`` without a ``--dist`` of the user's, use xdist's ``worksteal`` scheduler: it hands
+    each worker its whole share at once (``load`` sends small chunks), so every worker keeps its
+    trials in flight together, and an idle worker still takes over the rest of a busy one."""
     if config.getoption("upskill_plan"):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
+    elif getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "no":
+        config.option.dist = "worksteal"
 
 
 def pytest_configure(config: pytest.Config) -> None:

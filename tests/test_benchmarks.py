@@ -21,7 +21,7 @@ def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
     assert ("concurrency", "plugin") in tools and ("concurrency", "plugin -n 4") in tools
     assert ("replay", "bare pytest, 200 trivial tests") in tools
     assert [t for w, t in tools if w == "collect"] == ["400 items (10 skills)", "800 items (20 skills)"]
-    throttled = next(r for r in figures["rows"] if r["tool"].startswith("plugin, 429"))
+    throttled = next(r for r in figures["rows"] if r["tool"].startswith("plugin, server admits 8"))
     assert "x 429; in flight went down to" in throttled["note"]
     assert all(r["wall_s"] > 0 for r in figures["rows"] if r["note"].startswith("not installed") is False)
 
