@@ -82,7 +82,7 @@ class ResponseCache:
             self._create()
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = asdict(completion)
+        data = {k: v for k, v in asdict(completion).items() if k != "seconds"}  # timing is not part of the answer
         entry = {"key": key, "completion": data, "checksum": _checksum(data)}
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:

@@ -283,10 +283,10 @@ class Runner:
         limiter = self.limiters.get(trial.model)
         if limiter is None:
             limiter = self.limiters[trial.model] = ModelLimiter(self.concurrency)
-        start = time.perf_counter()
         try:
             for attempt in range(self.retries + 1):
-                completion, error = await self._attempt(trial, limiter)
+                completion, error, seconds = await self._attempt(trial, limiter)
+                outcome.latency_s += seconds
                 if error is None:
                     limiter.dead_streak = 0
                     return completion
@@ -307,22 +307,25 @@ class Runner:
                 limiter.last_connection_error = str(error)
             return None
         finally:
-            outcome.latency_s = round(time.perf_counter() - start, 4)
+            outcome.latency_s = round(outcome.latency_s, 4)
 
-    async def _attempt(self, trial: Trial, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None]:
+    async def _attempt(self, trial: Trial, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None, float]:
+        """One request once the model's limiter lets it go; returns the seconds it took (the
+        model's own, not the wait for a slot: a local model reports its generation time)."""
         epoch = await limiter.acquire()
         completion, error = None, None
+        start = time.perf_counter()
         if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
             await limiter.release(epoch, CONNECTION)
             error = ProviderError(CONNECTION, retryable=False, message=(
                 f"{trial.model}: not sent: {limiter.dead_streak} trials in a row could not connect "
                 f"({limiter.last_connection_error}); is the server up and the base URL right?"))
             error.not_sent = True
-            return None, error
+            return None, error, 0.0
         reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
         try:
             if reservation is None:
-                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}")
+                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}"), 0.0
             deadline = self.timeout + 5
             try:
                 completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
@@ -332,9 +335,11 @@ class Runner:
                 error = ProviderError(TIMEOUT, f"{trial.model}: no answer within {deadline:g} s")
             except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
                 error = ProviderError(BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}")
+            seconds = time.perf_counter() - start
             if completion is not None:
+                seconds = completion.seconds if completion.seconds is not None else seconds
                 completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens)
-            return completion, error
+            return completion, error, seconds
         finally:
             await limiter.release(epoch, error.kind if error else None)
             if self.budget and reservation is not None:

@@ -22,6 +22,7 @@ class Completion:
     text: str
     input_tokens: int
     output_tokens: int
+    seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
 
 
 class ProviderError(Exception):

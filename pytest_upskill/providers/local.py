@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
+import time
 from pathlib import Path
 
 from ..config import ConfigError, ModelSpec
@@ -102,6 +103,7 @@ class LocalProvider:
             raise ProviderError(BAD_REQUEST, str(exc)) from None
         params = dict(max_tokens=request.max_tokens, temperature=request.temperature or 0.0, seed=request.seed or 0)
         with lock:
+            start = time.perf_counter()  # the generation itself, not the wait for the lock
             # Without a reset llama.cpp reuses the KV cache of a shared prompt prefix, and the
             # answer then depends on which trial ran before: not repeatable.
             llm.reset()
@@ -116,10 +118,11 @@ class LocalProvider:
                     text = result["choices"][0]["text"]
             except ValueError as exc:  # llama.cpp's way of saying the prompt does not fit
                 raise ProviderError(BAD_REQUEST, f"{self.spec.name}: {exc}") from None
+            seconds = time.perf_counter() - start
         if not isinstance(text, str):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: no text in the completion")
         usage = result.get("usage") or {}
-        return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds)
 
     async def aclose(self) -> None:
         unload_all()
