@@ -39,6 +39,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default backlog of 5 makes bursts of connections wait for SYN retries
     daemon_threads = True
 
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):  # a client hanging up is not news
+            super().handle_error(request, client_address)
+
 
 @dataclass
 class Fault:

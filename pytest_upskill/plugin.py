@@ -361,8 +361,14 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     trials in flight together, and an idle worker still takes over the rest of a busy one."""
     if config.getoption("upskill_plan"):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
-    elif getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "no":
-        config.option.dist = "worksteal"
+    elif getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) in ("no", "load") and not _dist_given(config):
+        config.option.dist = "worksteal"  # xdist may have set "load" already: its hook is tryfirst too
+
+
+def _dist_given(config: pytest.Config) -> bool:
+    """Whether the user chose an xdist scheduler (on the command line, in PYTEST_ADDOPTS or addopts)."""
+    words = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(), *config.getini("addopts")]
+    return any(w in ("--dist", "-d", "--distload") or w.startswith("--dist=") for w in words)
 
 
 def pytest_configure(config: pytest.Config) -> None:
