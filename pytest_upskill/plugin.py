@@ -356,19 +356,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers.
 
-    Under ``-n`` without a ``--dist`` of the user's, use xdist's ``worksteal`` scheduler: it hands
-    each worker its whole share at once (``load`` sends small chunks), so every worker keeps its
-    trials in flight together, and an idle worker still takes over the rest of a busy one."""
+    (Not xdist's ``worksteal``: it takes queued items back from a worker that has already sent
+    them, so the same paid request would go out twice. ``load`` never takes an item back.)"""
     if config.getoption("upskill_plan"):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
-    elif getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) in ("no", "load") and not _dist_given(config):
-        config.option.dist = "worksteal"  # xdist may have set "load" already: its hook is tryfirst too
-
-
-def _dist_given(config: pytest.Config) -> bool:
-    """Whether the user chose an xdist scheduler (on the command line, in PYTEST_ADDOPTS or addopts)."""
-    words = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(), *config.getini("addopts")]
-    return any(w in ("--dist", "-d", "--distload") or w.startswith("--dist=") for w in words)
 
 
 def pytest_configure(config: pytest.Config) -> None:
