@@ -23,7 +23,8 @@ def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
     assert [t for w, t in tools if w == "collect"] == ["400 items (10 skills)", "800 items (20 skills)"]
     throttled = next(r for r in figures["rows"] if r["tool"].startswith("plugin, server admits 8"))
     assert "x 429; in flight went down to" in throttled["note"]
-    assert all(r["wall_s"] > 0 for r in figures["rows"] if r["note"].startswith("not installed") is False)
+    measured = [r for r in figures["rows"] if not r["note"].startswith(("not installed", "not run here"))]
+    assert len(measured) >= 8 and all(r["wall_s"] > 0 for r in measured)
 
 
 def test_the_harness_rejects_an_unknown_workload():
