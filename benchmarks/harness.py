@@ -74,13 +74,11 @@ def measure(command: list[str], cwd: Path, env: dict | None = None, timeout: flo
     """Wall seconds and peak RSS (MiB, largest process of the tree that was waited for) of a command."""
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out_chunks = []
     # communicate() would wait() and lose the rusage: read the output, then wait4 for this child's own figures
-    out_chunks.append(process.stdout.read())
+    output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(command, process.returncode, "".join(out_chunks), "")
+    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output, "")
 
 
 def write_suite(root: Path, skills: int, cases: int) -> Path:
@@ -182,15 +180,21 @@ def replay(work: Path, skills: int, cases: int) -> list[Row]:
 
 
 def collect(work: Path, sizes: list[int], cases: int) -> list[Row]:
+    """--collect-only at growing sizes; each row after the first gives the cost of the items it adds."""
     rows = []
+    previous = None  # (items, wall, rss) of the smaller size
     for skills in sizes:
         folder = work / f"collect-{skills}"
         write_suite(folder, skills, cases)
         items = skills * cases * 2 * 2
         wall, rss, done = measure([*PYTEST, "skills", "--collect-only", "--upskill-models", "openai:a@http://127.0.0.1:9/v1,openai:b@http://127.0.0.1:9/v1"], folder)
         assert f"{items} tests collected" in done.stdout, done.stdout[-2000:]
-        rows.append(Row("collect", f"{items:,} items ({skills:,} skills)", wall, target_s=20.0 if items >= 40_000 else None, peak_rss_mib=rss,
-                        note=f"{wall / items * 1e6:.0f} us/item, {rss * 1024 / items:.1f} KiB/item"))
+        note = ""
+        if previous:
+            added = items - previous[0]
+            note = f"each added item: {(wall - previous[1]) / added * 1e6:.0f} us, {(rss - previous[2]) * 1024 / added:.1f} KiB"
+        rows.append(Row("collect", f"{items:,} items ({skills:,} skills)", wall, target_s=20.0 if items >= 40_000 else None, peak_rss_mib=rss, note=note))
+        previous = (items, wall, rss)
     return rows
 
 
@@ -218,8 +222,8 @@ def local(work: Path, quick: bool) -> list[Row]:
 
 
 def _latencies(report: Path) -> list[float]:
-    """Per-trial model latencies are in JUnit properties; the JSON report has per-arm totals only,
-    so the harness asks for them through a JUnit file written beside it."""
+    """Per-trial model seconds, from the JUnit file written beside the JSON report (which has
+    per-arm totals only)."""
     xml = report.with_suffix(".xml")
     if not xml.exists():
         return []

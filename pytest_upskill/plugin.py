@@ -21,8 +21,8 @@ from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit
 from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
 from .redact import Redactor, secret_values
-from .report import (Aggregator, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines, terminal_lines,
-                     write_text_atomic)
+from .report import (Aggregator, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
+                     terminal_lines, write_text_atomic)
 from .runner import Runner, Trial
 from .skill import SkillFileError, load_cases, load_skill
 
@@ -65,11 +65,7 @@ class UpskillState:
         self.evaluation = None
         self.report: dict = {}
         self.collection_errors = 0
-        self.collected: list[str] = []  # node ids of the trials this run should produce
-        self.finished: set[str] = set()  # node ids that produced an outcome or were skipped
-        self.other_failures = 0  # failed tests that are not trials (the user's own, a crashed worker's item)
-        self.cache_problems: list[str] = []  # "path: reason", from this process and the xdist workers
-        self.throttling: dict[str, dict] = {}  # model -> 429s met and the lowest concurrency, from every process
+        self.ledger = RunLedger()
         self.changed = self._changed_files()
         self.old_report = self._read_old_report()
         self._prefetched_all = False
@@ -94,38 +90,27 @@ class UpskillState:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.is_worker:
-            self.collected = [item.nodeid for item in session.items if isinstance(item, TrialItem)]
+            self.ledger.expect(item.nodeid for item in session.items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         """The controller of an xdist run collects nothing itself: the workers' ids say what to expect."""
-        if not self.collected:
-            self.collected = [i for i in ids if is_trial_id(i)]
+        self.ledger.expect(ids)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         """What a finished xdist worker found that is not in its reports: cache problems, throttling."""
         output = getattr(node, "workeroutput", None) or {}
-        for problem in output.get("upskill_cache_problems", []):
-            if problem not in self.cache_problems:
-                self.cache_problems.append(problem)
-        for model, seen in output.get("upskill_throttling", {}).items():
-            merged = self.throttling.setdefault(model, dict(seen, throttled=0))
-            merged["throttled"] += seen["throttled"]
-            merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
+        self.ledger.add_problems(output.get("upskill_cache_problems", []))
+        self.ledger.add_throttling(output.get("upskill_throttling", {}))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
             return
-        if report.when == "teardown":
-            outcome = outcome_from_properties(report.user_properties)
-            if outcome is not None:
-                self.aggregator.add(outcome)
-                self.finished.add(report.nodeid)
-        if report.skipped:  # a case that runs no trial
-            self.finished.add(report.nodeid)
-        elif report.failed and outcome_from_properties(report.user_properties) is None:
-            self.other_failures += 1  # not a scored trial: the user's own test, or an item of a crashed worker
+        outcome = outcome_from_properties(report.user_properties)
+        if report.when == "teardown" and outcome is not None:
+            self.aggregator.add(outcome)
+        self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -152,15 +137,15 @@ class UpskillState:
             self.config.workeroutput["upskill_cache_problems"] = own_problems
             self.config.workeroutput["upskill_throttling"] = self.runner.throttling()
             return
-        self.cache_problems = own_problems + [p for p in self.cache_problems if p not in own_problems]
-        for model, seen in self.runner.throttling().items():
-            self.throttling[model] = seen
+        ledger = self.ledger
+        ledger.add_problems(own_problems)
+        ledger.add_throttling(self.runner.throttling())
         results = self.aggregator.results()
         prices = {s.name: (s.input_price, s.output_price) for s in self.specs}
         ran = not (self.config.getoption("collectonly") or self.config.getoption("upskill_plan"))
-        missing = [nodeid for nodeid in self.collected if nodeid not in self.finished] if ran else []
+        missing = ledger.missing() if ran else []
         report = self.report = self.aggregator.to_json(
-            missing=missing, throttling=self.throttling, cache_problems=self.cache_problems,
+            missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems,
             **({"budget": budget_summary(results, prices, self.max_cost)} if self.max_cost is not None else {}),
         )
         self.evaluation = evaluate(results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report)
@@ -180,7 +165,7 @@ class UpskillState:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
-            fails = self.other_failures > 0 or self.evaluation.run_fails(
+            fails = ledger.other_failures > 0 or self.evaluation.run_fails(
                 unscored=unscored, allowed_errors=allowed, collection_errors=self.collection_errors,
                 with_skill_failed=sum(r.with_skill.failed for r in results),
             )
@@ -227,7 +212,7 @@ class UpskillState:
                 write(f"note: {spec.note}")
         for line in audit_lines(results):
             write(f"audit: {line}")
-        for problem in self.cache_problems:
+        for problem in self.ledger.cache_problems:
             write(f"cache warning: {problem} (ignored and fetched again)")
         for line in reliability_lines(self.report, self.error_limit):
             write(line)
@@ -264,10 +249,6 @@ class UpskillState:
         for item in items:
             if isinstance(item, TrialItem):
                 self.runner.submit(item.trial)
-
-
-def is_trial_id(nodeid: str) -> bool:
-    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1] == "skill_meta.json" and "::" in nodeid
 
 
 def _xdist_queue(config: pytest.Config):

@@ -8,7 +8,6 @@ the text reaches an outcome or the cache.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Iterable
@@ -35,19 +34,3 @@ class Redactor:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record passing through a handler."""
-
-    def __init__(self, redactor: Redactor):
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.redactor.secrets:
-            message = record.getMessage()
-            masked = self.redactor(message)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True

@@ -229,6 +229,47 @@ class Aggregator:
         return props
 
 
+def is_trial_id(nodeid: str) -> bool:
+    """Whether a pytest node id is one of ours: a case in a ``skill_meta.json``."""
+    return "::" in nodeid and nodeid.split("::", 1)[0].rsplit("/", 1)[-1] == "skill_meta.json"
+
+
+class RunLedger:
+    """The controller's bookkeeping beside the outcomes: which trials the run expected and which
+    ended (the rest are ``missing``: a crashed worker, a run stopped early), failures that are no
+    trial's, and what xdist workers send besides their reports (cache problems, throttling)."""
+
+    def __init__(self) -> None:
+        self.expected: list[str] = []
+        self.finished: set[str] = set()
+        self.other_failures = 0  # failed tests that are not scored trials: the user's own, a crashed worker's item
+        self.cache_problems: list[str] = []  # "path: reason"
+        self.throttling: dict[str, dict] = {}  # model -> 429s met and the lowest concurrency, over every process
+
+    def expect(self, nodeids: Iterable[str]) -> None:
+        """The node ids collected; under xdist every worker sends the same list, the first one counts."""
+        if not self.expected:
+            self.expected = [i for i in nodeids if is_trial_id(i)]
+
+    def record(self, nodeid: str, when: str, skipped: bool, failed: bool, has_outcome: bool) -> None:
+        if (when == "teardown" and has_outcome) or skipped:  # skipped: a case that runs no trial
+            self.finished.add(nodeid)
+        elif failed and not has_outcome:
+            self.other_failures += 1
+
+    def missing(self) -> list[str]:
+        return [nodeid for nodeid in self.expected if nodeid not in self.finished]
+
+    def add_problems(self, problems: Iterable[str]) -> None:
+        self.cache_problems.extend(p for p in problems if p not in self.cache_problems)
+
+    def add_throttling(self, per_model: dict[str, dict]) -> None:
+        for model, seen in per_model.items():
+            merged = self.throttling.setdefault(model, dict(seen, throttled=0))
+            merged["throttled"] += seen["throttled"]
+            merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
+
+
 def reliability_lines(report: dict, error_limit) -> list[str]:
     """Errors per model with their kinds, trials with no outcome, throttling, the error limit."""
     lines = []

@@ -116,7 +116,7 @@ class ModelLimiter:
                 self.in_flight += 1
                 turn.set_result(None)
 
-    async def release(self, epoch: int, kind: str | None) -> None:
+    def release(self, epoch: int, kind: str | None) -> None:
         if kind == RATE_LIMIT:
             self.throttled += 1
             self._successes = 0
@@ -298,7 +298,7 @@ class Runner:
                     outcome.message += f" (the server asked to wait {pause:.0f} s; not retried)"
                     break
                 await asyncio.sleep(pause)
-            if getattr(error, "not_sent", False):
+            if not error.sent:
                 return None
             if attempt:
                 outcome.message += f" (after {attempt + 1} attempts)"
@@ -316,16 +316,15 @@ class Runner:
         completion, error = None, None
         start = time.perf_counter()
         if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
-            await limiter.release(epoch, CONNECTION)
-            error = ProviderError(CONNECTION, retryable=False, message=(
+            limiter.release(epoch, CONNECTION)
+            return None, ProviderError(CONNECTION, sent=False, message=(
                 f"{trial.model}: not sent: {limiter.dead_streak} trials in a row could not connect "
-                f"({limiter.last_connection_error}); is the server up and the base URL right?"))
-            error.not_sent = True
-            return None, error, 0.0
+                f"({limiter.last_connection_error}); is the server up and the base URL right?")), 0.0
         reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
         try:
             if reservation is None:
-                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}"), 0.0
+                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
+                                           sent=False), 0.0
             deadline = self.timeout + 5
             try:
                 completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
@@ -341,7 +340,7 @@ class Runner:
                 completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens)
             return completion, error, seconds
         finally:
-            await limiter.release(epoch, error.kind if error else None)
+            limiter.release(epoch, error.kind if error else None)
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, trial.spec, *tokens)

@@ -122,7 +122,7 @@ TOML_VALUES = st.one_of(st.integers(), st.text(max_size=10), st.booleans(), st.f
 
 
 def toml_value(value) -> str:
-    return json.dumps(value).replace("true", "true")
+    return json.dumps(value)  # integers, strings, booleans, floats and lists read the same in TOML
 
 
 @FUZZ

@@ -28,10 +28,11 @@ class Completion:
 class ProviderError(Exception):
     """A request that produced no scorable reply. ``kind`` is one of the constants above."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None, retryable: bool | None = None):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, sent: bool = True):
         self.kind = kind
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
-        self.retryable = kind in RETRYABLE if retryable is None else retryable
+        self.sent = sent  # False: the runner decided not to send the request at all
+        self.retryable = sent and kind in RETRYABLE
         super().__init__(message)
 
 
