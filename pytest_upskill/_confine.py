@@ -43,7 +43,7 @@ def set_limits(memory_mb: int, cpu_s: int, file_mb: int) -> None:
         resource.setrlimit(name, (limit, limit))
 
 
-def confine(workspace: str) -> int:
+def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
     """Allow writes only beneath ``workspace`` (and to /dev/null); deny TCP and outside signals.
     Returns the ABI used, 0 when the kernel has no Landlock (then nothing is restricted)."""
     abi = landlock_abi()
@@ -57,7 +57,8 @@ def confine(workspace: str) -> int:
     ruleset = libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-    for path, access in ((workspace, write), ("/dev/null", WRITE_FILE | (TRUNCATE if abi >= 3 else 0))):
+    device = WRITE_FILE | (TRUNCATE if abi >= 3 else 0)
+    for path, access in ((workspace, write), ("/dev/null", device), *((p, device) for p in writable)):
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         try:
             rule = _PathBeneathAttr(access, fd)
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> None:
     policy = json.loads(argv[0])
     command = argv[argv.index("--") + 1 :]
     try:
-        confine(policy["workspace"])
+        confine(policy["workspace"], tuple(policy.get("writable", ())))
         set_limits(policy["memory_mb"], policy["cpu_s"], policy["file_mb"])
     except OSError as exc:  # never run unconfined when confinement was expected and failed
         sys.stderr.write(f"pytest-upskill sandbox: cannot confine the program: {exc}\n")

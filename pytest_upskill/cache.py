@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import ModelSpec
-from .prompt import Request
+from .prompt import Request, ToolCall
 from .providers.base import Completion
 
 MODES = ("rw", "off", "replay")
@@ -32,10 +32,20 @@ def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
         "provider": spec.provider,
         "model": spec.model,
         "base_url": spec.base_url,
-        "request": asdict(request),
+        "request": _request_material(request),
         "run": run,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _request_material(request: Request) -> dict:
+    """The request as data; the conversation fields only when used, so that the keys of plain
+    requests stay those of earlier versions (a committed cache keeps working)."""
+    material = asdict(request)
+    for name in ("tools", "history", "tool_choice"):
+        if not material.get(name):
+            material.pop(name, None)
+    return material
 
 
 def _checksum(completion: dict) -> str:
@@ -72,7 +82,8 @@ class ResponseCache:
                 raise ValueError("entry belongs to another key")
             if entry.get("checksum") != _checksum(completion):
                 raise ValueError("checksum mismatch")
-            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]))
+            calls = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments_json"])) for c in completion.get("tool_calls") or ())
+            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]), tool_calls=calls)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
             return None
@@ -83,6 +94,8 @@ class ResponseCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in asdict(completion).items() if k != "seconds"}  # timing is not part of the answer
+        if not data["tool_calls"]:
+            del data["tool_calls"]  # entries of plain answers stay as they were
         entry = {"key": key, "completion": data, "checksum": _checksum(data)}
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:

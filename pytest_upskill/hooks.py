@@ -17,3 +17,15 @@ def pytest_upskill_checks() -> dict[str, Callable[[str, Any], Any]]:
     ``pytest_upskill.Check(name, check, prepare)`` instead. The hook is called per directory, so a
     conftest.py's checks apply to the skills below it. Built-in names cannot be replaced.
     """
+
+
+@pytest.hookspec
+def pytest_upskill_validators() -> dict[str, Callable[..., Any]]:
+    """Register validators for a case's ``validator`` field, with upskill's signature.
+
+    Return ``{name: validator}``. ``validator(workspace: Path, output_file: str, **validator_config)``
+    runs after the model's last turn in a workspace trial and returns upskill's
+    ``ValidationResult`` (``passed``, ``error_message``), a ``bool``, ``(bool, message)`` or
+    ``pytest_upskill.CheckResult``. It is trusted code, run in-process under the check time limit:
+    run model output through ``pytest_upskill.sandbox.run``. Built-in names cannot be replaced.
+    """

@@ -10,6 +10,14 @@ figures with what the server counted.
     with LoopbackServer() as server:
         server.openai_base_url     # http://127.0.0.1:PORT/v1
         server.anthropic_base_url  # http://127.0.0.1:PORT
+
+A request that offers tools is answered by ``agent`` instead, with native tool calls (OpenAI
+``tool_calls``, Anthropic ``tool_use`` blocks). The default :func:`skill_agent` does what the skill
+says, and nothing without it: it loads the skill with ``read_skill`` when the skill is only listed
+(progressive disclosure), looks at the workspace with ``list_files``, then writes every file the
+skill shows in a fenced block whose info string is a file name (```build.toml), and answers. A
+request that forces the ``verdict`` tool is a judge's: :func:`rubric_judge` passes a submission
+that contains every `backticked` phrase of the rubric.
 """
 
 from __future__ import annotations
@@ -33,6 +41,56 @@ def default_reply(system: str, user: str) -> str:
 
 def count_tokens(text: str) -> int:
     return len(text.split())
+
+
+@dataclass
+class Turn:
+    """The conversation of a tool-calling request, whichever protocol it came in."""
+
+    system: str
+    user: str
+    history: list[dict]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
+    tools: list[str]
+    tool_choice: str | None
+
+    def results(self, name: str) -> list[str]:
+        return [content for m in self.history if m["role"] == "tool" for tool, content in m["results"] if tool == name]
+
+    def called(self, name: str) -> bool:
+        return any(tool == name for m in self.history if m["role"] == "assistant" for tool, _ in m["calls"])
+
+
+FILE_BLOCK = re.compile(r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)
+LISTED_SKILL = re.compile(r'<available_skills>\s*<skill name="([^"]+)">')
+RUBRIC = re.compile(r"<rubric>\n?(.*?)\n?</rubric>", re.DOTALL)
+SUBMISSION = re.compile(r"<submission[^>]*>\n?(.*?)\n?</submission>", re.DOTALL)
+
+
+def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
+    """An agent that follows the skill it was given or loaded; returns (text, tool calls)."""
+    if turn.tool_choice == "verdict":
+        return rubric_judge(turn)
+    match = SKILL_BLOCK.search(turn.system)
+    skill = match.group(1) if match else "\n".join(turn.results("read_skill"))
+    listed = LISTED_SKILL.search(turn.system)
+    if not skill and listed and "read_skill" in turn.tools and not turn.called("read_skill"):
+        return "", [("read_skill", {"name": listed.group(1)})]
+    if "list_files" in turn.tools and not turn.called("list_files"):
+        return "", [("list_files", {})]
+    files = FILE_BLOCK.findall(skill)
+    if files and "write_file" in turn.tools and not turn.called("write_file"):
+        return "", [("write_file", {"path": path, "content": content}) for path, content in files]
+    return (f"Following the skill: {skill}" if skill else NO_SKILL_ANSWER), []
+
+
+def rubric_judge(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
+    rubric = RUBRIC.search(turn.user)
+    submission = SUBMISSION.search(turn.user)
+    needed = re.findall(r"`([^`]+)`", rubric.group(1)) if rubric else []
+    text = submission.group(1) if submission else ""
+    missing = [n for n in needed if n not in text]
+    reason = f"missing {missing}" if missing else "meets the rubric"
+    return "", [("verdict", {"passed": not missing, "score": 0.0 if missing else 1.0, "reason": reason})]
 
 
 class _Server(ThreadingHTTPServer):
@@ -92,6 +150,55 @@ def periodic(schedule: dict[int, Fault], period: int) -> Callable[[int, dict], F
     return lambda n, body: schedule.get(n % period)
 
 
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
+def parse_openai(body: dict) -> Turn:
+    messages = body.get("messages", [])
+    system = "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    user = _text(messages[users[0]].get("content")) if users else ""
+    history: list[dict] = []
+    names: dict[str, str] = {}
+    for m in messages[(users[0] + 1) if users else len(messages):]:
+        if m.get("role") == "assistant":
+            calls = [(c["function"]["name"], json.loads(c["function"]["arguments"] or "{}")) for c in m.get("tool_calls") or []]
+            names.update({c["id"]: c["function"]["name"] for c in m.get("tool_calls") or []})
+            history.append({"role": "assistant", "text": _text(m.get("content")), "calls": calls})
+        elif m.get("role") == "tool":
+            result = (names.get(m.get("tool_call_id"), "?"), _text(m.get("content")))
+            if history and history[-1]["role"] == "tool":
+                history[-1]["results"].append(result)
+            else:
+                history.append({"role": "tool", "results": [result]})
+    tools = [t["function"]["name"] for t in body.get("tools") or []]
+    choice = body.get("tool_choice")
+    return Turn(system, user, history, tools, choice["function"]["name"] if isinstance(choice, dict) else None)
+
+
+def parse_anthropic(body: dict) -> Turn:
+    messages = body.get("messages", [])
+    system = _text(body.get("system", "") or "")
+    user = _text(messages[0]["content"]) if messages else ""
+    history: list[dict] = []
+    names: dict[str, str] = {}
+    for m in messages[1:]:
+        blocks = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+        if m["role"] == "assistant":
+            calls = [(b["name"], b.get("input") or {}) for b in blocks if b.get("type") == "tool_use"]
+            names.update({b["id"]: b["name"] for b in blocks if b.get("type") == "tool_use"})
+            history.append({"role": "assistant", "text": _text([b for b in blocks if b.get("type") == "text"]), "calls": calls})
+        else:
+            history.append({"role": "tool", "results": [(names.get(b.get("tool_use_id"), "?"), _text(b.get("content")))
+                                                        for b in blocks if b.get("type") == "tool_result"]})
+    tools = [t["name"] for t in body.get("tools") or []]
+    choice = body.get("tool_choice")
+    return Turn(system, user, history, tools, choice.get("name") if isinstance(choice, dict) else None)
+
+
 @dataclass
 class Received:
     protocol: str  # "openai" or "anthropic"
@@ -105,9 +212,11 @@ class LoopbackServer:
         reply: Callable[[str, str], str] = default_reply,
         latency_s: float = 0.0,
         fault: Callable[[int, dict], Fault | None] | None = None,
+        agent: Callable[[Turn], tuple[str, list[tuple[str, dict]]]] = skill_agent,
     ):
-        """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer."""
-        self.reply, self.latency_s, self.fault = reply, latency_s, fault
+        """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer.
+        ``agent(turn)`` answers the requests that offer tools: (text, [(tool, arguments)])."""
+        self.reply, self.latency_s, self.fault, self.agent = reply, latency_s, fault, agent
         self.requests: list[Received] = []  # the requests answered normally
         self.attempts: list[tuple[float, int, dict]] = []  # (time.monotonic(), status, body) of every request, faults too
         self.input_tokens = 0
@@ -168,31 +277,36 @@ class LoopbackServer:
             time.sleep(self.latency_s)
         if fault is not None:
             time.sleep(fault.delay_s)
-        if protocol == "openai":
-            messages = body.get("messages", [])
-            system = "".join(m.get("content", "") for m in messages if m.get("role") == "system")
-            user = "".join(m.get("content", "") for m in messages if m.get("role") == "user")
+        turn = parse_openai(body) if protocol == "openai" else parse_anthropic(body)
+        calls: list[tuple[str, dict]] = []
+        if turn.tools:
+            text, calls = self.agent(turn)
         else:
-            system = body.get("system", "") or ""
-            if isinstance(system, list):
-                system = "".join(part.get("text", "") for part in system)
-            user = "".join(m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"]) for m in body.get("messages", []))
-        text = self.reply(system, user)
-        tokens_in, tokens_out = count_tokens(system) + count_tokens(user), count_tokens(text)
+            text = self.reply(turn.system, turn.user)
+        seen = turn.user + "".join(m.get("text", "") + json.dumps(m.get("calls", m.get("results"))) for m in turn.history)
+        tokens_in = count_tokens(turn.system) + count_tokens(seen)
+        tokens_out = count_tokens(text) + sum(count_tokens(json.dumps(args)) for _, args in calls)
         with self._lock:
             self.requests.append(Received(protocol, body, headers))
             self.input_tokens += tokens_in
             self.output_tokens += tokens_out
+        ids = [f"call_{n}_{i}" for i in range(len(calls))]
         if protocol == "openai":
+            message: dict = {"role": "assistant", "content": text if text or not calls else None}
+            if calls:
+                message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                                         for i, (name, args) in zip(ids, calls)]
             payload = {
                 "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", ""),
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": message}],
                 "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
             }
         else:
+            content = ([{"type": "text", "text": text}] if text or not calls else [])
+            content += [{"type": "tool_use", "id": i, "name": name, "input": args} for i, (name, args) in zip(ids, calls)]
             payload = {
                 "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", ""),
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
             }
         return 200, json.dumps(payload).encode(), {"content-type": "application/json"}

@@ -13,18 +13,21 @@ from pathlib import Path
 import pytest
 
 from . import hooks
+from .agent import is_workspace_case, plan_for
 from .budget import Budget, ModelPlan, budget_summary, plan_lines
 from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit
-from .prompt import ARMS, DEFAULT_SCAFFOLD, build_request
+from .prompt import ARMS, DEFAULT_SCAFFOLD, INJECTIONS, build_request
+from .providers import tools_unsupported
 from .redact import Redactor, secret_values
 from .report import (Aggregator, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
                      terminal_lines, write_text_atomic)
-from .runner import Runner, Trial
+from .runner import Runner, Trial, Validation
 from .skill import SkillFileError, load_cases, load_skill
+from .validators import ValidatorRegistry
 
 STATE = pytest.StashKey["UpskillState"]()
 
@@ -32,9 +35,15 @@ STATE = pytest.StashKey["UpskillState"]()
 class UpskillState:
     """What one pytest process knows about this upskill run."""
 
-    def __init__(self, config: pytest.Config, specs: list[ModelSpec]):
+    def __init__(self, config: pytest.Config, specs: list[ModelSpec], judge: ModelSpec | None = None):
         self.config = config
         self.specs = specs
+        self.judge = judge
+        self.injection = _option(config, "upskill_injection")
+        if self.injection not in INJECTIONS:
+            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {self.injection!r}")
+        self.max_turns = _int_option(config, "upskill_max_turns")
+        self._no_tools: dict[str, str | None] = {}
         self.labels = node_ids(specs)
         self.runs = _int_option(config, "upskill_runs")
         self.scaffold = config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD
@@ -47,7 +56,7 @@ class UpskillState:
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
-        self.redact = Redactor(secret_values(s.key_env for s in specs if s.key_env))
+        self.redact = Redactor(secret_values(s.key_env for s in [*specs, *([judge] if judge else [])] if s.key_env))
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
             timeout=_float_option(config, "upskill_timeout"),
@@ -79,6 +88,11 @@ class UpskillState:
             return changed_files(self.config.rootpath, ref)
         except GitError as exc:
             raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
+
+    def tools_unsupported(self, spec: ModelSpec) -> str | None:
+        if spec.name not in self._no_tools:
+            self._no_tools[spec.name] = tools_unsupported(spec)
+        return self._no_tools[spec.name]
 
     def wants(self, skill_dir: Path) -> bool:
         return self.changed is None or is_changed(skill_dir, self.changed)
@@ -305,6 +319,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--upskill-check-timeout", type=float, default=None, metavar="S",
                     help="time limit of a custom check and of a sandboxed run of model output (default 30)")
     group.addoption("--upskill-report", default=None, metavar="PATH", help="write the JSON report here")
+    group.addoption("--upskill-injection", default=None, choices=INJECTIONS,
+                    help="how the with-skill arm gets the skill: system (in the system prompt, default) or progressive "
+                         "(name and description only, plus a read_skill tool; activation is reported)")
+    group.addoption("--upskill-max-turns", type=int, default=None, metavar="N", help="requests per workspace trial at most (default 10)")
+    group.addoption("--upskill-judge-model", default=None, metavar="NAME", help="the model that grades llm_judge validators")
+    parser.addini("upskill_injection", "system or progressive", default="system")
+    parser.addini("upskill_max_turns", "requests per workspace trial at most", default="10")
+    parser.addini("upskill_judge_model", "the model that grades llm_judge validators", default="")
     parser.addini("upskill_models", "models to test when --upskill-models is not given", type="args", default=[])
     parser.addini("upskill_runs", "trials per case, model and arm", default="1")
     parser.addini("upskill_concurrency", "requests in flight per model and process", default="8")
@@ -346,11 +368,13 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
     pyproject = config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
+    judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
     try:
         specs = resolve_all(names, pyproject, check_keys=not config.getoption("collectonly"))
+        judge = resolve_all([judge_name], pyproject, check_keys=not config.getoption("collectonly"))[0] if judge_name else None
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    state = config.stash[STATE] = UpskillState(config, specs)
+    state = config.stash[STATE] = UpskillState(config, specs, judge)
     config.pluginmanager.register(state, "upskill-state")
 
 
@@ -379,35 +403,48 @@ class SkillFile(pytest.File):
 
     def collect(self):
         state = self.config.stash[STATE]
+        skill_dir = self.path.parent
         try:
-            skill = load_skill(self.path.parent / "SKILL.md")
+            skill = load_skill(skill_dir / "SKILL.md")
             custom: dict = {}
             for registered in self.ihook.pytest_upskill_checks():
                 custom.update(registered or {})
             registry = CheckRegistry(custom)
-            cases, self.thresholds = load_cases(self.path, registry.prepare)
+            custom_validators: dict = {}
+            for registered in self.ihook.pytest_upskill_validators():
+                custom_validators.update(registered or {})
+            validators = ValidatorRegistry(custom_validators, state.judge.name if state.judge else None)
+            cases, self.thresholds = load_cases(self.path, registry.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir))
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
-        except ValueError as exc:  # a conftest registering a bad check
+        except ValueError as exc:  # a conftest registering a bad check or validator
             raise self.CollectError(f"{self.path}: {exc}") from None
         if not state.specs:
             for case in cases:
                 yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL)
             return
         for case in cases:
-            if case.validator or case.output_file:
-                reason = f"case uses upskill's validator/output_file ({case.validator or case.output_file}): workspace trials are not supported yet"
-                yield SkippedCase.from_parent(self, name=f"{case.key}[workspace]", reason=reason)
+            validator = validators.get(case.validator) if case.validator else None
+            unavailable = validator.unavailable() if validator else None
+            if unavailable:
+                yield SkippedCase.from_parent(self, name=f"{case.key}[{case.validator}]", reason=unavailable)
                 continue
+            agentic = is_workspace_case(case) or state.injection == "progressive"
+            validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if is_workspace_case(case) else None
             score = functools.partial(registry.score, case.expected)
             custom_checks = registry.has_custom(case.expected)
             for spec in state.specs:
+                no_tools = state.tools_unsupported(spec) if agentic else None
+                if no_tools:
+                    yield SkippedCase.from_parent(self, name=f"{case.key}[{state.labels[spec.name]}-tools]", reason=no_tools)
+                    continue
                 for arm in ARMS:
-                    request = build_request(spec, arm, skill, case, state.scaffold)  # the same for every run
+                    plan = plan_for(case, skill, arm, state.injection, state.max_turns)
+                    request = build_request(spec, arm, skill, case, state.scaffold, state.injection)  # the same for every run
                     for run in range(1, state.runs + 1):
                         label = f"{state.labels[spec.name]}-{arm}" + (f"-run{run}" if state.runs > 1 else "")
                         trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
-                                      score=score, custom_checks=custom_checks)
+                                      score=score, custom_checks=custom_checks, agent=plan, validation=validation, judge=state.judge)
                         item = TrialItem.from_parent(self, name=f"{case.key}[{label}]", trial=trial, case_line=case.line)
                         item.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
                         yield item
@@ -424,7 +461,7 @@ class SkippedCase(pytest.Item):
         self.reason = reason
 
     def runtest(self) -> None:
-        pytest.skip(self.reason)
+        raise pytest.skip.Exception(self.reason, _use_item_location=True)  # -rs shows the case's file, not this one
 
     def reportinfo(self):
         return self.path, None, self.name

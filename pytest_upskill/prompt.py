@@ -6,16 +6,27 @@ appends exactly one delimited skill block to the system prompt, nothing else dif
     user (both arms)    = case input + for each context file: "\\n\\n```FILENAME\\nCONTENT\\n```"
 
 The user message is built exactly as upskill builds it.
+
+With ``--upskill-injection progressive`` the with_skill arm's block lists only the skill's name and
+description and the request offers a ``read_skill`` tool, as agents load skills on demand:
+
+    system (with_skill) = SCAFFOLD + "\\n\\n<available_skills>\\n<skill name=\\"NAME\\">DESCRIPTION</skill>\\n</available_skills>\\n" + HINT
+
+A workspace trial (see :mod:`pytest_upskill.agent`) is a conversation: ``Request.history`` holds the
+turns so far (the model's tool calls and their results) and ``Request.tools`` the tools offered.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .config import ModelSpec
 from .skill import Case, Skill
 
 ARMS = ("baseline", "with_skill")
+INJECTIONS = ("system", "progressive")
+PROGRESSIVE_HINT = "Skills hold instructions for specific tasks. Before you use one, load it with the read_skill tool."
 
 DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request directly and completely."
 
@@ -28,9 +39,61 @@ class Request:
     temperature: float | None
     max_tokens: int
     seed: int | None = None
+    tools: tuple["Tool", ...] = ()  # offered to the model (native tool calling); empty: a plain completion
+    history: tuple["Message", ...] = ()  # the conversation after the user message
+    tool_choice: str | None = None  # the name of a tool the model must call (a judge's verdict)
 
 
-def skill_block(skill: Skill) -> str:
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters_json: str  # a JSON schema of the arguments, as text so that a Request stays hashable
+
+    @property
+    def parameters(self) -> dict:
+        return json.loads(self.parameters_json)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str  # as the model sent it; may be invalid JSON
+
+    def arguments(self) -> dict:
+        """The arguments, or ValueError saying why they are unusable."""
+        try:
+            value = json.loads(self.arguments_json or "{}")
+        except ValueError as exc:
+            raise ValueError(f"the arguments are not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError("the arguments are not a JSON object")
+        return value
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """A turn after the user message: the model's (``assistant``: text and tool calls) or the
+    results of those calls (``tool``)."""
+
+    role: str
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+
+
+def skill_block(skill: Skill, injection: str = "system") -> str:
+    if injection == "progressive":
+        return f'\n\n<available_skills>\n<skill name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
     return f'\n\n<skill name="{skill.name}">\n{skill.body}\n</skill>'
 
 
@@ -42,15 +105,17 @@ def user_message(case: Case) -> str:
     return text
 
 
-def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD) -> str:
+def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = "system") -> str:
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}")
-    return scaffold + (skill_block(skill) if arm == "with_skill" else "")
+    return scaffold + (skill_block(skill, injection) if arm == "with_skill" else "")
 
 
-def build_request(spec: ModelSpec, arm: str, skill: Skill, case: Case, scaffold: str = DEFAULT_SCAFFOLD) -> Request:
+def build_request(spec: ModelSpec, arm: str, skill: Skill, case: Case, scaffold: str = DEFAULT_SCAFFOLD,
+                  injection: str = "system", tools: tuple[Tool, ...] = ()) -> Request:
     return Request(
-        system=system_prompt(arm, skill, scaffold),
+        system=system_prompt(arm, skill, scaffold, injection),
+        tools=tools,
         user=user_message(case),
         model=spec.model,
         temperature=spec.temperature,

@@ -16,7 +16,8 @@ from . import stats
 
 PROPERTY_PREFIX = "upskill."
 # user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
-PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached", "thresholds")
+PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached", "thresholds",
+              "turns", "tool_calls", "tools_used", "files", "skill_loaded", "judge_input_tokens", "judge_output_tokens")
 
 
 def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
@@ -42,6 +43,13 @@ class Arm:
     output_tokens: int = 0
     cached: int = 0
     error_kinds: Counter = field(default_factory=Counter)
+    agentic: int = 0  # workspace / tool-loop trials among them
+    turns: int = 0
+    tool_calls: int = 0
+    loaded: int = 0  # progressive disclosure: trials in which the model loaded the skill
+    offered: int = 0  # trials that were offered read_skill
+    judge_input_tokens: int = 0
+    judge_output_tokens: int = 0
 
     @property
     def total(self) -> int:
@@ -67,8 +75,29 @@ class Arm:
         self.input_tokens += int(outcome.get("input_tokens") or 0)
         self.output_tokens += int(outcome.get("output_tokens") or 0)
         self.cached += bool(outcome.get("cached"))
+        if outcome.get("turns") is not None:
+            self.agentic += 1
+            self.turns += int(outcome["turns"])
+            self.tool_calls += int(outcome.get("tool_calls") or 0)
+        if outcome.get("skill_loaded") is not None:
+            self.offered += 1
+            self.loaded += bool(outcome["skill_loaded"])
+        self.judge_input_tokens += int(outcome.get("judge_input_tokens") or 0)
+        self.judge_output_tokens += int(outcome.get("judge_output_tokens") or 0)
+
+    @property
+    def activation_rate(self) -> float | None:
+        return stats.rate(self.loaded, self.offered)
 
     def to_json(self) -> dict:
+        extra: dict = {}
+        if self.agentic:
+            extra["agent"] = {"trials": self.agentic, "turns": self.turns, "tool_calls": self.tool_calls,
+                              "mean_turns": self.turns / self.agentic, "mean_tool_calls": self.tool_calls / self.agentic}
+        if self.offered:
+            extra["activation"] = {"loaded": self.loaded, "offered": self.offered, "rate": self.activation_rate}
+        if self.judge_input_tokens or self.judge_output_tokens:
+            extra["judge_tokens"] = {"input_tokens": self.judge_input_tokens, "output_tokens": self.judge_output_tokens}
         return {
             "passed": self.passed,
             "failed": self.failed,
@@ -78,6 +107,7 @@ class Arm:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "error_kinds": dict(sorted(self.error_kinds.items())),
+            **extra,
         }
 
 
@@ -152,6 +182,7 @@ class Result:
             "with_skill": self.with_skill.to_json(),
             "lift": self.lift,
             "lift_ci": list(ci) if ci else None,
+            "activation_rate": self.with_skill.activation_rate,
             "token_delta": self.token_delta(),
             "uninformative_cases": [{"case": c, "why": why} for c, why in self.uninformative_cases()],
             "cases": [
@@ -226,6 +257,8 @@ class Aggregator:
                 (prefix + "output_tokens_delta", str(delta["output_tokens"])),
                 (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
             ]
+            if r.with_skill.offered:
+                props.append((prefix + "activation_rate", _num(r.with_skill.activation_rate)))
         return props
 
 
@@ -334,6 +367,7 @@ def terminal_lines(results: list[Result]) -> list[str]:
         lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
         lines.append(f"  with skill  {bar(s.pass_rate)} {s.passed:>4}/{s.scored:<4} {pct(s.pass_rate):>4}  {lift}")
         lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+        lines += agent_lines(r)
         errors = b.errors + s.errors
         if errors:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))
@@ -341,6 +375,26 @@ def terminal_lines(results: list[Result]) -> list[str]:
     if results:
         total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
         lines.append(f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored" if total_errors else f"{len(results)} skill × model result(s); every trial scored")
+    return lines
+
+
+def _mean(total: int, n: int) -> str:
+    return f"{total / n:.1f}" if n else "–"
+
+
+def agent_lines(r: Result) -> list[str]:
+    """Turns and tool calls per trial of each arm, how often the skill was loaded, the judge's tokens."""
+    b, s = r.baseline, r.with_skill
+    lines = []
+    if b.agentic or s.agentic:
+        lines.append(f"  agent       turns {_mean(b.turns, b.agentic)} → {_mean(s.turns, s.agentic)} per trial, "
+                     f"tool calls {_mean(b.tool_calls, b.agentic)} → {_mean(s.tool_calls, s.agentic)}")
+    if s.offered:
+        lines.append(f"  activation  skill loaded in {s.loaded}/{s.offered} with-skill trial(s) ({pct(s.activation_rate)}) "
+                     "(progressive: name and description shown, read_skill offered)")
+    judge_in, judge_out = b.judge_input_tokens + s.judge_input_tokens, b.judge_output_tokens + s.judge_output_tokens
+    if judge_in or judge_out:
+        lines.append(f"  judge       in {judge_in:,} out {judge_out:,} tokens (llm_judge; not in the figures above)")
     return lines
 
 
@@ -368,7 +422,9 @@ def audit_lines(results: list[Result]) -> list[str]:
 def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict], prices: dict[str, tuple], cached: int, trials: int) -> str:
     """A compact summary for a pull-request comment."""
     by_key = {(v["skill"], v["model"]): v for v in verdicts}
-    out = ["## pytest-upskill", "", "| skill | model | baseline | with skill | lift [95% CI] | tokens in/out (Δ) | cost | verdict |", "|---|---|---|---|---|---|---|---|"]
+    activation = any(r.with_skill.offered for r in results)
+    head = "| skill | model | baseline | with skill | lift [95% CI] |" + (" skill loaded |" if activation else "") + " tokens in/out (Δ) | cost | verdict |"
+    out = ["## pytest-upskill", "", head, "|---|---|---|---|---|" + ("---|" if activation else "") + "---|---|---|"]
     total_cost = 0.0
     for r in results:
         b, s = r.baseline, r.with_skill
@@ -381,7 +437,8 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
         errors = b.errors + s.errors
         out.append(
             f"| {r.skill} | `{r.model}` | {b.passed}/{b.scored} | {s.passed}/{s.scored}{f' ({errors} errors)' if errors else ''} | {lift} "
-            f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | {f'${spent:.4f}' if spent is not None else '–'} "
+            + (f"| {s.loaded}/{s.offered} " if activation else "")
+            + f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | {f'${spent:.4f}' if spent is not None else '–'} "
             f"| {('**' + verdict['verdict'] + '**') if verdict else '–'} |"
         )
     failing = [v for v in verdicts if v["fails"]]

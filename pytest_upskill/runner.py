@@ -16,20 +16,35 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .agent import AgentPlan, Toolbox, run_agent
 from .budget import OVER_BUDGET, Budget
 from .cache import ResponseCache, cache_key
 from .checks import CheckResult
 from .config import ModelSpec
-from .prompt import Request
+from .prompt import Request, ToolCall
 from .providers import Completion, Provider, ProviderError, make_provider
 from .providers.base import BAD_RESPONSE, CONNECTION, RATE_LIMIT, TIMEOUT
 from .redact import Redactor
+from .sandbox import Limits, Workspace, WorkspaceError
+from .validators import Context, JudgeError, Validator
 
 CHECK_ERROR = "check_error"
+JUDGE_ERROR = "judge_error"
 CACHE_MISS = "not_cached"
 MAX_BACKOFF_S = 30.0  # the longest pause between two attempts of our own choosing
 MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer pause is given up on
 DEAD_AFTER = 3  # trials in a row that could not connect: the model's remaining trials are not sent
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A case's validator with its prepared config, and what it validates."""
+
+    validator: Validator | None
+    config: object
+    output_file: str | None
+    task: str
+    has_checks: bool = True  # the case's ``expected`` holds checks to score as well
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,9 @@ class Trial:
     request: Request
     score: Callable[[str], CheckResult] = field(compare=False, repr=False)
     custom_checks: bool = False  # scored in a thread of its own, under the check time limit
+    agent: AgentPlan | None = field(default=None, compare=False, repr=False)  # a workspace trial: tools, turn after turn
+    validation: Validation | None = field(default=None, compare=False, repr=False)
+    judge: ModelSpec | None = field(default=None, compare=False, repr=False)  # llm_judge's model
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -66,6 +84,14 @@ class Outcome:
     latency_s: float = 0.0
     error_kind: str | None = None
     cached: bool = False
+    # workspace trials (None for a plain completion)
+    turns: int | None = None
+    tool_calls: int | None = None
+    tools_used: str | None = None  # "list_files 1, write_file 2"
+    files: str | None = None  # the workspace's files at the end, comma-separated
+    skill_loaded: bool | None = None  # progressive disclosure: the model called read_skill for the skill
+    judge_input_tokens: int | None = None  # llm_judge's own tokens, apart from the model's
+    judge_output_tokens: int | None = None
 
     @property
     def is_error(self) -> bool:
@@ -227,65 +253,173 @@ class Runner:
         return outcome
 
     async def _fill(self, trial: Trial, outcome: Outcome) -> None:
-        key = cache_key(trial.spec, trial.request, trial.run) if self.cache_mode != "off" else None
+        if trial.agent is not None:
+            return await self._fill_workspace(trial, outcome)
+        completion, outcome.cached = await self._complete(trial.spec, trial.model, trial.request, trial.run, outcome)
+        if completion is None:
+            return
+        outcome.output = completion.text
+        outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+        result = await self._score(trial, outcome.output, outcome)
+        if result is not None:
+            outcome.passed, outcome.message = result.passed, result.message
+
+    async def _complete(self, spec: ModelSpec, name: str, request: Request, run: int, outcome: Outcome) -> tuple[Completion | None, bool]:
+        """One request's completion, from the cache, from an identical request in flight, or from
+        the model; (None, False) with the outcome's error set when there is none. The bool: cached."""
+        key = cache_key(spec, request, run) if self.cache_mode != "off" else None
         completion = self.cache.get(key) if key else None
         if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
             completion = await asyncio.shield(self._inflight[key])
             if completion is None:  # it failed: this trial makes its own attempt
                 completion = self.cache.get(key)
         if completion is not None:
-            outcome.cached = True
-        elif self.cache_mode == "replay":
+            return completion, True
+        if self.cache_mode == "replay":
             outcome.error_kind = CACHE_MISS
             outcome.message = (
-                f"{trial.model}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "
+                f"{name}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "
                 "record it with --upskill-cache rw (the default)"
             )
-            return
-        else:
-            shared = None
-            if key:
-                shared = self._inflight[key] = asyncio.get_running_loop().create_future()
-            try:
-                completion = await self._call(trial, outcome)
-                if completion is not None and key:
-                    self.cache.put(key, completion)
-            finally:
-                if shared is not None:
-                    self._inflight.pop(key, None)
-                    shared.set_result(completion)
-        if completion is None:
-            return
-        outcome.output = completion.text
-        outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+            return None, False
+        shared = None
+        if key:
+            shared = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            completion = await self._call(spec, name, request, outcome)
+            if completion is not None and key:
+                self.cache.put(key, completion)
+        finally:
+            if shared is not None:
+                self._inflight.pop(key, None)
+                shared.set_result(completion)
+        return completion, False
+
+    async def _score(self, trial: Trial, text: str, outcome: Outcome) -> CheckResult | None:
+        """The case's ``expected`` checks on ``text``; None with the outcome's error set when a check broke."""
         try:
             if trial.custom_checks:
-                scoring = _in_daemon_thread(trial.score, outcome.output)
+                scoring = _in_daemon_thread(trial.score, text)
                 done, _ = await asyncio.wait({scoring}, timeout=self.check_timeout)
                 if not done:
                     outcome.error_kind = CHECK_ERROR
                     outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
-                    return
-                result = scoring.result()
-            else:
-                result = trial.score(outcome.output)
+                    return None
+                return scoring.result()
+            return trial.score(text)
         except Exception as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
-        else:
-            outcome.passed, outcome.message = result.passed, result.message
+            return None
 
-    async def _call(self, trial: Trial, outcome: Outcome) -> Completion | None:
+    # ---------------------------------------------------------------- workspace trials
+
+    async def _fill_workspace(self, trial: Trial, outcome: Outcome) -> None:
+        """The tool loop in a fresh workspace, then the checks and the validator on what it left."""
+        plan, validation = trial.agent, trial.validation
+        workspace = Workspace() if plan.tools and any(t.name != "read_skill" for t in plan.tools) else None
+        try:
+            for name, text in plan.files:
+                workspace.write(name, text)
+            toolbox = Toolbox(workspace, plan.skill)
+            cached = []
+
+            async def send(request: Request) -> Completion | None:
+                completion, hit = await self._complete(trial.spec, trial.model, request, trial.run, outcome)
+                cached.append(hit)
+                return completion
+
+            run = await run_agent(trial.request, plan, toolbox, send)
+            outcome.turns, outcome.cached = len(cached), bool(cached) and all(cached)
+            if run is None:
+                return
+            outcome.output = run.text
+            outcome.input_tokens, outcome.output_tokens = run.input_tokens, run.output_tokens
+            outcome.tool_calls = len(run.tool_calls)
+            outcome.tools_used = ", ".join(f"{n} {run.tool_calls.count(n)}" for n in dict.fromkeys(run.tool_calls)) or None
+            if plan.skill is not None:
+                outcome.skill_loaded = run.skill_loaded
+            if workspace is not None:
+                outcome.files = ", ".join(workspace.files()) or None
+            results = []
+            if validation is None or validation.has_checks:
+                target = run.text
+                if validation is not None and validation.output_file:
+                    try:
+                        target = workspace.read(validation.output_file) if workspace.path(validation.output_file).is_file() else None
+                    except WorkspaceError:
+                        target = None
+                    if target is None:
+                        results.append(CheckResult(False, f"the model did not write {validation.output_file}"))
+                if target is not None:
+                    result = await self._score(trial, target, outcome)
+                    if result is None:
+                        return
+                    results.append(result)
+            if validation is not None and validation.validator is not None and workspace is not None:
+                result = await self._validate(trial, workspace, run.text, outcome)
+                if result is None:
+                    return
+                results.append(result)
+            failed = [r.message for r in results if not r.passed]
+            outcome.passed = not failed
+            outcome.message = "; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)
+            if run.hit_max_turns:
+                outcome.message += f" (stopped at max_turns = {plan.max_turns})"
+        finally:
+            if workspace is not None:
+                await asyncio.to_thread(workspace.cleanup)
+
+    async def _validate(self, trial: Trial, workspace: Workspace, text: str, outcome: Outcome) -> CheckResult | None:
+        validation = trial.validation
+        validator = validation.validator
+        ctx = Context(workspace, validation.output_file, text, validation.task, validation.config, Limits(seconds=self.check_timeout),
+                      judge=lambda *request: self._judge(trial, outcome, *request))
+        try:
+            if validator.runs_async:
+                return await validator.validate(ctx)
+            # the built-ins run model output through the sandbox, which enforces their limits; a
+            # conftest's validator is trusted code and gets the check time limit
+            work = _in_daemon_thread(validator.validate, ctx)
+            limit = self.check_timeout if getattr(validator, "custom", False) else None
+            done, _ = await asyncio.wait({work}, timeout=limit)
+            if not done:
+                outcome.error_kind = CHECK_ERROR
+                outcome.message = f"validator {validator.name!r} ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+                return None
+            return work.result()
+        except JudgeError as exc:
+            outcome.error_kind, outcome.message = JUDGE_ERROR, f"{trial.judge.name if trial.judge else 'judge'}: {exc}"
+        except Exception as exc:
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {type(exc).__name__}: {exc}"
+        return None
+
+    async def _judge(self, trial: Trial, outcome: Outcome, system: str, user: str, tools: tuple, tool_choice: str) -> Completion | None:
+        """One request to the judge model: its own limiter, retries and cache (run 1: the same
+        submission gets the same verdict in every run); its tokens counted apart."""
+        spec = trial.judge
+        request = Request(system=system, user=user, model=spec.model, temperature=spec.temperature, max_tokens=spec.max_tokens,
+                          seed=spec.seed, tools=tuple(tools), tool_choice=tool_choice)
+        own = Outcome(trial.skill, trial.case, spec.name, trial.arm, trial.run)
+        completion, _ = await self._complete(spec, spec.name, request, 1, own)
+        if completion is None:
+            outcome.error_kind, outcome.message = own.error_kind, f"judge {own.message}"
+            return None
+        outcome.judge_input_tokens = (outcome.judge_input_tokens or 0) + completion.input_tokens
+        outcome.judge_output_tokens = (outcome.judge_output_tokens or 0) + completion.output_tokens
+        return completion
+
+    async def _call(self, spec: ModelSpec, name: str, request: Request, outcome: Outcome) -> Completion | None:
         """The request, retried on the errors worth retrying, within the model's concurrency
         limit; on failure the outcome gets the last error and None is returned.
 
         Every attempt has a deadline (``timeout`` plus a margin, over the SDK's own timeout) and
         the pauses are bounded, so a trial always ends."""
-        limiter = self.limiters.get(trial.model)
+        limiter = self.limiters.get(name)
         if limiter is None:
-            limiter = self.limiters[trial.model] = ModelLimiter(self.concurrency)
+            limiter = self.limiters[name] = ModelLimiter(self.concurrency)
         try:
             for attempt in range(self.retries + 1):
-                completion, error, seconds = await self._attempt(trial, limiter)
+                completion, error, seconds = await self._attempt(spec, name, request, limiter)
                 outcome.latency_s += seconds
                 if error is None:
                     limiter.dead_streak = 0
@@ -309,7 +443,7 @@ class Runner:
         finally:
             outcome.latency_s = round(outcome.latency_s, 4)
 
-    async def _attempt(self, trial: Trial, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None, float]:
+    async def _attempt(self, spec: ModelSpec, name: str, request: Request, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None, float]:
         """One request once the model's limiter lets it go; returns the seconds it took (the
         model's own, not the wait for a slot: a local model reports its generation time)."""
         epoch = await limiter.acquire()
@@ -318,32 +452,33 @@ class Runner:
         if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
             limiter.release(epoch, CONNECTION)
             return None, ProviderError(CONNECTION, sent=False, message=(
-                f"{trial.model}: not sent: {limiter.dead_streak} trials in a row could not connect "
+                f"{name}: not sent: {limiter.dead_streak} trials in a row could not connect "
                 f"({limiter.last_connection_error}); is the server up and the base URL right?")), 0.0
-        reservation = self.budget.reserve(trial.spec, trial.request) if self.budget else 0.0
+        reservation = self.budget.reserve(spec, request) if self.budget else 0.0
         try:
             if reservation is None:
-                return None, ProviderError(OVER_BUDGET, f"{trial.model}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
+                return None, ProviderError(OVER_BUDGET, f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
                                            sent=False), 0.0
             deadline = self.timeout + 5
             try:
-                completion = await asyncio.wait_for(self._provider(trial.spec).complete(trial.request), deadline)
+                completion = await asyncio.wait_for(self._provider(spec).complete(request), deadline)
             except ProviderError as exc:
                 error = exc
             except asyncio.TimeoutError:
-                error = ProviderError(TIMEOUT, f"{trial.model}: no answer within {deadline:g} s")
+                error = ProviderError(TIMEOUT, f"{name}: no answer within {deadline:g} s")
             except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
-                error = ProviderError(BAD_RESPONSE, f"{trial.model}: {type(exc).__name__}: {exc}")
+                error = ProviderError(BAD_RESPONSE, f"{name}: {type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - start
             if completion is not None:
                 seconds = completion.seconds if completion.seconds is not None else seconds
-                completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens)
+                calls = tuple(ToolCall(c.id, c.name, self.redact(c.arguments_json)) for c in completion.tool_calls)
+                completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens, tool_calls=calls)
             return completion, error, seconds
         finally:
             limiter.release(epoch, error.kind if error else None)
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
-                self.budget.settle(reservation, trial.spec, *tokens)
+                self.budget.settle(reservation, spec, *tokens)
 
 
 def _in_daemon_thread(function: Callable, *args) -> asyncio.Future:

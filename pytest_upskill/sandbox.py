@@ -67,8 +67,10 @@ class Result:
 _OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
 
 
-def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dict[str, str] | None = None) -> Result:
-    """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers."""
+def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dict[str, str] | None = None,
+        writable: tuple[str, ...] = ()) -> Result:
+    """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers.
+    ``writable``: further paths the program may write (a GPU's device files)."""
     workspace = Path(workspace).resolve()
     tmp = workspace / ".tmp"
     tmp.mkdir(exist_ok=True)
@@ -76,7 +78,8 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(workspace), "TMPDIR": str(tmp),
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **(env or {}),
     }
-    policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb}
+    policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb,
+              "writable": [str(p) for p in writable]}
     # -I: the workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement
     launcher = [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
     process = subprocess.Popen(launcher, cwd=workspace, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -92,6 +95,11 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
     if limit is None:
         limit = _limit_from(code, err)
     return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+
+
+def gpu_devices() -> tuple[str, ...]:
+    """The NVIDIA device files a CUDA program opens for writing (its ioctls)."""
+    return tuple(str(p) for p in sorted(Path("/dev").glob("nvidia*")))
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -71,10 +71,12 @@ class Case(BaseModel):
     context: CaseContext | None = None
     output_file: str | None = None
     validator: str | None = None
-    validator_config: dict[str, str | int | float | bool] | None = None
+    validator_config: dict[str, Any] | None = None  # upskill allows scalars; built-in validators also take lists and objects
+    max_turns: int | None = Field(default=None, ge=1, le=200)  # of a workspace trial (default: --upskill-max-turns)
     # Filled by the loader: the case's node-id-safe identifier and its line in the file.
     key: str = Field(default="", exclude=True)
     line: int | None = Field(default=None, exclude=True)
+    prepared_validator: Any = Field(default=None, exclude=True)  # what the validator's prepare() made of validator_config
 
 
 # --------------------------------------------------------------------------------------- SKILL.md
@@ -213,6 +215,7 @@ def _slug(value: str) -> str:
 
 
 CheckPreparer = Callable[[str, Any], Any]
+ValidatorPreparer = Callable[[str, dict], Any]
 
 
 THRESHOLD_KEYS = ("min_lift", "min_pass_rate", "max_token_increase")
@@ -237,11 +240,12 @@ def _thresholds(meta_path: Path, text: str, data: Any) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
-def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> SkillMeta:
+def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator: ValidatorPreparer | None = None) -> SkillMeta:
     """Load the cases (and optional ``thresholds``) of ``skill_meta.json`` in any of upskill's formats.
 
     ``prepare_check(name, value)`` validates one ``expected`` entry; it raises ``KeyError`` for an
-    unknown check and ``ValueError`` for a bad value.
+    unknown check and ``ValueError`` for a bad value. ``prepare_validator(name, config)`` does the
+    same for a case's ``validator`` and ``validator_config``.
     """
     text = _read(meta_path)
     try:
@@ -303,7 +307,20 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer) -> SkillMeta:
                 raise SkillFileError(meta_path, f"{label} has an unknown expected check {check!r}", exc.args[0] if exc.args else "", key_line(check)) from None
             except (ValueError, TypeError) as exc:
                 raise SkillFileError(meta_path, f"{label}: expected {check!r}: {exc}", "see the check reference in the README", key_line(check)) from None
-        if not case.expected and not case.validator:
+        if case.validator and prepare_validator is not None:
+            try:
+                case.prepared_validator = prepare_validator(case.validator, case.validator_config or {})
+            except KeyError as exc:
+                raise SkillFileError(meta_path, f"{label} names an unknown validator {case.validator!r}", exc.args[0] if exc.args else "",
+                                     key_line("validator")) from None
+            except (ValueError, TypeError) as exc:
+                where = "validator_config" if "validator_config" in item else "validator"
+                raise SkillFileError(meta_path, f"{label}: validator {case.validator!r}: {exc}", "see the validator reference in the README",
+                                     key_line(where)) from None
+        elif case.validator_config is not None and not case.validator:
+            raise SkillFileError(meta_path, f"{label} has 'validator_config' but no 'validator'", "name the validator, e.g. \"validator\": \"toml_valid\"",
+                                 key_line("validator_config"))
+        if not case.expected and not case.validator and not case.output_file:
             raise SkillFileError(meta_path, f"{label} has an empty 'expected'", 'add a check such as {"contains": "..."}', key_line("expected"))
         key = _slug(case.id or case.name or f"case-{index + 1}")
         if key in seen:

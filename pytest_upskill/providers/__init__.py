@@ -20,4 +20,14 @@ def make_provider(spec: ModelSpec, *, timeout: float) -> Provider:
     return LocalProvider(spec, timeout=timeout)
 
 
-__all__ = ["Completion", "Provider", "ProviderError", "make_provider"]
+def tools_unsupported(spec: ModelSpec) -> str | None:
+    """Why ``spec`` cannot take part in workspace trials (native tool calls), or None when it can.
+    The APIs and OpenAI-compatible servers can (a server that cannot answers with an error)."""
+    if spec.provider != "local":
+        return None
+    from .local import tools_unsupported as local_reason
+
+    return local_reason(spec)
+
+
+__all__ = ["Completion", "Provider", "ProviderError", "make_provider", "tools_unsupported"]

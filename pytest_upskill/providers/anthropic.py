@@ -1,12 +1,44 @@
-"""Anthropic Messages API through the official async SDK."""
+"""Anthropic Messages API through the official async SDK; tools through Anthropic tool use."""
 
 from __future__ import annotations
+
+import json
 
 import anthropic
 
 from ..config import ModelSpec
-from ..prompt import Request
+from ..prompt import Request, ToolCall
 from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
+
+
+def messages(request: Request) -> list[dict]:
+    """The user message, then the conversation so far: ``tool_use`` blocks in the assistant's
+    turns, ``tool_result`` blocks in a user turn after each."""
+    out: list[dict] = [{"role": "user", "content": request.user}]
+    for message in request.history:
+        if message.role == "assistant":
+            content: list[dict] = [{"type": "text", "text": message.text}] if message.text else []
+            for call in message.tool_calls:
+                try:
+                    arguments = call.arguments()
+                except ValueError:
+                    arguments = {}
+                content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+            out.append({"role": "assistant", "content": content})
+        else:
+            out.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error} for r in message.results
+            ]})
+    return out
+
+
+def tool_params(request: Request) -> dict:
+    if not request.tools:
+        return {}
+    params: dict = {"tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]}
+    if request.tool_choice:
+        params["tool_choice"] = {"type": "tool", "name": request.tool_choice}
+    return params
 
 
 class AnthropicProvider:
@@ -24,17 +56,22 @@ class AnthropicProvider:
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=request.system,
-                messages=[{"role": "user", "content": request.user}],
+                messages=messages(request),
                 extra_body=extra,
+                **tool_params(request),
             )
         except (anthropic.AnthropicError, ValueError) as exc:
             raise map_sdk_error(anthropic, exc, self.spec.name) from None
         if not isinstance(message, anthropic.types.Message) or not isinstance(message.content, list):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response is not a message")
         text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", "") == "text")
-        if message.usage is None or (not text and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")):
+        calls = tuple(
+            ToolCall(block.id, block.name, json.dumps(block.input, sort_keys=True))
+            for block in message.content if getattr(block, "type", "") == "tool_use"
+        )
+        if message.usage is None or (not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})")
-        return Completion(text, message.usage.input_tokens or 0, message.usage.output_tokens or 0)
+        return Completion(text, message.usage.input_tokens or 0, message.usage.output_tokens or 0, tool_calls=calls)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..prompt import Request
+from ..prompt import Request, ToolCall
 
 # Error kinds, as counted in the summary.
 RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, AUTH, BAD_REQUEST = (
@@ -23,6 +23,7 @@ class Completion:
     input_tokens: int
     output_tokens: int
     seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
 
 
 class ProviderError(Exception):

@@ -89,6 +89,36 @@ def has_chat_template(llm) -> bool:
     return bool(getattr(llm, "metadata", {}).get("tokenizer.chat_template"))
 
 
+_templates: dict[str, str] = {}
+
+
+def chat_template(spec: ModelSpec) -> str:
+    """The GGUF's chat template ('' for none), read from its metadata without loading the weights."""
+    path = str(model_path(spec))
+    if path not in _templates:
+        from llama_cpp import Llama
+
+        vocab = Llama(model_path=path, vocab_only=True, verbose=False)
+        _templates[path] = vocab.metadata.get("tokenizer.chat_template", "") or ""
+        vocab.close()
+    return _templates[path]
+
+
+def tools_unsupported(spec: ModelSpec) -> str | None:
+    """Workspace trials need native tool calls; a chat template that never mentions ``tools`` has
+    no way to show them to the model (SmolLM2-135M's has none, Gemma 270M is a base model)."""
+    hint = "workspace trials need native tool calling: use an API model or an OpenAI-compatible server whose model supports tools"
+    if spec.model == "gemma-270m":
+        return f"{spec.name} is a base model with no chat template; {hint}"
+    try:
+        template = chat_template(spec)
+    except (ConfigError, ImportError, ValueError) as exc:
+        return f"{spec.name}: {exc}"
+    if "tools" not in template:
+        return f"{spec.name}: the model's chat template has no tool calling; {hint}"
+    return None
+
+
 class LocalProvider:
     def __init__(self, spec: ModelSpec, *, timeout: float):
         self.spec = spec

@@ -1,13 +1,41 @@
 """OpenAI chat completions through the official async SDK; also any OpenAI-compatible server
-(llama.cpp, vLLM, Ollama) given a base URL."""
+(llama.cpp, vLLM, Ollama) given a base URL. Tools through function calling."""
 
 from __future__ import annotations
 
 import openai
 
 from ..config import ModelSpec
-from ..prompt import Request
+from ..prompt import Request, ToolCall
 from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
+
+
+def messages(request: Request) -> list[dict]:
+    """System and user message, then the conversation: ``tool_calls`` on the assistant's turns,
+    one ``tool`` message per result."""
+    out: list[dict] = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
+    for message in request.history:
+        if message.role == "assistant":
+            turn: dict = {"role": "assistant", "content": message.text or None}
+            if message.tool_calls:
+                turn["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}} for c in message.tool_calls
+                ]
+            out.append(turn)
+        else:
+            out.extend({"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in message.results)
+    return out
+
+
+def tool_params(request: Request) -> dict:
+    if not request.tools:
+        return {}
+    params: dict = {"tools": [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}} for t in request.tools
+    ]}
+    if request.tool_choice:
+        params["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
+    return params
 
 
 class OpenAIProvider:
@@ -19,7 +47,7 @@ class OpenAIProvider:
         )
 
     async def complete(self, request: Request) -> Completion:
-        params: dict = {}
+        params: dict = tool_params(request)
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.seed is not None:
@@ -27,19 +55,21 @@ class OpenAIProvider:
         # OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
         params["max_completion_tokens" if self.spec.base_url is None else "max_tokens"] = request.max_tokens
         try:
-            response = await self.client.chat.completions.create(
-                model=request.model,
-                messages=[{"role": "system", "content": request.system}, {"role": "user", "content": request.user}],
-                **params,
-            )
+            response = await self.client.chat.completions.create(model=request.model, messages=messages(request), **params)
         except (openai.OpenAIError, ValueError) as exc:
             raise map_sdk_error(openai, exc, self.spec.name) from None
         choices = getattr(response, "choices", None)
-        content = choices[0].message.content if choices and choices[0].message else None
-        if not isinstance(content, str):
+        message = choices[0].message if choices else None
+        content = message.content if message else None
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+            for c in (getattr(message, "tool_calls", None) or ()) if getattr(c, "function", None) is not None
+        )
+        if not isinstance(content, str) and not calls:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
-        return Completion(content, (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0)
+        return Completion(content or "", (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0,
+                          tool_calls=calls)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -1,0 +1,199 @@
+"""Workspace trials: the model works in a fresh folder through tools, turn after turn.
+
+A case with ``context.files``, ``output_file`` or ``validator`` runs as an agent would run it: the
+case's files are written into a fresh :class:`~pytest_upskill.sandbox.Workspace`, and the model gets
+``read_file``, ``write_file`` and ``list_files`` through its provider's native tool calling, every
+path confined to the workspace. With ``--upskill-injection progressive`` the with-skill arm also
+gets ``read_skill`` (SKILL.md and the files under the skill's ``references/``).
+
+The loop sends the conversation, runs the tools the model asked for, appends the results and
+sends again, until the model answers without a tool call or ``max_turns`` requests were made. A
+tool that fails (a missing file, a path leaving the workspace, bad arguments) is the model's
+problem: it gets the error as the tool's result, as real agents do. Nothing here sends a request:
+the runner passes ``send``, which adds retries, the model's concurrency limit and the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from .prompt import Message, Request, Tool, ToolCall, ToolResult
+from .sandbox import Workspace
+from .skill import Case, Skill
+
+MAX_READ_CHARS = 100_000  # of one read_file result
+MAX_WRITE_CHARS = 1_000_000  # of one written file
+MAX_FILES = 200  # files the model may create in one trial
+
+
+def _tool(name: str, description: str, properties: dict, required: list[str]) -> Tool:
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return Tool(name, description, json.dumps(schema, sort_keys=True))
+
+
+_PATH = {"type": "string", "description": "a path relative to the workspace, e.g. src/main.py"}
+READ_FILE = _tool("read_file", "Read a text file of the workspace.", {"path": _PATH}, ["path"])
+WRITE_FILE = _tool("write_file", "Create or overwrite a text file in the workspace (folders are created).",
+                   {"path": _PATH, "content": {"type": "string", "description": "the whole content of the file"}}, ["path", "content"])
+LIST_FILES = _tool("list_files", "List the files of the workspace (or of one folder of it), one path per line.",
+                   {"path": {"type": "string", "description": "a folder relative to the workspace; default: the whole workspace"}}, [])
+READ_SKILL = _tool("read_skill", "Load a skill: its instructions (SKILL.md), or one of its reference files.",
+                   {"name": {"type": "string", "description": "the skill's name"},
+                    "file": {"type": "string", "description": "optional: a file of the skill, e.g. references/api.md"}}, ["name"])
+FILE_TOOLS = (READ_FILE, WRITE_FILE, LIST_FILES)
+
+
+@dataclass(frozen=True)
+class SkillFiles:
+    """What ``read_skill`` serves: the instructions and the reference files, read at collection."""
+
+    name: str
+    body: str
+    references: tuple[tuple[str, str], ...] = ()  # (path relative to the skill folder, text)
+
+    @classmethod
+    def load(cls, name: str, body: str, folder: Path) -> SkillFiles:
+        refs = []
+        ref_dir = folder / "references"
+        if ref_dir.is_dir():
+            for path in sorted(p for p in ref_dir.rglob("*") if p.is_file()):
+                try:
+                    refs.append((path.relative_to(folder).as_posix(), path.read_text(encoding="utf-8", errors="replace")[:MAX_READ_CHARS]))
+                except OSError:
+                    continue
+        return cls(name, body, tuple(refs))
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """How one trial's agent runs: the files to start with, the tools offered, the turn limit."""
+
+    files: tuple[tuple[str, str], ...] = ()
+    tools: tuple[Tool, ...] = FILE_TOOLS
+    max_turns: int = 10
+    skill: SkillFiles | None = None  # served by read_skill (progressive disclosure, with-skill arm)
+
+
+def is_workspace_case(case: Case) -> bool:
+    return bool(case.validator or case.output_file or (case.context and case.context.files))
+
+
+def plan_for(case: Case, skill: Skill, arm: str, injection: str, max_turns: int) -> AgentPlan | None:
+    """How a trial of ``case`` runs as an agent, or None for a plain completion. A workspace case
+    gets the file tools in both arms; with progressive disclosure the with-skill arm also gets
+    ``read_skill`` (so even a plain case becomes a conversation there)."""
+    progressive = injection == "progressive" and arm == "with_skill"
+    if not is_workspace_case(case) and not progressive:
+        return None
+    tools = (FILE_TOOLS if is_workspace_case(case) else ()) + ((READ_SKILL,) if progressive else ())
+    files = tuple((case.context.files or {}).items()) if case.context else ()
+    loaded = SkillFiles.load(skill.name, skill.body, skill.path.parent) if progressive else None
+    return AgentPlan(files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=loaded)
+
+
+@dataclass
+class AgentRun:
+    text: str = ""  # the model's last answer
+    turns: int = 0  # requests made
+    tool_calls: list[str] = field(default_factory=list)  # tool names, in the order called
+    input_tokens: int = 0
+    output_tokens: int = 0
+    skill_loaded: bool = False  # read_skill returned the skill's instructions
+    hit_max_turns: bool = False
+
+
+class Toolbox:
+    """Runs the model's tool calls in one workspace."""
+
+    def __init__(self, workspace: Workspace | None, skill: SkillFiles | None = None):
+        self.workspace, self.skill = workspace, skill
+        self.skill_loaded = False
+        self.created = 0
+
+    def call(self, call: ToolCall) -> ToolResult:
+        try:
+            args = call.arguments()
+            content = self._run(call.name, args)
+        except (ValueError, KeyError, OSError) as exc:  # WorkspaceError is a ValueError
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return ToolResult(call.id, call.name, f"error: {message}", is_error=True)
+        return ToolResult(call.id, call.name, content)
+
+    def _run(self, name: str, args: dict) -> str:
+        if name == "read_skill" and self.skill is not None:
+            return self._read_skill(args)
+        if self.workspace is None or name not in ("read_file", "write_file", "list_files"):
+            raise ValueError(f"there is no tool {name!r}")
+        ws = self.workspace
+        if name == "list_files":
+            folder = _string(args, "path", default=".")
+            base = ws.path(folder) if folder not in ("", ".") else ws.root
+            files = [f for f in ws.files() if folder in ("", ".") or (ws.root / f).is_relative_to(base)]
+            return "\n".join(files) if files else "(no files)"
+        path = _string(args, "path")
+        if name == "read_file":
+            target = ws.path(path)
+            if not target.is_file():
+                raise ValueError(f"no file {path!r} in the workspace")
+            return ws.read(path, MAX_READ_CHARS)
+        content = _string(args, "content")
+        if len(content) > MAX_WRITE_CHARS:
+            raise ValueError(f"content of {len(content):,} characters is over the limit of {MAX_WRITE_CHARS:,}")
+        if not ws.path(path).exists():
+            if self.created >= MAX_FILES:
+                raise ValueError(f"no more than {MAX_FILES} files may be created")
+            self.created += 1
+        ws.write(path, content)
+        return f"wrote {len(content)} characters to {path}"
+
+    def _read_skill(self, args: dict) -> str:
+        skill = self.skill
+        name = _string(args, "name")
+        if name != skill.name:
+            raise ValueError(f"no skill {name!r}; available: {skill.name}")
+        file = args.get("file")
+        if file in (None, "", "SKILL.md"):
+            self.skill_loaded = True
+            listing = "".join(f"\n- {path}" for path, _ in skill.references)
+            return skill.body + (f"\n\nReference files (read_skill with file=...):{listing}" if listing else "")
+        for path, text in skill.references:
+            if path == file:
+                return text
+        raise ValueError(f"skill {skill.name!r} has no file {file!r}" + (f"; it has: {', '.join(p for p, _ in skill.references)}" if skill.references else ""))
+
+
+def _string(args: dict, key: str, default: str | None = None) -> str:
+    value = args.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"argument {key!r} must be a string" if key in args else f"argument {key!r} is missing")
+    return value
+
+
+Send = Callable[[Request], Awaitable["object | None"]]  # a Completion, or None when the request failed
+
+
+async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: Send) -> AgentRun | None:
+    """The tool loop; None when a request failed (``send`` has recorded why)."""
+    run = AgentRun()
+    history: tuple[Message, ...] = ()
+    request = replace(request, tools=plan.tools)
+    while run.turns < plan.max_turns:
+        completion = await send(replace(request, history=history))
+        if completion is None:
+            return None
+        run.turns += 1
+        run.input_tokens += completion.input_tokens
+        run.output_tokens += completion.output_tokens
+        run.text = completion.text
+        if not completion.tool_calls:
+            break
+        results = tuple(toolbox.call(call) for call in completion.tool_calls)
+        run.tool_calls += [call.name for call in completion.tool_calls]
+        history += (Message("assistant", completion.text, completion.tool_calls), Message("tool", results=results))
+    else:
+        run.hit_max_turns = True
+    run.skill_loaded = toolbox.skill_loaded
+    return run
