@@ -421,13 +421,13 @@ class SkillFile(pytest.File):
             raise self.CollectError(f"{self.path}: {exc}") from None
         if not state.specs:
             for case in cases:
-                yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL)
+                yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL, case_line=case.line)
             return
         for case in cases:
             validator = validators.get(case.validator) if case.validator else None
             unavailable = validator.unavailable() if validator else None
             if unavailable:
-                yield SkippedCase.from_parent(self, name=f"{case.key}[{case.validator}]", reason=unavailable)
+                yield SkippedCase.from_parent(self, name=f"{case.key}[{case.validator}]", reason=unavailable, case_line=case.line)
                 continue
             agentic = is_workspace_case(case) or state.injection == "progressive"
             validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if is_workspace_case(case) else None
@@ -436,7 +436,7 @@ class SkillFile(pytest.File):
             for spec in state.specs:
                 no_tools = state.tools_unsupported(spec) if agentic else None
                 if no_tools:
-                    yield SkippedCase.from_parent(self, name=f"{case.key}[{state.labels[spec.name]}-tools]", reason=no_tools)
+                    yield SkippedCase.from_parent(self, name=f"{case.key}[{state.labels[spec.name]}-tools]", reason=no_tools, case_line=case.line)
                     continue
                 for arm in ARMS:
                     plan = plan_for(case, skill, arm, state.injection, state.max_turns)
@@ -456,15 +456,16 @@ NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models ha
 class SkippedCase(pytest.Item):
     """A case that runs no trial, with the reason."""
 
-    def __init__(self, *, reason: str, **kwargs):
+    def __init__(self, *, reason: str, case_line: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.reason = reason
+        self.case_line = case_line
 
     def runtest(self) -> None:
         raise pytest.skip.Exception(self.reason, _use_item_location=True)  # -rs shows the case's file, not this one
 
     def reportinfo(self):
-        return self.path, None, self.name
+        return self.path, (self.case_line or 1) - 1, self.name
 
 
 class TrialItem(pytest.Item):
