@@ -380,11 +380,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """A symlink to a folder above it (a loop) would make pytest collect the same skills again at
-    every depth until the OS gives up: skip it."""
+    every depth until the OS gives up: skip it. Python files inside a skill folder (its scripts/,
+    a python_tests validator's test file) belong to the skill, not to this pytest run."""
     if collection_path.is_symlink() and collection_path.is_dir():
         target = collection_path.resolve()
         if target in {p.resolve() for p in collection_path.parents}:
             return True
+    if collection_path.suffix == ".py" and collection_path.name != "conftest.py":
+        for folder in collection_path.parents:
+            if (folder / "SKILL.md").is_file():
+                return True
+            if folder == config.rootpath or folder.parent == folder:
+                break
     return None
 
 

@@ -341,20 +341,20 @@ class Runner:
             if workspace is not None:
                 outcome.files = ", ".join(workspace.files()) or None
             results = []
+            target = run.text
+            if validation is not None and validation.output_file:
+                try:
+                    target = workspace.read(validation.output_file) if workspace.path(validation.output_file).is_file() else None
+                except WorkspaceError:
+                    target = None
+                if target is None:  # nothing to check or validate
+                    outcome.passed, outcome.message = False, f"the model did not write {validation.output_file}"
+                    return
             if validation is None or validation.has_checks:
-                target = run.text
-                if validation is not None and validation.output_file:
-                    try:
-                        target = workspace.read(validation.output_file) if workspace.path(validation.output_file).is_file() else None
-                    except WorkspaceError:
-                        target = None
-                    if target is None:
-                        results.append(CheckResult(False, f"the model did not write {validation.output_file}"))
-                if target is not None:
-                    result = await self._score(trial, target, outcome)
-                    if result is None:
-                        return
-                    results.append(result)
+                result = await self._score(trial, target, outcome)
+                if result is None:
+                    return
+                results.append(result)
             if validation is not None and validation.validator is not None and workspace is not None:
                 result = await self._validate(trial, workspace, run.text, outcome)
                 if result is None:

@@ -158,11 +158,11 @@ def test_a_good_skill_still_runs_beside_a_broken_one_with_continue_on_collection
     assert len(model_server.requests) == 4
 
 
-def test_a_case_with_an_upskill_validator_is_skipped_not_passed(pytester, write_skill, model_server):
+def test_an_upskill_case_with_a_validator_runs_as_a_workspace_trial(pytester, write_skill, model_server):
     write_skill("alpha-facts", [
         {"input": "a", "expected": {"contains": "zeta"}},
-        {"id": "needs-workspace", "input": "b", "expected": {"contains": []}, "validator": "hf_eval_yaml", "output_file": "eval.yaml"},
+        {"id": "needs-workspace", "input": "b", "expected": {"contains": []}, "validator": "json_valid", "output_file": "eval.json"},
     ], body="ZETA")
-    result = pytester.runpytest("skills", "-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
-    result.stdout.fnmatch_lines(["*validator/output_file (hf_eval_yaml): workspace trials are not supported yet*"])
-    result.assert_outcomes(passed=1, xfailed=1, skipped=1)
+    result = pytester.runpytest("skills", "-rx", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*needs-workspace*the model did not write eval.json*"])
+    result.assert_outcomes(passed=1, failed=1, xfailed=2)
