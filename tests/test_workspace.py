@@ -146,3 +146,71 @@ def test_tool_call_arguments_are_masked_before_the_cache(pytester, write_skill, 
         pytester.runpytest("skills", "--upskill-report", "r.json", "--upskill-models", f"openai:m@{server.openai_base_url}")
     cached = "".join(p.read_text() for p in Path(pytester.path, ".upskill-cache").rglob("*.json"))
     assert "write_file" in cached and secret not in cached
+
+
+def test_progressive_disclosure_offers_read_skill_and_reports_activation(pytester, write_skill, model_server):
+    folder = write_skill("facts", [{"id": "fact", "input": "What is the code word?", "expected": {"contains": "zeta-42"}}],
+                         body="The code word is zeta-42.", description="Knows the code word. Use when asked for it.")
+    (folder / "references").mkdir()
+    (folder / "references" / "more.md").write_text("more facts")
+    result = pytester.runpytest("skills", "--upskill-injection", "progressive", "--upskill-report", "r.json", "--upskill-markdown", "pr.md",
+                                *both_protocols(model_server))
+    result.assert_outcomes(passed=2, xfailed=2)
+    result.stdout.fnmatch_lines(["*activation  skill loaded in 1/1 with-skill trial(s) (100%)*"])
+    data = report(pytester)
+    assert [r["activation_rate"] for r in data["results"]] == [1.0, 1.0]
+    assert all(r["baseline"].get("activation") is None for r in data["results"])
+    first = next(q for q in model_server.requests if q.protocol == "openai" and q.body.get("tools"))
+    system = first.body["messages"][0]["content"]
+    assert '<skill name="facts">Knows the code word. Use when asked for it.</skill>' in system and "zeta-42" not in system
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["read_skill"]  # a plain case: only read_skill
+    loaded = [m["content"] for q in model_server.requests if q.protocol == "openai" for m in q.body["messages"] if m["role"] == "tool"]
+    assert any("The code word is zeta-42." in c and "references/more.md" in c for c in loaded)
+    assert "| 1/1 |" in (pytester.path / "pr.md").read_text()
+    # the baseline stays a plain request, with no tools and no skill
+    assert any(q.protocol == "openai" and not q.body.get("tools") and "available_skills" not in q.body["messages"][0]["content"]
+               for q in model_server.requests)
+
+
+def test_a_model_that_never_loads_the_skill_has_zero_activation(pytester, write_skill):
+    write_skill("facts", [{"id": "fact", "input": "What is the code word?", "expected": {"contains": "zeta-42"}}], body="The code word is zeta-42.")
+    with LoopbackServer(agent=lambda turn: ("no idea", [])) as server:
+        result = pytester.runpytest("skills", "--upskill-injection", "progressive", "--upskill-report", "r.json",
+                                    "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*activation  skill loaded in 0/1 with-skill trial(s) (0%)*"])
+    assert report(pytester)["results"][0]["activation_rate"] == 0.0
+
+
+def test_read_skill_serves_the_skills_reference_files(pytester, write_skill):
+    def reader(turn):
+        if not turn.called("read_skill"):
+            return "", [("read_skill", {"name": "facts", "file": "references/codes.md"}), ("read_skill", {"name": "facts", "file": "../SKILL.md"})]
+        return " | ".join(turn.results("read_skill")), []
+
+    folder = write_skill("facts", [{"input": "code?", "expected": {"contains": ["omega-7", "has no file '../SKILL.md'"]}}], body="See references.")
+    (folder / "references").mkdir()
+    (folder / "references" / "codes.md").write_text("The code is omega-7.")
+    with LoopbackServer(agent=reader) as server:
+        result = pytester.runpytest("skills", "--upskill-injection", "progressive", "--upskill-report", "r.json",
+                                    "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.assert_outcomes(passed=1, xfailed=1)
+    assert report(pytester)["results"][0]["activation_rate"] == 0.0  # a reference file is not the skill's instructions
+
+
+def test_the_kernel_example_writes_a_build_toml_and_a_kernel_that_nvcc_compiles_for_sm_90(pytester, model_server):
+    """The origin story: with the skill, the agent writes build.toml (capabilities has "9.0") and
+    kernel_src/relu.cu, which the real nvcc compiles for sm_90; without it, it writes neither."""
+    import shutil
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed on this machine (CI has it)")
+    example = Path(__file__).parent.parent / "example_skills" / "kernel-builder-cuda-kernels"
+    shutil.copytree(example, pytester.path / "kernel-builder-cuda-kernels")
+    result = pytester.runpytest("kernel-builder-cuda-kernels", "-k", "write", "-rs", "--upskill-report", "r.json", *both_protocols(model_server))
+    result.assert_outcomes(passed=4, xfailed=4)
+    data = report(pytester)
+    for r in data["results"]:
+        cases = {c["case"]: (c["baseline"], c["with_skill"]) for c in r["cases"]}
+        assert cases == {"write-build-toml": ([False], [True]), "write-relu-kernel": ([False], [True])}
+    result = pytester.runpytest("kernel-builder-cuda-kernels", "-k", "runs", "-rs", *both_protocols(model_server))
+    result.stdout.fnmatch_lines(["SKIPPED*skill_meta.json:*: cuda_runs needs *"])  # no GPU here: skipped, never needed in CI
