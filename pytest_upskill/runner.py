@@ -340,6 +340,7 @@ class Runner:
                 outcome.skill_loaded = run.skill_loaded
             if workspace is not None:
                 outcome.files = ", ".join(workspace.files()) or None
+            stopped = f" (stopped at max_turns = {plan.max_turns})" if run.hit_max_turns else ""
             results = []
             target = run.text
             if validation is not None and validation.output_file:
@@ -348,7 +349,7 @@ class Runner:
                 except WorkspaceError:
                     target = None
                 if target is None:  # nothing to check or validate
-                    outcome.passed, outcome.message = False, f"the model did not write {validation.output_file}"
+                    outcome.passed, outcome.message = False, f"the model did not write {validation.output_file}" + stopped
                     return
             if validation is None or validation.has_checks:
                 result = await self._score(trial, target, outcome)
@@ -362,9 +363,7 @@ class Runner:
                 results.append(result)
             failed = [r.message for r in results if not r.passed]
             outcome.passed = not failed
-            outcome.message = "; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)
-            if run.hit_max_turns:
-                outcome.message += f" (stopped at max_turns = {plan.max_turns})"
+            outcome.message = ("; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)) + stopped
         finally:
             if workspace is not None:
                 await asyncio.to_thread(workspace.cleanup)
