@@ -35,6 +35,8 @@ def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
         "request": _request_material(request),
         "run": run,
     }
+    if spec.chat_template:  # it decides what a local model sees
+        material["chat_template"] = spec.chat_template
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

@@ -37,6 +37,7 @@ class ModelSpec(BaseModel):
     output_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
     seed: int | None = 0
     note: str | None = Field(default=None, description="shown under the model's results")
+    chat_template: str | None = Field(default=None, description="local models: a Jinja chat template (or a path to one) used instead of the GGUF's")
 
     @property
     def key_env(self) -> str | None:
@@ -70,7 +71,7 @@ BUILTIN_ALIASES: dict[str, dict[str, Any]] = {
 }
 
 _INLINE = re.compile(r"^(?P<provider>[a-z]+):(?P<model>[^@]+?)(?:@(?P<base_url>\S+))?$")
-_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed", "note"}
+_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed", "note", "chat_template"}
 
 
 def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,28 @@ def test_a_bad_validator_is_a_collection_error_naming_the_line(pytester, write_s
     result = pytester.runpytest("skills", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
     result.stdout.fnmatch_lines([message])
     assert result.ret == 2
+
+
+def test_the_real_local_model_judges_through_a_forced_tool_call_and_runs_a_workspace_loop(pytester, write_skill, model_server):
+    """SmolLM2 with a chat template that renders tools (its own has none): its verdict is generated
+    under the verdict tool's JSON-schema grammar; as a workspace model its turns are recorded."""
+    pytest.importorskip("llama_cpp")
+    template = Path(__file__).parent / "data" / "chatml_tools.jinja"
+    pytester.makepyprojecttoml(f"""
+        [tool.upskill.models.smollm2-tools]
+        provider = "local"
+        model = "smollm2"
+        max_tokens = 64
+        chat_template = "{template}"
+    """)
+    write_skill("notes", [{"id": "notes", "input": "Write notes.md with the word milk.", "expected": {"contains": []}, "output_file": "notes.md",
+                           "validator": "llm_judge", "validator_config": {"rubric": "The notes mention milk."}}],
+                body=skill_body("notes.md", "buy milk"))
+    result = pytester.runpytest("skills", "-p", "no:cacheprovider", "--upskill-report", "r.json", "--upskill-cache", "off", "--upskill-max-turns", "2",
+                                "--upskill-models", f"openai:m@{model_server.openai_base_url},smollm2-tools", "--upskill-judge-model", "smollm2-tools")
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert data["errors"] == 0, result.stdout.str()
+    loopback = next(r for r in data["results"] if r["model"].startswith("openai:"))
+    assert loopback["with_skill"]["judge_tokens"]["output_tokens"] > 0  # the local judge gave a verdict through the tool
+    local = next(r for r in data["results"] if r["model"] == "smollm2-tools")
+    assert 1 <= local["with_skill"]["agent"]["mean_turns"] <= 2 and local["with_skill"]["input_tokens"] > 0

@@ -6,6 +6,11 @@
 * The model loads once per process and answers through the GGUF's own chat template, so the
   system prompt (and the skill block in it) reaches the model as its authors intended. A GGUF
   with no template (a base model such as Gemma 270M) gets a plain-text prompt instead.
+* Tools (workspace trials, a judge's verdict): where the chat template renders ``tools`` (the
+  GGUF's, or ``chat_template`` in the model's ``[tool.upskill.models.NAME]`` table), the request
+  goes through llama-cpp-python's chat completion with ``tools``; a forced tool is generated under
+  a JSON-schema grammar, other calls are read from the ``<tool_call>{"name": ..., "arguments":
+  ...}</tool_call>`` blocks such templates ask for. Other models skip workspace trials, saying so.
 * A llama.cpp context is not thread-safe: one lock per model serialises its calls, which run in
   a worker thread so the runner's event loop stays free. Temperature 0 and a fixed seed make
   the answers repeatable.
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
+import re
 import importlib.util
 import os
 import threading
@@ -22,8 +29,9 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, ModelSpec
-from ..prompt import Request
+from ..prompt import Request, ToolCall
 from .base import BAD_REQUEST, BAD_RESPONSE, Completion, ProviderError
+from .openai import messages as openai_messages, tool_params
 
 INSTALL_HINT = "install the extra: pip install 'pytest-upskill[local]'"
 N_CTX = 8192
@@ -74,15 +82,35 @@ def _threads() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def own_template(spec: ModelSpec) -> str | None:
+    """The spec's ``chat_template``: Jinja text, or the path of a file holding it."""
+    value = spec.chat_template
+    if value and "{" not in value:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model {spec.name!r}: chat_template {value!r} is neither a Jinja template nor a file")
+        return path.read_text(encoding="utf-8")
+    return value
+
+
 def _load(spec: ModelSpec) -> tuple[object, threading.Lock]:
     with _models_lock:  # also serialises gemma's one-time assembly of its file
         path = str(model_path(spec))
-        if path not in _models:
+        key = path + "\0" + (spec.chat_template or "")
+        if key not in _models:
             from llama_cpp import Llama
 
             llm = Llama(model_path=path, n_ctx=N_CTX, seed=spec.seed or 0, n_threads=_threads(), verbose=False)
-            _models[path] = (llm, threading.Lock())
-        return _models[path]
+            template = own_template(spec)
+            if template:
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                token = llm._model.token_get_text
+                llm.chat_handler = Jinja2ChatFormatter(template, eos_token=token(llm.token_eos()), bos_token=token(llm.token_bos()),
+                                                       stop_token_ids=[llm.token_eos()]).to_chat_handler()
+                llm.metadata = {**llm.metadata, "tokenizer.chat_template": template}
+            _models[key] = (llm, threading.Lock())
+        return _models[key]
 
 
 def has_chat_template(llm) -> bool:
@@ -93,7 +121,10 @@ _templates: dict[str, str] = {}
 
 
 def chat_template(spec: ModelSpec) -> str:
-    """The GGUF's chat template ('' for none), read from its metadata without loading the weights."""
+    """The chat template in use ('' for none): the spec's own, else the GGUF's, read from its
+    metadata without loading the weights."""
+    if spec.chat_template:
+        return own_template(spec)
     path = str(model_path(spec))
     if path not in _templates:
         from llama_cpp import Llama
@@ -138,6 +169,13 @@ class LocalProvider:
             # answer then depends on which trial ran before: not repeatable.
             llm.reset()
             try:
+                if request.tools:
+                    result = llm.create_chat_completion(messages=openai_messages(request), **tool_params(request), **params)
+                    message = result["choices"][0]["message"]
+                    text, calls = read_tool_calls(message, f"call_{len(request.history)}")
+                    seconds = time.perf_counter() - start
+                    usage = result.get("usage") or {}
+                    return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds, calls)
                 if has_chat_template(llm):
                     messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
                     result = llm.create_chat_completion(messages=messages, **params)
@@ -156,6 +194,29 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         unload_all()
+
+
+TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+
+
+def read_tool_calls(message: dict, prefix: str) -> tuple[str, tuple[ToolCall, ...]]:
+    """The text and tool calls of a llama-cpp-python chat message: its ``tool_calls`` (a forced
+    tool), else the ``<tool_call>`` JSON blocks of the text (the convention of tool templates)."""
+    text = message.get("content") or ""
+    # ids of our own: llama-cpp-python's are random, and the next turn's request (its cache key) holds them
+    calls = [ToolCall(f"{prefix}_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
+             for i, c in enumerate(message.get("tool_calls") or [])]
+    if not calls:
+        for i, block in enumerate(TOOL_CALL_BLOCK.findall(text)):
+            try:
+                data = json.loads(block)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("name"), str):
+                calls.append(ToolCall(f"{prefix}_{i}", data["name"], json.dumps(data.get("arguments") or {})))
+        if calls:
+            text = TOOL_CALL_BLOCK.sub("", text)
+    return text, tuple(calls)
 
 
 def unload_all() -> None:
