@@ -20,7 +20,12 @@ OVER_BUDGET = "over_budget"  # the error kind of a trial not sent because of the
 
 
 def estimated_input_tokens(request: Request) -> int:
-    return max(1, (len(request.system) + len(request.user)) // 4)
+    """Characters / 4 of everything sent: prompts, tool schemas and, in a workspace trial, the
+    conversation so far (each turn resends it). ``--upskill-plan`` sees only the first turn."""
+    chars = len(request.system) + len(request.user) + sum(len(t.description) + len(t.parameters_json) for t in request.tools)
+    chars += sum(len(m.text) + sum(len(c.arguments_json) for c in m.tool_calls) + sum(len(r.content) for r in m.results)
+                 for m in request.history)
+    return max(1, chars // 4)
 
 
 def price(spec: ModelSpec, input_tokens: float, output_tokens: float) -> float:
