@@ -8,6 +8,15 @@ import textwrap
 
 import pytest
 
+# The SDKs' HTTP stacks are imported here, once: pytester's in-process runs drop every module
+# first imported inside a run, and httpx2 (kept) imports httpcore2 lazily, on the first request;
+# a httpcore2 imported afresh in a later run raises exceptions httpx2 no longer maps.
+try:
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore2._backends.anyio  # noqa: F401
+    import httpcore2._backends.auto  # noqa: F401
+except ImportError:  # another HTTP stack: nothing to pin
+    pass
 from pytest_upskill.loopback import LoopbackServer
 
 
