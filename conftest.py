@@ -17,6 +17,10 @@ try:
     import httpcore2._backends.auto  # noqa: F401
 except ImportError:  # another HTTP stack: nothing to pin
     pass
+try:  # llama-cpp-python (through numpy) cannot be imported twice in one process
+    import llama_cpp  # noqa: F401
+except ImportError:
+    pass
 from pytest_upskill.loopback import LoopbackServer
 
 

@@ -420,7 +420,8 @@ class SkillFile(pytest.File):
             custom_validators: dict = {}
             for registered in self.ihook.pytest_upskill_validators():
                 custom_validators.update(registered or {})
-            validators = ValidatorRegistry(custom_validators, state.judge.name if state.judge else None)
+            judge = state.judge
+            validators = ValidatorRegistry(custom_validators, judge.name if judge else None, state.tools_unsupported(judge) if judge else None)
             cases, self.thresholds = load_cases(self.path, registry.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir))
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None

@@ -304,8 +304,8 @@ class LlmJudge(Validator):
     name = "llm_judge"
     runs_async = True
 
-    def __init__(self, judge_model: str | None = None):
-        self.judge_model = judge_model
+    def __init__(self, judge_model: str | None = None, judge_problem: str | None = None):
+        self.judge_model, self.judge_problem = judge_model, judge_problem  # judge_problem: why the judge cannot call tools
 
     def prepare(self, config, skill_dir):
         _keys(config, {"rubric", "file"}, {"rubric"})
@@ -314,7 +314,9 @@ class LlmJudge(Validator):
         return config["rubric"].strip(), config.get("file")
 
     def unavailable(self):
-        return None if self.judge_model else "llm_judge needs a judge model: pass --upskill-judge-model NAME (or set upskill_judge_model)"
+        if not self.judge_model:
+            return "llm_judge needs a judge model: pass --upskill-judge-model NAME (or set upskill_judge_model)"
+        return f"llm_judge: the judge answers through a tool call, and {self.judge_problem}" if self.judge_problem else None
 
     async def validate(self, ctx):
         rubric, file = ctx.config
@@ -419,9 +421,9 @@ def normalize(result: Any) -> CheckResult:
     raise TypeError(f"a validator returned {type(result).__name__}; return a bool, (bool, message) or an object with 'passed'")
 
 
-def builtins(judge_model: str | None = None) -> dict[str, Validator]:
+def builtins(judge_model: str | None = None, judge_problem: str | None = None) -> dict[str, Validator]:
     found: list[Validator] = [
-        PythonCompiles(), PythonTests(), NvccCompiles(), CudaRuns(), LlmJudge(judge_model),
+        PythonCompiles(), PythonTests(), NvccCompiles(), CudaRuns(), LlmJudge(judge_model, judge_problem),
         DataFileValid("toml_valid", tomllib.loads, (".toml",)),
         DataFileValid("json_valid", _json, (".json",)),
         DataFileValid("yaml_valid", _yaml, (".yaml", ".yml")),
@@ -430,8 +432,8 @@ def builtins(judge_model: str | None = None) -> dict[str, Validator]:
 
 
 class ValidatorRegistry:
-    def __init__(self, custom: dict[str, Callable[..., Any]] | None = None, judge_model: str | None = None):
-        self.validators = builtins(judge_model)
+    def __init__(self, custom: dict[str, Callable[..., Any]] | None = None, judge_model: str | None = None, judge_problem: str | None = None):
+        self.validators = builtins(judge_model, judge_problem)
         for name, function in (custom or {}).items():
             if name in self.validators:
                 raise ValueError(f"validator {name!r} is built in and cannot be replaced; register it under another name")

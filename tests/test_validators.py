@@ -117,6 +117,15 @@ def test_llm_judge_without_a_judge_model_is_skipped_with_the_option_to_pass(pyte
     result.stdout.fnmatch_lines(["*llm_judge needs a judge model: pass --upskill-judge-model NAME*"])
 
 
+def test_a_judge_model_that_cannot_call_tools_skips_llm_judge_cases(pytester, write_skill, model_server):
+    pytest.importorskip("llama_cpp")
+    write_skill("notes", [{"input": "w", "expected": {"contains": []}, "output_file": "n.md", "validator": "llm_judge",
+                           "validator_config": {"rubric": "good"}}], body="b")
+    result = pytester.runpytest("skills", "-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-judge-model", "smollm2")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*llm_judge: the judge answers through a tool call, and smollm2: the model's chat template has no tool calling*"])
+
+
 def test_a_judge_that_gives_no_verdict_is_an_error_not_a_failure(pytester, write_skill):
     def agent(turn):
         if turn.tool_choice == "verdict":
