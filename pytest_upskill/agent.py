@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Awaitable, Callable
 
 from .prompt import Message, Request, Tool, ToolCall, ToolResult
@@ -55,8 +54,9 @@ class SkillFiles:
     references: tuple[tuple[str, str], ...] = ()  # (path relative to the skill folder, text)
 
     @classmethod
-    def load(cls, name: str, body: str, folder: Path) -> SkillFiles:
+    def load(cls, skill: Skill) -> SkillFiles:
         refs = []
+        folder = skill.path.parent
         ref_dir = folder / "references"
         if ref_dir.is_dir():
             for path in sorted(p for p in ref_dir.rglob("*") if p.is_file()):
@@ -64,7 +64,7 @@ class SkillFiles:
                     refs.append((path.relative_to(folder).as_posix(), path.read_text(encoding="utf-8", errors="replace")[:MAX_READ_CHARS]))
                 except OSError:
                     continue
-        return cls(name, body, tuple(refs))
+        return cls(skill.name, skill.body, tuple(refs))
 
 
 @dataclass(frozen=True)
@@ -76,22 +76,26 @@ class AgentPlan:
     max_turns: int = 10
     skill: SkillFiles | None = None  # served by read_skill (progressive disclosure, with-skill arm)
 
+    @property
+    def uses_files(self) -> bool:
+        """Whether the trial needs a workspace: it has file tools, not only read_skill."""
+        return any(tool.name != READ_SKILL.name for tool in self.tools)
+
 
 def is_workspace_case(case: Case) -> bool:
     return bool(case.validator or case.output_file or (case.context and case.context.files))
 
 
-def plan_for(case: Case, skill: Skill, arm: str, injection: str, max_turns: int) -> AgentPlan | None:
+def plan_for(case: Case, arm: str, max_turns: int, skill_files: SkillFiles | None) -> AgentPlan | None:
     """How a trial of ``case`` runs as an agent, or None for a plain completion. A workspace case
-    gets the file tools in both arms; with progressive disclosure the with-skill arm also gets
-    ``read_skill`` (so even a plain case becomes a conversation there)."""
-    progressive = injection == "progressive" and arm == "with_skill"
+    gets the file tools in both arms; with progressive disclosure (``skill_files`` given) the
+    with-skill arm also gets ``read_skill`` (so even a plain case becomes a conversation there)."""
+    progressive = skill_files is not None and arm == "with_skill"
     if not is_workspace_case(case) and not progressive:
         return None
     tools = (FILE_TOOLS if is_workspace_case(case) else ()) + ((READ_SKILL,) if progressive else ())
     files = tuple((case.context.files or {}).items()) if case.context else ()
-    loaded = SkillFiles.load(skill.name, skill.body, skill.path.parent) if progressive else None
-    return AgentPlan(files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=loaded)
+    return AgentPlan(files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=skill_files if progressive else None)
 
 
 @dataclass

@@ -172,15 +172,20 @@ class CheckRegistry:
         """All checks must pass; the message lists every one that failed."""
         failures = []
         for name, value in expected.items():
-            result = _as_result(self.checks[name].check(output, value))
+            result = as_result(self.checks[name].check(output, value))
             if not result.passed:
                 failures.append(f"{name}: {result.message}" if result.message else name)
         return CheckResult(not failures, "; ".join(failures))
 
 
-def _as_result(value: Any) -> CheckResult:
+def as_result(value: Any) -> CheckResult:
+    """What a check or validator returned, as a CheckResult: a CheckResult, an object with a bool
+    ``passed`` (upskill's ValidationResult, with ``error_message``), ``(bool, message)`` or a bool."""
     if isinstance(value, CheckResult):
         return value
+    passed = getattr(value, "passed", None)
+    if isinstance(passed, bool):
+        return CheckResult(passed, str(getattr(value, "error_message", None) or getattr(value, "message", None) or ""))
     if isinstance(value, tuple):
         return CheckResult(bool(value[0]), str(value[1]) if len(value) > 1 else "")
     return CheckResult(bool(value))

@@ -5,7 +5,6 @@ The work happens in the core modules (skill, config, prompt, runner, checks, rep
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -13,20 +12,20 @@ from pathlib import Path
 import pytest
 
 from . import hooks
-from .agent import is_workspace_case, plan_for
 from .budget import Budget, ModelPlan, budget_summary, plan_lines
 from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit
-from .prompt import ARMS, DEFAULT_SCAFFOLD, INJECTIONS, build_request
+from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import tools_unsupported
 from .redact import Redactor, secret_values
 from .report import (Aggregator, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
                      terminal_lines, write_text_atomic)
-from .runner import Runner, Trial, Validation
-from .skill import SkillFileError, load_cases, load_skill
+from .runner import Runner, Trial
+from .skill import SkillFileError, in_skill_folder, load_cases, load_skill
+from .trials import Settings, skill_trials
 from .validators import ValidatorRegistry
 
 STATE = pytest.StashKey["UpskillState"]()
@@ -38,15 +37,15 @@ class UpskillState:
     def __init__(self, config: pytest.Config, specs: list[ModelSpec], judge: ModelSpec | None = None):
         self.config = config
         self.specs = specs
-        self.judge = judge
-        self.injection = _option(config, "upskill_injection")
-        if self.injection not in INJECTIONS:
-            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {self.injection!r}")
-        self.max_turns = _int_option(config, "upskill_max_turns")
-        self._no_tools: dict[str, str | None] = {}
         self.labels = node_ids(specs)
-        self.runs = _int_option(config, "upskill_runs")
-        self.scaffold = config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD
+        injection = _option(config, "upskill_injection")
+        if injection not in INJECTIONS:
+            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
+        self.settings = Settings(
+            specs=specs, labels=self.labels, runs=_int_option(config, "upskill_runs"),
+            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD, injection=injection,
+            max_turns=_int_option(config, "upskill_max_turns"), judge=judge, tools_unsupported=tools_unsupported,
+        )
         self.is_worker = hasattr(config, "workerinput")
         self.cache_mode = _option(config, "upskill_cache")
         if self.cache_mode not in MODES:
@@ -56,7 +55,7 @@ class UpskillState:
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
-        self.redact = Redactor(secret_values(s.key_env for s in [*specs, *([judge] if judge else [])] if s.key_env))
+        self.redact = Redactor(secret_values(s.key_env for s in [*specs, judge] if s and s.key_env))
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
             timeout=_float_option(config, "upskill_timeout"),
@@ -88,11 +87,6 @@ class UpskillState:
             return changed_files(self.config.rootpath, ref)
         except GitError as exc:
             raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
-
-    def tools_unsupported(self, spec: ModelSpec) -> str | None:
-        if spec.name not in self._no_tools:
-            self._no_tools[spec.name] = tools_unsupported(spec)
-        return self._no_tools[spec.name]
 
     def wants(self, skill_dir: Path) -> bool:
         return self.changed is None or is_changed(skill_dir, self.changed)
@@ -386,12 +380,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         target = collection_path.resolve()
         if target in {p.resolve() for p in collection_path.parents}:
             return True
-    if collection_path.suffix == ".py" and collection_path.name != "conftest.py":
-        for folder in collection_path.parents:
-            if (folder / "SKILL.md").is_file():
-                return True
-            if folder == config.rootpath or folder.parent == folder:
-                break
+    if collection_path.suffix == ".py" and collection_path.name != "conftest.py" and in_skill_folder(collection_path, config.rootpath):
+        return True
     return None
 
 
@@ -413,16 +403,11 @@ class SkillFile(pytest.File):
         skill_dir = self.path.parent
         try:
             skill = load_skill(skill_dir / "SKILL.md")
-            custom: dict = {}
-            for registered in self.ihook.pytest_upskill_checks():
-                custom.update(registered or {})
-            registry = CheckRegistry(custom)
-            custom_validators: dict = {}
-            for registered in self.ihook.pytest_upskill_validators():
-                custom_validators.update(registered or {})
-            judge = state.judge
-            validators = ValidatorRegistry(custom_validators, judge.name if judge else None, state.tools_unsupported(judge) if judge else None)
-            cases, self.thresholds = load_cases(self.path, registry.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir))
+            checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
+            judge = state.settings.judge
+            validators = ValidatorRegistry(_registered(self.ihook.pytest_upskill_validators()), judge.name if judge else None,
+                                           tools_unsupported(judge) if judge else None)
+            cases, self.thresholds = load_cases(self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir))
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check or validator
@@ -431,31 +416,22 @@ class SkillFile(pytest.File):
             for case in cases:
                 yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL, case_line=case.line)
             return
-        for case in cases:
-            validator = validators.get(case.validator) if case.validator else None
-            unavailable = validator.unavailable() if validator else None
-            if unavailable:
-                yield SkippedCase.from_parent(self, name=f"{case.key}[{case.validator}]", reason=unavailable, case_line=case.line)
+        for planned in skill_trials(skill, cases, state.settings, checks, validators):
+            if planned.trial is None:
+                yield SkippedCase.from_parent(self, name=planned.name, reason=planned.skip, case_line=planned.line)
                 continue
-            agentic = is_workspace_case(case) or state.injection == "progressive"
-            validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if is_workspace_case(case) else None
-            score = functools.partial(registry.score, case.expected)
-            custom_checks = registry.has_custom(case.expected)
-            for spec in state.specs:
-                no_tools = state.tools_unsupported(spec) if agentic else None
-                if no_tools:
-                    yield SkippedCase.from_parent(self, name=f"{case.key}[{state.labels[spec.name]}-tools]", reason=no_tools, case_line=case.line)
-                    continue
-                for arm in ARMS:
-                    plan = plan_for(case, skill, arm, state.injection, state.max_turns)
-                    request = build_request(spec, arm, skill, case, state.scaffold, state.injection)  # the same for every run
-                    for run in range(1, state.runs + 1):
-                        label = f"{state.labels[spec.name]}-{arm}" + (f"-run{run}" if state.runs > 1 else "")
-                        trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
-                                      score=score, custom_checks=custom_checks, agent=plan, validation=validation, judge=state.judge)
-                        item = TrialItem.from_parent(self, name=f"{case.key}[{label}]", trial=trial, case_line=case.line)
-                        item.extra_keyword_matches.update({skill.name, state.labels[spec.name], arm})
-                        yield item
+            t = planned.trial
+            item = TrialItem.from_parent(self, name=planned.name, trial=t, case_line=planned.line)
+            item.extra_keyword_matches.update({t.skill, state.labels[t.model], t.arm})
+            yield item
+
+
+def _registered(answers: list) -> dict:
+    """The merged dicts of a registration hook's implementations (checks, validators)."""
+    merged: dict = {}
+    for registered in answers:
+        merged.update(registered or {})
+    return merged
 
 
 NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"

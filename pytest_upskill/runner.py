@@ -299,14 +299,12 @@ class Runner:
         """The case's ``expected`` checks on ``text``; None with the outcome's error set when a check broke."""
         try:
             if trial.custom_checks:
-                scoring = _in_daemon_thread(trial.score, text)
-                done, _ = await asyncio.wait({scoring}, timeout=self.check_timeout)
-                if not done:
-                    outcome.error_kind = CHECK_ERROR
-                    outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
-                    return None
-                return scoring.result()
+                return await _within(self.check_timeout, trial.score, text)
             return trial.score(text)
+        except _TooLong:
+            outcome.error_kind = CHECK_ERROR
+            outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+            return None
         except Exception as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
             return None
@@ -316,7 +314,7 @@ class Runner:
     async def _fill_workspace(self, trial: Trial, outcome: Outcome) -> None:
         """The tool loop in a fresh workspace, then the checks and the validator on what it left."""
         plan, validation = trial.agent, trial.validation
-        workspace = Workspace() if plan.tools and any(t.name != "read_skill" for t in plan.tools) else None
+        workspace = Workspace() if plan.uses_files else None
         try:
             for name, text in plan.files:
                 workspace.write(name, text)
@@ -378,14 +376,10 @@ class Runner:
                 return await validator.validate(ctx)
             # the built-ins run model output through the sandbox, which enforces their limits; a
             # conftest's validator is trusted code and gets the check time limit
-            work = _in_daemon_thread(validator.validate, ctx)
-            limit = self.check_timeout if getattr(validator, "custom", False) else None
-            done, _ = await asyncio.wait({work}, timeout=limit)
-            if not done:
-                outcome.error_kind = CHECK_ERROR
-                outcome.message = f"validator {validator.name!r} ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
-                return None
-            return work.result()
+            return await _within(self.check_timeout if validator.custom else None, validator.validate, ctx)
+        except _TooLong:
+            outcome.error_kind = CHECK_ERROR
+            outcome.message = f"validator {validator.name!r} ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
         except JudgeError as exc:
             outcome.error_kind, outcome.message = JUDGE_ERROR, f"{trial.judge.name if trial.judge else 'judge'}: {exc}"
         except Exception as exc:
@@ -478,6 +472,19 @@ class Runner:
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, spec, *tokens)
+
+
+class _TooLong(Exception):
+    """A check or validator passed its time limit."""
+
+
+async def _within(limit: float | None, function: Callable, *args):
+    """``function(*args)`` in a daemon thread; its result, or _TooLong after ``limit`` seconds."""
+    work = _in_daemon_thread(function, *args)
+    done, _ = await asyncio.wait({work}, timeout=limit)
+    if not done:
+        raise _TooLong
+    return work.result()
 
 
 def _in_daemon_thread(function: Callable, *args) -> asyncio.Future:

@@ -151,6 +151,16 @@ def load_skill(skill_md: Path) -> Skill:
     return Skill(name=meta["name"].strip(), description=str(meta["description"]).strip(), body=body, path=skill_md, frontmatter=meta)
 
 
+def in_skill_folder(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in a skill's folder (a folder with SKILL.md), looking up to ``root``."""
+    for folder in path.parents:
+        if (folder / "SKILL.md").is_file():
+            return True
+        if folder == root or folder.parent == folder:
+            return False
+    return False
+
+
 # ------------------------------------------------------------------------------ skill_meta.json
 
 

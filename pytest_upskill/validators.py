@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 import yaml
 
 from . import sandbox
-from .checks import CheckResult
+from .checks import CheckResult, as_result
 from .prompt import Tool
 from .sandbox import Limits, Workspace
 
@@ -57,6 +57,7 @@ class Context:
 class Validator:
     name = ""
     runs_async = False  # llm_judge: awaits the judge model instead of running in a thread
+    custom = False  # a conftest's (trusted, in-process): the runner gives it the check time limit
 
     def prepare(self, config: dict, skill_dir: Path) -> Any:
         return config
@@ -221,8 +222,6 @@ class DataFileValid(Validator):
     """The file (``file``, else the output_file) parses; optional ``required_keys`` (dotted paths,
     ``*`` for any key) exist and ``required_values`` ({path: value}) hold: equal, or contained
     when the file has a list there (``{"general.cuda.capabilities": "9.0"}``)."""
-
-    suffixes: tuple[str, ...] = ()
 
     def __init__(self, name: str, parse: Callable[[str], Any], suffixes: tuple[str, ...]):
         self.name, self.parse, self.suffixes = name, parse, suffixes
@@ -409,15 +408,10 @@ class UserValidator(Validator):
 
 
 def normalize(result: Any) -> CheckResult:
-    if isinstance(result, CheckResult):
-        return result
-    if isinstance(result, bool):
-        return CheckResult(result)
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
-        return CheckResult(result[0], str(result[1]))
-    passed = getattr(result, "passed", None)
-    if isinstance(passed, bool):
-        return CheckResult(passed, str(getattr(result, "error_message", None) or getattr(result, "message", None) or ""))
+    """A user validator's result as a CheckResult (see :func:`checks.as_result`); anything else is a
+    mistake in the validator, not a verdict."""
+    if isinstance(result, (CheckResult, bool, tuple)) or isinstance(getattr(result, "passed", None), bool):
+        return as_result(result)
     raise TypeError(f"a validator returned {type(result).__name__}; return a bool, (bool, message) or an object with 'passed'")
 
 

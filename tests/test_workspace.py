@@ -87,13 +87,13 @@ def test_file_tools_cannot_leave_the_workspace(pytester, write_skill, tmp_path):
                         ("read_file", {"path": "/etc/hostname"}), ("read_file", {"path": "missing.txt"}), ("write_file", {"path": "ok.txt"})]
         return "\n".join(turn.results("write_file") + turn.results("read_file")), []
 
+    # a workspace case (context.files) without output_file: the checks score the final answer, which quotes the tool results
     write_skill("escape", [{"input": "Try.", "expected": {"contains": ["leaves the workspace", "no file 'missing.txt'", "'content' is missing"]},
-                            "output_file": "ok.txt"}], body="b")
+                            "context": {"files": {"seed.txt": "x"}}}], body="b")
     with LoopbackServer(agent=escaper) as server:
         result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
-    # the errors went back to the model as tool results (it quoted them); the run went on; ok.txt was never written
-    result.stdout.fnmatch_lines(["*the model did not write ok.txt*"])
-    result.stdout.no_fnmatch_line("*missing (case-insensitive)*")
+    # every refusal went back to the model as a tool result and the run went on; nothing was written outside
+    result.assert_outcomes(passed=2)
     assert not outside.exists() and not (pytester.path.parent / "escape.txt").exists()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..config import ModelSpec
 from .base import Completion, Provider, ProviderError
 
@@ -20,6 +22,7 @@ def make_provider(spec: ModelSpec, *, timeout: float) -> Provider:
     return LocalProvider(spec, timeout=timeout)
 
 
+@functools.cache  # asked for every case; a local model's answer reads its GGUF
 def tools_unsupported(spec: ModelSpec) -> str | None:
     """Why ``spec`` cannot take part in workspace trials (native tool calls), or None when it can.
     The APIs and OpenAI-compatible servers can (a server that cannot answers with an error)."""

@@ -117,22 +117,18 @@ def has_chat_template(llm) -> bool:
     return bool(getattr(llm, "metadata", {}).get("tokenizer.chat_template"))
 
 
-_templates: dict[str, str] = {}
-
-
 def chat_template(spec: ModelSpec) -> str:
     """The chat template in use ('' for none): the spec's own, else the GGUF's, read from its
     metadata without loading the weights."""
     if spec.chat_template:
         return own_template(spec)
-    path = str(model_path(spec))
-    if path not in _templates:
-        from llama_cpp import Llama
+    from llama_cpp import Llama
 
-        vocab = Llama(model_path=path, vocab_only=True, verbose=False)
-        _templates[path] = vocab.metadata.get("tokenizer.chat_template", "") or ""
+    vocab = Llama(model_path=str(model_path(spec)), vocab_only=True, verbose=False)
+    try:
+        return vocab.metadata.get("tokenizer.chat_template", "") or ""
+    finally:
         vocab.close()
-    return _templates[path]
 
 
 def tools_unsupported(spec: ModelSpec) -> str | None:

@@ -1,0 +1,73 @@
+"""From a loaded skill and its cases to trials: one per case × model × arm × run, or a skip that
+says why a case cannot run here (its validator needs what this machine lacks, the model cannot
+call tools). Nothing here knows about pytest: the plugin turns each into an item.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Iterator, NamedTuple
+
+from .agent import SkillFiles, is_workspace_case, plan_for
+from .checks import CheckRegistry
+from .config import ModelSpec
+from .prompt import ARMS, build_request
+from .runner import Trial, Validation
+from .skill import Case, Skill
+from .validators import ValidatorRegistry
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every trial of a run shares."""
+
+    specs: list[ModelSpec]
+    labels: dict[str, str]  # model name -> its node-id label
+    runs: int
+    scaffold: str
+    injection: str
+    max_turns: int
+    judge: ModelSpec | None
+    tools_unsupported: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
+
+
+class Planned(NamedTuple):
+    name: str  # the item's name: CASE[LABEL]
+    line: int | None  # the case's line in skill_meta.json
+    trial: Trial | None
+    skip: str | None = None  # the reason, for a case (or a model's share of it) that runs nothing
+
+
+def skill_trials(skill: Skill, cases: list[Case], settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry) -> Iterator[Planned]:
+    # read_skill's files are read once per skill, and only when progressive disclosure offers them
+    skill_files = SkillFiles.load(skill) if settings.injection == "progressive" else None
+    for case in cases:
+        yield from _case_trials(skill, case, settings, checks, validators, skill_files)
+
+
+def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry,
+                 skill_files: SkillFiles | None) -> Iterator[Planned]:
+    validator = validators.get(case.validator) if case.validator else None
+    unavailable = validator.unavailable() if validator else None
+    if unavailable:
+        yield Planned(f"{case.key}[{case.validator}]", case.line, None, unavailable)
+        return
+    workspace = is_workspace_case(case)
+    agentic = workspace or skill_files is not None
+    validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if workspace else None
+    score = functools.partial(checks.score, case.expected)
+    custom_checks = checks.has_custom(case.expected)
+    plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
+    for spec in settings.specs:
+        label = settings.labels[spec.name]
+        no_tools = settings.tools_unsupported(spec) if agentic else None
+        if no_tools:
+            yield Planned(f"{case.key}[{label}-tools]", case.line, None, no_tools)
+            continue
+        for arm in ARMS:
+            request = build_request(spec, arm, skill, case, settings.scaffold, settings.injection)  # the same for every run
+            for run in range(1, settings.runs + 1):
+                trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request, score=score,
+                              custom_checks=custom_checks, agent=plans[arm], validation=validation, judge=settings.judge)
+                yield Planned(f"{case.key}[{label}-{arm}" + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)
