@@ -5,10 +5,15 @@ give each skill x model a verdict per figure:
 
 * PASS: the whole 95% interval is on the right side of the threshold,
 * FAIL: the whole interval is on the wrong side,
-* INCONCLUSIVE: the interval straddles it. It fails the gate when the point estimate is on the
-  wrong side (so a gate never passes a figure measured below it), or always under ``strict``.
+* INCONCLUSIVE: the interval straddles it. By default that is decided on the point estimate: it
+  fails the gate when the estimate is below the threshold (so a gate never passes a figure
+  measured below it) and passes otherwise; under ``strict`` it always fails. The summary says so on
+  each such verdict and estimates how many cases would decide it (``stats.cases_to_resolve``).
 
-Token counts are measured, not sampled, so the token increase is judged on its value alone.
+Figures and thresholds compare exactly: a lift or pass rate is a ratio of counts (a Fraction), a
+threshold the decimal it was written as, and an interval bound within ``stats.TOLERANCE`` of a
+threshold meets it. Token counts are measured, not sampled, so the token increase is judged on its
+value alone.
 
 A comparison with the report of an earlier run flags, per skill x model: a lift that dropped
 beyond the noise of the two measurements (the MOVER interval of Zou & Donner 2008 for the
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
 from typing import Any
 
 from . import stats
@@ -52,16 +58,50 @@ assert tuple(f.name for f in fields(Thresholds)) == THRESHOLD_KEYS  # the names 
 class Finding:
     figure: str  # "lift", "pass_rate", "token_increase"
     verdict: str
-    value: float | None
+    value: Fraction | None  # exact: a ratio of counts
     interval: tuple[float, float] | None
-    threshold: float
+    threshold: Fraction  # exact: the decimal as written
     fails: bool
+    cases: int = 0  # the paired cases the figure is measured on
+    cases_needed: int | None = None  # INCONCLUSIVE: about how many cases would decide it (None: no number would)
 
     def describe(self) -> str:
-        value = "not measured" if self.value is None else f"{self.value * 100:+.0f}%" if self.figure != "pass_rate" else f"{self.value * 100:.0f}%"
+        value = "not measured" if self.value is None else f"{float(self.value) * 100:.0f}%" if self.figure == "pass_rate" else f"{float(self.value) * 100:+.0f}%"
         ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
         side = "at most" if self.figure == "token_increase" else "at least"
-        return f"{self.figure} {value}{ci} vs {side} {self.threshold * 100:+.0f}%"
+        threshold = f"{float(self.threshold) * 100:.0f}%" if self.figure == "pass_rate" else f"{float(self.threshold) * 100:+.0f}%"
+        return f"{self.figure} {value}{ci} vs {side} {threshold}"
+
+    def why(self, strict: bool) -> str:
+        """For an INCONCLUSIVE verdict: how it was decided, and what would decide it."""
+        if self.verdict != INCONCLUSIVE:
+            return ""
+        if self.value is None:
+            return "not measured (no case scored in both arms): fails"
+        if strict:
+            decided = "fails under --upskill-strict"
+        else:
+            side = "at or above" if self.value >= self.threshold else "below"
+            decided = (f"decided on the point estimate ({side} the threshold): {'fails' if self.fails else 'passes'}, "
+                       "which --upskill-strict would fail")
+        if self.cases_needed is None:
+            more = "no number of cases would decide it at these rates (the estimate is at the threshold or too close)"
+        else:
+            more = f"about {self.cases_needed} cases like these (now {self.cases}) would decide it"
+        return f"the 95% interval straddles the threshold; {decided}; {more}"
+
+    def failure_note(self, strict: bool) -> str:
+        if self.verdict != INCONCLUSIVE:
+            return ""
+        if self.value is None:
+            return " (not measured: no case scored in both arms)"
+        return " (INCONCLUSIVE: --upskill-strict fails it)" if strict else " (INCONCLUSIVE: the point estimate is below the threshold)"
+
+    def to_json(self) -> dict:
+        return {"figure": self.figure, "verdict": self.verdict, "value": None if self.value is None else float(self.value),
+                "interval": list(self.interval) if self.interval else None, "threshold": float(self.threshold), "fails": self.fails,
+                "cases": self.cases, "cases_needed": self.cases_needed,
+                "decided_on": "point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval"}
 
 
 @dataclass
@@ -80,41 +120,40 @@ class Verdict:
         return any(f.fails for f in self.findings)
 
     def to_json(self) -> dict:
-        return {
-            "skill": self.skill, "model": self.model, "verdict": self.verdict, "fails": self.fails,
-            "findings": [{"figure": f.figure, "verdict": f.verdict, "value": f.value, "interval": list(f.interval) if f.interval else None,
-                          "threshold": f.threshold, "fails": f.fails} for f in self.findings],
-        }
+        return {"skill": self.skill, "model": self.model, "verdict": self.verdict, "fails": self.fails,
+                "findings": [f.to_json() for f in self.findings]}
 
 
-def _judge_interval(figure: str, value: float | None, interval: tuple[float, float] | None, threshold: float, strict: bool) -> Finding:
+def _judge_interval(figure: str, value: Fraction | None, interval: tuple[float, float] | None, threshold: Fraction, strict: bool,
+                    paired: stats.Paired) -> Finding:
     if value is None or interval is None:
         return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
     lo, hi = interval
-    verdict = PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
+    bound = float(threshold) - stats.TOLERANCE
+    verdict = PASS if lo >= bound else FAIL if hi < bound else INCONCLUSIVE
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
-    return Finding(figure, verdict, value, interval, threshold, fails)
+    needed = stats.cases_to_resolve(paired, float(threshold), figure) if verdict == INCONCLUSIVE else None
+    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed)
 
 
-def token_increase(result: Result) -> float | None:
+def token_increase(result: Result) -> Fraction | None:
     before = result.baseline.input_tokens + result.baseline.output_tokens
     after = result.with_skill.input_tokens + result.with_skill.output_tokens
-    return stats.relative_change(before, after)
+    return Fraction(after - before, before) if before else None
 
 
 def judge(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdict:
     verdict = Verdict(result.skill, result.model)
+    paired = result.pairing.paired
     if thresholds.min_lift is not None:
-        verdict.findings.append(_judge_interval("lift", result.lift, result.lift_ci, thresholds.min_lift, strict))
+        verdict.findings.append(_judge_interval("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired))
     if thresholds.min_pass_rate is not None:
-        rate = result.with_skill.pass_rate
-        n_cases = sum(1 for arms in result.cases.values() if any(v is not None for v in arms.get("with_skill", {}).values()))
-        interval = stats.wilson(rate, n_cases) if rate is not None else None
-        verdict.findings.append(_judge_interval("pass_rate", rate, interval, thresholds.min_pass_rate, strict))
+        verdict.findings.append(_judge_interval("pass_rate", paired.p_skill, paired.pass_rate_ci(), stats.exact(thresholds.min_pass_rate),
+                                                strict, paired))
     if thresholds.max_token_increase is not None:
-        value = token_increase(result)
-        ok = value is not None and value <= thresholds.max_token_increase
-        verdict.findings.append(Finding("token_increase", PASS if ok else FAIL, value, None, thresholds.max_token_increase, not ok))
+        value, limit = token_increase(result), stats.exact(thresholds.max_token_increase)
+        ok = value is not None and value <= limit
+        verdict.findings.append(Finding("token_increase", PASS if ok else FAIL, value, None, limit, not ok))
     return verdict
 
 
@@ -185,6 +224,7 @@ def compare(old_report: dict, new_report: dict, token_growth: float | None) -> l
 class Evaluation:
     verdicts: list[Verdict]
     regressions: list[Regression]
+    strict: bool = False
 
     @property
     def gated(self) -> bool:
@@ -209,10 +249,11 @@ class Evaluation:
         out = []
         for v in self.verdicts:
             out.append(f"{v.verdict:<12} {v.skill} × {v.model}: " + "; ".join(f"{f.describe()} {f.verdict}" for f in v.findings))
+            out += [f"             {f.figure} INCONCLUSIVE: {f.why(self.strict)}" for f in v.findings if f.verdict == INCONCLUSIVE]
         for v in self.verdicts:
             for f in v.findings:
                 if f.fails:
-                    out.append(f"FAILED GATE  {v.skill} × {v.model}: {f.describe()}")
+                    out.append(f"FAILED GATE  {v.skill} × {v.model}: {f.describe()}{f.failure_note(self.strict)}")
         for g in self.regressions:
             out.append(f"REGRESSION   {g.skill} × {g.model}: {g.message}")
         return out
@@ -225,7 +266,20 @@ def evaluate(results: list[Result], report: dict, thresholds: Thresholds, strict
         if own.any:
             verdicts.append(judge(result, own, strict))
     regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
-    return Evaluation(verdicts, regressions)
+    return Evaluation(verdicts, regressions, strict)
+
+
+def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None) -> str:
+    """``--upskill-plan``: the smallest lift these cases can resolve, against the lift threshold or 0."""
+    threshold = float(stats.exact(min_lift)) if min_lift is not None else 0.0
+    against = f"the min_lift {threshold * 100:+.0f}%" if min_lift is not None else "0"
+    head = f"resolution: {skill}: {cases} case{'s' if cases != 1 else ''} × {runs} run{'s' if runs != 1 else ''}: "
+    smallest = stats.smallest_resolvable_lift(cases, threshold)
+    if smallest is None:
+        return head + f"no lift can clear {against} with {cases} cases; add cases"
+    k = smallest * cases
+    return (head + f"the lift's 95% interval clears {against} only for a lift of {float(smallest) * 100:+.0f}% or more "
+            f"({k} of {cases} cases passing only with the skill, none only without); more cases resolve smaller lifts, more runs do not")
 
 
 # ------------------------------------------------------------------------------- --upskill-max-errors

@@ -6,6 +6,7 @@ The work happens in the core modules (skill, config, prompt, runner, checks, rep
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
-from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit
+from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import tools_unsupported
 from .redact import Redactor, secret_values
@@ -126,15 +127,21 @@ class UpskillState:
         if not self.config.getoption("upskill_plan") or self.config.getoption("collectonly"):
             return None
         plans: dict[str, ModelPlan] = {}
+        skills: dict[str, tuple[set[str], set[int], float | None]] = {}  # skill -> cases, runs, min_lift
         for item in session.items:
             if isinstance(item, TrialItem):
                 t = item.trial
                 cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, t.request, t.run)) is not None
                 plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
+                cases, runs, _ = skills.setdefault(t.skill, (set(), set(), self.thresholds.merged(item.parent.thresholds).min_lift))
+                cases.add(t.case)
+                runs.add(t.run)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         reporter.write_sep("=", "upskill plan")
         for line in plan_lines(list(plans.values())):
             reporter.write_line(line)
+        for skill, (cases, runs, min_lift) in sorted(skills.items()):
+            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift))
         return True
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file and the terminal summary
@@ -233,7 +240,9 @@ class UpskillState:
             for line in self.evaluation.lines():
                 write(line)
             if self.evaluation.gated:
-                write("exit status follows these verdicts" + (" (strict: INCONCLUSIVE fails)" if self.config.getoption("upskill_strict") else ""))
+                write("exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
+                      + ("fails (--upskill-strict)" if self.config.getoption("upskill_strict")
+                         else "is decided on the point estimate (fails below the threshold; --upskill-strict fails every one)"))
         path = self.config.getoption("upskill_report")
         if path:
             write(f"JSON report written to {path}")
@@ -276,9 +285,12 @@ def _float_option(config: pytest.Config, name: str) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise pytest.UsageError(f"{name} must be a number (a fraction: 0.2 for 20%), not {value!r}") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise pytest.UsageError(f"{name} must be a finite number (a fraction: 0.2 for 20%), not {value!r}")
+    return number
 
 
 def _int_option(config: pytest.Config, name: str) -> int:

@@ -59,10 +59,6 @@ class Arm:
     def scored(self) -> int:
         return self.passed + self.failed
 
-    @property
-    def pass_rate(self) -> float | None:
-        return stats.rate(self.passed, self.scored)
-
     def add(self, outcome: dict) -> None:
         passed = outcome.get("passed")
         if passed is None:
@@ -103,12 +99,33 @@ class Arm:
             "failed": self.failed,
             "errors": self.errors,
             "total": self.total,
-            "pass_rate": self.pass_rate,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "error_kinds": dict(sorted(self.error_kinds.items())),
             **extra,
         }
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The cases scored in both arms (what the rates, the lift and the intervals are computed on),
+    the trials of those cases per arm, and the cases left out with why."""
+
+    paired: stats.Paired
+    counts: dict[str, tuple[int, int]]  # arm -> (passed, scored) over the paired cases' trials
+    left_out: list[tuple[str, str]]  # (case, why)
+    balanced: bool  # every paired case has the same number of scored runs in both arms
+
+
+def _why_unpaired(arms: dict[str, dict[int, bool | None]]) -> str:
+    reasons = []
+    for arm, label in (("baseline", "baseline"), ("with_skill", "with skill")):
+        runs = arms.get(arm, {})
+        if not runs:
+            reasons.append(f"{label} not run")
+        elif all(v is None for v in runs.values()):
+            reasons.append(f"{label} never scored ({len(runs)} error{'s' if len(runs) != 1 else ''})")
+    return "; ".join(reasons)
 
 
 @dataclass
@@ -120,6 +137,7 @@ class Result:
     # case -> arm -> run -> passed (None = error)
     cases: dict[str, dict[str, dict[int, bool | None]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
     thresholds: dict[str, float] = field(default_factory=dict)  # the skill's own, from skill_meta.json
+    _pairing: Pairing | None = field(default=None, repr=False, compare=False)
 
     def add(self, outcome: dict) -> None:
         if outcome.get("thresholds"):
@@ -127,29 +145,44 @@ class Result:
         arm = outcome["arm"]
         (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
         self.cases[outcome["case"]][arm][int(outcome["run"])] = outcome.get("passed")
+        self._pairing = None
+
+    @property
+    def pairing(self) -> Pairing:
+        if self._pairing is None:
+            skill, base, left_out, runs = [], [], [], set()
+            counts = {"baseline": [0, 0], "with_skill": [0, 0]}
+            for case in sorted(self.cases):
+                arms = self.cases[case]
+                s = [v for v in arms.get("with_skill", {}).values() if v is not None]
+                b = [v for v in arms.get("baseline", {}).values() if v is not None]
+                if not (s and b):
+                    left_out.append((case, _why_unpaired(arms)))
+                    continue
+                skill.append(stats.case_rate(s))
+                base.append(stats.case_rate(b))
+                runs.update((len(s), len(b)))
+                for arm, scored in (("with_skill", s), ("baseline", b)):
+                    counts[arm][0] += sum(scored)
+                    counts[arm][1] += len(scored)
+            self._pairing = Pairing(stats.Paired(tuple(skill), tuple(base)), {k: (v[0], v[1]) for k, v in counts.items()},
+                                    left_out, len(runs) <= 1)
+        return self._pairing
+
+    def pass_rate(self, arm: str) -> float | None:
+        """The arm's pass rate over the paired cases: the mean of their per-case rates."""
+        paired = self.pairing.paired
+        rate = paired.p_skill if arm == "with_skill" else paired.p_baseline
+        return None if rate is None else float(rate)
 
     @property
     def lift(self) -> float | None:
-        skill, base = self.with_skill.pass_rate, self.baseline.pass_rate
-        return None if skill is None or base is None else skill - base
-
-    def _paired_case_rates(self) -> tuple[list[float], list[float]]:
-        skill_rates, base_rates = [], []
-        for case in sorted(self.cases):
-            arms = self.cases[case]
-            s = [v for v in arms.get("with_skill", {}).values() if v is not None]
-            b = [v for v in arms.get("baseline", {}).values() if v is not None]
-            if s and b:
-                skill_rates.append(sum(s) / len(s))
-                base_rates.append(sum(b) / len(b))
-        return skill_rates, base_rates
+        lift = self.pairing.paired.lift
+        return None if lift is None else float(lift)
 
     @property
     def lift_ci(self) -> tuple[float, float] | None:
-        if self.lift is None:
-            return None
-        skill_rates, base_rates = self._paired_case_rates()
-        return stats.paired_lift_ci(skill_rates, base_rates, self.lift, self.with_skill.pass_rate, self.baseline.pass_rate)
+        return self.pairing.paired.lift_ci()
 
     def uninformative_cases(self) -> list[tuple[str, str]]:
         """Cases that measure nothing: every run of both arms passed, or every run of both failed."""
@@ -173,13 +206,22 @@ class Result:
             "output_tokens_relative": stats.relative_change(b.output_tokens, s.output_tokens),
         }
 
+    def arm_json(self, arm: str) -> dict:
+        """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
+        passed, scored = self.pairing.counts[arm]
+        return {**(self.baseline if arm == "baseline" else self.with_skill).to_json(), "pass_rate": self.pass_rate(arm),
+                "paired": {"passed": passed, "scored": scored}}
+
     def to_json(self) -> dict:
         ci = self.lift_ci
+        pairing = self.pairing
         return {
             "skill": self.skill,
             "model": self.model,
-            "baseline": self.baseline.to_json(),
-            "with_skill": self.with_skill.to_json(),
+            "baseline": self.arm_json("baseline"),
+            "with_skill": self.arm_json("with_skill"),
+            "paired_cases": pairing.paired.n,
+            "unpaired_cases": [{"case": c, "why": why} for c, why in pairing.left_out],
             "lift": self.lift,
             "lift_ci": list(ci) if ci else None,
             "activation_rate": self.with_skill.activation_rate,
@@ -194,6 +236,15 @@ class Result:
                 for case, arms in sorted(self.cases.items())
             ],
         }
+
+
+STATISTICS = {
+    "unit": "case: each case's scored runs are averaged; only cases scored in both arms count",
+    "confidence": 0.95,
+    "lift_interval": "Newcombe 1998 method 10 (hybrid score, corrected phi) on the paired table of per-case rates",
+    "pass_rate_interval": "Wilson score with continuity correction (Newcombe 1998 method 4) over the paired cases",
+    "thresholds": f"compared exactly (figures are ratios of counts); an interval bound within {stats.TOLERANCE:g} of a threshold meets it",
+}
 
 
 class Aggregator:
@@ -224,6 +275,7 @@ class Aggregator:
         results = self.results()
         return {
             "version": 1,
+            "statistics": STATISTICS,
             "trials": self.trials,
             "errors": sum(r.baseline.errors + r.with_skill.errors for r in results),
             "cached": self.cached,
@@ -249,8 +301,8 @@ class Aggregator:
             ci = r.lift_ci
             delta = r.token_delta()
             props += [
-                (prefix + "baseline", f"{r.baseline.passed}/{r.baseline.scored}"),
-                (prefix + "with_skill", f"{r.with_skill.passed}/{r.with_skill.scored}"),
+                (prefix + "baseline", counts(r, "baseline")),
+                (prefix + "with_skill", counts(r, "with_skill")),
                 (prefix + "lift", _num(r.lift)),
                 (prefix + "lift_ci", f"{_num(ci[0])},{_num(ci[1])}" if ci else ""),
                 (prefix + "input_tokens_delta", str(delta["input_tokens"])),
@@ -355,26 +407,54 @@ def _tokens(before: int, after: int) -> str:
     return f"{before:,} → {after:,}" + (f" ({change * 100:+.0f}%)" if change is not None else "")
 
 
+def _names(items: list[str], shown: int = 5) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def counts(r: Result, arm: str) -> str:
+    """``passed/scored`` over the paired cases' trials of the arm."""
+    passed, scored = r.pairing.counts[arm]
+    return f"{passed}/{scored}"
+
+
+def _aligned(r: Result, arm: str) -> str:
+    passed, scored = r.pairing.counts[arm]
+    return f"{passed:>4}/{scored:<4}"
+
+
+INTERVALS = ("rates and lift over the cases scored in both arms; 95% CI: Newcombe's paired score interval "
+             "(method 10) over cases; continuity-corrected Wilson for a pass rate (README: The statistics)")
+
+
 def terminal_lines(results: list[Result]) -> list[str]:
     lines: list[str] = []
     for r in results:
         b, s = r.baseline, r.with_skill
+        pairing = r.pairing
         runs = max((len(arms.get("with_skill", {})) for arms in r.cases.values()), default=0)
         n = len(r.cases)
         lines.append(f"{r.skill} × {r.model}  ({n} case{'s' if n != 1 else ''} × {runs} run{'s' if runs != 1 else ''})")
-        lines.append(f"  baseline    {bar(b.pass_rate)} {b.passed:>4}/{b.scored:<4} {pct(b.pass_rate):>4}")
+        p_base, p_skill = r.pass_rate("baseline"), r.pass_rate("with_skill")
+        lines.append(f"  baseline    {bar(p_base)} {_aligned(r, 'baseline')} {pct(p_base):>4}")
         ci = r.lift_ci
         lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
-        lines.append(f"  with skill  {bar(s.pass_rate)} {s.passed:>4}/{s.scored:<4} {pct(s.pass_rate):>4}  {lift}")
+        lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
         lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
         lines += agent_lines(r)
         errors = b.errors + s.errors
         if errors:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))
             lines.append(f"  errors      {errors} trial(s) not scored, left out of the rates: {kinds}")
+        if pairing.left_out:
+            left = len(pairing.left_out)
+            lines.append(f"  unpaired    {left} case{'s' if left != 1 else ''} not scored in both arms, left out of the rates and the lift: "
+                         + _names([f"{case} ({why})" for case, why in pairing.left_out]))
+        if not pairing.balanced:
+            lines.append("  note        unequal scored runs per case: each rate is the mean of the per-case rates (the case is the unit)")
     if results:
         total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
         lines.append(f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored" if total_errors else f"{len(results)} skill × model result(s); every trial scored")
+        lines.append(INTERVALS)
     return lines
 
 
@@ -436,7 +516,7 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
         verdict = by_key.get((r.skill, r.model))
         errors = b.errors + s.errors
         out.append(
-            f"| {r.skill} | `{r.model}` | {b.passed}/{b.scored} | {s.passed}/{s.scored}{f' ({errors} errors)' if errors else ''} | {lift} "
+            f"| {r.skill} | `{r.model}` | {counts(r, 'baseline')} | {counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
             + (f"| {s.loaded}/{s.offered} " if activation else "")
             + f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | {f'${spent:.4f}' if spent is not None else '–'} "
             f"| {('**' + verdict['verdict'] + '**') if verdict else '–'} |"
@@ -451,10 +531,14 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
     if regressions:
         out += ["", "### Regressions against the base report", ""]
         out += [f"- **{g['skill']} × `{g['model']}`** ({g['kind']}): {g['message']}" for g in regressions]
+    unpaired = [f"{r.skill} × `{r.model}`: {case} ({why})" for r in results for case, why in r.pairing.left_out]
+    if unpaired:
+        out += ["", "<details><summary>Cases left out of the rates and the lift (not scored in both arms)</summary>", ""]
+        out += [f"- {line}" for line in unpaired] + ["", "</details>"]
     audit = audit_lines(results)
     if audit:
         out += ["", "<details><summary>Cases that measure nothing</summary>", ""] + [f"- {line}" for line in audit] + ["", "</details>"]
-    out += ["", f"{trials} trials, {cached} from the cache" + (f", cost ${total_cost:.4f}" if total_cost else "") + "."]
+    out += ["", f"{trials} trials, {cached} from the cache" + (f", cost ${total_cost:.4f}" if total_cost else "") + ". " + INTERVALS[0].upper() + INTERVALS[1:] + "."]
     return "\n".join(out) + "\n"
 
 

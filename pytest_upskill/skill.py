@@ -7,6 +7,7 @@ is one, what is wrong and how to fix it. Nothing here knows about pytest.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -245,8 +246,8 @@ def _thresholds(meta_path: Path, text: str, data: Any) -> dict[str, float]:
     if not isinstance(value, dict) or set(value) - set(THRESHOLD_KEYS):
         raise SkillFileError(meta_path, f"'thresholds' must be an object with keys from {list(THRESHOLD_KEYS)}", 'e.g. "thresholds": {"min_lift": 0.2}', line)
     for key, number in value.items():
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise SkillFileError(meta_path, f"threshold {key!r} must be a number, not {json.dumps(number)}", "write fractions: 0.2 for 20%", line)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise SkillFileError(meta_path, f"threshold {key!r} must be a finite number, not {json.dumps(number)}", "write fractions: 0.2 for 20%", line)
     return {k: float(v) for k, v in value.items()}
 
 

@@ -34,7 +34,7 @@ def test_min_lift_names_the_skill_below_it_and_fails_the_run(pytester, write_ski
         "PASS         strong-skill × openai:m@*: lift +100% [[]95% CI *] vs at least +50% PASS",
         "FAIL         useless-skill × openai:m@*: lift +0% [[]95% CI -*] vs at least +50% FAIL",
         "FAILED GATE  useless-skill × openai:m@*: lift +0% *vs at least +50%",
-        "exit status follows these verdicts",
+        "exit status follows these verdicts: *",
     ])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}

@@ -1,9 +1,11 @@
-"""The interval of the lift: Newcombe's paired hybrid score interval, checked against values
-computed by hand from its closed form, and its behaviour at the boundaries."""
+"""The intervals: Newcombe's method 10 as published (corrected phi), on the paired cases' per-case
+rates; exact figures; what more cases would decide. Published values from Newcombe (1998),
+Statistics in Medicine 17:2635, table II; the pytester tests in test_intervals.py reproduce them
+through a whole run."""
 
 from __future__ import annotations
 
-import math
+from fractions import Fraction
 
 import pytest
 
@@ -12,47 +14,104 @@ from pytest_upskill import stats
 Z = 1.959963984540054
 
 
-def test_wilson_matches_its_closed_form_at_the_boundary():
-    # p = 1: the lower bound is n / (n + z^2)
-    assert stats.wilson(1.0, 6) == pytest.approx((6 / (6 + Z * Z), 1.0))
-    assert stats.wilson(0.0, 6) == pytest.approx((0.0, Z * Z / (6 + Z * Z)))
+def paired(table: tuple[int, int, int, int], runs: int = 1) -> stats.Paired:
+    """A Paired of one-run cases from a table (e both, f skill only, g baseline only, h neither)."""
+    e, f, g, h = table
+    skill = [1] * e + [1] * f + [0] * g + [0] * h
+    base = [1] * e + [0] * f + [1] * g + [0] * h
+    return stats.Paired(tuple(Fraction(s) for s in skill), tuple(Fraction(b) for b in base))
 
 
-def test_agreement_in_every_case_does_not_collapse_the_interval():
-    lo, hi = stats.paired_lift_ci([1.0] * 6, [1.0] * 6, 0.0, 1.0, 1.0)
-    half = 1 - 6 / (6 + Z * Z)
-    assert (lo, hi) == pytest.approx((-half, half))
+@pytest.mark.parametrize("table, expected", [
+    ((36, 12, 2, 0), (0.0569, 0.3404)),
+    ((18, 12, 2, 18), (0.0562, 0.3290)),
+    ((0, 30, 0, 0), (0.8395, 1.0000)),
+    ((59, 6, 16, 80), (-0.1186, -0.0046)),
+])
+def test_method_10_reproduces_the_published_intervals(table, expected):
+    assert stats.newcombe10(*table) == pytest.approx(expected, abs=5e-5)
+    assert paired(table).lift_ci() == pytest.approx(expected, abs=5e-5)
 
 
-def test_interval_follows_newcombe_method_10_closed_form():
-    # skill passes 4/6, baseline 2/6, one run per case
-    skill = [1, 1, 1, 1, 0, 0]
-    base = [1, 0, 1, 0, 0, 0]
-    # the phi coefficient of the paired 2x2 table: a = both pass, b = skill only, c = baseline only, d = neither
-    a, b, c, d_ = 2, 2, 0, 2
-    r = (a * d_ - b * c) / math.sqrt((a + b) * (c + d_) * (a + c) * (b + d_))
-    p1, p2, n = 4 / 6, 2 / 6, 6
-    l1, u1 = stats.wilson(p1, n)
-    l2, u2 = stats.wilson(p2, n)
-    d = p1 - p2
-    expected = (
-        d - math.sqrt((p1 - l1) ** 2 - 2 * r * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2),
-        d + math.sqrt((u1 - p1) ** 2 - 2 * r * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2),
-    )
-    assert stats.paired_lift_ci(skill, base, d, p1, p2) == pytest.approx(expected)
-    assert expected[0] < d < expected[1]
+def test_the_corrected_phi_subtracts_half_n_and_is_zero_on_an_empty_margin():
+    e, f, g, h = 18, 12, 2, 18
+    assert stats.corrected_phi(e, f, g, h) == pytest.approx((e * h - f * g - 25) / ((e + f) * (g + h) * (e + g) * (f + h)) ** 0.5)
+    assert stats.corrected_phi(3, 1, 1, 3) == pytest.approx((9 - 1 - 4) / 16)  # the plain phi is 0.5
+    assert stats.corrected_phi(2, 1, 1, 1) == 0.0  # eh - fg = 1 < n/2: 0, not negative
+    assert stats.corrected_phi(1, 2, 2, 1) == pytest.approx(-3 / 9)  # negative: not corrected
+    assert stats.corrected_phi(5, 0, 0, 0) == 0.0  # a zero margin
 
 
-def test_positive_correlation_narrows_the_interval():
-    same_cases = stats.paired_lift_ci([1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0], 1 / 6, 0.5, 1 / 3)
-    other_cases = stats.paired_lift_ci([1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], 1 / 6, 0.5, 1 / 3)
-    assert same_cases[1] - same_cases[0] < other_cases[1] - other_cases[0]
+def test_agreement_at_a_rate_between_0_and_1_does_not_collapse_the_interval():
+    lo, hi = paired((5, 0, 0, 5)).lift_ci()  # 5 pass both, 5 fail both: the plain phi (1) gave [0, 0]
+    assert lo < -0.15 and hi > 0.15
 
 
-def test_a_large_lift_over_many_cases_clears_zero():
-    lo, hi = stats.paired_lift_ci([1.0] * 30, [0.0] * 30, 1.0, 1.0, 0.0)
-    assert 0.8 < lo < 1.0 and hi == 1.0
+def test_three_discordant_cases_of_seven_do_not_claim_a_lift():
+    lo, _ = paired((2, 3, 0, 2)).lift_ci()  # the plain phi gave a lower bound above 0
+    assert lo < 0
 
 
-def test_no_paired_case_gives_no_interval():
-    assert stats.paired_lift_ci([], [], 0.0, 0.0, 0.0) is None
+def test_lift_and_rates_are_exact_fractions():
+    p = paired((5, 1, 0, 4))  # 6/10 - 5/10
+    assert p.lift == Fraction(1, 10) and p.lift >= stats.exact(0.1)
+    assert p.p_skill == Fraction(3, 5) and p.p_baseline == Fraction(1, 2)
+    assert stats.exact(0.1) == Fraction(1, 10) and stats.exact(1) == 1
+
+
+def test_several_runs_use_the_fractional_table_of_per_case_rates():
+    p = stats.Paired((Fraction(2, 3), Fraction(1, 1)), (Fraction(1, 3), Fraction(0, 1)))
+    e = 2 / 3 * 1 / 3 + 0
+    f = 2 / 3 * 2 / 3 + 1
+    g = 1 / 3 * 1 / 3
+    assert p.table() == pytest.approx((e, f, g, 2 - e - f - g))
+    assert p.lift_ci() == pytest.approx(stats.newcombe10(e, f, g, 2 - e - f - g))
+    assert p.lift == Fraction(2, 3)
+
+
+def test_more_runs_of_the_same_cases_never_narrow_the_interval_below_the_cases_own():
+    one_run = paired((3, 3, 1, 3))
+    # the same cases, each run 20 times at the rate it showed: the per-case rates are the same
+    assert stats.Paired(one_run.skill, one_run.baseline).lift_ci() == one_run.lift_ci()
+    # noisier per-case rates (less agreement between the arms) widen it, never narrow it
+    noisy = stats.Paired(tuple(Fraction(3, 4) if s else Fraction(1, 4) for s in one_run.skill),
+                         tuple(Fraction(3, 4) if b else Fraction(1, 4) for b in one_run.baseline))
+    lo, hi = noisy.lift_ci()
+    assert hi - lo > one_run.lift_ci()[1] - one_run.lift_ci()[0] - 1e-9
+
+
+@pytest.mark.parametrize("passed, n, expected", [((15, 148, (0.0598, 0.1644))), (0, 20, (0.0, 0.2005)), (1, 29, (0.0018, 0.1963))])
+def test_the_continuity_corrected_wilson_reproduces_newcombes_published_values(passed, n, expected):
+    assert stats.wilson_cc(passed / n, n) == pytest.approx(expected, abs=5e-5)
+
+
+def test_the_pass_rate_interval_is_the_corrected_wilson_over_cases():
+    p = paired((3, 3, 0, 1))  # 6 of 7 cases pass with the skill
+    assert p.pass_rate_ci() == stats.wilson_cc(6 / 7, 7)
+    assert p.pass_rate_ci()[0] < stats.wilson(6 / 7, 7)[0]  # wider than the plain Wilson
+
+
+def test_no_paired_case_gives_no_figure():
+    p = stats.Paired((), ())
+    assert p.lift is None and p.lift_ci() is None and p.pass_rate_ci() is None
+
+
+def test_cases_to_resolve_finds_the_case_count_where_the_interval_clears():
+    p = paired((2, 2, 0, 2))  # +33% over 6 cases: the interval straddles 0
+    needed = stats.cases_to_resolve(p, 0.0)
+    assert needed is not None and needed > 6
+    scaled = [cell * needed / 6 for cell in p.table()]
+    assert stats.newcombe10(*scaled)[0] >= 0 > stats.newcombe10(*[cell * (needed - 1) / 6 for cell in p.table()])[0]
+    below = paired((2, 0, 1, 3))  # -17%: more cases would put the interval below a +10% threshold
+    needed_below = stats.cases_to_resolve(below, 0.1)
+    assert needed_below is not None and stats.newcombe10(*[c * needed_below / 6 for c in below.table()])[1] < 0.1
+    assert stats.cases_to_resolve(paired((5, 1, 0, 4)), 0.1) is None  # exactly at the threshold: no number would
+
+
+def test_smallest_resolvable_lift_shrinks_with_cases():
+    seven = stats.smallest_resolvable_lift(7)
+    assert seven == Fraction(4, 7)
+    assert stats.newcombe10(3, 4, 0, 0)[0] >= 0 or stats.newcombe10(0, 4, 0, 3)[0] >= 0
+    assert all(stats.newcombe10(e, 3, 0, 4 - e)[0] < 0 for e in range(5))  # 3 of 7 never clears 0
+    assert stats.smallest_resolvable_lift(50) < stats.smallest_resolvable_lift(20) < seven
+    assert stats.smallest_resolvable_lift(3, 0.9) is None

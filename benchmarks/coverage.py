@@ -1,0 +1,151 @@
+"""Coverage study of the plugin's intervals: how often the nominal 95% interval holds the truth.
+
+    .venv/bin/python benchmarks/coverage.py                 # every scenario, 4,000 replications (~4 min on 2 cores)
+    .venv/bin/python benchmarks/coverage.py --reps 500      # a quick look
+    .venv/bin/python benchmarks/coverage.py --json out.json
+
+Each replication draws ``n`` cases from a scenario (every case has a true pass rate per arm),
+runs each case ``runs`` times per arm (independent Bernoulli trials given the case's rates),
+and computes the intervals with the plugin's own code (``pytest_upskill.stats.Paired``). The
+truth is the scenario's population value (mean over cases of skill rate - baseline rate, and the
+mean with-skill rate), so the interval is judged on what a lift means: over tasks, not over
+these particular cases. Coverage below 95% by more than about 2 Monte Carlo standard errors
+would be a failure of the method; the table flags it. The column ``before`` is the interval this
+plugin used until issue 12 (plain phi, Pearson correlation of per-case rates) on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pytest_upskill import stats  # noqa: E402
+
+
+def _no_effect_beta(rng, n):
+    theta = rng.beta(0.5, 0.5, n)
+    return theta, theta
+
+
+def _effects_pm(rng, n):
+    base = rng.uniform(0.3, 0.7, n)
+    return base + rng.choice([-0.3, 0.3], n), base
+
+
+def _decides_every_case(rng, n):
+    base = rng.choice([0.25, 0.75], n)
+    return rng.choice([0.0, 1.0], n), base
+
+
+def _decides_some_cases(rng, n):
+    base = rng.choice([0.25, 0.75], n)
+    decided = rng.random(n) < 0.4
+    return np.where(decided, 1.0, base), base
+
+
+def _all_half(rng, n):
+    half = np.full(n, 0.5)
+    return half, half
+
+
+def _lift_03(rng, n):
+    base = 0.7 * rng.beta(2, 2, n)
+    return base + 0.3, base
+
+
+# name -> (draw per-case (skill, baseline) rates, true lift, true with-skill pass rate)
+SCENARIOS = {
+    "no effect, cases ~ Beta(0.5, 0.5)": (_no_effect_beta, 0.0, 0.5),
+    "per-case effects of +-0.3 (mean 0), baseline ~ U(0.3, 0.7)": (_effects_pm, 0.0, 0.5),
+    "skill decides every case (0 or 1), baseline 0.25 / 0.75": (_decides_every_case, 0.0, 0.5),
+    "skill decides 40% of cases (passes), others as baseline 0.25 / 0.75": (_decides_some_cases, 0.2, 0.7),
+    "all cases at 0.5 in both arms": (_all_half, 0.0, 0.5),
+    "true lift 0.3, baseline ~ 0.7 x Beta(2, 2)": (_lift_03, 0.3, 0.65),
+}
+CASES = (7, 10, 20, 50)
+RUNS = (1, 5, 20)
+
+
+def _before(paired: stats.Paired) -> tuple[float, float]:
+    """The interval before issue 12: Wilson widths over n, Pearson r of per-case rates, no correction."""
+    xs, ys = [float(v) for v in paired.skill], [float(v) for v in paired.baseline]
+    n = len(xs)
+    p1, p2 = sum(xs) / n, sum(ys) / n
+    mx, my = p1, p2
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    r = sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
+    l1, u1 = stats.wilson(p1, n)
+    l2, u2 = stats.wilson(p2, n)
+    d = p1 - p2
+    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * r * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * r * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return lo, hi
+
+
+def cell(args: tuple[str, int, int, int, int]) -> dict:
+    """One scenario x cases x runs: coverage and mean width of each interval."""
+    name, n, runs, reps, seed = args
+    draw, true_lift, true_rate = SCENARIOS[name]
+    rng = np.random.default_rng(seed)
+    hits = {"lift": 0, "before": 0, "pass_rate": 0}
+    widths = {"lift": 0.0, "before": 0.0, "pass_rate": 0.0}
+    for _ in range(reps):
+        skill_theta, base_theta = draw(rng, n)
+        skill = rng.binomial(runs, np.clip(skill_theta, 0, 1))
+        base = rng.binomial(runs, np.clip(base_theta, 0, 1))
+        paired = stats.Paired(tuple(Fraction(int(k), runs) for k in skill), tuple(Fraction(int(k), runs) for k in base))
+        for key, (lo, hi), truth in (("lift", paired.lift_ci(), true_lift), ("before", _before(paired), true_lift),
+                                     ("pass_rate", paired.pass_rate_ci(), true_rate)):
+            hits[key] += lo - 1e-12 <= truth <= hi + 1e-12
+            widths[key] += hi - lo
+    return {"scenario": name, "cases": n, "runs": runs, "reps": reps,
+            **{f"coverage_{k}": hits[k] / reps for k in hits}, **{f"width_{k}": widths[k] / reps for k in widths}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=4000, help="replications per cell (default 4000)")
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    cells = [(name, n, runs, args.reps, args.seed + i) for i, (name, n, runs) in
+             enumerate((name, n, runs) for name in SCENARIOS for n in CASES for runs in RUNS)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        rows = list(pool.map(cell, cells))
+    se = math.sqrt(0.95 * 0.05 / args.reps)
+    floor = 0.95 - 2 * se
+    print(f"Coverage of the nominal 95% intervals, {args.reps} replications per cell "
+          f"(Monte Carlo SE {se:.4f} at 0.95; below {floor:.3f} is flagged with !), seed {args.seed}.\n")
+    print("| scenario | cases | runs | lift: coverage | lift: mean width | before: coverage | pass rate: coverage | pass rate: mean width |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        def mark(c: float) -> str:
+            return f"{c:.3f}" + (" !" if c < floor else "")
+        print(f"| {r['scenario']} | {r['cases']} | {r['runs']} | {mark(r['coverage_lift'])} | {r['width_lift']:.3f} | "
+              f"{mark(r['coverage_before'])} | {mark(r['coverage_pass_rate'])} | {r['width_pass_rate']:.3f} |")
+    low = [r for r in rows if min(r["coverage_lift"], r["coverage_pass_rate"]) < floor]
+    worst_lift = min(rows, key=lambda r: r["coverage_lift"])
+    worst_rate = min(rows, key=lambda r: r["coverage_pass_rate"])
+    print(f"\nLowest lift coverage {worst_lift['coverage_lift']:.3f} ({worst_lift['scenario']}, {worst_lift['cases']} cases x "
+          f"{worst_lift['runs']} runs); lowest pass-rate coverage {worst_rate['coverage_pass_rate']:.3f} "
+          f"({worst_rate['scenario']}, {worst_rate['cases']} x {worst_rate['runs']}). "
+          f"{len(low)} cell(s) flagged. {time.perf_counter() - started:.0f} s.")
+    if args.json:
+        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "mc_se": se, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
