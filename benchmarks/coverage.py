@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/coverage.py                 # every scenario, 4,000 replications (~4 min on 2 cores)
     .venv/bin/python benchmarks/coverage.py --reps 500      # a quick look
     .venv/bin/python benchmarks/coverage.py --json out.json
+    .venv/bin/python benchmarks/coverage.py --cases 10 --runs 1 --reps 40000   # one column, more precisely
 
 Each replication draws ``n`` cases from a scenario (every case has a true pass rate per arm),
 runs each case ``runs`` times per arm (independent Bernoulli trials given the case's rates),
@@ -46,6 +47,11 @@ def _decides_every_case(rng, n):
     return rng.choice([0.0, 1.0], n), base
 
 
+def _decides_every_case_correlated(rng, n):
+    skill = rng.choice([0.0, 1.0], n)
+    return skill, np.where(skill == 1.0, 0.75, 0.25)
+
+
 def _decides_some_cases(rng, n):
     base = rng.choice([0.25, 0.75], n)
     decided = rng.random(n) < 0.4
@@ -66,7 +72,8 @@ def _lift_03(rng, n):
 SCENARIOS = {
     "no effect, cases ~ Beta(0.5, 0.5)": (_no_effect_beta, 0.0, 0.5),
     "per-case effects of +-0.3 (mean 0), baseline ~ U(0.3, 0.7)": (_effects_pm, 0.0, 0.5),
-    "skill decides every case (0 or 1), baseline 0.25 / 0.75": (_decides_every_case, 0.0, 0.5),
+    "skill decides every case (0 or 1), baseline 0.25 / 0.75 at random": (_decides_every_case, 0.0, 0.5),
+    "skill decides every case (0 or 1), baseline 0.75 where it passes, 0.25 where not": (_decides_every_case_correlated, 0.0, 0.5),
     "skill decides 40% of cases (passes), others as baseline 0.25 / 0.75": (_decides_some_cases, 0.2, 0.7),
     "all cases at 0.5 in both arms": (_all_half, 0.0, 0.5),
     "true lift 0.3, baseline ~ 0.7 x Beta(2, 2)": (_lift_03, 0.3, 0.65),
@@ -117,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=4000, help="replications per cell (default 4000)")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(map(str, CASES)), help="case counts, comma-separated (default 7,10,20,50)")
+    parser.add_argument("--runs", default=",".join(map(str, RUNS)), help="runs per case, comma-separated (default 1,5,20)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
+    case_counts, run_counts = [int(v) for v in args.cases.split(",")], [int(v) for v in args.runs.split(",")]
     cells = [(name, n, runs, args.reps, args.seed + i) for i, (name, n, runs) in
-             enumerate((name, n, runs) for name in SCENARIOS for n in CASES for runs in RUNS)]
+             enumerate((name, n, runs) for name in SCENARIOS for n in case_counts for runs in run_counts)]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(cell, cells))
