@@ -1,9 +1,21 @@
-"""The launcher of :mod:`pytest_upskill.sandbox`: set limits, confine, then exec the command.
+"""The launcher of :mod:`pytest_upskill.sandbox`: isolate, confine, set limits, run the command
+and outlive it long enough to end everything it started.
 
     python -I -m pytest_upskill._confine POLICY_JSON -- COMMAND...
 
 Runs in the child, so nothing here touches the pytest process (no ``preexec_fn`` in a threaded
-parent). Landlock rules are inherited by every process the command starts and cannot be undone.
+parent). In order:
+
+1. **Namespaces** where the kernel allows them: a new network namespace (no interface but a
+   loopback that is down: no network at all, UDP and DNS included) and a new PID namespace, whose
+   first process is the command: when it ends, or is killed, the kernel kills every process left in
+   the namespace, ``setsid()`` and double forks notwithstanding. Unprivileged, a user namespace
+   maps the caller's own uid and gid.
+2. **Landlock** (inherited by every descendant, cannot be undone) and **resource limits**.
+3. The command runs as this process's child, killed with it (``PR_SET_PDEATHSIG``); this process
+   is a child subreaper and enforces the wall-clock limit itself: at the limit, or when the command
+   ends, it kills every descendant it still has (the sweep, for kernels without PID namespaces).
+   It exits with the command's status, or ``TIME_LIMIT_EXIT`` at the limit.
 """
 
 from __future__ import annotations
@@ -12,9 +24,12 @@ import ctypes
 import json
 import os
 import resource
+import select
+import signal
 import sys
+import time
 
-from .sandbox import _SYS_ADD_RULE, _SYS_CREATE_RULESET, _SYS_RESTRICT_SELF, landlock_abi
+from .sandbox import _SYS_ADD_RULE, _SYS_CREATE_RULESET, _SYS_RESTRICT_SELF, TIME_LIMIT_MARK, landlock_abi
 
 # Landlock access rights (linux/landlock.h)
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -23,7 +38,9 @@ REFER, TRUNCATE = 1 << 13, 1 << 14  # ABI 2, ABI 3
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 RULE_PATH_BENEATH = 1
-PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+TIME_LIMIT_EXIT = 124  # the launcher's exit status when the wall-clock limit stopped the command
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -74,20 +91,97 @@ def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
     return abi
 
 
+def isolate() -> list[str]:
+    """New network and PID namespaces (and a user namespace when unprivileged); the ones obtained."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNET | CLONE_NEWPID | (CLONE_NEWUSER if uid != 0 else 0)
+    if libc.unshare(ctypes.c_int(flags)) != 0:
+        return []
+    if uid != 0:  # map our own ids, so the workspace stays ours inside
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"), ("/proc/self/gid_map", f"0 {gid} 1")):
+            with open(path, "w") as f:
+                f.write(text)
+    return ["network", "pid"]
+
+
+def _descendants() -> list[int]:
+    """Our children (orphans below us are reparented to us: we are their subreaper)."""
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found += [int(pid) for pid in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def sweep() -> None:
+    """Kill every process below this one, until none is left."""
+    for _ in range(100):
+        children = _descendants()
+        if not children:
+            return
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(0.01)
+
+
+def supervise(command: list[str], seconds: float) -> int:
+    """Run the command as a child, at most ``seconds``; end everything it started; its status."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the launcher, whoever kills it
+        try:
+            os.execvp(command[0], command)
+        except OSError as exc:
+            sys.stderr.write(f"pytest-upskill sandbox: cannot run {command[0]!r}: {exc.strerror or exc}\n")
+        os._exit(127)
+    deadline = time.monotonic() + seconds
+    status = None
+    pidfd = os.pidfd_open(pid)
+    try:
+        while status is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pidfd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)  # in a PID namespace this ends every process in it
+                os.waitpid(pid, 0)
+                sys.stderr.write(f"\n{TIME_LIMIT_MARK} ({seconds:g} s)\n")
+                status = TIME_LIMIT_EXIT
+                break
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+    finally:
+        os.close(pidfd)
+        sweep()
+    return status if status >= 0 else 128 - status  # killed by signal N: 128 + N, as a shell says
+
+
 def main(argv: list[str]) -> None:
     policy = json.loads(argv[0])
     command = argv[argv.index("--") + 1 :]
     try:
+        isolate()
         confine(policy["workspace"], tuple(policy.get("writable", ())))
         set_limits(policy["memory_mb"], policy["cpu_s"], policy["file_mb"])
     except OSError as exc:  # never run unconfined when confinement was expected and failed
         sys.stderr.write(f"pytest-upskill sandbox: cannot confine the program: {exc}\n")
         os._exit(125)
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        sys.stderr.write(f"pytest-upskill sandbox: cannot run {command[0]!r}: {exc.strerror or exc}\n")
-        os._exit(127)
+    sys.stderr.flush()
+    os._exit(supervise(command, float(policy["seconds"])))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ class Result:
 
 
 _OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
+TIME_LIMIT_MARK = "pytest-upskill sandbox: wall-clock limit reached"  # the launcher's line when it stopped the program
+_GRACE_S = 10.0  # beyond the limit, before the launcher itself is killed (it enforces the limit)
 
 
 def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dict[str, str] | None = None,
@@ -75,26 +77,32 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
     tmp = workspace / ".tmp"
     tmp.mkdir(exist_ok=True)
     child_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(workspace), "TMPDIR": str(tmp),
+        "PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(workspace), "TMPDIR": str(tmp),
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **(env or {}),
     }
     policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb,
-              "writable": [str(p) for p in writable]}
+              "writable": [str(p) for p in writable], "seconds": limits.seconds}
     # -I: the workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement
     launcher = [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
     process = subprocess.Popen(launcher, cwd=workspace, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True, text=True, errors="replace")
-    try:
-        out, err = process.communicate(timeout=limits.seconds)
-        limit = None
+    try:  # the launcher enforces the limit and ends every process the program started; this is the backstop
+        out, err = process.communicate(timeout=limits.seconds + _GRACE_S)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         out, err = process.communicate()
-        limit = "time"
+        err += f"\n{TIME_LIMIT_MARK}"
     code = process.returncode
-    if limit is None:
-        limit = _limit_from(code, err)
+    limit = "time" if TIME_LIMIT_MARK in err else _limit_from(code, err)
+    err = "\n".join(line for line in err.splitlines() if not line.startswith(TIME_LIMIT_MARK))
     return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+
+
+def safe_path(workspace: Path) -> str:
+    """PATH without relative entries and without the workspace: nothing the model writes is found
+    as a command (a ``gcc`` or ``cicc`` of its own)."""
+    entries = [e for e in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if os.path.isabs(e)]
+    return os.pathsep.join(e for e in entries if not Path(e).resolve().is_relative_to(workspace)) or "/usr/bin:/bin"
 
 
 def gpu_devices() -> tuple[str, ...]:
