@@ -24,6 +24,7 @@ import functools
 import json
 import shutil
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,15 +147,44 @@ class PythonTests(Validator):
 
     def validate(self, ctx):
         name, text = ctx.config
+        ctx.workspace.path(name).unlink(missing_ok=True)  # the model's file of that name, or a link it made there
         ctx.workspace.write(name, text)
-        command = [sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:randomly", name]
-        result = sandbox.run(command, ctx.workspace.root, ctx.limits, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
-        summary = _tail(result.stdout, 1)
+        with tempfile.TemporaryDirectory(prefix="upskill-pytest-") as own:
+            # pytest configured only by the plugin: its own ini (-c: the workspace's pytest.ini, tox.ini, setup.cfg,
+            # pyproject.toml are not read), no conftest.py, no plugin but pytest's own, no cache; -I keeps the
+            # workspace off sys.path until the test file is imported (a pytest.py there shadows nothing), and
+            # append mode puts it after the standard library and pytest. Passing means pytest's own report says so.
+            ini = Path(own, "pytest.ini")
+            ini.write_text("[pytest]\n", encoding="utf-8")
+            report = ".tmp/upskill-junit.xml"
+            command = [sys.executable, "-I", "-m", "pytest", "-c", str(ini), "--rootdir", str(ctx.workspace.root), "--noconftest",
+                       "-p", "no:cacheprovider", "--import-mode=append", "-q", "--no-header", f"--junitxml={report}", name]
+            result = sandbox.run(command, ctx.workspace.root, ctx.limits, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+        counts = _junit_counts(ctx.workspace.root / report) if result.ok else None
+        if result.ok and counts and counts["passed"] > 0 and not counts["failed"]:
+            return CheckResult(True, f"{name}: {counts['passed']} passed")
         if result.ok:
-            return CheckResult(True, f"{name}: {summary}")
+            return CheckResult(False, f"{name}: pytest exited 0 without a report of passing tests ({counts or 'no report'}): "
+                                      "the code under test ended or altered the test run")
         if result.returncode == 5 and result.limit is None:
             return CheckResult(False, f"{name}: no tests ran")
         return CheckResult(False, f"{name} failed ({result.describe()}):\n{_tail(result.stdout + result.stderr, 25)}")
+
+
+def _junit_counts(path: Path) -> dict[str, int] | None:
+    """Passed and failed tests from pytest's JUnit report, None when it is missing or unreadable."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        if path.is_symlink() or path.stat().st_size > MAX_PARSE_BYTES:
+            return None
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    total = lambda key: sum(int(s.get(key, 0)) for s in suites)  # noqa: E731
+    failed = total("failures") + total("errors")
+    return {"passed": total("tests") - failed - total("skipped"), "failed": failed}
 
 
 class NvccCompiles(Validator):

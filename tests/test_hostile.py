@@ -76,3 +76,45 @@ def test_commands_the_model_writes_are_not_found_on_path(tmp_path, monkeypatch):
         assert sandbox.safe_path(ws.root).split(":")[0] == str(Path(sys.executable).parent)
         result = sandbox.run(["sh", "-c", "command -v nvcc || echo none"], ws.root)
     assert str(fake) not in result.stdout
+
+
+# ------------------------------------------------------------------------ files the model writes
+
+WRONG_ADD = "def add(a, b):\n    return a - b"
+CONFTEST_ALL_PASS = '''import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.outcome = "passed"
+'''
+FAKE_PYTEST = "import sys\nsys.exit(0)\n"
+ATTACKS = {
+    "conftest.py rewrites reports": {"conftest.py": CONFTEST_ALL_PASS},
+    "pytest.ini collects only": {"pytest.ini": "[pytest]\naddopts = --collect-only -p no:terminal\n"},
+    "tox.ini collects only": {"tox.ini": "[pytest]\naddopts = --collect-only\n"},
+    "setup.cfg collects only": {"setup.cfg": "[tool:pytest]\naddopts = --collect-only\n"},
+    "pyproject.toml collects only": {"pyproject.toml": "[tool.pytest.ini_options]\naddopts = '--collect-only'\n"},
+    "pytest.py shadows pytest": {"pytest.py": FAKE_PYTEST},
+    "sitecustomize.py exits early": {"sitecustomize.py": FAKE_PYTEST},
+    "the code under test exits 0 on import": {"calc.py": "import os\nos._exit(0)\n"},
+}
+
+
+def _skill_writing(files: dict[str, str]) -> str:
+    return "\n".join(f"Write this file:\n\n```{name}\n{text}\n```\n" for name, text in files.items())
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_files_the_model_writes_cannot_make_a_wrong_solution_pass_python_tests(pytester, write_skill, model_server, attack):
+    files = {"calc.py": WRONG_ADD, **ATTACKS[attack]}
+    folder = write_skill("cheat", [{"input": "w", "expected": {"contains": []}, "output_file": "calc.py", "validator": "python_tests",
+                                    "validator_config": {"test_file": "checks/test_calc.py"}}], body=_skill_writing(files))
+    (folder / "checks").mkdir()
+    (folder / "checks" / "test_calc.py").write_text("from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-report", "r.json")
+    import json
+
+    with_skill = json.loads((pytester.path / "r.json").read_text())["results"][0]["with_skill"]
+    assert with_skill["failed"] == 1 and with_skill["passed"] == 0, result.stdout.str()[-3000:]
