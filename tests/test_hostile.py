@@ -118,3 +118,17 @@ def test_files_the_model_writes_cannot_make_a_wrong_solution_pass_python_tests(p
 
     with_skill = json.loads((pytester.path / "r.json").read_text())["results"][0]["with_skill"]
     assert with_skill["failed"] == 1 and with_skill["passed"] == 0, result.stdout.str()[-3000:]
+
+
+# ------------------------------------------------------------------------------- hostile files
+
+
+def test_twenty_thousand_cases_in_one_file_collect_with_their_lines(pytester, write_skill):
+    cases = [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(20_000)]
+    cases[-1]["expected"] = {"no_such_check": 1}  # the error names the last case's line
+    write_skill("big", {"tests": cases})
+    # the old line lookup scanned from the start for every case: this did not finish in 120 s
+    result = pytester.runpytest_subprocess("skills", "--collect-only", "-q", "--upskill-models", "openai:m@http://127.0.0.1:9/v1",
+                                           timeout=120)
+    expected_line = 3 + 19_999 * 7 + 4  # {"tests": [ then 7 lines per case; the check is on the case's 5th line
+    result.stdout.fnmatch_lines([f"*skill_meta.json:{expected_line}*unknown expected check 'no_such_check'*"])
