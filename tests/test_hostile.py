@@ -132,3 +132,53 @@ def test_twenty_thousand_cases_in_one_file_collect_with_their_lines(pytester, wr
                                            timeout=120)
     expected_line = 3 + 19_999 * 7 + 4  # {"tests": [ then 7 lines per case; the check is on the case's 5th line
     result.stdout.fnmatch_lines([f"*skill_meta.json:{expected_line}*unknown expected check 'no_such_check'*"])
+
+
+# ---------------------------------------------------------------------------- hostile responses
+
+
+def _openai_body(content, usage: dict) -> bytes:
+    import json
+
+    return json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+                       "usage": usage}).encode()
+
+
+@pytest.mark.parametrize("usage, shown", [
+    ({"prompt_tokens": 3, "completion_tokens": "abc"}, "'abc'"),
+    ({"prompt_tokens": -5, "completion_tokens": 2}, "'-5'"),
+    ({"prompt_tokens": 3, "completion_tokens": 10**30}, "'1000000000000000000000000000000'"),
+])
+def test_a_token_count_that_is_not_a_count_is_an_error_of_its_own_kind(pytester, write_skill, usage, shown):
+    import json
+
+    from pytest_upskill.loopback import Fault, LoopbackServer
+
+    write_skill("s", [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(3)], body="Say x.")
+    bad = Fault(200, _openai_body("x", usage), {"content-type": "application/json"})
+    with LoopbackServer(fault=lambda n, body: bad) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-retries", "0",
+                                    "--upskill-report", "r.json", "--upskill-max-errors", "10")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)  # not INTERNALERROR: the run went on
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["errors_by_model"][next(iter(report["errors_by_model"]))] == {"bad_usage": 6}  # every trial, each an error
+    result.stdout.fnmatch_lines([f"*the response's usage.*_tokens is {shown}, not a token count*"])
+
+
+def test_a_reply_with_a_lone_surrogate_is_cached_and_reported(pytester, write_skill):
+    import json
+
+    from pytest_upskill.loopback import Fault, LoopbackServer
+
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    body = b'{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"finish_reason":"stop",' \
+           b'"message":{"role":"assistant","content":"x \\udcff y"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+    with LoopbackServer(fault=lambda n, b: Fault(200, body, {"content-type": "application/json"})) as server:
+        first = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json",
+                                   "--junitxml", "j.xml")
+        replay = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "replay")
+    first.assert_outcomes(passed=2)  # with --upskill-cache off this always passed; the cache write made it an internal error
+    assert json.loads((pytester.path / "r.json").read_text())["errors"] == 0
+    assert replay.ret == first.ret and "1 of 2 trial(s) came from the cache" not in replay.stdout.str()
+    replay.stdout.fnmatch_lines(["2 of 2 trial(s) came from the cache*"])

@@ -8,7 +8,7 @@ import anthropic
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
+from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -71,7 +71,9 @@ class AnthropicProvider:
         )
         if message.usage is None or (not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})")
-        return Completion(text, message.usage.input_tokens or 0, message.usage.output_tokens or 0, tool_calls=calls)
+        usage = getattr(message, "usage", None)
+        return Completion(text, token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
+                          token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name), tool_calls=calls)
 
     async def aclose(self) -> None:
         await self.client.close()

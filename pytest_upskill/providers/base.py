@@ -3,27 +3,57 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..prompt import Request, ToolCall
 
 # Error kinds, as counted in the summary.
-RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, AUTH, BAD_REQUEST = (
-    "rate_limit", "server_error", "timeout", "connection", "bad_response", "auth", "bad_request",
+RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE = (
+    "rate_limit", "server_error", "timeout", "connection", "bad_response", "auth", "bad_request", "bad_usage",
 )
 # Worth another attempt: the server may answer next time. auth and bad_request will not change.
-RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE})
+RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, BAD_USAGE})
+MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text as every writer can write it: lone surrogates (valid JSON escapes, not valid UTF-8)
+    become U+FFFD, so the cache, JUnit and the reports never fail on a reply."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def token_count(value: object, field: str, model: str) -> int:
+    """A usage figure from a response: a whole number from 0 to MAX_TOKENS (absent counts as 0)."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+        raise ProviderError(BAD_USAGE, f"{model}: the response's {field} is {str(value)[:40]!r}, not a token count "
+                                       f"(a whole number from 0 to {MAX_TOKENS:,})")
+    return value
 
 
 @dataclass(frozen=True)
 class Completion:
+    """A model's reply. Its text is clean (see clean_text) however it was made: from a provider or
+    read back from the cache."""
+
     text: str
     input_tokens: int
     output_tokens: int
     seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
     tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clean_text(self.text))
+        if self.tool_calls:
+            object.__setattr__(self, "tool_calls", tuple(
+                replace(c, id=clean_text(c.id), name=clean_text(c.name), arguments_json=clean_text(c.arguments_json)) for c in self.tool_calls))
 
 
 class ProviderError(Exception):

@@ -7,7 +7,7 @@ import openai
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error
+from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -68,8 +68,8 @@ class OpenAIProvider:
         if not isinstance(content, str) and not calls:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
-        return Completion(content or "", (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0,
-                          tool_calls=calls)
+        return Completion(content or "", token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
+                          token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name), tool_calls=calls)
 
     async def aclose(self) -> None:
         await self.client.close()
