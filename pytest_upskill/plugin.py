@@ -349,7 +349,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for key, text in (("min_lift", "lowest acceptable lift, e.g. 0.1"), ("min_pass_rate", "lowest acceptable with-skill pass rate"),
                       ("max_token_increase", "highest acceptable relative token increase of the skill, e.g. 0.5")):
         group.addoption(f"--upskill-{key.replace('_', '-')}", dest=f"upskill_{key}", type=float, default=None, metavar="X",
-                        help=f"gate: {text}; judged on the 95% interval")
+                        help=f"gate: {text}; judged on the 95%% interval")
         parser.addini(f"upskill_{key}", f"gate: {text}", default="")
     group.addoption("--upskill-strict", action="store_true", default=False, help="gates: an INCONCLUSIVE verdict fails")
     group.addoption("--upskill-compare", default=None, metavar="OLD.json", help="flag regressions against an earlier --upskill-report")

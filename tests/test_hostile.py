@@ -182,3 +182,10 @@ def test_a_reply_with_a_lone_surrogate_is_cached_and_reported(pytester, write_sk
     assert json.loads((pytester.path / "r.json").read_text())["errors"] == 0
     assert replay.ret == first.ret and "1 of 2 trial(s) came from the cache" not in replay.stdout.str()
     replay.stdout.fnmatch_lines(["2 of 2 trial(s) came from the cache*"])
+
+
+def test_pytest_help_lists_the_plugins_options(pytester):
+    """argparse %-formats help texts: an unescaped % crashed `pytest --help` wherever the plugin was installed."""
+    result = pytester.runpytest("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--upskill-min-lift*", "*judged on the 95% interval*"])
