@@ -128,9 +128,7 @@ def _judge_interval(figure: str, value: Fraction | None, interval: tuple[float, 
                     paired: stats.Paired) -> Finding:
     if value is None or interval is None:
         return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
-    lo, hi = interval
-    bound = float(threshold) - stats.TOLERANCE
-    verdict = PASS if lo >= bound else FAIL if hi < bound else INCONCLUSIVE
+    verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
     needed = stats.cases_to_resolve(paired, float(threshold), figure) if verdict == INCONCLUSIVE else None
     return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed)

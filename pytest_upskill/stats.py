@@ -33,6 +33,7 @@ from statistics import NormalDist
 
 Z95 = NormalDist().inv_cdf(0.975)
 MAX_CASES = 100_000  # the largest case count cases_to_resolve() looks at
+TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
 
 
 def rate(passed: int, scored: int) -> float | None:
@@ -135,14 +136,20 @@ class Paired:
 # ----------------------------------------------------------------- what more cases would decide
 
 
+def side(interval: tuple[float, float], threshold: float) -> int:
+    """Where an interval lies against a threshold: 1 at or above it (a bound within TOLERANCE
+    meets it), -1 wholly below it, 0 straddling it."""
+    lo, hi = interval
+    bound = threshold - TOLERANCE
+    return 1 if lo >= bound else -1 if hi < bound else 0
+
+
 def _lift_clears(table: tuple[float, float, float, float], scale: float, threshold: float, above: bool) -> bool:
-    lo, hi = newcombe10(*(cell * scale for cell in table))
-    return lo >= threshold - TOLERANCE if above else hi < threshold - TOLERANCE
+    return side(newcombe10(*(cell * scale for cell in table)), threshold) == (1 if above else -1)
 
 
 def _rate_clears(p: float, n: float, threshold: float, above: bool) -> bool:
-    lo, hi = wilson_cc(p, n)
-    return lo >= threshold - TOLERANCE if above else hi < threshold - TOLERANCE
+    return side(wilson_cc(p, n), threshold) == (1 if above else -1)
 
 
 def _smallest_n(clears, start: int) -> int | None:
@@ -189,19 +196,19 @@ def smallest_resolvable_lift(n: int, threshold: float = 0.0) -> Fraction | None:
         candidates = set(range(0, others + 1, step)) | {others}
         return max(newcombe10(e, k, 0, others - e)[0] for e in candidates)
 
-    if n <= 0 or best_lower(n) < threshold - TOLERANCE:
+    def clears(k: int) -> bool:
+        return side((best_lower(k), 1.0), threshold) == 1
+
+    if n <= 0 or not clears(n):
         return None
     lo, hi = 0, n  # best_lower grows with k
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if best_lower(mid) >= threshold - TOLERANCE else (mid, hi)
+        lo, hi = (lo, mid) if clears(mid) else (mid, hi)
     return Fraction(hi, n)
 
 
 # ----------------------------------------------------------------- comparing with thresholds
-
-TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
-
 
 def exact(value: float | int | Fraction) -> Fraction:
     """A threshold as the decimal it was written as (0.1 is 1/10, not the nearest binary float)."""

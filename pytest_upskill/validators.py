@@ -182,9 +182,8 @@ def _junit_counts(path: Path) -> dict[str, int] | None:
     except (OSError, ET.ParseError):
         return None
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    total = lambda key: sum(int(s.get(key, 0)) for s in suites)  # noqa: E731
-    failed = total("failures") + total("errors")
-    return {"passed": total("tests") - failed - total("skipped"), "failed": failed}
+    tests, failures, errors, skipped = (sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped"))
+    return {"passed": tests - failures - errors - skipped, "failed": failures + errors}
 
 
 class NvccCompiles(Validator):
