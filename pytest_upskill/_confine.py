@@ -52,9 +52,12 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def set_limits(memory_mb: int, cpu_s: int, file_mb: int) -> None:
+def set_limits(memory_mb: int, cpu_s: int | None, file_mb: int) -> None:
+    """Address space, CPU seconds (None: none, for a worker that serves many jobs), file size, no core files."""
     for name, value in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_s),
                         (resource.RLIMIT_FSIZE, file_mb << 20), (resource.RLIMIT_CORE, 0)):
+        if value is None:
+            continue
         soft, hard = resource.getrlimit(name)
         limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(name, (limit, limit))
@@ -137,8 +140,9 @@ def sweep() -> None:
         time.sleep(0.01)
 
 
-def supervise(command: list[str], seconds: float) -> int:
-    """Run the command as a child, at most ``seconds``; end everything it started; its status."""
+def supervise(command: list[str], seconds: float | None) -> int:
+    """Run the command as a child, at most ``seconds`` (None: until it ends or the launcher is
+    killed); end everything it started; its status."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     pid = os.fork()
@@ -149,18 +153,20 @@ def supervise(command: list[str], seconds: float) -> int:
         except OSError as exc:
             sys.stderr.write(f"pytest-upskill sandbox: cannot run {command[0]!r}: {exc.strerror or exc}\n")
         os._exit(127)
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds if seconds is not None else None
     status = None
     pidfd = os.pidfd_open(pid)
     try:
         while status is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([pidfd], [], [], left)[0]:
+            left = deadline - time.monotonic() if deadline is not None else None
+            if left is not None and (left <= 0 or not select.select([pidfd], [], [], left)[0]):
                 os.kill(pid, signal.SIGKILL)  # in a PID namespace this ends every process in it
                 os.waitpid(pid, 0)
                 sys.stderr.write(f"\n{TIME_LIMIT_MARK} ({seconds:g} s)\n")
                 status = TIME_LIMIT_EXIT
                 break
+            if left is None:
+                select.select([pidfd], [], [])
             done, raw = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(raw)
@@ -181,7 +187,8 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(f"pytest-upskill sandbox: cannot confine the program: {exc}\n")
         os._exit(125)
     sys.stderr.flush()
-    os._exit(supervise(command, float(policy["seconds"])))
+    seconds = policy["seconds"]
+    os._exit(supervise(command, float(seconds) if seconds is not None else None))
 
 
 if __name__ == "__main__":

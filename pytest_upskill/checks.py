@@ -6,6 +6,10 @@ scored. ``check`` returns ``bool``, ``(bool, message)`` or a :class:`CheckResult
 
 Custom checks come from a ``conftest.py`` through the ``pytest_upskill_checks`` hook (see
 ``hooks.py``); an unknown check name is a collection error, never ignored.
+
+The built-in checks read model output, so the runner runs them in a confined worker process under
+the check time limit (:mod:`pytest_upskill.checkpool`): a pattern that backtracks for hours on some
+output costs one worker and ``--upskill-check-timeout`` seconds, never the session.
 """
 
 from __future__ import annotations
@@ -14,10 +18,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-
-import regex
-
-REGEX_TIMEOUT_S = 5.0  # a pattern that backtracks catastrophically on some output must not hang the run
 
 
 @dataclass(frozen=True)
@@ -53,27 +53,18 @@ def _not_contains(output: str, needles: list[str]) -> CheckResult:
     return CheckResult(not found, f"must not contain (case-insensitive): {found}" if found else "")
 
 
-def _prepare_regex(value: Any) -> list[regex.Pattern]:
+def _prepare_regex(value: Any) -> list[re.Pattern]:
     patterns = []
     for source in _strings(value):
         try:
-            re.compile(source)  # the syntax users know: Python's re
-            patterns.append(regex.compile(source, regex.MULTILINE | regex.VERSION0))
-        except (re.error, regex.error) as exc:
+            patterns.append(re.compile(source, re.MULTILINE))
+        except re.error as exc:
             raise ValueError(f"invalid regular expression {source!r}: {exc}") from None
     return patterns
 
 
-def _regex(output: str, patterns: list[regex.Pattern]) -> CheckResult:
-    missing = []
-    for pattern in patterns:
-        try:
-            found = pattern.search(output, timeout=REGEX_TIMEOUT_S)
-        except TimeoutError:
-            raise TimeoutError(f"regex {pattern.pattern!r} ran longer than {REGEX_TIMEOUT_S:g} s on this output "
-                               "(catastrophic backtracking: make the pattern less ambiguous)") from None
-        if not found:
-            missing.append(pattern.pattern)
+def _regex(output: str, patterns: list[re.Pattern]) -> CheckResult:
+    missing = [pattern.pattern for pattern in patterns if not pattern.search(output)]
     return CheckResult(not missing, f"no match for: {missing}" if missing else "")
 
 
@@ -120,7 +111,41 @@ def _prepare_schema(value: Any) -> dict:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+    remote = next(_remote_refs(value), None)
+    if remote is not None:
+        raise ValueError(f"$ref {remote!r} points outside the schema, and a check never reaches the network; "
+                         "copy the definition under \"$defs\" and refer to it as \"#/$defs/NAME\"")
     return value
+
+
+def _remote_refs(schema: Any):
+    """The ``$ref`` values of a schema that name a document by URL (``http:``, ``file:``, ...),
+    other than one the schema embeds (an ``$id``) or a JSON Schema meta-schema (known offline).
+    A relative ``$ref`` is resolved when the check runs, where retrieval is refused."""
+    from urllib.parse import urldefrag, urlsplit
+
+    from jsonschema.validators import SPECIFICATIONS
+
+    nodes, refs, ids = [schema], [], set()
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            ids.update(urldefrag(node[key]).url for key in ("$id", "id") if isinstance(node.get(key), str))
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    for ref in refs:
+        document = urldefrag(ref).url
+        if urlsplit(ref).scheme and document not in ids and document not in SPECIFICATIONS:
+            yield ref
+
+
+def _no_retrieval(uri: str):
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)
 
 
 def _json_schema(output: str, schema: dict) -> CheckResult:
@@ -129,8 +154,16 @@ def _json_schema(output: str, schema: dict) -> CheckResult:
     except (ValueError, RecursionError) as exc:
         return CheckResult(False, f"output is not JSON: {exc}")
     import jsonschema
+    import referencing
+    from referencing.exceptions import Unresolvable
 
-    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(data))
+    # no retrieval: a $ref that resolves outside the schema (through an $id) is an error, not a request
+    validator = jsonschema.validators.validator_for(schema)(schema, registry=referencing.Registry(retrieve=_no_retrieval))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    except Unresolvable as exc:
+        raise ValueError(f"the schema's $ref {getattr(exc, 'ref', str(exc))!r} is not in the schema, and remote references are "
+                         "never fetched") from None
     if error is None:
         return CheckResult(True)
     path = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -165,17 +198,29 @@ class CheckRegistry:
             raise KeyError(f"known checks: {', '.join(sorted(self.checks))}; register others with the pytest_upskill_checks hook")
         return self.checks[name].prepare(value)
 
-    def has_custom(self, expected: Mapping[str, Any]) -> bool:
-        return any(name not in BUILTIN_CHECKS for name in expected)
+    def split(self, expected: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``expected`` as (built-in checks, custom checks): a check worker runs the first, the
+        runner's thread the second (a conftest's code, trusted, in-process)."""
+        builtin = {name: value for name, value in expected.items() if name in BUILTIN_CHECKS}
+        return builtin, {name: value for name, value in expected.items() if name not in BUILTIN_CHECKS}
 
     def score(self, expected: Mapping[str, Any], output: str) -> CheckResult:
         """All checks must pass; the message lists every one that failed."""
-        failures = []
-        for name, value in expected.items():
-            result = as_result(self.checks[name].check(output, value))
-            if not result.passed:
-                failures.append(f"{name}: {result.message}" if result.message else name)
-        return CheckResult(not failures, "; ".join(failures))
+        return _score(self.checks, expected, output)
+
+
+def score_builtin(expected: Mapping[str, Any], output: str) -> CheckResult:
+    """The built-in checks of ``expected`` on ``output``: what a check worker runs."""
+    return _score(BUILTIN_CHECKS, expected, output)
+
+
+def _score(checks: Mapping[str, Check], expected: Mapping[str, Any], output: str) -> CheckResult:
+    failures = []
+    for name, value in expected.items():
+        result = as_result(checks[name].check(output, value))
+        if not result.passed:
+            failures.append(f"{name}: {result.message}" if result.message else name)
+    return CheckResult(not failures, "; ".join(failures))
 
 
 def as_result(value: Any) -> CheckResult:

@@ -13,13 +13,14 @@ import concurrent.futures
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from .agent import AgentPlan, Toolbox, run_agent
 from .budget import OVER_BUDGET, Budget
 from .cache import ResponseCache, cache_key
-from .checks import CheckResult
+from .checkpool import CheckCrashed, CheckPool, CheckRaised, CheckTimeout
+from .checks import CheckResult, score_builtin
 from .config import ModelSpec
 from .prompt import Request, ToolCall
 from .providers import Completion, Provider, ProviderError, make_provider
@@ -56,8 +57,8 @@ class Trial:
     run: int
     spec: ModelSpec
     request: Request
-    score: Callable[[str], CheckResult] = field(compare=False, repr=False)
-    custom_checks: bool = False  # scored in a thread of its own, under the check time limit
+    checks: dict = field(default_factory=dict, compare=False, repr=False)  # built-in checks, prepared: run in a check worker
+    score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks, in a thread
     agent: AgentPlan | None = field(default=None, compare=False, repr=False)  # a workspace trial: tools, turn after turn
     validation: Validation | None = field(default=None, compare=False, repr=False)
     judge: ModelSpec | None = field(default=None, compare=False, repr=False)  # llm_judge's model
@@ -181,6 +182,7 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._providers: dict[ModelSpec, Provider] = {}
+        self._pool: CheckPool | None = None  # confined workers for the built-in checks and validators
         self._futures: dict[tuple, concurrent.futures.Future[Outcome]] = {}
         self._lock = threading.Lock()
 
@@ -235,6 +237,8 @@ class Runner:
         return provider
 
     async def _aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         for provider in self._providers.values():
             try:
                 await provider.aclose()
@@ -296,18 +300,34 @@ class Runner:
         return completion, False
 
     async def _score(self, trial: Trial, text: str, outcome: Outcome) -> CheckResult | None:
-        """The case's ``expected`` checks on ``text``; None with the outcome's error set when a check broke."""
+        """The case's ``expected`` checks on ``text``; None with the outcome's error set when a check
+        broke. Built-in checks run in a confined worker, a conftest's in a thread; both under the
+        check time limit."""
+        results = []
         try:
-            if trial.custom_checks:
-                return await _within(self.check_timeout, trial.score, text)
-            return trial.score(text)
-        except _TooLong:
+            if trial.checks:
+                results.append(await self._confined(score_builtin, trial.checks, text))
+            if trial.score is not None:
+                results.append(await _within(self.check_timeout, trial.score, text))
+        except (_TooLong, CheckTimeout):
             outcome.error_kind = CHECK_ERROR
             outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
             return None
-        except Exception as exc:
-            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {type(exc).__name__}: {exc}"
+        except CheckCrashed as exc:
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check {exc}"
             return None
+        except Exception as exc:
+            raised = str(exc) if isinstance(exc, CheckRaised) else f"{type(exc).__name__}: {exc}"
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {raised}"
+            return None
+        failures = [r.message for r in results if not r.passed]
+        return CheckResult(not failures, "; ".join(failures))
+
+    async def _confined(self, function: Callable, *args) -> CheckResult:
+        """``function(*args)`` (ours, reading model output) in a confined check worker."""
+        if self._pool is None:
+            self._pool = CheckPool()
+        return await self._pool.run(self.check_timeout, function, *args)
 
     # ---------------------------------------------------------------- workspace trials
 
@@ -374,16 +394,21 @@ class Runner:
         try:
             if validator.runs_async:
                 return await validator.validate(ctx)
-            # the built-ins run model output through the sandbox, which enforces their limits; a
+            if validator.confined:  # parses model output in-process: a check worker's job
+                return await self._confined(validator.validate, replace(ctx, judge=None))
+            # the other built-ins run model output through the sandbox, which enforces their limits; a
             # conftest's validator is trusted code and gets the check time limit
             return await _within(self.check_timeout if validator.custom else None, validator.validate, ctx)
-        except _TooLong:
+        except (_TooLong, CheckTimeout):
             outcome.error_kind = CHECK_ERROR
             outcome.message = f"validator {validator.name!r} ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
         except JudgeError as exc:
             outcome.error_kind, outcome.message = JUDGE_ERROR, f"{trial.judge.name if trial.judge else 'judge'}: {exc}"
+        except CheckCrashed as exc:
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} {exc}"
         except Exception as exc:
-            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {type(exc).__name__}: {exc}"
+            raised = str(exc) if isinstance(exc, CheckRaised) else f"{type(exc).__name__}: {exc}"
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {raised}"
         return None
 
     async def _judge(self, trial: Trial, outcome: Outcome, system: str, user: str, tools: tuple, tool_choice: str) -> Completion | None:

@@ -56,8 +56,8 @@ def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegi
     workspace = is_workspace_case(case)
     agentic = workspace or skill_files is not None
     validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if workspace else None
-    score = functools.partial(checks.score, case.expected)
-    custom_checks = checks.has_custom(case.expected)
+    builtin, custom = checks.split(case.expected)
+    score = functools.partial(checks.score, custom) if custom else None
     plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
     for spec in settings.specs:
         label = settings.labels[spec.name]
@@ -68,6 +68,6 @@ def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegi
         for arm in ARMS:
             request = build_request(spec, arm, skill, case, settings.scaffold, settings.injection)  # the same for every run
             for run in range(1, settings.runs + 1):
-                trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request, score=score,
-                              custom_checks=custom_checks, agent=plans[arm], validation=validation, judge=settings.judge)
+                trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
+                              checks=builtin, score=score, agent=plans[arm], validation=validation, judge=settings.judge)
                 yield Planned(f"{case.key}[{label}-{arm}" + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

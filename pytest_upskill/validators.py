@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import reprlib
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class Validator:
     name = ""
     runs_async = False  # llm_judge: awaits the judge model instead of running in a thread
     custom = False  # a conftest's (trusted, in-process): the runner gives it the check time limit
+    confined = False  # reads model output in-process: the runner runs it in a confined check worker (checkpool)
 
     def prepare(self, config: dict, skill_dir: Path) -> Any:
         return config
@@ -252,6 +254,8 @@ class DataFileValid(Validator):
     ``*`` for any key) exist and ``required_values`` ({path: value}) hold: equal, or contained
     when the file has a list there (``{"general.cuda.capabilities": "9.0"}``)."""
 
+    confined = True  # a YAML bomb, a deeply nested file: parsed in a check worker, under its limits
+
     def __init__(self, name: str, parse: Callable[[str], Any], suffixes: tuple[str, ...]):
         self.name, self.parse, self.suffixes = name, parse, suffixes
 
@@ -290,10 +294,32 @@ class DataFileValid(Validator):
             if not found:
                 problems.append(f"no key {key!r}")
             elif not any(_matches(actual, expected) for actual in found):
-                problems.append(f"{key} is {json.dumps(found[0] if len(found) == 1 else found)[:200]}, expected {json.dumps(expected)}")
+                problems.append(f"{key} is {_brief(found[0] if len(found) == 1 else found)}, expected {_brief(expected)}")
         if problems:
             return CheckResult(False, f"{name}: " + "; ".join(problems))
         return CheckResult(True, f"{name} is valid")
+
+
+class _Brief(reprlib.Repr):
+    """reprlib's bounded walk (a few levels, a few items each), in JSON's notation."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlist, self.maxdict = 3, 80, 80, 6, 6
+
+    def repr_str(self, x: str, level: int) -> str:
+        return json.dumps(x if len(x) <= self.maxstring else x[: self.maxstring] + "…", ensure_ascii=False)
+
+    def repr_bool(self, x: bool, level: int) -> str:
+        return json.dumps(x)
+
+    def repr_NoneType(self, x: None, level: int) -> str:  # noqa: N802 - reprlib's naming: repr_ + the type's name
+        return "null"
+
+
+def _brief(value: Any) -> str:
+    """A value of the model's file, shown in a bounded time and length (a YAML bomb expands to gigabytes)."""
+    return _Brief().repr(value)[:300]
 
 
 def _json(text: str) -> Any:

@@ -189,3 +189,146 @@ def test_pytest_help_lists_the_plugins_options(pytester):
     result = pytester.runpytest("--help")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--upskill-min-lift*", "*judged on the 95% interval*"])
+
+
+# ------------------------------------------------------------------ checks and validators on model output
+
+CATASTROPHIC = "^(a+)+$"  # against 40 a's and a "!", Python's re backtracks for hours
+
+
+def _junit_trials(path: Path) -> dict[tuple[str, str], dict]:
+    """What JUnit says of each trial, by (case, arm): its upskill.* properties and its message."""
+    import xml.etree.ElementTree as ET
+
+    found = {}
+    for case in ET.parse(path).iter("testcase"):
+        props = {p.get("name")[len("upskill."):]: p.get("value") for p in case.iter("property") if p.get("name", "").startswith("upskill.")}
+        outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+        props["message"] = "" if outcome is None else (outcome.get("message") or "") + "\n" + (outcome.text or "")
+        found[props["case"], props["arm"]] = props
+    return found
+
+
+def _reply_always(text: str):
+    from pytest_upskill.loopback import LoopbackServer
+
+    return LoopbackServer(reply=lambda system, user: text)
+
+
+def test_a_check_that_backtracks_forever_is_stopped_at_the_check_time_limit(pytester, write_skill):
+    import json
+
+    write_skill("s", [
+        {"id": "schema", "input": "q", "expected": {"json_schema": {"type": "string", "pattern": CATASTROPHIC}}},
+        {"id": "regex", "input": "q", "expected": {"regex": CATASTROPHIC.lstrip("^")}},  # the output starts with a quote
+        {"id": "plain", "input": "q", "expected": {"contains": "aaa"}},
+    ], body="Answer.")
+    with _reply_always(json.dumps("a" * 40 + "!")) as server:
+        # jsonschema's pattern ran on the event loop without a limit: this never ended
+        result = pytester.runpytest_subprocess("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-check-timeout",
+                                               "2", "--junitxml", "j.xml", "-p", "no:cacheprovider", timeout=120)
+    trials = _junit_trials(pytester.path / "j.xml")
+    for case in ("schema", "regex"):
+        for arm in ("baseline", "with_skill"):
+            assert trials[case, arm]["error_kind"] == "check_error", trials[case, arm]
+            assert "ran longer than the check time limit (2 s, --upskill-check-timeout)" in trials[case, arm]["message"]
+    assert trials["plain", "with_skill"]["passed"] == "True"  # the other trials were scored as usual
+    result.stdout.fnmatch_lines(["*ran longer than the check time limit (2 s*"])
+
+
+def test_a_yaml_bomb_the_model_writes_fails_quickly_with_a_short_message(pytester, write_skill, model_server):
+    import json
+
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb = "\n".join(levels)
+    write_skill("s", [{"id": "bomb", "input": "w", "expected": {"contains": []}, "output_file": "config.yaml", "validator": "yaml_valid",
+                       "validator_config": {"required_values": {"i": "ok"}}}], body=_skill_writing({"config.yaml": bomb}))
+    # the failure message serialised 9**9 items: over 120 s and 2.1 GB
+    result = pytester.runpytest_subprocess("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--junitxml",
+                                           "j.xml", "-p", "no:cacheprovider", timeout=90)
+    trial = _junit_trials(pytester.path / "j.xml")["bomb", "with_skill"]
+    assert trial["passed"] == "False" and "error_kind" not in trial, trial
+    assert trial["message"].startswith("config.yaml: i is [[[[...]") and len(trial["message"].split("\n")[0]) < 400, trial["message"]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+class _Silent:
+    """A TCP listener that accepts and never answers; counts the connections it got."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_remote_ref_in_a_json_schema_check_is_a_collection_error(pytester, write_skill):
+    silent = _Silent()
+    try:
+        write_skill("s", [{"id": "r", "input": "q", "expected": {"json_schema": {"$ref": f"http://127.0.0.1:{silent.port}/s.json"}}}])
+        result = pytester.runpytest("skills", "--collect-only", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
+    finally:
+        silent.close()
+    result.stdout.fnmatch_lines(["*skill_meta.json:*expected 'json_schema': $ref 'http://127.0.0.1:*/s.json' points outside the schema, "
+                                 "and a check never reaches the network*"])
+    assert silent.connections == []
+
+
+def test_a_ref_that_resolves_to_a_remote_document_is_never_fetched(pytester, write_skill):
+    import json
+
+    silent = _Silent()
+    try:
+        schema = {"$id": f"http://127.0.0.1:{silent.port}/root.json", "properties": {"x": {"$ref": "other.json"}}}
+        write_skill("s", [{"id": "r", "input": "q", "expected": {"json_schema": schema}}])
+        with _reply_always('{"x": 1}') as server:  # the old check fetched other.json from a host that never answers: a hang
+            pytester.runpytest_subprocess("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--junitxml", "j.xml",
+                                          "-p", "no:cacheprovider", timeout=60)
+    finally:
+        silent.close()
+    trial = _junit_trials(pytester.path / "j.xml")["r", "with_skill"]
+    assert trial["error_kind"] == "check_error"
+    assert "is not in the schema, and remote references are never fetched" in trial["message"], trial["message"]
+    assert silent.connections == []
+
+
+def test_check_workers_cannot_reach_the_network_and_have_a_memory_limit():
+    import asyncio
+    import socket
+
+    from pytest_upskill.checkpool import CheckCrashed, CheckPool, CheckRaised
+
+    silent = _Silent()
+
+    async def attempts():
+        pool = CheckPool(1)
+        try:
+            with pytest.raises(CheckRaised) as network:
+                await pool.run(10, socket.create_connection, ("127.0.0.1", silent.port), 3)
+            with pytest.raises(CheckCrashed, match="memory limit"):
+                await pool.run(10, bytearray, 8 << 30)
+            assert (await pool.run(10, bool, 1)).passed  # a fresh worker took over
+            return network.value
+        finally:
+            await pool.close()
+
+    try:
+        error = asyncio.run(attempts())
+    finally:
+        silent.close()
+    assert error.kind in ("OSError", "PermissionError", "ConnectionRefusedError"), error
+    assert silent.connections == []
