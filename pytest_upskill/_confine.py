@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-from .sandbox import _SYS_ADD_RULE, _SYS_CREATE_RULESET, _SYS_RESTRICT_SELF, TIME_LIMIT_MARK, landlock_abi
+from .sandbox import _SYS_ADD_RULE, _SYS_CREATE_RULESET, _SYS_RESTRICT_SELF, DISK_LIMIT_MARK, TIME_LIMIT_MARK, landlock_abi
 
 # Landlock access rights (linux/landlock.h)
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -41,6 +41,7 @@ RULE_PATH_BENEATH = 1
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 TIME_LIMIT_EXIT = 124  # the launcher's exit status when the wall-clock limit stopped the command
+DISK_POLL_S = 0.2  # how often the workspace's size is looked at
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -140,9 +141,27 @@ def sweep() -> None:
         time.sleep(0.01)
 
 
-def supervise(command: list[str], seconds: float | None) -> int:
+def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> tuple[int, int]:
+    """Bytes on disk and entries beneath ``root``, counting stopped once past either limit."""
+    used, entries, folders = 0, 0, [root]
+    while folders and used <= stop_bytes and entries <= stop_entries:
+        try:
+            with os.scandir(folders.pop()) as found:
+                for entry in found:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+        except OSError:
+            continue
+    return used, entries
+
+
+def supervise(command: list[str], seconds: float | None, workspace: str | None = None, disk_mb: int | None = None) -> int:
     """Run the command as a child, at most ``seconds`` (None: until it ends or the launcher is
-    killed); end everything it started; its status."""
+    killed), with at most ``disk_mb`` in ``workspace`` (looked at every DISK_POLL_S); end everything
+    it started; its status."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     pid = os.fork()
@@ -154,19 +173,26 @@ def supervise(command: list[str], seconds: float | None) -> int:
             sys.stderr.write(f"pytest-upskill sandbox: cannot run {command[0]!r}: {exc.strerror or exc}\n")
         os._exit(127)
     deadline = time.monotonic() + seconds if seconds is not None else None
+    watch = workspace is not None and disk_mb is not None
     status = None
     pidfd = os.pidfd_open(pid)
     try:
         while status is None:
             left = deadline - time.monotonic() if deadline is not None else None
-            if left is not None and (left <= 0 or not select.select([pidfd], [], [], left)[0]):
+            if left is not None and left <= 0:
                 os.kill(pid, signal.SIGKILL)  # in a PID namespace this ends every process in it
                 os.waitpid(pid, 0)
                 sys.stderr.write(f"\n{TIME_LIMIT_MARK} ({seconds:g} s)\n")
                 status = TIME_LIMIT_EXIT
                 break
-            if left is None:
-                select.select([pidfd], [], [])
+            waits = [x for x in (left, DISK_POLL_S if watch else None) if x is not None]
+            if not select.select([pidfd], [], [], min(waits) if waits else None)[0]:
+                if watch and usage(workspace, disk_mb << 20)[0] > disk_mb << 20:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    sys.stderr.write(f"\n{DISK_LIMIT_MARK} ({disk_mb} MB)\n")
+                    status = 1
+                continue
             done, raw = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(raw)
@@ -188,7 +214,7 @@ def main(argv: list[str]) -> None:
         os._exit(125)
     sys.stderr.flush()
     seconds = policy["seconds"]
-    os._exit(supervise(command, float(seconds) if seconds is not None else None))
+    os._exit(supervise(command, float(seconds) if seconds is not None else None, policy["workspace"], policy.get("disk_mb")))
 
 
 if __name__ == "__main__":

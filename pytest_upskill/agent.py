@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from .prompt import Message, Request, Tool, ToolCall, ToolResult
@@ -26,6 +27,7 @@ from .skill import Case, Skill
 MAX_READ_CHARS = 100_000  # of one read_file result
 MAX_WRITE_CHARS = 1_000_000  # of one written file
 MAX_FILES = 200  # files the model may create in one trial
+MAX_WORKSPACE_BYTES = 32 << 20  # all the files the model writes in one trial, together
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str]) -> Tool:
@@ -116,6 +118,7 @@ class Toolbox:
         self.workspace, self.skill = workspace, skill
         self.skill_loaded = False
         self.created = 0
+        self.sizes: dict[Path, int] = {}  # bytes of each file the model wrote
 
     def call(self, call: ToolCall) -> ToolResult:
         try:
@@ -146,11 +149,17 @@ class Toolbox:
         content = _string(args, "content")
         if len(content) > MAX_WRITE_CHARS:
             raise ValueError(f"content of {len(content):,} characters is over the limit of {MAX_WRITE_CHARS:,}")
-        if not ws.path(path).exists():
+        target = ws.path(path)
+        size = len(content.encode("utf-8", "surrogatepass"))
+        total = sum(self.sizes.values()) - self.sizes.get(target, 0) + size
+        if total > MAX_WORKSPACE_BYTES:
+            raise ValueError(f"the workspace would hold {total:,} bytes written by you, over the limit of {MAX_WORKSPACE_BYTES:,}")
+        if not target.exists():
             if self.created >= MAX_FILES:
                 raise ValueError(f"no more than {MAX_FILES} files may be created")
             self.created += 1
         ws.write(path, content)
+        self.sizes[target] = size
         return f"wrote {len(content)} characters to {path}"
 
     def _read_skill(self, args: dict) -> str:

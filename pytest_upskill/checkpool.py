@@ -94,17 +94,20 @@ class _Worker:
         return f"ended its worker process (exit status {code})" + (": " + " | ".join(tail) if tail else "")
 
     def kill(self) -> None:
+        self.process.stdin.close()  # the pipe's transport closes with it (not later, from a closed loop)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)  # the launcher and the worker; the PID namespace takes the rest
         except ProcessLookupError:
             pass
         shutil.rmtree(self.home, ignore_errors=True)
 
-    async def close(self) -> None:
-        self.kill()
+    async def reap(self) -> None:
+        """Kill the worker and wait until its process and pipes are closed (before the loop closes)."""
+        if not self.process.stdin.is_closing():
+            self.kill()
         try:
-            await asyncio.wait_for(self.process.wait(), 5)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(asyncio.gather(self.process.wait(), self.process.stdout.read(), self.process.stderr.read()), 5)
+        except (asyncio.TimeoutError, OSError, ValueError):
             pass
 
 
@@ -116,6 +119,7 @@ class CheckPool:
         self.limits = limits
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
+        self._killed: list[_Worker] = []  # reaped by close()
         self._slots: asyncio.Semaphore | None = None  # created in the loop that runs the jobs
 
     async def run(self, timeout: float, function: Callable[..., Any], *args: Any) -> CheckResult:
@@ -139,6 +143,7 @@ class CheckPool:
                     self._idle.append(worker)
                 else:
                     worker.kill()
+                    self._killed.append(worker)
         if "raised" in answer:
             raise CheckRaised(answer["raised"], answer.get("message", ""))
         if "memory" in answer:
@@ -146,10 +151,9 @@ class CheckPool:
         return CheckResult(answer["passed"] is True, str(answer.get("message", "")))
 
     async def close(self) -> None:
-        workers, self._idle = [*self._idle, *self._busy], []
+        workers, self._idle, self._killed = [*self._idle, *self._busy, *self._killed], [], []
         self._busy.clear()
-        for worker in workers:
-            await worker.close()
+        await asyncio.gather(*(worker.reap() for worker in workers))
 
 
 # ------------------------------------------------------------------------------- the worker

@@ -156,6 +156,15 @@ def _text(content) -> str:
     return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
 
 
+def _arguments(text: str | None):
+    """A tool call's arguments as the model sent them: parsed when they parse, as the raw text otherwise
+    (the OpenAI API keeps them as a string and does not judge them)."""
+    try:
+        return json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        return text
+
+
 def parse_openai(body: dict) -> Turn:
     messages = body.get("messages", [])
     system = "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
@@ -165,7 +174,7 @@ def parse_openai(body: dict) -> Turn:
     names: dict[str, str] = {}
     for m in messages[(users[0] + 1) if users else len(messages):]:
         if m.get("role") == "assistant":
-            calls = [(c["function"]["name"], json.loads(c["function"]["arguments"] or "{}")) for c in m.get("tool_calls") or []]
+            calls = [(c["function"]["name"], _arguments(c["function"]["arguments"])) for c in m.get("tool_calls") or []]
             names.update({c["id"]: c["function"]["name"] for c in m.get("tool_calls") or []})
             history.append({"role": "assistant", "text": _text(m.get("content")), "calls": calls})
         elif m.get("role") == "tool":
@@ -338,10 +347,14 @@ class LoopbackServer:
                 self._send(status, payload, headers)
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                """A fault's own content-length, longer than its body, is a server that dies mid-reply."""
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("content-length", str(len(payload)))
+                if "content-length" not in {k.lower() for k in headers}:
+                    self.send_header("content-length", str(len(payload)))
+                elif int(headers.get("content-length", headers.get("Content-Length", 0))) != len(payload):
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -19,6 +19,7 @@ from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
+from .preflight import PreflightError, compared_report, writable_file, writable_folder, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import tools_unsupported
 from .redact import Redactor, secret_values
@@ -53,6 +54,8 @@ class UpskillState:
             raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
         cache_dir = Path(_option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
+        self.write_problems: list[str] = []  # outputs that could not be written at the end
+        _preflight(config, self.cache.root, self.cache_mode, self.is_worker)
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
@@ -170,9 +173,8 @@ class UpskillState:
         allowed = self.error_limit.allowed(self.aggregator.trials + len(missing))
         report["error_limit"] = {"unscored": unscored, "allowed": allowed, "exceeded": unscored > allowed}
         path = self.config.getoption("upskill_report")
-        if path:
-            write_text_atomic(Path(self.config.invocation_params.dir, path), json.dumps(report, indent=2) + "\n")
-        self._write_markdown(results, report, prices)
+        outputs = [(f"the JSON report {path}", lambda: write_text_atomic(self._path(path), json.dumps(report, indent=2) + "\n"))] if path else []
+        self.write_problems = write_each(outputs + self._markdown_outputs(results, report, prices))
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
         xml = self.config.stash.get(xml_key, None)
@@ -184,33 +186,39 @@ class UpskillState:
                 unscored=unscored, allowed_errors=allowed, collection_errors=self.collection_errors,
                 with_skill_failed=sum(r.with_skill.failed for r in results),
             )
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails else pytest.ExitCode.OK
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails or self.write_problems else pytest.ExitCode.OK
+
+    def _path(self, name: str) -> Path:
+        return Path(self.config.invocation_params.dir, name)
 
     def _read_old_report(self) -> dict | None:
         path = self.config.getoption("upskill_compare")
         if not path or self.is_worker:
             return None
         try:
-            report = json.loads(Path(self.config.invocation_params.dir, path).read_text(encoding="utf-8"))
+            report = json.loads(self._path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise pytest.UsageError(f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise pytest.UsageError(f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report") from None
-        if not isinstance(report, dict) or not isinstance(report.get("results"), list):
-            raise pytest.UsageError(f"--upskill-compare {path}: has no 'results' list; pass a file written by --upskill-report")
-        return report
+        try:
+            return compared_report(report, f"--upskill-compare {path}")
+        except PreflightError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
-    def _write_markdown(self, results, report: dict, prices: dict) -> None:
+    def _markdown_outputs(self, results, report: dict, prices: dict) -> list:
         path = self.config.getoption("upskill_markdown")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:
-            return
+            return []
         text = markdown(results, report["verdicts"], report["regressions"], prices, self.aggregator.cached, self.aggregator.trials)
-        if path:
-            write_text_atomic(Path(self.config.invocation_params.dir, path), text)
-        if summary and results:
+
+        def append_summary() -> None:
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(text)
+
+        return ([(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []) + (
+            [(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         results = self.aggregator.results()
@@ -244,8 +252,10 @@ class UpskillState:
                       + ("fails (--upskill-strict)" if self.config.getoption("upskill_strict")
                          else "is decided on the point estimate (fails below the threshold; --upskill-strict fails every one)"))
         path = self.config.getoption("upskill_report")
-        if path:
+        if path and not any(p.startswith(f"could not write the JSON report {path}:") for p in self.write_problems):
             write(f"JSON report written to {path}")
+        for problem in self.write_problems:
+            write(f"upskill: {problem} (exit status 1)")
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
@@ -275,9 +285,37 @@ def _xdist_queue(config: pytest.Config):
     return None
 
 
+def _preflight(config: pytest.Config, cache_root: Path, cache_mode: str, is_worker: bool) -> None:
+    """Every place the run will write, checked before the first request (see preflight.py)."""
+    try:
+        if cache_mode == "rw":
+            writable_folder(cache_root, "--upskill-cache-dir (upskill_cache_dir)")
+        elif cache_mode == "replay" and cache_root.exists() and not cache_root.is_dir():
+            raise PreflightError(f"--upskill-cache-dir {cache_root}: this is a file, not the cache folder; name the folder the responses were recorded in")
+        if is_worker:
+            return  # the controller writes the reports
+        here = config.invocation_params.dir
+        for option, what in (("upskill_report", "--upskill-report"), ("upskill_markdown", "--upskill-markdown"), ("xmlpath", "--junitxml")):
+            value = config.getoption(option, None)
+            if value:
+                writable_file(Path(here, value), what)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            writable_file(Path(summary), "GITHUB_STEP_SUMMARY", append=True)
+    except PreflightError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def _option(config: pytest.Config, name: str):
     value = config.getoption(name, None)  # None also for the settings that are ini-only
     return value if value is not None else config.getini(name)
+
+
+# what a number of seconds or dollars must be: (the test, in words)
+_AT_LEAST = {"upskill_timeout": (lambda x: x > 0, "a number of seconds above 0"),
+             "upskill_check_timeout": (lambda x: x > 0, "a number of seconds above 0"),
+             "upskill_backoff": (lambda x: x >= 0, "a number of seconds, 0 or more"),
+             "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more")}
 
 
 def _float_option(config: pytest.Config, name: str) -> float | None:
@@ -288,8 +326,9 @@ def _float_option(config: pytest.Config, name: str) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if not math.isfinite(number):
-        raise pytest.UsageError(f"{name} must be a finite number (a fraction: 0.2 for 20%), not {value!r}")
+    test, words = _AT_LEAST.get(name, (lambda x: True, "a finite number (a fraction: 0.2 for 20%)"))
+    if not math.isfinite(number) or not test(number):
+        raise pytest.UsageError(f"--{name.replace('_', '-')} / {name} must be {words}, not {value!r}")
     return number
 
 

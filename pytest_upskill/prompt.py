@@ -67,6 +67,8 @@ class ToolCall:
             value = json.loads(self.arguments_json or "{}")
         except ValueError as exc:
             raise ValueError(f"the arguments are not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ValueError("the arguments are nested too deeply to read") from None
         if not isinstance(value, dict):
             raise ValueError("the arguments are not a JSON object")
         return value

@@ -457,6 +457,8 @@ class Runner:
             if outcome.error_kind == CONNECTION:
                 limiter.dead_streak += 1
                 limiter.last_connection_error = str(error)
+            elif outcome.error_kind != TIMEOUT:  # it answered, or took the request before the connection broke: it is up
+                limiter.dead_streak = 0
             return None
         finally:
             outcome.latency_s = round(outcome.latency_s, 4)

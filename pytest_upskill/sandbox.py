@@ -40,6 +40,7 @@ class Limits:
     seconds: float = 30.0  # wall clock, and (rounded up, plus one) CPU seconds
     memory_mb: int = 2048  # address space
     file_mb: int = 256  # largest file the program may write
+    disk_mb: int = 1024  # all of the workspace together; the program is stopped when it holds more
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
-    limit: str | None = None  # "time", "memory" or "file size" when a limit stopped the program
+    limit: str | None = None  # "time", "memory", "file size" or "workspace size" when a limit stopped the program
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -61,11 +62,14 @@ class Result:
             return f"stopped at the memory limit ({self.limits.memory_mb} MB)"
         if self.limit == "file size":
             return f"stopped at the file size limit ({self.limits.file_mb} MB)"
+        if self.limit == "workspace size":
+            return f"stopped at the workspace size limit ({self.limits.disk_mb} MB in all)"
         return f"exit status {self.returncode}"
 
 
 _OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
 TIME_LIMIT_MARK = "pytest-upskill sandbox: wall-clock limit reached"  # the launcher's line when it stopped the program
+DISK_LIMIT_MARK = "pytest-upskill sandbox: workspace size limit reached"
 _GRACE_S = 10.0  # beyond the limit, before the launcher itself is killed (it enforces the limit)
 
 
@@ -74,14 +78,15 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
     """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers.
     ``writable``: further paths the program may write (a GPU's device files)."""
     workspace = Path(workspace).resolve()
-    tmp = workspace / ".tmp"
-    tmp.mkdir(exist_ok=True)
+    tmp = _fresh_folder(workspace / ".tmp")  # HOME and TMPDIR: whatever the model left there is gone (a tool's config, a build cache)
+    home = tmp / "home"
+    home.mkdir()
     child_env = {
-        "PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(workspace), "TMPDIR": str(tmp),
+        "PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **(env or {}),
     }
     policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb,
-              "writable": [str(p) for p in writable], "seconds": limits.seconds}
+              "writable": [str(p) for p in writable], "seconds": limits.seconds, "disk_mb": limits.disk_mb}
     # -I: the workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement
     launcher = [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
     process = subprocess.Popen(launcher, cwd=workspace, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -93,9 +98,18 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
         out, err = process.communicate()
         err += f"\n{TIME_LIMIT_MARK}"
     code = process.returncode
-    limit = "time" if TIME_LIMIT_MARK in err else _limit_from(code, err)
-    err = "\n".join(line for line in err.splitlines() if not line.startswith(TIME_LIMIT_MARK))
+    limit = "time" if TIME_LIMIT_MARK in err else "workspace size" if DISK_LIMIT_MARK in err else _limit_from(code, err)
+    err = "\n".join(line for line in err.splitlines() if not line.startswith((TIME_LIMIT_MARK, DISK_LIMIT_MARK)))
     return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+
+
+def _fresh_folder(folder: Path) -> Path:
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    return folder
 
 
 def safe_path(workspace: Path) -> str:
@@ -134,6 +148,17 @@ class WorkspaceError(ValueError):
     """A path that would leave the workspace."""
 
 
+def path_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a file inside a workspace (None when it can): the same rule at
+    collection, for the paths a case names, and at run time, for the paths a model names."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return f"not a file name: {name!r}"
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        return f"{name!r} leaves the workspace: give a path relative to it, without '..'"
+    return None
+
+
 class Workspace:
     """A fresh temporary folder; every path given to it stays inside it."""
 
@@ -141,12 +166,10 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix=prefix)).resolve()
 
     def path(self, name: str) -> Path:
-        if not isinstance(name, str) or not name or "\x00" in name:
-            raise WorkspaceError(f"not a file name: {name!r}")
-        relative = Path(name)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise WorkspaceError(f"{name!r} leaves the workspace: give a path relative to it, without '..'")
-        target = (self.root / relative).resolve()
+        problem = path_problem(name)
+        if problem:
+            raise WorkspaceError(problem)
+        target = (self.root / name).resolve()
         if target != self.root and self.root not in target.parents:
             raise WorkspaceError(f"{name!r} leaves the workspace through a symbolic link")
         return target

@@ -12,10 +12,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Annotated, Any, Callable, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .sandbox import path_problem
 
 SPEC_URL = "https://agentskills.io/specification"
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -56,10 +58,17 @@ class Skill(BaseModel):
     frontmatter: dict[str, Any]
 
 
+def _workspace_path(name: str) -> str:
+    problem = path_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
 class CaseContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    files: dict[str, str] | None = None
+    files: dict[Annotated[str, AfterValidator(_workspace_path)], str] | None = None
 
 
 class Case(BaseModel):
@@ -72,7 +81,7 @@ class Case(BaseModel):
     input: str
     expected: dict[str, Any]
     context: CaseContext | None = None
-    output_file: str | None = None
+    output_file: Annotated[str, AfterValidator(_workspace_path)] | None = None
     validator: str | None = None
     validator_config: dict[str, Any] | None = None  # upskill allows scalars; built-in validators also take lists and objects
     max_turns: int | None = Field(default=None, ge=1, le=200)  # of a workspace trial (default: --upskill-max-turns)
@@ -231,7 +240,8 @@ def _array_element_offsets(text: str, data: Any) -> list[int]:
 
 
 def _slug(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-")[:60] or "case"
+    """A case's id in node ids: letters and digits of any script, '_', '.', '-'; the rest becomes '-'."""
+    return re.sub(r"[^\w.-]+", "-", value).strip("-")[:60] or "case"
 
 
 CheckPreparer = Callable[[str, Any], Any]
@@ -311,9 +321,14 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = [str(p) for p in err["loc"]]
-            field = ".".join(loc)
-            at = key_line(loc[-1]) if loc and loc[-1] in item or len(loc) > 1 else line
-            if err["type"] == "extra_forbidden":
+            if "[key]" in loc:  # a key of an object (a file name in context.files): the line is the key's, the field its object
+                loc = loc[: loc.index("[key]")]
+                at, field = key_line(loc[-1]), ".".join(loc[:-1])
+            else:
+                at, field = (key_line(loc[-1]) if loc and loc[-1] in item or len(loc) > 1 else line), ".".join(loc)
+            if err["type"] == "value_error":
+                msg, fix = f"{label}: {field!r}: {err['ctx']['error']}", "see the case format in the README"
+            elif err["type"] == "extra_forbidden":
                 msg, fix = f"{label} has an unknown field {field!r}", "allowed fields: " + ", ".join(k for k in Case.model_fields if k not in ("key", "line"))
             elif err["type"] == "missing":
                 msg, fix = f"{label} is missing {field!r}", f"add {field!r} to the case"

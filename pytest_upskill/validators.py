@@ -89,6 +89,15 @@ def _string_list(value: Any, key: str) -> list[str]:
     return items
 
 
+def _workspace_file(config: dict) -> str | None:
+    """validator_config's ``file``: a path inside the workspace, or None."""
+    file = config.get("file")
+    problem = sandbox.path_problem(file) if file is not None else None
+    if problem:
+        raise ValueError(f"'file': {problem}")
+    return file
+
+
 def _target_files(ctx: Context, suffix: str, what: str) -> tuple[list[str], CheckResult | None]:
     """The case's output_file, else every file with ``suffix`` the workspace holds."""
     if ctx.output_file:
@@ -265,10 +274,7 @@ class DataFileValid(Validator):
         values = config.get("required_values", {})
         if not isinstance(values, dict):
             raise ValueError("'required_values' must be an object {dotted.path: value}")
-        file = config.get("file")
-        if file is not None and not isinstance(file, str):
-            raise ValueError("'file' must be a path relative to the workspace")
-        return file, keys, values
+        return _workspace_file(config), keys, values
 
     def validate(self, ctx):
         file, keys, values = ctx.config
@@ -365,7 +371,7 @@ class LlmJudge(Validator):
         _keys(config, {"rubric", "file"}, {"rubric"})
         if not isinstance(config["rubric"], str) or not config["rubric"].strip():
             raise ValueError("'rubric' must be a non-empty string saying what a good submission does")
-        return config["rubric"].strip(), config.get("file")
+        return config["rubric"].strip(), _workspace_file(config)
 
     def unavailable(self):
         if not self.judge_model:
@@ -420,7 +426,9 @@ class CudaRuns(Validator):
     """Where a GPU is (``torch.cuda.is_available()``), a check script of the case (``check``,
     relative to the skill folder; it builds the written kernel with
     ``torch.utils.cpp_extension`` and compares it with a PyTorch reference) runs in the workspace
-    and must exit 0. Skipped on machines without a GPU."""
+    and must exit 0. It runs with ``python -I``: the workspace is not on ``sys.path`` (a module the
+    model wrote cannot stand in for torch), so a check that imports a written module appends the
+    workspace itself. Skipped on machines without a GPU."""
 
     name = "cuda_runs"
 
@@ -439,7 +447,8 @@ class CudaRuns(Validator):
         ctx.workspace.write(name, text)
         # building an extension and a CUDA context need far more address space than the default limit
         limits = Limits(seconds=max(ctx.limits.seconds, 300), memory_mb=1 << 20, file_mb=ctx.limits.file_mb)
-        result = sandbox.run([sys.executable, name], ctx.workspace.root, limits, writable=sandbox.gpu_devices())
+        # -I: the workspace is not on sys.path, so a torch.py of the model's does not stand in for torch
+        result = sandbox.run([sys.executable, "-I", name], ctx.workspace.root, limits, writable=sandbox.gpu_devices())
         if result.ok:
             return CheckResult(True, f"{name}: {_tail(result.stdout, 1) or 'the kernel matches the reference'}")
         return _failed_run(f"{name}: the kernel does not match the reference", result)

@@ -332,3 +332,210 @@ def test_check_workers_cannot_reach_the_network_and_have_a_memory_limit():
         silent.close()
     assert error.kind in ("OSError", "PermissionError", "ConnectionRefusedError"), error
     assert silent.connections == []
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=9)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_a_response_body_over_the_limit_is_an_error_of_its_own_kind(pytester, write_skill, encoding):
+    import json
+
+    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.providers.base import MAX_RESPONSE_BYTES
+
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    body = _openai_body("x" * (MAX_RESPONSE_BYTES + 1000), {"prompt_tokens": 1, "completion_tokens": 1})
+    headers = {"content-type": "application/json"}
+    if encoding == "gzip":  # a few kilobytes on the wire
+        body, headers = _gzip(body), {**headers, "content-encoding": "gzip"}
+    with LoopbackServer(fault=lambda n, b: Fault(200, body, headers)) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--junitxml", "j.xml",
+                                    "--upskill-max-errors", "10")
+        attempts = len(server.attempts)
+    trials = _junit_trials(pytester.path / "j.xml")
+    assert {t["error_kind"] for t in trials.values()} == {"response_too_large"}, trials
+    assert attempts == 2  # not retried: the server would send it again
+    result.stdout.fnmatch_lines([f"*the response body*is larger than {MAX_RESPONSE_BYTES:,} bytes; not read further*"])
+
+
+def test_a_gzip_response_of_ordinary_size_is_read(pytester, write_skill):
+    from pytest_upskill.loopback import Fault, LoopbackServer
+
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    body = _gzip(_openai_body("x", {"prompt_tokens": 1, "completion_tokens": 1}))
+    with LoopbackServer(fault=lambda n, b: Fault(200, body, {"content-type": "application/json", "content-encoding": "gzip"})) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.assert_outcomes(passed=2)
+
+
+# ------------------------------------------------------------------------------- bad settings
+
+BAD_COMPARE = {
+    "a list, not a report": "[]",
+    "a result without its keys": '{"results": [{"skill": "s"}]}',
+    "a short lift_ci": '{"results": [{"skill": "s", "model": "m", "lift": 0.1, "lift_ci": [0.1]}]}',
+    "a NaN lift": '{"results": [{"skill": "s", "model": "m", "lift": NaN, "lift_ci": [0, 1]}]}',
+}
+BAD_SETTINGS = {
+    "cache dir is a file": (["--upskill-cache-dir", "afile"], "--upskill-cache-dir*afile: this is a file, not a folder*"),
+    "report in a file's folder": (["--upskill-report", "afile/r.json"], "--upskill-report*afile/r.json: its folder*afile: this is a file, not a folder*"),
+    "report is a folder": (["--upskill-report", "adir"], "--upskill-report*adir: this is a folder; name a file in it*"),
+    "markdown is a folder": (["--upskill-markdown", "adir"], "--upskill-markdown*adir: this is a folder*"),
+    "junitxml in a file's folder": (["--junitxml", "afile/j.xml"], "--junitxml*afile/j.xml: its folder*"),
+    "timeout 0": (["--upskill-timeout", "0"], "--upskill-timeout / upskill_timeout must be a number of seconds above 0, not*0*"),
+    "timeout -1": (["--upskill-timeout", "-1"], "--upskill-timeout / upskill_timeout must be a number of seconds above 0*"),
+    "timeout nan": (["--upskill-timeout", "nan"], "--upskill-timeout / upskill_timeout must be a number of seconds above 0*"),
+    "check timeout 0": (["-o", "upskill_check_timeout=0"], "--upskill-check-timeout / upskill_check_timeout must be a number of seconds above 0*"),
+    **{f"compare: {name}": (["--upskill-compare", "old.json"], "--upskill-compare old.json: not a report written by --upskill-report: *")
+       for name in BAD_COMPARE},
+}
+
+
+@pytest.mark.parametrize("setting", sorted(BAD_SETTINGS))
+def test_bad_settings_are_usage_errors_before_the_first_request(pytester, write_skill, model_server, setting):
+    args, message = BAD_SETTINGS[setting]
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    (pytester.path / "afile").write_text("not a folder")
+    (pytester.path / "adir").mkdir()
+    if setting.startswith("compare: "):
+        (pytester.path / "old.json").write_text(BAD_COMPARE[setting.removeprefix("compare: ")])
+    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert model_server.attempts == []  # nothing was sent, nothing paid for
+
+
+def test_a_github_step_summary_that_is_a_folder_is_a_usage_error(pytester, write_skill, model_server, monkeypatch):
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    (pytester.path / "adir").mkdir()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "adir"))
+    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: GITHUB_STEP_SUMMARY*adir: this is a folder*"])
+    assert model_server.attempts == []
+
+
+def test_an_output_that_fails_at_the_end_leaves_the_others_written_and_a_message(pytester, write_skill, model_server):
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
+    pytester.makeconftest("""
+        import shutil
+        from pathlib import Path
+
+        def pytest_collection_finish(session):  # after the checks at the start: the folder becomes a file
+            shutil.rmtree("out")
+            Path("out").write_text("now a file")
+    """)
+    (pytester.path / "out").mkdir()
+    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-report", "out/r.json",
+                                "--upskill-markdown", "summary.md", "--junitxml", "j.xml")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["upskill: could not write the JSON report out/r.json: *; the other outputs were written (exit status 1)"])
+    assert "JSON report written to" not in result.stdout.str() and "Traceback" not in result.stdout.str()
+    assert (pytester.path / "summary.md").read_text().strip() and (pytester.path / "j.xml").read_text().strip()
+
+
+# --------------------------------------------------------------------------- smaller findings
+
+
+def test_case_ids_in_any_script_are_their_own_node_ids(pytester, write_skill):
+    write_skill("s", [{"id": "日本語", "input": "a", "expected": {"contains": "x"}},
+                      {"id": "中文", "input": "b", "expected": {"contains": "x"}},
+                      {"id": "Ελληνικά", "input": "c", "expected": {"contains": "x"}}])
+    result = pytester.runpytest("skills", "--collect-only", "-q", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()  # they all slugged to "case" and collided
+    result.stdout.fnmatch_lines(["*::日本語[[]openai-m-baseline[]]", "*::中文[[]openai-m-baseline[]]", "*::Ελληνικά[[]openai-m-with_skill[]]"])
+
+
+@pytest.mark.parametrize("field, shown", [
+    ({"output_file": "../out.txt"}, "'output_file': '../out.txt' leaves the workspace"),
+    ({"output_file": "/tmp/out.txt"}, "'output_file': '/tmp/out.txt' leaves the workspace"),
+    ({"context": {"files": {"../x.py": "1"}}}, "'context.files': '../x.py' leaves the workspace"),
+    ({"context": {"files": {"/etc/x.py": "1"}}}, "'context.files': '/etc/x.py' leaves the workspace"),
+    ({"validator": "yaml_valid", "validator_config": {"file": "/etc/passwd"}}, "validator 'yaml_valid': 'file': '/etc/passwd' leaves the workspace"),
+    ({"validator": "json_valid", "validator_config": {"file": "a/../../b.json"}}, "validator 'json_valid': 'file': 'a/../../b.json' leaves"),
+])
+def test_paths_that_leave_the_workspace_are_collection_errors(pytester, write_skill, field, shown):
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}, **field}])
+    result = pytester.runpytest("skills", "--collect-only", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([f"*skill_meta.json:*: case 1: {shown}*"])
+
+
+def test_a_connection_closed_mid_reply_does_not_count_as_a_dead_model(pytester, write_skill):
+    from pytest_upskill.loopback import Fault, LoopbackServer
+
+    write_skill("s", [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(4)], body="Say x.")
+    cut = Fault(200, b'{"id": "x", "obj', {"content-type": "application/json", "content-length": "500"})  # 500 promised, 16 sent
+    with LoopbackServer(fault=lambda n, b: cut) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-retries", "0",
+                                    "--upskill-concurrency", "1", "--junitxml", "j.xml", "--upskill-max-errors", "100")
+        attempts = len(server.attempts)
+    trials = _junit_trials(pytester.path / "j.xml")
+    assert attempts == 8, result.stdout.str()[-3000:]  # the server took every request: it is up; none was held back as dead
+    assert {t["error_kind"] for t in trials.values()} == {"connection_dropped"}
+    assert "could not connect" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*the connection was lost before the whole reply arrived*"])
+
+
+def test_tool_call_arguments_nested_too_deeply_are_a_tool_error_for_the_model(pytester, write_skill):
+    import json
+
+    from pytest_upskill.loopback import Fault, LoopbackServer
+
+    deep = "[" * 100_000 + "]" * 100_000
+    first = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "write_file", "arguments": deep}}]}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": []}, "output_file": "notes.txt"}], body="Write notes.txt.")
+    with LoopbackServer(fault=lambda n, b: Fault(200, first, {"content-type": "application/json"}) if n < 2 else None) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--junitxml", "j.xml")
+        tool_results = [m["content"] for r in server.requests for m in r.body["messages"] if m["role"] == "tool"]
+    trials = _junit_trials(pytester.path / "j.xml")
+    assert all("error_kind" not in t for t in trials.values()), trials  # an internal error before
+    assert any("error: the arguments are nested too deeply to read" in c for c in tool_results), tool_results
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the model did not write notes.txt: a failure, not an error
+
+
+def test_a_program_that_fills_the_workspace_is_stopped_at_its_total_size(tmp_path):
+    with Workspace() as ws:
+        ws.write("fill.py", "import time\nfor i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * (4 << 20))\ntime.sleep(30)\n")
+        result = sandbox.run([sys.executable, "fill.py"], ws.root, Limits(seconds=20, disk_mb=40))
+        left = sum(p.stat().st_size for p in ws.root.iterdir() if p.is_file())
+    assert result.limit == "workspace size", (result.returncode, result.stderr)
+    assert result.describe() == "stopped at the workspace size limit (40 MB in all)"
+    assert left < 200 << 20  # each file is under the per-file limit; only the total stopped it
+
+
+def test_what_the_model_left_in_the_sandboxs_home_and_tmp_is_gone_before_a_program_runs():
+    with Workspace() as ws:
+        ws.write(".tmp/home/.config/pip/pip.conf", "[global]\nindex-url = http://evil\n")
+        ws.write(".tmp/planted", "x")
+        result = sandbox.run(["sh", "-c", 'ls -A "$HOME"; ls -A "$TMPDIR"'], ws.root)
+    assert result.stdout.split() == ["home"], result.stdout  # HOME empty; TMPDIR holds only HOME
+
+
+def test_the_files_the_model_writes_have_a_total_size_limit(pytester, write_skill):
+    from pytest_upskill.agent import MAX_WORKSPACE_BYTES, MAX_WRITE_CHARS
+    from pytest_upskill.loopback import LoopbackServer
+
+    count = MAX_WORKSPACE_BYTES // MAX_WRITE_CHARS + 2
+
+    def agent(turn):  # four files a turn: a reply stays under the response size limit
+        done = len(turn.results("write_file"))
+        if done < count:
+            return "", [("write_file", {"path": f"f{i}.txt", "content": "x" * MAX_WRITE_CHARS}) for i in range(done, min(done + 4, count))]
+        return "done", []
+
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": []}, "output_file": "f0.txt", "max_turns": 20}], body="Write files.")
+    with LoopbackServer(agent=agent) as server:
+        pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off")
+        results = [m["content"] for m in server.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert len(results) == count
+    assert results[0] == f"wrote {MAX_WRITE_CHARS} characters to f0.txt"
+    assert results[-1].startswith("error: the workspace would hold ") and f"over the limit of {MAX_WORKSPACE_BYTES:,}" in results[-1]

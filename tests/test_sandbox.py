@@ -176,5 +176,5 @@ def test_a_custom_check_that_never_returns_is_an_error_at_the_check_time_limit(p
 def test_a_regex_that_backtracks_forever_is_stopped(pytester, write_skill):
     write_skill("regex-skill", [{"input": "q", "expected": {"regex": "(a|aa)+$"}}], body="x")
     with LoopbackServer(reply=lambda system, user: "a" * 60 + "b") as server:
-        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-o", "upskill_check_timeout=60")
-    result.stdout.fnmatch_lines(["*not scored (check_error): a check raised TimeoutError: regex '(a|aa)+$' ran longer than 5 s*"])
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-o", "upskill_check_timeout=3")
+    result.stdout.fnmatch_lines(["*not scored (check_error): a check ran longer than the check time limit (3 s, --upskill-check-timeout)*"])

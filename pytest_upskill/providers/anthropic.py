@@ -8,7 +8,7 @@ import anthropic
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error, token_count
+from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -46,7 +46,8 @@ class AnthropicProvider:
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = anthropic.AsyncAnthropic(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0
+            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0,
+            http_client=bounded_http_client(anthropic, spec.name),
         )
 
     async def complete(self, request: Request) -> Completion:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import email.utils
 import re
+import sys
 import time
+import zlib
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..prompt import Request, ToolCall
 
 # Error kinds, as counted in the summary.
-RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE = (
-    "rate_limit", "server_error", "timeout", "connection", "bad_response", "auth", "bad_request", "bad_usage",
+RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE, TOO_LARGE = (
+    "rate_limit", "server_error", "timeout", "connection", "connection_dropped", "bad_response", "auth", "bad_request", "bad_usage",
+    "response_too_large",
 )
-# Worth another attempt: the server may answer next time. auth and bad_request will not change.
-RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, BAD_RESPONSE, BAD_USAGE})
+# Worth another attempt: the server may answer next time. auth and bad_request will not change, nor
+# a server that sent a body of gigabytes (nothing a model should answer; retrying would fetch it again).
+RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RESPONSE, BAD_USAGE})
+# The HTTP stack's errors for a connection that was made and then lost: the server is up (it took
+# the request), so these never count toward the dead-model cut-off as "cannot connect" does.
+_DROPPED_ERRORS = frozenset({"ReadError", "RemoteProtocolError"})
 MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server
+MAX_RESPONSE_BYTES = 16 << 20  # a reply, tool calls with whole files included, is kilobytes; more is a broken (or hostile) server
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -67,6 +75,48 @@ class ProviderError(Exception):
         super().__init__(message)
 
 
+def bounded_http_client(sdk, model: str):
+    """The SDK's own default HTTP client (``sdk.DefaultAsyncHttpxClient``) on a transport that reads
+    at most MAX_RESPONSE_BYTES of a response body, compressed or not, and raises a ProviderError
+    (kind ``response_too_large``) beyond: a hostile server's endless or bomb body never fills memory."""
+    client_class = sdk.DefaultAsyncHttpxClient
+    http = sys.modules[next(c for c in client_class.__mro__ if c.__name__ == "AsyncClient").__module__.split(".")[0]]
+
+    def too_large(what: str) -> ProviderError:
+        return ProviderError(TOO_LARGE, f"{model}: the response {what} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read further")
+
+    class BoundedTransport(http.AsyncHTTPTransport):
+        async def handle_async_request(self, request):
+            request.headers["accept-encoding"] = "gzip, deflate"  # the encodings decoded here, under the same limit
+            response = await super().handle_async_request(request)
+            try:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                    raise too_large("body")
+                body = bytearray()
+                async for chunk in response.stream:
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise too_large("body")
+            finally:
+                await response.aclose()
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", ""):
+                if encoding not in ("gzip", "deflate", "x-gzip"):
+                    raise ProviderError(BAD_RESPONSE, f"{model}: the response is encoded as {encoding[:40]!r}, which was not asked for")
+                decoder = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
+                try:
+                    body = decoder.decompress(bytes(body), MAX_RESPONSE_BYTES + 1)
+                except zlib.error as exc:
+                    raise ProviderError(BAD_RESPONSE, f"{model}: the response body does not decompress ({exc})") from None
+                if len(body) > MAX_RESPONSE_BYTES or decoder.unconsumed_tail:
+                    raise too_large("body, decompressed,")
+            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+            return http.Response(response.status_code, headers=headers, content=bytes(body), extensions=response.extensions, request=request)
+
+    return client_class(transport=BoundedTransport())
+
+
 class Provider(Protocol):
     async def complete(self, request: Request) -> Completion: ...
 
@@ -81,6 +131,8 @@ def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderError(TIMEOUT, f"{model}: request timed out")
     if isinstance(exc, sdk.APIConnectionError):
+        if type(exc.__cause__).__name__ in _DROPPED_ERRORS:
+            return ProviderError(DROPPED, f"{model}: the connection was lost before the whole reply arrived: {exc.__cause__}")
         return ProviderError(CONNECTION, f"{model}: cannot connect: {exc.__cause__ or exc}")
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderError(BAD_RESPONSE, f"{model}: malformed response: {exc}")

@@ -7,7 +7,7 @@ import openai
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, map_sdk_error, token_count
+from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -43,7 +43,8 @@ class OpenAIProvider:
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = openai.AsyncOpenAI(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0
+            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0,
+            http_client=bounded_http_client(openai, spec.name),
         )
 
     async def complete(self, request: Request) -> Completion:

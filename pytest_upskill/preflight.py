@@ -1,0 +1,121 @@
+"""What can be checked before the first request is checked then: every place the run will write
+(the cache folder, the JSON and Markdown reports, pytest's JUnit file, ``GITHUB_STEP_SUMMARY``)
+and the report ``--upskill-compare`` reads. A bad setting found after the paid run loses the run;
+found here it is a usage error naming the option and what to do.
+
+What can only fail at the end (a disk that fills up) is written by :func:`write_each`: every
+output is attempted, a failure becomes a line in the summary, never a traceback, and never costs
+the other outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class PreflightError(ValueError):
+    """A setting that cannot work; the message names it and says what to do."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """``folder`` exists (or is created) and a file can be written in it."""
+    if folder.exists() and not folder.is_dir():
+        raise PreflightError(f"{what} {folder}: this is a file, not a folder; name a folder (or remove the file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".upskill-probe-"):
+            pass
+    except OSError as exc:
+        raise PreflightError(f"{what} {folder}: cannot write there ({_reason(exc)}); name a writable folder") from None
+
+
+def writable_file(path: Path, what: str, append: bool = False) -> None:
+    """``path`` can be written (or, ``append``, appended to) without touching what it holds now."""
+    if path.is_dir():
+        raise PreflightError(f"{what} {path}: this is a folder; name a file in it, e.g. {path / 'report.json'}")
+    if append and path.exists():
+        if not os.access(path, os.W_OK):
+            raise PreflightError(f"{what} {path}: the file is not writable; fix its permissions or name another file")
+        return
+    writable_folder(path.parent, f"{what} {path}: its folder")
+
+
+# ---------------------------------------------------------------------------- --upskill-compare
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+class _Arm(BaseModel):
+    total: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class _Case(BaseModel):
+    case: str
+    with_skill: list[Optional[bool]] = []
+
+
+class _Result(BaseModel):
+    skill: str
+    model: str
+    lift: Optional[float] = None
+    lift_ci: Optional[tuple[float, float]] = None
+    with_skill: _Arm = _Arm()
+    cases: list[_Case] = []
+
+    _lift = field_validator("lift")(_finite)
+
+    @field_validator("lift_ci")
+    @classmethod
+    def _interval(cls, value):
+        if value is not None and not (all(math.isfinite(v) for v in value) and value[0] <= value[1]):
+            raise ValueError("must be [low, high]: two finite numbers, low first")
+        return value
+
+
+class ComparedReport(BaseModel):
+    """The parts of an ``--upskill-report`` file that ``--upskill-compare`` reads; the rest is free."""
+
+    model_config = ConfigDict(extra="allow")
+    results: list[_Result]
+
+
+def compared_report(data: object, where: str) -> dict:
+    """``data`` checked as a report to compare with, as a plain dict; PreflightError otherwise."""
+    try:
+        return ComparedReport.model_validate(data).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "the top level"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PreflightError(f"{where}: not a report written by --upskill-report: {at}: {first['msg']}{more}; "
+                             "pass the JSON file an earlier run wrote with --upskill-report") from None
+
+
+# ------------------------------------------------------------------------------------ the end
+
+
+def write_each(outputs: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    """Run every writer; the ones that failed, as lines naming the output and the reason."""
+    problems = []
+    for what, write in outputs:
+        try:
+            write()
+        except OSError as exc:
+            problems.append(f"could not write {what}: {_reason(exc)}; the other outputs were written")
+    return problems
