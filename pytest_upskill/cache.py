@@ -108,6 +108,10 @@ class ResponseCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def create(self) -> None:
+        """Make the folder now, before the first request (see _create); OSError when it cannot be."""
+        self._create()
+
     def _create(self) -> None:
         """Make the folder. The process that creates it writes a .gitignore (as .pytest_cache
         has), which a user who commits the cache as a CI fixture deletes: it is not written again."""

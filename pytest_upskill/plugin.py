@@ -55,7 +55,7 @@ class UpskillState:
         cache_dir = Path(_option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
         self.write_problems: list[str] = []  # outputs that could not be written at the end
-        _preflight(config, self.cache.root, self.cache_mode, self.is_worker)
+        _preflight(config, self.cache, self.cache_mode, self.is_worker)
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
@@ -285,10 +285,16 @@ def _xdist_queue(config: pytest.Config):
     return None
 
 
-def _preflight(config: pytest.Config, cache_root: Path, cache_mode: str, is_worker: bool) -> None:
+def _preflight(config: pytest.Config, cache: ResponseCache, cache_mode: str, is_worker: bool) -> None:
     """Every place the run will write, checked before the first request (see preflight.py)."""
+    cache_root = cache.root
     try:
         if cache_mode == "rw":
+            if not cache_root.is_file():
+                try:
+                    cache.create()  # as the first write would (its .gitignore included)
+                except OSError:
+                    pass  # writable_folder says why
             writable_folder(cache_root, "--upskill-cache-dir (upskill_cache_dir)")
         elif cache_mode == "replay" and cache_root.exists() and not cache_root.is_dir():
             raise PreflightError(f"--upskill-cache-dir {cache_root}: this is a file, not the cache folder; name the folder the responses were recorded in")
@@ -362,7 +368,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--upskill-max-errors", default=None, metavar="N|FRACTION",
                     help="unscored trials (errors) the run tolerates: a count (5) or a fraction (0.05, 5%%); default 0")
     group.addoption("--upskill-check-timeout", type=float, default=None, metavar="S",
-                    help="time limit of a custom check and of a sandboxed run of model output (default 30)")
+                    help="time limit of each check and validator, and of a sandboxed run of model output (default 30)")
     group.addoption("--upskill-report", default=None, metavar="PATH", help="write the JSON report here")
     group.addoption("--upskill-injection", default=None, choices=INJECTIONS,
                     help="how the with-skill arm gets the skill: system (in the system prompt, default) or progressive "
@@ -379,7 +385,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_retries", "retries of a failed request", default="4")
     parser.addini("upskill_backoff", "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)", default="0.5")
     parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
-    parser.addini("upskill_check_timeout", "time limit of a custom check or sandboxed run, seconds", default="30")
+    parser.addini("upskill_check_timeout", "time limit of each check, validator or sandboxed run, seconds", default="30")
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
     group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
     group.addoption("--upskill-cache-dir", default=None, metavar="DIR", help="response cache folder (default: ROOTDIR/.upskill-cache)")
