@@ -26,7 +26,7 @@ from .redact import Redactor, secret_values
 from .report import (Aggregator, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
                      terminal_lines, write_text_atomic)
 from .runner import Runner, Trial
-from .skill import SkillFileError, in_skill_folder, load_cases, load_skill
+from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
 from .trials import Settings, skill_trials
 from .validators import ValidatorRegistry
 
@@ -443,7 +443,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if file_path.name == "skill_meta.json" and (file_path.parent / "SKILL.md").is_file():
+    if file_path.name == "skill_meta.json" and skill_md_in(file_path.parent) is not None:
         if parent.config.stash[STATE].wants(file_path.parent):
             return SkillFile.from_parent(parent, path=file_path)
     return None
@@ -459,7 +459,7 @@ class SkillFile(pytest.File):
         state = self.config.stash[STATE]
         skill_dir = self.path.parent
         try:
-            skill = load_skill(skill_dir / "SKILL.md")
+            skill = load_skill(skill_md_in(skill_dir))
             checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
             judge = state.settings.judge
             validators = ValidatorRegistry(_registered(self.ihook.pytest_upskill_validators()), judge.name if judge else None,

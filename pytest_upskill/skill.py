@@ -14,13 +14,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, NamedTuple
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .sandbox import path_problem
 
 SPEC_URL = "https://agentskills.io/specification"
-NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 class SkillFileError(Exception):
@@ -128,22 +126,26 @@ def load_skill(skill_md: Path) -> Skill:
     except StopIteration:
         raise SkillFileError(skill_md, "frontmatter is not closed", "add a line '---' after the frontmatter", len(lines)) from None
     front_lines = lines[1:end]
+    # read as the reference (skills-ref) reads it: strictyaml, every value a string (`name: 2048`,
+    # `description: yes`, `compatibility: 3.11` are strings, as agents will read them)
+    from skills_ref.errors import ParseError
+    from skills_ref.parser import parse_frontmatter
+    from skills_ref.validator import validate_metadata
+
     try:
-        meta = yaml.safe_load("\n".join(front_lines))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}", "fix the YAML syntax (quote values that contain ':' or '#')", line) from None
+        meta, _ = parse_frontmatter("---\n" + "\n".join(front_lines) + "\n---\n")
+    except ParseError as exc:
+        cause = exc.__context__  # strictyaml's own error, with where it is
+        mark = getattr(cause, "problem_mark", None) or getattr(cause, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None  # the parsed text starts with the remainder of line 1
+        problem = (getattr(cause, "problem", None) or str(exc).splitlines()[0]).strip()
+        raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}",
+                             "fix the YAML syntax: quote values that contain ':' or '#'; write lists and mappings in block style, "
+                             "one item per line (the Agent Skills reference parser allows no [..] or {..})", line) from None
     if not isinstance(meta, dict):
         raise SkillFileError(skill_md, "frontmatter is not a YAML mapping", "write 'name: my-skill' and 'description: ...' between the '---' lines", 2)
 
-    from skills_ref.validator import validate_metadata  # with its YAML parser: loaded when a skill is
-
     problems = validate_metadata(meta, skill_md.parent)
-    name = meta.get("name")
-    if isinstance(name, str) and name.strip() and not NAME_RE.match(name.strip()) and not any("name" in p.lower() and "invalid" in p.lower() for p in problems):
-        problems.append(f"Skill name '{name}' may only contain a-z, 0-9 and single hyphens inside")
     if problems:
         first = problems[0]
         key = next((k for k in ("description", "compatibility", "name") if k in first.lower()), None)
@@ -151,7 +153,7 @@ def load_skill(skill_md: Path) -> Skill:
             key = next(iter(sorted(set(meta) - {"name", "description", "license", "allowed-tools", "metadata", "compatibility"})), None)
         line = (_key_line(front_lines, key) if key else None) or 1
         fix = {
-            "name": f"use 1-64 characters of a-z, 0-9 and '-', no leading, trailing or double hyphen, equal to the folder name '{skill_md.parent.name}'",
+            "name": f"use 1-64 lowercase letters, digits and '-', no leading, trailing or double hyphen, equal to the folder name '{skill_md.parent.name}'",
             "description": "write a description of 1-1024 characters saying what the skill does and when to use it",
             "compatibility": "keep 'compatibility' a string of at most 500 characters",
         }.get(key or "", f"follow the Agent Skills spec: {SPEC_URL}")
@@ -163,10 +165,18 @@ def load_skill(skill_md: Path) -> Skill:
     return Skill(name=meta["name"].strip(), description=str(meta["description"]).strip(), body=body, path=skill_md, frontmatter=meta)
 
 
+def skill_md_in(folder: Path) -> Path | None:
+    """The folder's SKILL.md, as the reference finds it: ``SKILL.md``, else ``skill.md``."""
+    from skills_ref.parser import find_skill_md
+
+    found = find_skill_md(folder)
+    return found if found is not None and found.is_file() else None
+
+
 def in_skill_folder(path: Path, root: Path) -> bool:
     """Whether ``path`` lies in a skill's folder (a folder with SKILL.md), looking up to ``root``."""
     for folder in path.parents:
-        if (folder / "SKILL.md").is_file():
+        if skill_md_in(folder) is not None:
             return True
         if folder == root or folder.parent == folder:
             return False

@@ -166,3 +166,37 @@ def test_an_upskill_case_with_a_validator_runs_as_a_workspace_trial(pytester, wr
     result = pytester.runpytest("skills", "-rx", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
     result.stdout.fnmatch_lines(["*needs-workspace*the model did not write eval.json*"])
     result.assert_outcomes(passed=1, failed=1, xfailed=2)
+
+
+# ---------------------------------------------------------------- parity with the reference validator
+
+REFERENCE_CORPUS = {  # folder name -> (SKILL.md file name, frontmatter); accepted or rejected as skills-ref decides
+    "2048": ("SKILL.md", "name: 2048\ndescription: A numeric name.\n"),
+    "yes-skill": ("SKILL.md", "name: yes-skill\ndescription: yes\n"),
+    "compat": ("SKILL.md", "name: compat\ndescription: Compatible.\ncompatibility: 3.11\n"),
+    "données-analyse": ("SKILL.md", "name: données-analyse\ndescription: Analyse de données.\n"),
+    "lower": ("skill.md", "name: lower\ndescription: A lowercase file name.\n"),
+    "Upper": ("SKILL.md", "name: Upper\ndescription: Capitals are not allowed.\n"),
+    "flow": ("SKILL.md", "name: flow\ndescription: Flow style.\nallowed-tools: [Read, Write]\n"),
+    "mismatch": ("SKILL.md", "name: other\ndescription: The folder differs.\n"),
+    "extra": ("SKILL.md", "name: extra\ndescription: Unknown field.\nversion: 1\n"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(REFERENCE_CORPUS))
+def test_skills_are_accepted_and_rejected_as_the_reference_validator_does(pytester, folder):
+    from skills_ref.validator import validate
+
+    file_name, front = REFERENCE_CORPUS[folder]
+    skill_dir = pytester.path / "skills" / folder
+    skill_dir.mkdir(parents=True)
+    (skill_dir / file_name).write_text(f"---\n{front}---\n\nDo it.\n", encoding="utf-8")
+    (skill_dir / "skill_meta.json").write_text('[{"input": "q", "expected": {"contains": "x"}}]', encoding="utf-8")
+    reference_problems = validate(skill_dir)
+    result = pytester.runpytest("skills", "--collect-only", "-q", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
+    if reference_problems:
+        assert result.ret == pytest.ExitCode.INTERRUPTED, (reference_problems, result.stdout.str())
+        result.stdout.fnmatch_lines([f"*{file_name}*"])
+    else:
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        result.stdout.fnmatch_lines([f"skills/{folder}/skill_meta.json::case-1[[]openai-m-with_skill[]]"])
