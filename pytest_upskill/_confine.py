@@ -141,8 +141,9 @@ def sweep() -> None:
         time.sleep(0.01)
 
 
-def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> tuple[int, int]:
-    """Bytes on disk and entries beneath ``root``, counting stopped once past either limit."""
+def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> int:
+    """Bytes on disk beneath ``root``; counting stops past ``stop_bytes`` or ``stop_entries`` entries
+    (a look costs at most that many stat calls)."""
     used, entries, folders = 0, 0, [root]
     while folders and used <= stop_bytes and entries <= stop_entries:
         try:
@@ -155,7 +156,7 @@ def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> tuple[int,
                         folders.append(entry.path)
         except OSError:
             continue
-    return used, entries
+    return used
 
 
 def supervise(command: list[str], seconds: float | None, workspace: str | None = None, disk_mb: int | None = None) -> int:
@@ -187,7 +188,7 @@ def supervise(command: list[str], seconds: float | None, workspace: str | None =
                 break
             waits = [x for x in (left, DISK_POLL_S if watch else None) if x is not None]
             if not select.select([pidfd], [], [], min(waits) if waits else None)[0]:
-                if watch and usage(workspace, disk_mb << 20)[0] > disk_mb << 20:
+                if watch and usage(workspace, disk_mb << 20) > disk_mb << 20:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                     sys.stderr.write(f"\n{DISK_LIMIT_MARK} ({disk_mb} MB)\n")

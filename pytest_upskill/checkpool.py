@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checks import CheckResult, as_result
-from .sandbox import Limits, safe_path
+from .sandbox import Limits, child_env, launcher
 
 MESSAGE_LIMIT = 4_000  # characters of a result's message, or of a raised exception's, that come back
 WORKER_LIMITS = Limits(memory_mb=2048, file_mb=1)  # of each worker (its time limit is the job's, kept by the pool)
@@ -67,11 +67,9 @@ class _Worker:
         home = tempfile.mkdtemp(prefix="upskill-check-")
         policy = {"workspace": home, "memory_mb": limits.memory_mb, "cpu_s": None, "file_mb": limits.file_mb, "writable": [],
                   "seconds": None}
-        env = {"PATH": safe_path(Path(home)), "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", sys.executable, "-I", "-m", __name__,
-            cwd=home, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *launcher(policy, [sys.executable, "-I", "-m", __name__]),
+            cwd=home, env=child_env(Path(home), Path(home), Path(home)), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, limit=4 * MESSAGE_LIMIT + 1024)
         return cls(process, home)
 

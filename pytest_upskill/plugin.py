@@ -19,7 +19,7 @@ from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
-from .preflight import PreflightError, compared_report, writable_file, writable_folder, write_each
+from .preflight import PreflightError, check_outputs, compared_report, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import tools_unsupported
 from .redact import Redactor, secret_values
@@ -287,27 +287,13 @@ def _xdist_queue(config: pytest.Config):
 
 def _preflight(config: pytest.Config, cache: ResponseCache, cache_mode: str, is_worker: bool) -> None:
     """Every place the run will write, checked before the first request (see preflight.py)."""
-    cache_root = cache.root
+    here = config.invocation_params.dir
+    outputs = [] if is_worker else [  # the controller writes the reports
+        (what, Path(here, value)) for option, what in (("upskill_report", "--upskill-report"), ("upskill_markdown", "--upskill-markdown"),
+                                                       ("xmlpath", "--junitxml"))
+        if (value := config.getoption(option, None))]
     try:
-        if cache_mode == "rw":
-            if not cache_root.is_file():
-                try:
-                    cache.create()  # as the first write would (its .gitignore included)
-                except OSError:
-                    pass  # writable_folder says why
-            writable_folder(cache_root, "--upskill-cache-dir (upskill_cache_dir)")
-        elif cache_mode == "replay" and cache_root.exists() and not cache_root.is_dir():
-            raise PreflightError(f"--upskill-cache-dir {cache_root}: this is a file, not the cache folder; name the folder the responses were recorded in")
-        if is_worker:
-            return  # the controller writes the reports
-        here = config.invocation_params.dir
-        for option, what in (("upskill_report", "--upskill-report"), ("upskill_markdown", "--upskill-markdown"), ("xmlpath", "--junitxml")):
-            value = config.getoption(option, None)
-            if value:
-                writable_file(Path(here, value), what)
-        summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary:
-            writable_file(Path(summary), "GITHUB_STEP_SUMMARY", append=True)
+        check_outputs(cache, cache_mode, outputs, None if is_worker else os.environ.get("GITHUB_STEP_SUMMARY"))
     except PreflightError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -48,6 +48,24 @@ def writable_file(path: Path, what: str, append: bool = False) -> None:
             raise PreflightError(f"{what} {path}: the file is not writable; fix its permissions or name another file")
         return
     writable_folder(path.parent, f"{what} {path}: its folder")
+
+
+def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], step_summary: str | None) -> None:
+    """The cache folder (``cache``: a ResponseCache), the report files ``outputs`` (what, path)
+    and ``GITHUB_STEP_SUMMARY``: PreflightError naming the first that cannot be written."""
+    if cache_mode == "rw":
+        if not cache.root.is_file():
+            try:
+                cache.create()  # as the first write would (its .gitignore included)
+            except OSError:
+                pass  # writable_folder says why
+        writable_folder(cache.root, "--upskill-cache-dir (upskill_cache_dir)")
+    elif cache_mode == "replay" and cache.root.exists() and not cache.root.is_dir():
+        raise PreflightError(f"--upskill-cache-dir {cache.root}: this is a file, not the cache folder; name the folder the responses were recorded in")
+    for what, path in outputs:
+        writable_file(path, what)
+    if step_summary:
+        writable_file(Path(step_summary), "GITHUB_STEP_SUMMARY", append=True)
 
 
 # ---------------------------------------------------------------------------- --upskill-compare

@@ -317,8 +317,7 @@ class Runner:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check {exc}"
             return None
         except Exception as exc:
-            raised = str(exc) if isinstance(exc, CheckRaised) else f"{type(exc).__name__}: {exc}"
-            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {raised}"
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"a check raised {_raised(exc)}"
             return None
         failures = [r.message for r in results if not r.passed]
         return CheckResult(not failures, "; ".join(failures))
@@ -407,8 +406,7 @@ class Runner:
         except CheckCrashed as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} {exc}"
         except Exception as exc:
-            raised = str(exc) if isinstance(exc, CheckRaised) else f"{type(exc).__name__}: {exc}"
-            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {raised}"
+            outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {_raised(exc)}"
         return None
 
     async def _judge(self, trial: Trial, outcome: Outcome, system: str, user: str, tools: tuple, tool_choice: str) -> Completion | None:
@@ -499,6 +497,11 @@ class Runner:
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, spec, *tokens)
+
+
+def _raised(exc: Exception) -> str:
+    """What a check raised, in a message: a worker's exception already names its type."""
+    return str(exc) if isinstance(exc, CheckRaised) else f"{type(exc).__name__}: {exc}"
 
 
 class _TooLong(Exception):

@@ -81,15 +81,10 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
     tmp = _fresh_folder(workspace / ".tmp")  # HOME and TMPDIR: whatever the model left there is gone (a tool's config, a build cache)
     home = tmp / "home"
     home.mkdir()
-    child_env = {
-        "PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **(env or {}),
-    }
     policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb,
               "writable": [str(p) for p in writable], "seconds": limits.seconds, "disk_mb": limits.disk_mb}
-    # -I: the workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement
-    launcher = [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
-    process = subprocess.Popen(launcher, cwd=workspace, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    process = subprocess.Popen(launcher(policy, command), cwd=workspace, env={**child_env(workspace, home, tmp), **(env or {})},
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True, text=True, errors="replace")
     try:  # the launcher enforces the limit and ends every process the program started; this is the backstop
         out, err = process.communicate(timeout=limits.seconds + _GRACE_S)
@@ -101,6 +96,18 @@ def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dic
     limit = "time" if TIME_LIMIT_MARK in err else "workspace size" if DISK_LIMIT_MARK in err else _limit_from(code, err)
     err = "\n".join(line for line in err.splitlines() if not line.startswith((TIME_LIMIT_MARK, DISK_LIMIT_MARK)))
     return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+
+
+def launcher(policy: dict, command: list[str]) -> list[str]:
+    """``command`` started through the confining launcher (``_confine``) under ``policy``. -I: the
+    workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement."""
+    return [sys.executable, "-I", "-m", "pytest_upskill._confine", json.dumps(policy), "--", *command]
+
+
+def child_env(workspace: Path, home: Path, tmp: Path) -> dict[str, str]:
+    """A confined program's whole environment: nothing of the parent's but a safe PATH (no key, no PYTHONPATH)."""
+    return {"PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
 
 
 def _fresh_folder(folder: Path) -> Path:
