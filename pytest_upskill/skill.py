@@ -142,6 +142,10 @@ def load_skill(skill_md: Path) -> Skill:
         raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}",
                              "fix the YAML syntax: quote values that contain ':' or '#'; write lists and mappings in block style, "
                              "one item per line (the Agent Skills reference parser allows no [..] or {..})", line) from None
+    except Exception as exc:  # noqa: BLE001 - strictyaml fails on some input with its own bug (a NUL: AttributeError)
+        cause = exc.__context__ or exc
+        raise SkillFileError(skill_md, f"frontmatter cannot be read: {' '.join(str(cause).split())[:200]}",
+                             "remove control characters from the frontmatter", 2) from None
     if not isinstance(meta, dict):
         raise SkillFileError(skill_md, "frontmatter is not a YAML mapping", "write 'name: my-skill' and 'description: ...' between the '---' lines", 2)
 

@@ -200,3 +200,14 @@ def test_skills_are_accepted_and_rejected_as_the_reference_validator_does(pytest
     else:
         assert result.ret == pytest.ExitCode.OK, result.stdout.str()
         result.stdout.fnmatch_lines([f"skills/{folder}/skill_meta.json::case-1[[]openai-m-with_skill[]]"])
+
+
+def test_a_nul_in_the_frontmatter_is_a_collection_error_naming_the_file(pytester):
+    """strictyaml (the reference's parser) raises AttributeError on a NUL: found by the fuzz test."""
+    skill_dir = pytester.path / "skills" / "nul"
+    skill_dir.mkdir(parents=True)
+    (skill_dir / "SKILL.md").write_text("---\nname: nul\ndescription: a\x00b\n---\n\nDo it.\n", encoding="utf-8")
+    (skill_dir / "skill_meta.json").write_text('[{"input": "q", "expected": {"contains": "x"}}]', encoding="utf-8")
+    result = pytester.runpytest("skills", "--collect-only", "--upskill-models", "openai:m@http://127.0.0.1:9/v1")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*skills/nul/SKILL.md:2: frontmatter cannot be read: *special characters are not allowed*"])
