@@ -221,6 +221,83 @@ def local(work: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def one_slot(work: Path, quick: bool, repeat: int) -> list[Row]:
+    """A server that serves one request at a time and keeps generating requests whose client gave
+    up (a llama.cpp server with one slot), with the defaults and with --upskill-concurrency 1 side
+    by side: trials lost, wall time, answers the server generated. First a loopback server with
+    the time scaled down (0.5 s answers against --upskill-timeout 2, as 30 s answers against the
+    default 120 s), then the real thing: ``python -m llama_cpp.server`` with SmolLM2."""
+    cases = 4 if quick else 12
+    write_suite(work, 1, cases)
+    rows = []
+    for label, extra in (("plugin, defaults (concurrency 8)", []), ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"])):
+        walls, lost, served = [], [], []
+        for _ in range(1 if quick else repeat):
+            with LoopbackServer(latency_s=0.5, slots=1) as server:
+                wall, _, _ = measure([*PYTEST, "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off",
+                                      "--upskill-timeout", "2", "--upskill-report", "r.json", *extra], work)
+                time.sleep(0.6)  # an answer still being generated for a client that gave up
+                served.append(len(server.requests))
+            report = json.loads((work / "r.json").read_text())
+            walls.append(wall)
+            lost.append(sum(sum(kinds.values()) for kinds in report.get("errors_by_model", {}).values()))
+        order = sorted(range(len(walls)), key=walls.__getitem__)
+        mid = order[len(order) // 2]
+        rows.append(Row("one-slot server (loopback)", label, walls[mid], ideal_s=2 * cases * 0.5, requests=2 * cases,
+                        note=f"median of {len(walls)}; trials lost {lost[mid]} of {2 * cases}; answers generated {served[mid]}"))
+    rows += _llama_cpp_server(work, quick)
+    return rows
+
+
+def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
+    """The example incident-postmortem skill (6 cases x 2 arms) on ``python -m llama_cpp.server``
+    (SmolLM2, one slot, the defaults of an inline model spec: max_tokens 1024)."""
+    try:
+        import llama_cpp.server  # noqa: F401
+        from pytest_upskill.config import resolve
+        from pytest_upskill.providers.local import model_path
+        gguf = model_path(resolve("smollm2", {}))
+    except Exception as exc:  # noqa: BLE001 - the row says why
+        return [Row("one-slot server (llama_cpp.server)", "plugin", math.nan, note=f"not run: {exc}")]
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    skills = work / "real-skills"
+    shutil.copytree(ROOT / "example_skills", skills)
+    selection = ["-k", "db-outage" if quick else "incident"]  # the issue's run: the 6 cases of incident-postmortem
+    rows = []
+    for label, extra in (("plugin, defaults (concurrency 8)", []), ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"])):
+        log = (work / "llama-server.log").open("wb")
+        server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
+                                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--seed", "0", "--verbose", "False"],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(200):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.3)
+            model = f"openai:smollm2@http://127.0.0.1:{port}/v1"
+            wall, _, done = measure([*PYTEST, "real-skills", "--upskill-models", model, "--upskill-cache", "off", *selection,
+                                     "--upskill-report", "r.json", *extra], work)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            log.close()
+        report = json.loads((work / "r.json").read_text())
+        lost = sum(sum(kinds.values()) for kinds in report.get("errors_by_model", {}).values())
+        paced = next(iter(report.get("throttling", {}).values()), None)
+        note = f"trials lost {lost} of {report['trials']}"
+        if paced:
+            note += f"; in flight went down to {paced['lowest_concurrency']} of {paced['concurrency']}"
+        rows.append(Row("one-slot server (llama_cpp.server, SmolLM2)", label, wall, requests=report["trials"], note=note))
+    return rows
+
+
 def _latencies(report: Path) -> list[float]:
     """Per-trial model seconds, from the JUnit file written beside the JSON report (which has
     per-arm totals only)."""
@@ -252,12 +329,12 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small workloads: checks the harness, not the targets")
-    parser.add_argument("--only", default="concurrency,replay,collect", help="comma-separated: concurrency, replay, collect, local")
+    parser.add_argument("--only", default="concurrency,replay,collect", help="comma-separated: concurrency, replay, collect, local, server")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each concurrency workload; the median is shown")
     args = parser.parse_args(argv)
     chosen = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = chosen - {"concurrency", "replay", "collect", "local"}
+    unknown = chosen - {"concurrency", "replay", "collect", "local", "server"}
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
@@ -275,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += collect(work("collect"), [10, 20] if args.quick else [250, 500, 1000], 10)
         if "local" in chosen:
             rows += local(work("local"), args.quick)
+        if "server" in chosen:
+            rows += one_slot(work("server"), args.quick, 3)
     print(f"machine: {machine()}")
     print(table(rows))
     if args.json:

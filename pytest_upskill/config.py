@@ -48,6 +48,12 @@ class ModelSpec(BaseModel):
         return os.environ.get(env) if env else None
 
     @property
+    def self_hosted(self) -> bool:
+        """Served by the user's own machine (an in-process model, or a server at a base URL), which
+        may queue requests it cannot serve yet rather than serve them side by side."""
+        return self.provider == "local" or self.base_url is not None
+
+    @property
     def needs_key(self) -> bool:
         """A hosted API needs a key; a self-hosted base URL needs one only if the user named its variable."""
         if self.provider == "local":

@@ -222,16 +222,28 @@ class LoopbackServer:
         latency_s: float = 0.0,
         fault: Callable[[int, dict], Fault | None] | None = None,
         agent: Callable[[Turn], tuple[str, list[tuple[str, dict]]]] = skill_agent,
+        slots: int | None = None,
+        props: bool = False,
     ):
         """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer.
-        ``agent(turn)`` answers the requests that offer tools: (text, [(tool, arguments)])."""
+        ``agent(turn)`` answers the requests that offer tools: (text, [(tool, arguments)]).
+
+        ``slots``: serve at most this many requests at once, the others waiting in turn (first
+        come, first served), as a llama.cpp server with that many slots does; a request whose
+        client hung up is still served to the end, as such servers do. ``props``: answer
+        ``GET /props`` with ``total_slots``, as llama.cpp's server does."""
         self.reply, self.latency_s, self.fault, self.agent = reply, latency_s, fault, agent
+        self.slots, self.props = slots, props
+        self._turns = threading.Condition()
+        self._next_ticket = self._serving_ticket = 0
+        self._serving = 0
         self.requests: list[Received] = []  # the requests answered normally
         self.attempts: list[tuple[float, int, dict]] = []  # (time.monotonic(), status, body) of every request, faults too
         self.input_tokens = 0
         self.output_tokens = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.arrivals: list[int] = []  # requests at the server (queued or served) as each request arrived
         self._lock = threading.Lock()
         self._count = 0
         self._httpd = _Server(("127.0.0.1", 0), self._handler())
@@ -269,6 +281,7 @@ class LoopbackServer:
             self._count += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.arrivals.append(self.in_flight)
         try:
             return self._respond(n, protocol, body, headers)
         finally:
@@ -276,6 +289,23 @@ class LoopbackServer:
                 self.in_flight -= 1
 
     def _respond(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if self.slots is None:
+            return self._serve(n, protocol, body, headers)
+        with self._turns:  # wait for a slot, in the order the requests came
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns.wait_for(lambda: ticket == self._serving_ticket and self._serving < self.slots)
+            self._serving += 1
+            self._serving_ticket += 1
+            self._turns.notify_all()
+        try:
+            return self._serve(n, protocol, body, headers)
+        finally:
+            with self._turns:
+                self._serving -= 1
+                self._turns.notify_all()
+
+    def _serve(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         fault = self.fault(n, body) if self.fault else None
         with self._lock:
             self.attempts.append((time.monotonic(), fault.status if fault and fault.status else 200, body))
@@ -328,6 +358,12 @@ class LoopbackServer:
 
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0].rstrip("/")
+                if server.props and server.slots and path == "/props":
+                    return self._send(200, json.dumps({"total_slots": server.slots}).encode(), {"content-type": "application/json"})
+                self._send(404, b'{"error": {"message": "not found"}}', {"content-type": "application/json"})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))

@@ -350,8 +350,10 @@ class RunLedger:
 
     def add_throttling(self, per_model: dict[str, dict]) -> None:
         for model, seen in per_model.items():
-            merged = self.throttling.setdefault(model, dict(seen, throttled=0))
+            merged = self.throttling.setdefault(model, dict(seen, throttled=0, slowed=0))
             merged["throttled"] += seen["throttled"]
+            merged["slowed"] += seen.get("slowed", 0)
+            merged["slots"] = merged.get("slots") or seen.get("slots")
             merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
 
 
@@ -365,13 +367,26 @@ def reliability_lines(report: dict, error_limit) -> list[str]:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         lines.append(f"missing: {len(missing)} trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}")
     for model, seen in (report.get("throttling") or {}).items():
-        lines.append(f"throttled: {model} answered 429 {seen['throttled']} time(s); requests in flight went down to "
-                     f"{seen['lowest_concurrency']} of {seen['concurrency']} and back up as answers came")
+        lines.extend(pacing_lines(model, seen))
     limit = report.get("error_limit")
     if limit and limit["unscored"]:
         verdict = "the run fails" if limit["exceeded"] else "tolerated"
         lines.append(f"error limit: {limit['unscored']} unscored trial(s), --upskill-max-errors allows {limit['allowed']} "
                      f"({error_limit.describe()}): {verdict}")
+    return lines
+
+
+def pacing_lines(model: str, seen: dict) -> list[str]:
+    """How the bound on a model's requests in flight moved, and why."""
+    lines, went = [], f"requests in flight went down to {seen['lowest_concurrency']} of {seen['concurrency']}"
+    if seen.get("slots"):
+        lines.append(f"paced: {model}: the server serves {seen['slots']} request(s) at a time (it says so at /props); "
+                     f"at most {min(seen['slots'], seen['concurrency'])} sent at once")
+    if seen.get("slowed"):
+        lines.append(f"paced: {model}: answers slowed as requests queued on the server; {went} (time spent queued behind "
+                     "the run's own requests does not count toward --upskill-timeout)")
+    if seen.get("throttled"):
+        lines.append(f"throttled: {model} answered 429 {seen['throttled']} time(s); {went} and back up as answers came")
     return lines
 
 

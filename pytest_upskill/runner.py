@@ -24,7 +24,7 @@ from .checks import CheckResult, score_builtin
 from .config import ModelSpec
 from .prompt import Request, ToolCall
 from .providers import Completion, Provider, ProviderError, make_provider
-from .providers.base import BAD_RESPONSE, CONNECTION, RATE_LIMIT, TIMEOUT
+from .providers.base import BAD_RESPONSE, CONNECTION, DROPPED, RATE_LIMIT, TIMEOUT
 from .redact import Redactor
 from .sandbox import Limits, Workspace, WorkspaceError
 from .validators import Context, JudgeError, Validator
@@ -103,23 +103,44 @@ class Outcome:
 
 
 class ModelLimiter:
-    """Requests in flight for one model, with additive-increase / multiplicative-decrease.
+    """Requests in flight for one model: a bound that adapts to what the server can take.
 
-    At most ``ceiling`` (``--upskill-concurrency``) requests are in flight. A 429 halves the limit
-    (once per wave: only a request sent under the current limit lowers it again); every ``limit``
-    answers in a row without one raise it by one, back up to the ceiling. Each model has its own,
-    so a throttled or dead model never holds the slots of another.
+    At most ``ceiling`` (``--upskill-concurrency``, or fewer where the server says how many it
+    serves at once) requests are in flight. A 429, or a request that timed out behind others of
+    ours, halves the bound (once per wave: only a request sent under the current bound lowers it
+    again). On a self-hosted server (a base URL, or an in-process model) answers that take much
+    longer than the quickest one when several were in flight mean they queued on the server: the
+    bound goes down to what the server did serve at once, plus one waiting (Vegas's idea; latency
+    per output token, so long answers do not look like queueing), and answers a little slower hold
+    it. Every ``limit`` answers in a row without any of these raise it by one, up to the ceiling. Each model has its own, so a
+    throttled or dead model never holds the slots of another.
     """
 
-    def __init__(self, ceiling: int):
-        self.ceiling = self.limit = self.lowest = ceiling
+    SLOW = 2.0  # an answer this many times slower (per token) than the quickest, sent with others: it queued
+    STEADY = 1.5  # slower than this (but not SLOW): the bound holds, neither up nor down
+    NOISE_S = 0.25  # a delay shorter than this is noise (a busy machine), not a queue
+
+    def __init__(self, ceiling: int, self_hosted: bool = False):
+        self.ceiling = self.limit = self.lowest = self.requested = ceiling
+        self.self_hosted = self_hosted
         self.in_flight = 0
         self.throttled = 0  # 429 answers
+        self.slowed = 0  # times the bound went down because answers queued on the server
+        self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
+        self.quickest: float | None = None  # seconds per output token of the quickest answer: the server's pace unqueued
+        self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
+        self.ready: asyncio.Future | None = None  # the question to the server about its slots
         self.dead_streak = 0  # trials in a row that ended unable to connect
         self.last_connection_error = ""
         self._epoch = 0
         self._successes = 0
         self._waiting: collections.deque[asyncio.Future] = collections.deque()  # FIFO: wake only as many as may go
+
+    def serves_at_once(self, slots: int) -> None:
+        """The server said how many requests it serves at once: never send more."""
+        self.slots = slots
+        self.ceiling = self.limit = min(self.ceiling, slots)
+        self.lowest = min(self.lowest, self.limit)
 
     async def acquire(self) -> int:
         if self.in_flight < self.limit and not self._waiting:
@@ -143,23 +164,47 @@ class ModelLimiter:
                 self.in_flight += 1
                 turn.set_result(None)
 
-    def release(self, epoch: int, kind: str | None) -> None:
+    def _lower(self, epoch: int, to: int) -> bool:
+        if epoch != self._epoch or to >= self.limit:
+            return False
+        self.limit = max(1, to)
+        self.lowest = min(self.lowest, self.limit)
+        self._epoch += 1
+        self._successes = 0
+        return True
+
+    def release(self, epoch: int, kind: str | None, seconds: float = 0.0, sent_with: int = 1, tokens: int = 0) -> None:
+        """A request sent with ``sent_with`` of ours in flight (itself included) ended: ``kind``
+        None for an answer of ``tokens`` output tokens after ``seconds``, else its error kind."""
         if kind == RATE_LIMIT:
             self.throttled += 1
-            self._successes = 0
-            if epoch == self._epoch and self.limit > 1:
-                self.limit = max(1, self.limit // 2)
-                self.lowest = min(self.lowest, self.limit)
-                self._epoch += 1
-        elif kind is None and self.limit < self.ceiling:
-            self._successes += 1
-            if self._successes >= self.limit:
-                self.limit += 1
-                self._successes = 0
+            self._lower(epoch, self.limit // 2)
+        elif kind == TIMEOUT and sent_with > 1:  # it waited behind others: fewer at once
+            self._lower(epoch, self.limit // 2)
+        elif kind is None:
+            weight = tokens + 16  # 16: a short answer still pays for its prompt
+            pace = seconds / weight
+            # how much slower than the server's unqueued pace; 1.0 where queueing does not apply
+            slower = (pace / self.quickest if self.self_hosted and self.quickest and sent_with > 1
+                      and seconds - self.quickest * weight > self.NOISE_S else 1.0)
+            if slower > self.SLOW:
+                served = max(1, int(sent_with / slower))  # what the server did serve at once
+                if self._lower(epoch, max(2, served + 1)):
+                    self.slowed += 1
+            elif self.limit < self.ceiling and slower <= self.STEADY:
+                self._successes += 1
+                if self._successes >= self.limit:
+                    self.limit += 1
+                    self._successes = 0
+            self.quickest = pace if self.quickest is None else min(self.quickest, pace)
         self._release_slot()
 
     def summary(self) -> dict:
-        return {"throttled": self.throttled, "lowest_concurrency": self.lowest, "concurrency": self.ceiling}
+        return {"throttled": self.throttled, "slowed": self.slowed, "slots": self.slots,
+                "lowest_concurrency": self.lowest, "concurrency": self.requested}
+
+    def adapted(self) -> bool:
+        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested))
 
 
 class Runner:
@@ -207,8 +252,9 @@ class Runner:
                 self._futures.pop(trial.key, None)
 
     def throttling(self) -> dict[str, dict]:
-        """Per model that met a 429: how often, and how low its concurrency went."""
-        return {name: limiter.summary() for name, limiter in self.limiters.items() if limiter.throttled}
+        """Per model whose bound on requests in flight moved: 429s met, answers that queued on the
+        server, the slots the server reported, and how low the bound went."""
+        return {name: limiter.summary() for name, limiter in self.limiters.items() if limiter.adapted()}
 
     def close(self) -> None:
         if self._loop is None:
@@ -233,8 +279,32 @@ class Runner:
     def _provider(self, spec: ModelSpec) -> Provider:
         provider = self._providers.get(spec)
         if provider is None:
-            provider = self._providers[spec] = make_provider(spec, timeout=self.timeout)
+            # A self-hosted server queues what it cannot serve yet: the runner keeps the time
+            # limit itself (see _answer), and the SDK's own only bounds the longest possible wait.
+            timeout = self.timeout * self.concurrency + 5 if spec.self_hosted else self.timeout
+            provider = self._providers[spec] = make_provider(spec, timeout=timeout)
         return provider
+
+    async def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
+        """The model's limiter; the first request to a self-hosted server asks it how many requests
+        it serves at once (llama.cpp's server says), and the others wait for that answer."""
+        limiter = self.limiters.get(name)
+        if limiter is None:
+            limiter = self.limiters[name] = ModelLimiter(self.concurrency, self_hosted=spec.self_hosted)
+            limiter.ready = asyncio.ensure_future(self._ask_slots(spec, limiter))
+        await asyncio.shield(limiter.ready)
+        return limiter
+
+    async def _ask_slots(self, spec: ModelSpec, limiter: ModelLimiter) -> None:
+        ask = getattr(self._provider(spec), "slots", None)
+        if ask is None:
+            return
+        try:
+            slots = await asyncio.wait_for(ask(), 10)
+        except Exception:  # a server that cannot say is paced by its answers
+            return
+        if slots:
+            limiter.serves_at_once(slots)
 
     async def _aclose(self) -> None:
         if self._pool is not None:
@@ -430,9 +500,7 @@ class Runner:
 
         Every attempt has a deadline (``timeout`` plus a margin, over the SDK's own timeout) and
         the pauses are bounded, so a trial always ends."""
-        limiter = self.limiters.get(name)
-        if limiter is None:
-            limiter = self.limiters[name] = ModelLimiter(self.concurrency)
+        limiter = await self._limiter(spec, name)
         try:
             for attempt in range(self.retries + 1):
                 completion, error, seconds = await self._attempt(spec, name, request, limiter)
@@ -465,6 +533,7 @@ class Runner:
         """One request once the model's limiter lets it go; returns the seconds it took (the
         model's own, not the wait for a slot: a local model reports its generation time)."""
         epoch = await limiter.acquire()
+        sent_with = limiter.in_flight
         completion, error = None, None
         start = time.perf_counter()
         if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
@@ -477,13 +546,10 @@ class Runner:
             if reservation is None:
                 return None, ProviderError(OVER_BUDGET, f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
                                            sent=False), 0.0
-            deadline = self.timeout + 5
             try:
-                completion = await asyncio.wait_for(self._provider(spec).complete(request), deadline)
+                completion = await self._answer(self._provider(spec).complete(request), name, limiter, sent_with)
             except ProviderError as exc:
                 error = exc
-            except asyncio.TimeoutError:
-                error = ProviderError(TIMEOUT, f"{name}: no answer within {deadline:g} s")
             except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
                 error = ProviderError(BAD_RESPONSE, f"{name}: {type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - start
@@ -493,10 +559,51 @@ class Runner:
                 completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens, tool_calls=calls)
             return completion, error, seconds
         finally:
-            limiter.release(epoch, error.kind if error else None)
+            seconds_in_flight = time.perf_counter() - start
+            if error is None or error.kind not in (TIMEOUT, CONNECTION, DROPPED):  # the server answered
+                limiter.last_answer = asyncio.get_running_loop().time()
+            limiter.release(epoch, error.kind if error else None, seconds_in_flight, sent_with,
+                            completion.output_tokens if completion else 0)
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, spec, *tokens)
+
+
+    async def _answer(self, call, name: str, limiter: ModelLimiter, sent_with: int) -> Completion:
+        """Await ``call`` under the time limit. A hosted API serves requests side by side: each gets
+        ``timeout`` (plus a margin over the SDK's own). A self-hosted server may queue ours behind
+        each other, and time spent waiting behind our own requests is not the server failing: an
+        attempt times out when the server has answered nothing at all for ``timeout`` seconds, or
+        when it has waited ``timeout`` for itself and for each request that was ahead of it."""
+        task = asyncio.ensure_future(call)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            if not limiter.self_hosted:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout + 5)
+                if not done:
+                    raise ProviderError(TIMEOUT, f"{name}: no answer within {self.timeout + 5:g} s")
+                return task.result()
+            longest = sent + self.timeout * sent_with
+            while True:
+                silent_until = max(sent, limiter.last_answer or sent) + self.timeout
+                remaining = min(longest, silent_until) - loop.time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=remaining)
+                if done:
+                    return task.result()
+            waited = loop.time() - sent
+            if sent_with == 1:
+                why = f"within {self.timeout:g} s (--upskill-timeout)"
+            elif silent_until <= longest:
+                why = f"within {waited:.0f} s, and no answer to any other request for {self.timeout:g} s (--upskill-timeout)"
+            else:
+                why = f"within {waited:.0f} s: {self.timeout:g} s (--upskill-timeout) for it and for each of the {sent_with - 1} sent before it"
+            raise ProviderError(TIMEOUT, f"{name}: no answer {why}")
+        finally:
+            if not task.done():
+                task.cancel()
 
 
 def _raised(exc: Exception) -> str:

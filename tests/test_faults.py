@@ -103,7 +103,7 @@ def test_a_request_that_outlives_the_timeout_is_a_timeout_error_and_the_session_
     r = got["results"][0]
     assert r["with_skill"]["error_kinds"] == {"timeout": 1} and r["baseline"]["error_kinds"] == {"timeout": 1}
     assert r["with_skill"]["passed"] == 3
-    result.stdout.fnmatch_lines(["upskill: not scored (timeout): openai:m@*: request timed out (after 2 attempts)"])
+    result.stdout.fnmatch_lines(["upskill: not scored (timeout): openai:m@*: no answer within * (--upskill-timeout) (after 2 attempts)"])
 
 
 def test_a_dead_model_is_all_errors_and_the_alive_models_figures_do_not_change(pytester, alpha):

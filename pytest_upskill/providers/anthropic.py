@@ -8,7 +8,7 @@ import anthropic
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, token_count
+from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -75,6 +75,10 @@ class AnthropicProvider:
         usage = getattr(message, "usage", None)
         return Completion(text, token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
                           token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name), tool_calls=calls)
+
+    async def slots(self) -> int | None:
+        """Requests the server serves at once, where a self-hosted server says (see server_slots)."""
+        return await server_slots(self.client, self.spec.base_url) if self.spec.base_url else None
 
     async def aclose(self) -> None:
         await self.client.close()

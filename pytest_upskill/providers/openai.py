@@ -7,7 +7,7 @@ import openai
 
 from ..config import ModelSpec
 from ..prompt import Request, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, token_count
+from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
 
 
 def messages(request: Request) -> list[dict]:
@@ -71,6 +71,10 @@ class OpenAIProvider:
         usage = response.usage
         return Completion(content or "", token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
                           token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name), tool_calls=calls)
+
+    async def slots(self) -> int | None:
+        """Requests the server serves at once, where a self-hosted server says (see server_slots)."""
+        return await server_slots(self.client, self.spec.base_url) if self.spec.base_url else None
 
     async def aclose(self) -> None:
         await self.client.close()
