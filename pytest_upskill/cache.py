@@ -85,7 +85,10 @@ class ResponseCache:
             if entry.get("checksum") != _checksum(completion):
                 raise ValueError("checksum mismatch")
             calls = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments_json"])) for c in completion.get("tool_calls") or ())
-            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]), tool_calls=calls)
+            seconds = entry.get("seconds")
+            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]),
+                              seconds=float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e6 else None,
+                              tool_calls=calls, truncated=completion.get("truncated") is True)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
             return None
@@ -96,9 +99,12 @@ class ResponseCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in asdict(completion).items() if k != "seconds"}  # timing is not part of the answer
-        if not data["tool_calls"]:
-            del data["tool_calls"]  # entries of plain answers stay as they were
+        for optional in ("tool_calls", "truncated"):
+            if not data[optional]:
+                del data[optional]  # entries of plain, complete answers stay as they were
         entry = {"key": key, "completion": data, "checksum": _checksum(data)}
+        if completion.seconds is not None:
+            entry["seconds"] = round(completion.seconds, 4)  # the model's time when the answer was made, shown for cached trials
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -322,6 +322,10 @@ class LoopbackServer:
             text, calls = self.agent(turn)
         else:
             text = self.reply(turn.system, turn.user)
+        cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        truncated = isinstance(cap, int) and not calls and count_tokens(text) > cap
+        if truncated:  # as a real server does: the answer stops at max_tokens
+            text = " ".join(text.split()[:cap])
         seen = turn.user + "".join(m.get("text", "") + json.dumps(m.get("calls", m.get("results"))) for m in turn.history)
         tokens_in = count_tokens(turn.system) + count_tokens(seen)
         tokens_out = count_tokens(text) + sum(count_tokens(json.dumps(args)) for _, args in calls)
@@ -337,7 +341,7 @@ class LoopbackServer:
                                          for i, (name, args) in zip(ids, calls)]
             payload = {
                 "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", ""),
-                "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": message}],
+                "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "length" if truncated else "stop", "message": message}],
                 "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
             }
         else:
@@ -345,7 +349,7 @@ class LoopbackServer:
             content += [{"type": "tool_use", "id": i, "name": name, "input": args} for i, (name, args) in zip(ids, calls)]
             payload = {
                 "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", ""),
-                "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
+                "content": content, "stop_reason": "tool_use" if calls else "max_tokens" if truncated else "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
             }
         return 200, json.dumps(payload).encode(), {"content-type": "application/json"}

@@ -5,6 +5,7 @@ The work happens in the core modules (skill, config, prompt, runner, checks, rep
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
+from .discovery import AGENT_FOLDERS, Unseen, is_agent_folder, skill_mds_below
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
 from .preflight import PreflightError, check_outputs, compared_report, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
@@ -73,6 +75,10 @@ class UpskillState:
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.thresholds = Thresholds(**{key: _float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
+        gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
+        gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
+        if gates and not specs and not config.getoption("collectonly"):  # a CI gate that would pass on nothing measured
+            raise pytest.UsageError(f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}")
         self.aggregator = Aggregator([s.name for s in specs])
         self.evaluation = None
         self.report: dict = {}
@@ -82,6 +88,7 @@ class UpskillState:
         self.old_report = self._read_old_report()
         self._prefetched_all = False
         self._queue = None  # xdist's queue of this worker's next items
+        self.unseen = Unseen()  # SKILL.md files seen but not collected
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.config.getoption("upskill_changed_since")
@@ -115,6 +122,7 @@ class UpskillState:
         output = getattr(node, "workeroutput", None) or {}
         self.ledger.add_problems(output.get("upskill_cache_problems", []))
         self.ledger.add_throttling(output.get("upskill_throttling", {}))
+        self.unseen.merge(output.get("upskill_unseen", {}))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
@@ -154,6 +162,7 @@ class UpskillState:
         if self.is_worker:
             self.config.workeroutput["upskill_cache_problems"] = own_problems
             self.config.workeroutput["upskill_throttling"] = self.runner.throttling()
+            self.config.workeroutput["upskill_unseen"] = self.unseen.files
             return
         ledger = self.ledger
         ledger.add_problems(own_problems)
@@ -220,11 +229,22 @@ class UpskillState:
         return ([(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []) + (
             [(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
 
+    def pytest_report_header(self) -> str:
+        if self.specs:
+            return f"upskill: models {', '.join(s.name for s in self.specs)}"
+        return f"upskill: {NO_MODEL}; every case is skipped"
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
         results = self.aggregator.results()
+        write = terminalreporter.write_line
+        unseen = self.unseen.line()
+        if not self.specs and self.ledger.expected:
+            terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
+            write(f"upskill: {NO_MODEL}; the {len(self.ledger.expected)} case(s) found were skipped, and nothing was measured")
+        if unseen:
+            write(unseen)
         if not results and not self.report.get("missing"):
             return
-        write = terminalreporter.write_line
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results):
             write(line)
@@ -373,6 +393,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
     parser.addini("upskill_check_timeout", "time limit of each check, validator or sandboxed run, seconds", default="30")
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
+    parser.addini("upskill_skill_folders", "hidden folders where agents keep skills, collected although pytest skips hidden folders",
+                  type="linelist", default=list(AGENT_FOLDERS))
     group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
     group.addoption("--upskill-cache-dir", default=None, metavar="DIR", help="response cache folder (default: ROOTDIR/.upskill-cache)")
     parser.addini("upskill_cache", "response cache mode: rw, off or replay", default="rw")
@@ -415,23 +437,42 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "upskill-state")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """A symlink to a folder above it (a loop) would make pytest collect the same skills again at
     every depth until the OS gives up: skip it. Python files inside a skill folder (its scripts/,
-    a python_tests validator's test file) belong to the skill, not to this pytest run."""
+    a python_tests validator's test file) belong to the skill, not to this pytest run. The hidden
+    folders where agents keep skills (upskill_skill_folders) are entered, unless --ignore'd; other
+    hidden folders are not, and a SKILL.md in one is reported."""
     if collection_path.is_symlink() and collection_path.is_dir():
         target = collection_path.resolve()
         if target in {p.resolve() for p in collection_path.parents}:
             return True
+    if collection_path.name.startswith(".") and collection_path.is_dir() and not _ignored_by_option(collection_path, config):
+        if is_agent_folder(collection_path, config.getini("upskill_skill_folders")):
+            return False
+        state = config.stash.get(STATE, None)
+        for skill_md in skill_mds_below(collection_path) if state else ():
+            folder = skill_md.parent.parent.relative_to(collection_path.parent)
+            state.unseen.add(skill_md, f"in a hidden folder: add {folder.as_posix()!r} to the ini option upskill_skill_folders", config.rootpath)
     if collection_path.suffix == ".py" and collection_path.name != "conftest.py" and in_skill_folder(collection_path, config.rootpath):
         return True
     return None
 
 
+def _ignored_by_option(path: Path, config: pytest.Config) -> bool:
+    """--ignore and --ignore-glob, which the user's choice wins over upskill_skill_folders."""
+    ignored = {Path(config.invocation_params.dir, p).resolve() for p in config.getoption("ignore") or []}
+    return path.resolve() in ignored or any(fnmatch.fnmatch(str(path), str(g)) for g in config.getoption("ignore_glob") or [])
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    state = parent.config.stash[STATE]
     if file_path.name == "skill_meta.json" and skill_md_in(file_path.parent) is not None:
-        if parent.config.stash[STATE].wants(file_path.parent):
+        if state.wants(file_path.parent):
             return SkillFile.from_parent(parent, path=file_path)
+    elif file_path.name in ("SKILL.md", "skill.md") and not (file_path.parent / "skill_meta.json").is_file():
+        state.unseen.add(file_path, "no skill_meta.json beside it: add test cases", parent.config.rootpath)
     return None
 
 
@@ -455,6 +496,11 @@ class SkillFile(pytest.File):
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check or validator
             raise self.CollectError(f"{self.path}: {exc}") from None
+        if not cases:
+            yield SkippedCase.from_parent(self, name="no-cases", case_line=1, reason=(
+                f"{self.path.relative_to(self.config.rootpath) if self.path.is_relative_to(self.config.rootpath) else self.path} "
+                "has an empty list of test cases (what upskill writes when it generated none): add cases with 'input' and 'expected'"))
+            return
         if not state.specs:
             for case in cases:
                 yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL, case_line=case.line)

@@ -121,6 +121,6 @@ def build_request(spec: ModelSpec, arm: str, skill: Skill, case: Case, scaffold:
         user=user_message(case),
         model=spec.model,
         temperature=spec.temperature,
-        max_tokens=spec.max_tokens,
+        max_tokens=case.max_tokens or spec.max_tokens,
         seed=spec.seed,
     )

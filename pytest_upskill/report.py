@@ -17,7 +17,7 @@ from . import stats
 PROPERTY_PREFIX = "upskill."
 # user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
 PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached", "thresholds",
-              "turns", "tool_calls", "tools_used", "files", "skill_loaded", "judge_input_tokens", "judge_output_tokens")
+              "turns", "tool_calls", "tools_used", "files", "skill_loaded", "judge_input_tokens", "judge_output_tokens", "hit_max_tokens", "note")
 
 
 def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
@@ -25,6 +25,11 @@ def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tu
     xdist controller, which collects nothing, knows them."""
     values = {**outcome, "thresholds": json.dumps(thresholds, sort_keys=True) if thresholds else None}
     return [(PROPERTY_PREFIX + name, values[name]) for name in PROPERTIES if values.get(name) is not None or name == "passed"]
+
+
+def _true(value: Any) -> bool:
+    """A flag from an outcome: True, or "True" where it came through JUnit/xdist as text."""
+    return value is True or value == "True"
 
 
 def outcome_from_properties(properties: Iterable) -> dict | None:
@@ -50,6 +55,8 @@ class Arm:
     offered: int = 0  # trials that were offered read_skill
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
+    capped: int = 0  # trials whose answer stopped at max_tokens
+    notes: Counter = field(default_factory=Counter)  # how trials ran where it differs from their case
 
     @property
     def total(self) -> int:
@@ -80,6 +87,9 @@ class Arm:
             self.loaded += bool(outcome["skill_loaded"])
         self.judge_input_tokens += int(outcome.get("judge_input_tokens") or 0)
         self.judge_output_tokens += int(outcome.get("judge_output_tokens") or 0)
+        self.capped += _true(outcome.get("hit_max_tokens"))
+        if outcome.get("note"):
+            self.notes[outcome["note"]] += 1
 
     @property
     def activation_rate(self) -> float | None:
@@ -101,6 +111,7 @@ class Arm:
             "total": self.total,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "hit_max_tokens": self.capped,
             "error_kinds": dict(sorted(self.error_kinds.items())),
             **extra,
         }
@@ -455,7 +466,12 @@ def terminal_lines(results: list[Result]) -> list[str]:
         lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
         lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
         lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+        if b.capped or s.capped:
+            lines.append(f"  token cap   {b.capped}/{b.total} → {s.capped}/{s.total} answers stopped at max_tokens, not where the model "
+                         "ended them (set max_tokens in the case or the model's alias)")
         lines += agent_lines(r)
+        for note, n in sorted((b.notes + s.notes).items()):
+            lines.append(f"  note        {n} trial(s): {note}")
         errors = b.errors + s.errors
         if errors:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))

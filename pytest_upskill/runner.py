@@ -62,6 +62,7 @@ class Trial:
     agent: AgentPlan | None = field(default=None, compare=False, repr=False)  # a workspace trial: tools, turn after turn
     validation: Validation | None = field(default=None, compare=False, repr=False)
     judge: ModelSpec | None = field(default=None, compare=False, repr=False)  # llm_judge's model
+    note: str | None = field(default=None, compare=False, repr=False)  # e.g. a files-only case run as a plain trial, and why
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -93,6 +94,8 @@ class Outcome:
     skill_loaded: bool | None = None  # progressive disclosure: the model called read_skill for the skill
     judge_input_tokens: int | None = None  # llm_judge's own tokens, apart from the model's
     judge_output_tokens: int | None = None
+    hit_max_tokens: bool | None = None  # an answer (of any turn) stopped at max_tokens
+    note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
 
     @property
     def is_error(self) -> bool:
@@ -118,7 +121,7 @@ class ModelLimiter:
 
     SLOW = 2.0  # an answer this many times slower (per token) than the quickest, sent with others: it queued
     STEADY = 1.5  # slower than this (but not SLOW): the bound holds, neither up nor down
-    NOISE_S = 0.25  # a delay shorter than this is noise (a busy machine), not a queue
+    NOISE_S = 0.5  # a delay shorter than this is noise (a busy machine), not a queue
 
     def __init__(self, ceiling: int, self_hosted: bool = False):
         self.ceiling = self.limit = self.lowest = self.requested = ceiling
@@ -317,7 +320,7 @@ class Runner:
         self._providers.clear()
 
     async def _run(self, trial: Trial) -> Outcome:
-        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run)
+        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run, note=trial.note)
         try:
             await self._fill(trial, outcome)
         except Exception as exc:  # a bug of ours must still leave this trial exactly one outcome
@@ -334,6 +337,7 @@ class Runner:
             return
         outcome.output = completion.text
         outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+        outcome.hit_max_tokens = completion.truncated
         result = await self._score(trial, outcome.output, outcome)
         if result is not None:
             outcome.passed, outcome.message = result.passed, result.message
@@ -348,6 +352,7 @@ class Runner:
             if completion is None:  # it failed: this trial makes its own attempt
                 completion = self.cache.get(key)
         if completion is not None:
+            outcome.latency_s = round(outcome.latency_s + (completion.seconds or 0.0), 4)  # the model's time when it was made
             return completion, True
         if self.cache_mode == "replay":
             outcome.error_kind = CACHE_MISS
@@ -413,6 +418,8 @@ class Runner:
             async def send(request: Request) -> Completion | None:
                 completion, hit = await self._complete(trial.spec, trial.model, request, trial.run, outcome)
                 cached.append(hit)
+                if completion is not None:
+                    outcome.hit_max_tokens = bool(outcome.hit_max_tokens) or completion.truncated
                 return completion
 
             run = await run_agent(trial.request, plan, toolbox, send)
@@ -556,7 +563,7 @@ class Runner:
             if completion is not None:
                 seconds = completion.seconds if completion.seconds is not None else seconds
                 calls = tuple(ToolCall(c.id, c.name, self.redact(c.arguments_json)) for c in completion.tool_calls)
-                completion = Completion(self.redact(completion.text), completion.input_tokens, completion.output_tokens, tool_calls=calls)
+                completion = replace(completion, text=self.redact(completion.text), tool_calls=calls, seconds=seconds)
             return completion, error, seconds
         finally:
             seconds_in_flight = time.perf_counter() - start

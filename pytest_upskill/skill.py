@@ -83,10 +83,14 @@ class Case(BaseModel):
     validator: str | None = None
     validator_config: dict[str, Any] | None = None  # upskill allows scalars; built-in validators also take lists and objects
     max_turns: int | None = Field(default=None, ge=1, le=200)  # of a workspace trial (default: --upskill-max-turns)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)  # of each answer (default: the model's, 1024 unless its alias says)
     # Filled by the loader: the case's node-id-safe identifier and its line in the file.
     key: str = Field(default="", exclude=True)
     line: int | None = Field(default=None, exclude=True)
     prepared_validator: Any = Field(default=None, exclude=True)  # what the validator's prepare() made of validator_config
+
+
+CASE_FIELDS = tuple(name for name, f in Case.model_fields.items() if not f.exclude)  # what a case may hold (not what the loader adds)
 
 
 # --------------------------------------------------------------------------------------- SKILL.md
@@ -313,8 +317,8 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
         raw = data
     if not isinstance(raw, list):
         raise SkillFileError(meta_path, f"test cases must be a JSON list, not {type(raw).__name__}", 'write {"tests": [ ... ]} or a bare list [ ... ]', 1)
-    if not raw:
-        raise SkillFileError(meta_path, "has no test cases", "add at least one case with 'input' and 'expected'", 1)
+    if not raw:  # what upskill writes when it generated no case: the skill is skipped, saying so
+        return SkillMeta([], _thresholds(meta_path, text, data))
 
     offsets = _array_element_offsets(text, data)
     cases: list[Case] = []
@@ -343,7 +347,7 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
             if err["type"] == "value_error":
                 msg, fix = f"{label}: {field!r}: {err['ctx']['error']}", "see the case format in the README"
             elif err["type"] == "extra_forbidden":
-                msg, fix = f"{label} has an unknown field {field!r}", "allowed fields: " + ", ".join(k for k in Case.model_fields if k not in ("key", "line"))
+                msg, fix = f"{label} has an unknown field {field!r}", "allowed fields: " + ", ".join(CASE_FIELDS)
             elif err["type"] == "missing":
                 msg, fix = f"{label} is missing {field!r}", f"add {field!r} to the case"
             else:

@@ -50,11 +50,10 @@ def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegi
                  skill_files: SkillFiles | None) -> Iterator[Planned]:
     validator = validators.get(case.validator) if case.validator else None
     unavailable = validator.unavailable() if validator else None
-    if unavailable:
-        yield Planned(f"{case.key}[{case.validator}]", case.line, None, unavailable)
-        return
     workspace = is_workspace_case(case)
     agentic = workspace or skill_files is not None
+    # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
+    files_only = workspace and not case.validator and not case.output_file and skill_files is None
     validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if workspace else None
     builtin, custom = checks.split(case.expected)
     score = functools.partial(checks.score, custom) if custom else None
@@ -62,12 +61,19 @@ def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegi
     for spec in settings.specs:
         label = settings.labels[spec.name]
         no_tools = settings.tools_unsupported(spec) if agentic else None
-        if no_tools:
-            yield Planned(f"{case.key}[{label}-tools]", case.line, None, no_tools)
-            continue
+        skip, note = unavailable, None
+        if no_tools and files_only:
+            note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"
+        elif no_tools:
+            skip = no_tools
         for arm in ARMS:
+            name = f"{case.key}[{label}-{arm}"
+            if skip:  # named as the trials it stands for, so that -k selects it with them
+                yield Planned(name + "]", case.line, None, skip)
+                continue
             request = build_request(spec, arm, skill, case, settings.scaffold, settings.injection)  # the same for every run
+            agent, checked = (None, None) if note else (plans[arm], validation)
             for run in range(1, settings.runs + 1):
                 trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
-                              checks=builtin, score=score, agent=plans[arm], validation=validation, judge=settings.judge)
-                yield Planned(f"{case.key}[{label}-{arm}" + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)
+                              checks=builtin, score=score, agent=agent, validation=checked, judge=settings.judge, note=note)
+                yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

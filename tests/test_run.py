@@ -137,7 +137,10 @@ def test_xdist_gives_the_same_report_as_a_plain_run(pytester, alpha, write_skill
     args = ["skills", *models(model_server), "--upskill-runs", "2", "--upskill-cache", "off"]
     plain = pytester.runpytest(*args, "--upskill-report", "plain.json", "--junitxml=plain.xml")
     distributed = pytester.runpytest(*args, "-n", "2", "--upskill-report", "xdist.json", "--junitxml=xdist.xml")
-    assert report(pytester, "plain.json") == report(pytester, "xdist.json")
+    # how the bound on requests in flight moved depends on the machine's timing, not on the results
+    plain_report, xdist_report = report(pytester, "plain.json"), report(pytester, "xdist.json")
+    plain_report.pop("throttling"), xdist_report.pop("throttling")
+    assert plain_report == xdist_report
     assert plain.parseoutcomes() == {k: v for k, v in distributed.parseoutcomes().items()}
     suite = lambda name: {p.get("name"): p.get("value") for p in ET.parse(pytester.path / name).findall(".//testsuite/properties/property")}
     assert suite("plain.xml") == suite("xdist.xml") != {}

@@ -113,7 +113,7 @@ def test_llm_judge_without_a_judge_model_is_skipped_with_the_option_to_pass(pyte
     write_skill("notes", [{"input": "w", "expected": {"contains": []}, "output_file": "n.md", "validator": "llm_judge",
                            "validator_config": {"rubric": "good"}}], body="b")
     result = pytester.runpytest("skills", "-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
-    result.assert_outcomes(skipped=1)
+    result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*llm_judge needs a judge model: pass --upskill-judge-model NAME*"])
 
 
@@ -122,7 +122,7 @@ def test_a_judge_model_that_cannot_call_tools_skips_llm_judge_cases(pytester, wr
     write_skill("notes", [{"input": "w", "expected": {"contains": []}, "output_file": "n.md", "validator": "llm_judge",
                            "validator_config": {"rubric": "good"}}], body="b")
     result = pytester.runpytest("skills", "-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-judge-model", "smollm2")
-    result.assert_outcomes(skipped=1)
+    result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*llm_judge: the judge answers through a tool call, and smollm2: the model's chat template has no tool calling*"])
 
 

@@ -74,7 +74,8 @@ class AnthropicProvider:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})")
         usage = getattr(message, "usage", None)
         return Completion(text, token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
-                          token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name), tool_calls=calls)
+                          token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name), tool_calls=calls,
+                          truncated=message.stop_reason == "max_tokens")
 
     async def slots(self) -> int | None:
         """Requests the server serves at once, where a self-hosted server says (see server_slots)."""

@@ -56,6 +56,7 @@ class Completion:
     output_tokens: int
     seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
     tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
+    truncated: bool = False  # the answer stopped at max_tokens, not where the model ended it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", clean_text(self.text))

@@ -171,7 +171,8 @@ class LocalProvider:
                     text, calls = read_tool_calls(message, f"call_{len(request.history)}")
                     seconds = time.perf_counter() - start
                     usage = result.get("usage") or {}
-                    return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds, calls)
+                    return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds, calls,
+                                      truncated=result["choices"][0].get("finish_reason") == "length")
                 if has_chat_template(llm):
                     messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
                     result = llm.create_chat_completion(messages=messages, **params)
@@ -186,7 +187,8 @@ class LocalProvider:
         if not isinstance(text, str):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: no text in the completion")
         usage = result.get("usage") or {}
-        return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds)
+        return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds,
+                          truncated=result["choices"][0].get("finish_reason") == "length")
 
     async def aclose(self) -> None:
         unload_all()

@@ -70,7 +70,8 @@ class OpenAIProvider:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
         return Completion(content or "", token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
-                          token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name), tool_calls=calls)
+                          token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name), tool_calls=calls,
+                          truncated=getattr(choices[0], "finish_reason", None) == "length")
 
     async def slots(self) -> int | None:
         """Requests the server serves at once, where a self-hosted server says (see server_slots)."""

@@ -1,0 +1,75 @@
+"""Where skills live besides ordinary folders, and the SKILL.md files a run did not collect.
+
+Agents keep skills in hidden folders (``.claude/skills``, ``.agents/skills``, openai's
+``skills/.curated``), which pytest does not enter (``norecursedirs`` has ``.*``). The plugin enters
+the folders named by the ini option ``upskill_skill_folders`` and reports the SKILL.md files it
+saw but did not collect: a skill with no ``skill_meta.json`` beside it, or one in another hidden
+folder, so that a run which finds nothing says why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+AGENT_FOLDERS = (".claude/skills", ".agents/skills", ".github/skills", "skills/.curated", "skills/.system", "skills/.experimental")
+# hidden folders that never hold a project's skills, and can be large: not searched for SKILL.md
+_NOT_SEARCHED = {".git", ".hg", ".svn", ".venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis",
+                 ".upskill-cache", ".cache", ".idea", ".vscode", ".eggs", ".npm", ".yarn"}
+_SEARCH_DEPTH = 3  # .cursor/skills/NAME/SKILL.md is three levels below .cursor
+
+
+def is_agent_folder(folder: Path, patterns: list[str]) -> bool:
+    """Whether the hidden ``folder`` is (or leads to) one of the ``patterns`` (``.claude/skills``):
+    its last parts equal the first parts of a pattern, ending at a hidden part of it."""
+    if not folder.name.startswith("."):
+        return False
+    parts = folder.parts
+    for pattern in patterns:
+        wanted = Path(pattern).parts
+        for n in range(1, len(wanted) + 1):
+            if wanted[n - 1].startswith(".") and len(parts) >= n and all(
+                    fnmatch.fnmatchcase(part, want) for part, want in zip(parts[-n:], wanted[:n])):
+                return True
+    return False
+
+
+def skill_mds_below(folder: Path) -> list[Path]:
+    """SKILL.md files up to three levels below a hidden folder that the run does not enter."""
+    if folder.name in _NOT_SEARCHED:
+        return []
+    found: list[Path] = []
+    for depth in range(1, _SEARCH_DEPTH + 1):
+        pattern = "/".join(["*"] * (depth - 1) + ["SKILL.md"])
+        try:
+            found += [p for p in folder.glob(pattern) if p.is_file()]
+        except OSError:
+            break
+        if len(found) > 100:
+            break
+    return sorted(found)
+
+
+class Unseen:
+    """SKILL.md files seen during collection that no item came from, with why."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}  # path (as shown) -> why
+
+    def add(self, path: Path, why: str, base: Path) -> None:
+        try:
+            shown = str(path.relative_to(base))
+        except ValueError:
+            shown = str(path)
+        self.files.setdefault(shown, why)
+
+    def merge(self, files: dict[str, str]) -> None:
+        for path, why in files.items():
+            self.files.setdefault(path, why)
+
+    def line(self) -> str | None:
+        if not self.files:
+            return None
+        shown = [f"{path} ({why})" for path, why in sorted(self.files.items())[:5]]
+        more = f" and {len(self.files) - 5} more" if len(self.files) > 5 else ""
+        return f"upskill: {len(self.files)} SKILL.md file(s) found but not collected: " + "; ".join(shown) + more
