@@ -1,0 +1,116 @@
+"""Skills where agents keep them, upskill's own files as upskill reads them, and what a newcomer
+sees on a first run (issue 14, items 3, 4, 6 and 9)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from pytest_upskill.loopback import LoopbackServer
+
+
+def _skill(root, folder: str, name: str, tests=None) -> None:
+    path = root / folder / name
+    path.mkdir(parents=True)
+    (path / "SKILL.md").write_text(f"---\nname: {name}\ndescription: Skill {name}.\n---\n\nAnswer with the word {name.upper()}.\n")
+    if tests is not None:
+        (path / "skill_meta.json").write_text(json.dumps(tests))
+
+
+CASE = {"tests": [{"id": "q", "input": "What is the word?", "expected": {"contains": "word"}}]}
+
+
+def test_skills_in_the_folders_where_agents_keep_them_are_collected(pytester, model_server):
+    for folder, name in ((".claude/skills", "claude-skill"), (".agents/skills", "agents-skill"), ("skills/.curated", "curated-skill"),
+                         ("skills", "plain-skill")):
+        _skill(pytester.path, folder, name, CASE)
+    result = pytester.runpytest("--collect-only", "-q", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*8 tests collected*"])
+    for path in (".claude/skills/claude-skill", ".agents/skills/agents-skill", "skills/.curated/curated-skill", "skills/plain-skill"):
+        result.stdout.fnmatch_lines([f"{path}/skill_meta.json::q[[]openai-m-baseline[]]"])
+    # --ignore wins over the default folders, and the ini option replaces them
+    result = pytester.runpytest("--collect-only", "-q", "--ignore", ".claude", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*6 tests collected*"])
+    pytester.makeini("[pytest]\nupskill_skill_folders =\n    .agents/skills\n")
+    result = pytester.runpytest("--collect-only", "-q", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.stdout.fnmatch_lines(["*4 tests collected*"])
+
+
+def test_a_run_that_finds_skill_md_files_it_does_not_collect_says_which_and_why(pytester, model_server):
+    _skill(pytester.path, ".cursor/skills", "hidden-skill", CASE)
+    _skill(pytester.path, "skills", "untested-skill")
+    result = pytester.runpytest("--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines([
+        "upskill: 2 SKILL.md file(s) found but not collected: "
+        ".cursor/skills/hidden-skill/SKILL.md (in a hidden folder: add '.cursor/skills' to the ini option upskill_skill_folders); "
+        "skills/untested-skill/SKILL.md (no skill_meta.json beside it: add test cases)",
+    ])
+
+
+def test_an_empty_list_of_cases_skips_that_skill_and_the_others_run(pytester, model_server):
+    _skill(pytester.path, "skills", "drafted", {"metadata": {"generated_by": "upskill"}, "tests": []})
+    _skill(pytester.path, "skills", "tested", {"metadata": {"generated_by": "upskill", "source_task": "t"}, "tests": CASE["tests"]})
+    result = pytester.runpytest("-rs", "--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    result.assert_outcomes(passed=1, xfailed=1, skipped=1)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] skills/drafted/skill_meta.json:1: skills/drafted/skill_meta.json has an empty list of test "
+                                 "cases (what upskill writes when it generated none): add cases with 'input' and 'expected'"])
+
+
+def test_a_case_with_only_context_files_runs_as_a_plain_trial_on_a_model_without_tools(pytester, write_skill):
+    """upskill appends context.files to the prompt of such a case; a model that cannot call tools
+    runs it that way here too, saying so, instead of skipping it."""
+    pytest.importorskip("llama_cpp")
+    write_skill("notes", {"tests": [{"id": "read", "input": "What colour is in the file?", "expected": {"contains": "blue"},
+                                     "context": {"files": {"colour.txt": "blue"}}, "max_tokens": 16}]}, body="Answer with the file's colour.")
+    result = pytester.runpytest("-rs", "--upskill-models", "smollm2", "--junitxml", "out.xml")
+    outcomes = result.parseoutcomes()
+    assert "skipped" not in outcomes and outcomes.get("passed", 0) + outcomes.get("failed", 0) + outcomes.get("xfailed", 0) + \
+        outcomes.get("xpassed", 0) == 2, outcomes
+    result.stdout.fnmatch_lines(["  note        2 trial(s): context.files given in the prompt, as upskill runs such a case, not in a workspace "
+                                 "(smollm2: the model's chat template has no tool calling*"])
+    props = [p.attrib for p in ET.parse(pytester.path / "out.xml").iter("property")]
+    assert sum(p["name"] == "upskill.note" for p in props) == 2
+    assert not any(p["name"] == "upskill.turns" for p in props)  # plain completions, not a tool loop
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_answers_that_stop_at_max_tokens_are_counted_per_arm_and_the_case_sets_the_cap(pytester, write_skill, protocol, monkeypatch):
+    """A skill that makes answers run away to the token cap is a finding: the summary counts such
+    answers per arm (as the provider says: finish_reason length, stop_reason max_tokens), and a
+    case may set max_tokens; a cached rerun says the same."""
+    monkeypatch.setenv("LOOPBACK_KEY", "k")
+    long_skill = " ".join(f"word{i}" for i in range(40))
+    write_skill("wordy", {"tests": [{"id": "a", "input": "Say it.", "expected": {"contains": "word1"}, "max_tokens": 12},
+                                    {"id": "b", "input": "Say it again.", "expected": {"contains": "word1"}}]}, body=long_skill)
+    with LoopbackServer() as server:
+        url = server.openai_base_url if protocol == "openai" else server.anthropic_base_url
+        pytester.makepyprojecttoml(f'[tool.upskill.models.m]\nprovider = "{protocol}"\nmodel = "m"\nbase_url = "{url}"\n'
+                                   'api_key_env = "LOOPBACK_KEY"\nmax_tokens = 100\n')
+        runs = [pytester.runpytest("--upskill-models", "m", "--upskill-report", f"r{i}.json", "--junitxml", f"out{i}.xml") for i in (1, 2)]
+    caps = sorted(r.body.get("max_tokens") for r in server.requests)
+    assert caps == [12, 12, 100, 100]  # the case's cap, else the alias's
+    for i, result in enumerate(runs, 1):
+        result.stdout.fnmatch_lines(["  token cap   0/2 → 1/2 answers stopped at max_tokens, not where the model ended them*"])
+        report = json.loads((pytester.path / f"r{i}.json").read_text())["results"][0]
+        assert (report["baseline"]["hit_max_tokens"], report["with_skill"]["hit_max_tokens"]) == (0, 1)
+    assert len(server.requests) == 4  # the second run came from the cache
+    props = {(p.attrib["name"], p.attrib["value"]) for p in ET.parse(pytester.path / "out2.xml").iter("property")}
+    assert ("upskill.hit_max_tokens", "True") in props and ("upskill.cached", "True") in props
+
+
+def test_no_model_named_is_said_first_and_a_gate_without_a_model_is_a_usage_error(pytester, write_skill):
+    write_skill("alpha", CASE, body="b")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.OK  # nothing asked to measure anything: a local try-out stays green
+    result.stdout.fnmatch_lines([
+        "upskill: no model named: pass --upskill-models NAME*; every case is skipped",
+        "*upskill: no trial ran*",
+        "upskill: no model named: pass --upskill-models NAME*; the 1 case(s) found were skipped, and nothing was measured",
+    ])
+    result = pytester.runpytest("--upskill-min-lift", "0.1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--upskill-min-lift set, but no model is named, so nothing would be measured: no model named: pass --upskill-models*"])
