@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Provider = Literal["anthropic", "openai", "local"]
 PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
@@ -38,6 +40,17 @@ class ModelSpec(BaseModel):
     seed: int | None = 0
     note: str | None = Field(default=None, description="shown under the model's results")
     chat_template: str | None = Field(default=None, description="local models: a Jinja chat template (or a path to one) used instead of the GGUF's")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            hint = f"http://{url}" if "://" not in url else "http://HOST:PORT/v1"
+            raise ValueError(f"the base URL {url!r} must start with http:// or https:// and name a host: e.g. {hint}")
+        return url
 
     @property
     def key_env(self) -> str | None:
@@ -121,14 +134,18 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
             return ModelSpec(name=name, **fields)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            msg = err["ctx"]["error"] if err["type"] == "value_error" else err["msg"]
+            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {msg}") from None
     if name in BUILTIN_ALIASES:
         return ModelSpec(name=name, **BUILTIN_ALIASES[name])
     match = _INLINE.match(name)
     if match and match["provider"] in PROVIDERS:
         provider = match["provider"]
         temperature = None if provider == "anthropic" else 0.0
-        return ModelSpec(name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature)
+        try:
+            return ModelSpec(name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature)
+        except ValidationError as exc:
+            raise ConfigError(f"model {name!r}: {exc.errors()[0]['ctx']['error']}") from None
     known = sorted(set(BUILTIN_ALIASES) | set(user_aliases))
     raise ConfigError(
         f"unknown model {name!r}. Known names: {', '.join(known)}. "

@@ -72,30 +72,36 @@ class Finding:
         threshold = f"{float(self.threshold) * 100:.0f}%" if self.figure == "pass_rate" else f"{float(self.threshold) * 100:+.0f}%"
         return f"{self.figure} {value}{ci} vs {side} {threshold}"
 
+    def label(self, strict: bool) -> str:
+        """The verdict and, for an INCONCLUSIVE one, what it was decided as: the words every line uses."""
+        if self.verdict != INCONCLUSIVE:
+            return self.verdict
+        if self.value is None:
+            return "INCONCLUSIVE, not measured: fails"
+        if strict:
+            return "INCONCLUSIVE, fails under --upskill-strict"
+        return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate"
+
     def why(self, strict: bool) -> str:
-        """For an INCONCLUSIVE verdict: how it was decided, and what would decide it."""
+        """For an INCONCLUSIVE verdict: why it is, and what would decide it."""
         if self.verdict != INCONCLUSIVE:
             return ""
         if self.value is None:
-            return "not measured (no case scored in both arms): fails"
+            return "no case was scored in both arms"
         if strict:
-            decided = "fails under --upskill-strict"
+            how = "the 95% interval straddles the threshold"
         else:
             side = "at or above" if self.value >= self.threshold else "below"
-            decided = (f"decided on the point estimate ({side} the threshold): {'fails' if self.fails else 'passes'}, "
-                       "which --upskill-strict would fail")
+            how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
+            how += " (--upskill-strict would fail it)" if not self.fails else ""
         if self.cases_needed is None:
             more = "no number of cases would decide it at these rates (the estimate is at the threshold or too close)"
         else:
             more = f"about {self.cases_needed} cases like these (now {self.cases}) would decide it"
-        return f"the 95% interval straddles the threshold; {decided}; {more}"
+        return f"{how}; {more}"
 
     def failure_note(self, strict: bool) -> str:
-        if self.verdict != INCONCLUSIVE:
-            return ""
-        if self.value is None:
-            return " (not measured: no case scored in both arms)"
-        return " (INCONCLUSIVE: --upskill-strict fails it)" if strict else " (INCONCLUSIVE: the point estimate is below the threshold)"
+        return f" ({self.label(strict)})" if self.verdict == INCONCLUSIVE else ""
 
     def to_json(self) -> dict:
         return {"figure": self.figure, "verdict": self.verdict, "value": None if self.value is None else float(self.value),
@@ -233,21 +239,32 @@ class Evaluation:
     def fails(self) -> bool:
         return any(v.fails for v in self.verdicts) or bool(self.regressions)
 
-    def run_fails(self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int) -> bool:
-        """Whether the skill trials fail the run.
+    def fail_reasons(self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int) -> list[str]:
+        """Why the skill trials fail the run, in words; empty when they do not.
 
         A failing verdict, a regression or a collection error always fails it; so do more
         unscored trials (errors, and trials with no outcome) than ``--upskill-max-errors`` allows.
         Without a threshold a failed with-skill trial fails it too; with one, the verdicts decide."""
-        if self.fails or collection_errors or unscored > allowed_errors:
-            return True
-        return not self.gated and with_skill_failed > 0
+        reasons = []
+        failing = sum(v.fails for v in self.verdicts)
+        if failing:
+            reasons.append(f"{failing} skill × model result(s) failed a gate")
+        if self.regressions:
+            reasons.append(f"{len(self.regressions)} regression(s) against --upskill-compare")
+        if collection_errors:
+            reasons.append(f"{collection_errors} file(s) could not be collected")
+        if unscored > allowed_errors:
+            reasons.append(f"{unscored} trial(s) could not be scored, more than --upskill-max-errors allows ({allowed_errors})")
+        if not self.gated and with_skill_failed:
+            reasons.append(f"{with_skill_failed} with-skill trial(s) failed, and with no gate set every with-skill trial must pass "
+                           "(set --upskill-min-lift to judge the lift instead)")
+        return reasons
 
     def lines(self) -> list[str]:
         out = []
         for v in self.verdicts:
-            out.append(f"{v.verdict:<12} {v.skill} × {v.model}: " + "; ".join(f"{f.describe()} {f.verdict}" for f in v.findings))
-            out += [f"             {f.figure} INCONCLUSIVE: {f.why(self.strict)}" for f in v.findings if f.verdict == INCONCLUSIVE]
+            out.append(f"{v.verdict:<12} {v.skill} × {v.model}: " + "; ".join(f"{f.describe()} {f.label(self.strict)}" for f in v.findings))
+            out += [f"             {f.figure}: {f.why(self.strict)}" for f in v.findings if f.verdict == INCONCLUSIVE]
         for v in self.verdicts:
             for f in v.findings:
                 if f.fails:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from dataclasses import replace
 import math
 import os
 from pathlib import Path
@@ -89,6 +90,7 @@ class UpskillState:
         self._prefetched_all = False
         self._queue = None  # xdist's queue of this worker's next items
         self.unseen = Unseen()  # SKILL.md files seen but not collected
+        self.exit_line = ""  # why the exit status is what it is, the summary's last line
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.config.getoption("upskill_changed_since")
@@ -142,7 +144,9 @@ class UpskillState:
         for item in session.items:
             if isinstance(item, TrialItem):
                 t = item.trial
-                cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, t.request, t.run)) is not None
+                # a workspace trial's first turn offers its tools; when that turn is cached, so is the conversation
+                first = replace(t.request, tools=t.agent.tools) if t.agent is not None else t.request
+                cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, first, t.run)) is not None
                 plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
                 cases, runs, _ = skills.setdefault(t.skill, (set(), set(), self.thresholds.merged(item.parent.thresholds).min_lift))
                 cases.add(t.case)
@@ -191,11 +195,17 @@ class UpskillState:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
-            fails = ledger.other_failures > 0 or self.evaluation.run_fails(
+            reasons = self.evaluation.fail_reasons(
                 unscored=unscored, allowed_errors=allowed, collection_errors=self.collection_errors,
                 with_skill_failed=sum(r.with_skill.failed for r in results),
             )
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED if fails or self.write_problems else pytest.ExitCode.OK
+            reasons += [f"{ledger.other_failures} other test(s) failed"] if ledger.other_failures else []
+            reasons += ["an output could not be written"] if self.write_problems else []
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if reasons else pytest.ExitCode.OK
+            passed = ("every gate passed" if self.evaluation.gated else
+                      "no gate is set and every with-skill trial passed (a failed baseline trial never fails the run)")
+            self.exit_line = (f"upskill: exit status 1 because {'; '.join(reasons)}" if reasons else
+                              f"upskill: exit status 0: {passed}")
 
     def _path(self, name: str) -> Path:
         return Path(self.config.invocation_params.dir, name)
@@ -246,7 +256,7 @@ class UpskillState:
         if not results and not self.report.get("missing"):
             return
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
-        for line in terminal_lines(results):
+        for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in self.specs}):
             write(line)
         write(f"{self.aggregator.cached} of {self.aggregator.trials} trial(s) came from the cache ({self.cache.root})"
               if self.cache_mode != "off" else "cache off")
@@ -276,6 +286,8 @@ class UpskillState:
             write(f"JSON report written to {path}")
         for problem in self.write_problems:
             write(f"upskill: {problem} (exit status 1)")
+        if self.exit_line:
+            write(self.exit_line, bold=True)
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""

@@ -452,20 +452,30 @@ INTERVALS = ("rates and lift over the cases scored in both arms; 95% CI: Newcomb
              "(method 10) over cases; continuity-corrected Wilson for a pass rate (README: The statistics)")
 
 
-def terminal_lines(results: list[Result]) -> list[str]:
+def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None) -> list[str]:
     lines: list[str] = []
     for r in results:
         b, s = r.baseline, r.with_skill
         pairing = r.pairing
-        runs = max((len(arms.get("with_skill", {})) for arms in r.cases.values()), default=0)
+        runs = max((len(runs) for arms in r.cases.values() for runs in arms.values()), default=0)
         n = len(r.cases)
         lines.append(f"{r.skill} × {r.model}  ({n} case{'s' if n != 1 else ''} × {runs} run{'s' if runs != 1 else ''})")
-        p_base, p_skill = r.pass_rate("baseline"), r.pass_rate("with_skill")
-        lines.append(f"  baseline    {bar(p_base)} {_aligned(r, 'baseline')} {pct(p_base):>4}")
-        ci = r.lift_ci
-        lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
-        lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
-        lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+        if not (b.total and s.total):  # one arm deselected (-k): nothing to compare
+            ran, arm = (b, "baseline") if b.total else (s, "with skill")
+            lines.append(f"  {arm:<11} {ran.passed}/{ran.total} passed; the other arm was not run (deselected), so there is no lift")
+            lines.append(f"  tokens      in {ran.input_tokens:,}   out {ran.output_tokens:,} ({arm} only)")
+        else:
+            p_base, p_skill = r.pass_rate("baseline"), r.pass_rate("with_skill")
+            lines.append(f"  baseline    {bar(p_base)} {_aligned(r, 'baseline')} {pct(p_base):>4}")
+            ci = r.lift_ci
+            lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
+            lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
+            lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+        price_in, price_out = (prices or {}).get(r.model, (None, None))
+        if price_in is not None or price_out is not None:
+            spent = [(a.input_tokens * (price_in or 0) + a.output_tokens * (price_out or 0)) / 1e6 for a in (b, s)]
+            lines.append(f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
+                         "the alias's prices per million tokens)")
         if b.capped or s.capped:
             lines.append(f"  token cap   {b.capped}/{b.total} → {s.capped}/{s.total} answers stopped at max_tokens, not where the model "
                          "ended them (set max_tokens in the case or the model's alias)")
@@ -476,7 +486,7 @@ def terminal_lines(results: list[Result]) -> list[str]:
         if errors:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))
             lines.append(f"  errors      {errors} trial(s) not scored, left out of the rates: {kinds}")
-        if pairing.left_out:
+        if pairing.left_out and b.total and s.total:
             left = len(pairing.left_out)
             lines.append(f"  unpaired    {left} case{'s' if left != 1 else ''} not scored in both arms, left out of the rates and the lift: "
                          + _names([f"{case} ({why})" for case, why in pairing.left_out]))
@@ -526,7 +536,8 @@ def audit_lines(results: list[Result]) -> list[str]:
         for case, why in r.uninformative_cases():
             groups[why].append(case)
         for why, cases in groups.items():
-            lines.append(f"{r.skill} × {r.model}: {len(cases)} case{'s' if len(cases) != 1 else ''} {why}, measuring nothing: {', '.join(cases)}")
+            n, doing = len(cases), why.replace("passes", "passing").replace("fails", "failing")
+            lines.append(f"{r.skill} × {r.model}: {n} case{'s' if n != 1 else ''} {doing}, measuring nothing: {', '.join(cases)}")
     return lines
 
 

@@ -52,7 +52,7 @@ def test_with_thresholds_failed_with_skill_trials_no_longer_set_the_exit_status(
 def test_inconclusive_fails_only_below_the_point_estimate_or_when_strict(pytester, write_skill, model_server):
     write_skill("small-skill", cases(3), body=BODY)  # lift +100% over 3 cases: the interval straddles 0.8
     result = run(pytester, model_server, "--upskill-min-lift", "0.8")
-    result.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +100% *vs at least +80% INCONCLUSIVE"])
+    result.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +100% *vs at least +80% INCONCLUSIVE, passes on the point estimate"])
     assert result.ret == pytest.ExitCode.OK
     strict = run(pytester, model_server, "--upskill-min-lift", "0.8", "--upskill-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
@@ -136,8 +136,8 @@ def test_audit_flags_cases_that_measure_nothing(pytester, write_skill, model_ser
     ], body=BODY)
     result = run(pytester, model_server, "--upskill-runs", "2")
     result.stdout.fnmatch_lines([
-        "audit: alpha-facts × *: 1 case passes in both arms in every run, measuring nothing: both",
-        "audit: alpha-facts × *: 1 case fails in both arms in every run, measuring nothing: never",
+        "audit: alpha-facts × *: 1 case passing in both arms in every run, measuring nothing: both",
+        "audit: alpha-facts × *: 1 case failing in both arms in every run, measuring nothing: never",
     ])
     audit = report(pytester)["results"][0]["uninformative_cases"]
     assert [a["case"] for a in audit] == ["both", "never"]

@@ -78,8 +78,12 @@ def test_a_one_arm_selection_pairs_no_case_and_says_so(pytester, write_skill):
     write_skill("tabled", table_cases(1, 1, 0, 0), body="Answer.")
     with LoopbackServer(reply=table_reply) as server:
         result = run(pytester, server, "-k", "with_skill")
-    result.stdout.fnmatch_lines(["  with skill  * n/a  lift n/a", "  unpaired    2 cases not scored in both arms*: c0 (baseline not run), c1 (baseline not run)"])
-    assert report(pytester)["results"][0]["lift"] is None
+    # issue 14, item 11: not "(2 cases × 0 runs)" nor "tokens 378 → 0 (−100%)"
+    result.stdout.fnmatch_lines(["tabled × *  (2 cases × 1 run)", "  with skill  2/2 passed; the other arm was not run (deselected), so there is no lift",
+                                 "  tokens      in 38   out 2 (with skill only)"])
+    assert "→" not in result.stdout.str().split("upskill: lift per skill")[1].split("rates and lift")[0]
+    r = report(pytester)["results"][0]
+    assert r["lift"] is None and [c["why"] for c in r["unpaired_cases"]] == ["baseline not run"] * 2
 
 
 def test_several_runs_average_each_case_and_count_cases(pytester, write_skill):
@@ -101,9 +105,9 @@ def test_a_lift_exactly_at_the_threshold_meets_it(pytester, write_skill):
     with LoopbackServer(reply=table_reply) as server:
         result = run(pytester, server, "--upskill-min-lift", "0.1")
     result.stdout.fnmatch_lines([
-        "INCONCLUSIVE tabled × *: lift +10% [[]95% CI *] vs at least +10% INCONCLUSIVE",
-        "             lift INCONCLUSIVE: the 95% interval straddles the threshold; decided on the point estimate (at or above the "
-        "threshold): passes, which --upskill-strict would fail; no number of cases would decide it*",
+        "INCONCLUSIVE tabled × *: lift +10% [[]95% CI *] vs at least +10% INCONCLUSIVE, passes on the point estimate",
+        "             lift: the 95% interval straddles the threshold and the point estimate is at or above it "
+        "(--upskill-strict would fail it); no number of cases would decide it*",
         "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point estimate*",
     ])
     assert result.ret == pytest.ExitCode.OK
@@ -116,8 +120,9 @@ def test_an_inconclusive_verdict_says_how_many_cases_would_decide_it(pytester, w
     with LoopbackServer(reply=table_reply) as server:
         result = run(pytester, server, "--upskill-min-lift", "0.5")
     result.stdout.fnmatch_lines([
-        "             lift INCONCLUSIVE: *decided on the point estimate (below the threshold): fails, *; about * cases like these (now 6) would decide it",
-        "FAILED GATE  tabled × *: lift +33% *vs at least +50% (INCONCLUSIVE: the point estimate is below the threshold)",
+        "INCONCLUSIVE tabled × *: lift +33% *vs at least +50% INCONCLUSIVE, fails on the point estimate",
+        "             lift: the 95% interval straddles the threshold and the point estimate is below it; about * cases like these (now 6) would decide it",
+        "FAILED GATE  tabled × *: lift +33% *vs at least +50% (INCONCLUSIVE, fails on the point estimate)",
     ])
     finding = report(pytester)["verdicts"][0]["findings"][0]
     from pytest_upskill import stats
@@ -160,9 +165,8 @@ def test_a_pass_rate_gate_uses_the_corrected_wilson_over_paired_cases(pytester, 
     with LoopbackServer(reply=table_reply) as server:
         result = run(pytester, server, "--upskill-min-pass-rate", "0.6")
     result.stdout.fnmatch_lines([
-        "INCONCLUSIVE tabled × *: pass_rate 67% [[]95% CI *] vs at least 60% INCONCLUSIVE",
-        "             pass_rate INCONCLUSIVE: *decided on the point estimate (at or above the threshold): passes*; "
-        "about * cases like these (now 6) would decide it",
+        "INCONCLUSIVE tabled × *: pass_rate 67% [[]95% CI *] vs at least 60% INCONCLUSIVE, passes on the point estimate",
+        "             pass_rate: *the point estimate is at or above it*; about * cases like these (now 6) would decide it",
     ])
     from pytest_upskill import stats
 
