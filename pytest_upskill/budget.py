@@ -47,6 +47,8 @@ class ModelPlan:
 
     def add(self, spec: ModelSpec, request: Request, cached: bool) -> None:
         self.trials += 1
+        if has_prices(spec) and self.cost is None:
+            self.cost = 0.0  # priced, if nothing to send
         if cached:
             return
         self.requests += 1

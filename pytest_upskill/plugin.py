@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from .preflight import PreflightError, check_outputs, compared_report, write_eac
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import tools_unsupported
 from .redact import Redactor, secret_values
-from .report import (Aggregator, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
+from .report import (Aggregator, Progress, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
                      terminal_lines, write_text_atomic)
 from .runner import Runner, Trial
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
@@ -91,6 +92,7 @@ class UpskillState:
         self._queue = None  # xdist's queue of this worker's next items
         self.unseen = Unseen()  # SKILL.md files seen but not collected
         self.exit_line = ""  # why the exit status is what it is, the summary's last line
+        self.progress = Progress(_float_option(config, "upskill_progress") or 0.0, self.labels)
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.config.getoption("upskill_changed_since")
@@ -111,12 +113,17 @@ class UpskillState:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.is_worker:
-            self.ledger.expect(item.nodeid for item in session.items)
+            self._expect([item.nodeid for item in session.items])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         """The controller of an xdist run collects nothing itself: the workers' ids say what to expect."""
-        self.ledger.expect(ids)
+        self._expect(ids)
+
+    def _expect(self, nodeids: list[str]) -> None:
+        if not self.ledger.expected:
+            self.ledger.expect(nodeids)
+            self.progress.expect(self.ledger.expected)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
@@ -133,6 +140,11 @@ class UpskillState:
         if report.when == "teardown" and outcome is not None:
             self.aggregator.add(outcome)
         self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
+        if (report.when == "teardown" and outcome is not None) or report.skipped:
+            line = self.progress.tick(report.nodeid, outcome is not None and outcome.get("passed") is None, time.monotonic())
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter") if line else None
+            if reporter is not None:
+                reporter.write_line(line)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -286,8 +298,6 @@ class UpskillState:
             write(f"JSON report written to {path}")
         for problem in self.write_problems:
             write(f"upskill: {problem} (exit status 1)")
-        if self.exit_line:
-            write(self.exit_line, bold=True)
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
@@ -339,7 +349,8 @@ def _option(config: pytest.Config, name: str):
 _AT_LEAST = {"upskill_timeout": (lambda x: x > 0, "a number of seconds above 0"),
              "upskill_check_timeout": (lambda x: x > 0, "a number of seconds above 0"),
              "upskill_backoff": (lambda x: x >= 0, "a number of seconds, 0 or more"),
-             "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more")}
+             "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more"),
+             "upskill_progress": (lambda x: x >= 0, "a number of seconds, 0 or more")}
 
 
 def _float_option(config: pytest.Config, name: str) -> float | None:
@@ -405,6 +416,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
     parser.addini("upskill_check_timeout", "time limit of each check, validator or sandboxed run, seconds", default="30")
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
+    parser.addini("upskill_progress", "seconds between progress lines during a run (trials done per model, time left); 0: none",
+                  default="30")
     parser.addini("upskill_skill_folders", "hidden folders where agents keep skills, collected although pytest skips hidden folders",
                   type="linelist", default=list(AGENT_FOLDERS))
     group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
@@ -447,6 +460,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs, judge)
     config.pluginmanager.register(state, "upskill-state")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, config: pytest.Config):
+    """Why the exit status is what it is: the last line before pytest's counts, after its own short
+    summary of failures (this wrapper's second half runs after every other summary)."""
+    result = yield
+    state = config.stash.get(STATE, None)
+    if state is not None and state.exit_line:
+        terminalreporter.write_line(state.exit_line, bold=True)
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)

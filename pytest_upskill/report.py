@@ -586,3 +586,62 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+class Progress:
+    """A line per interval during a long run: trials done per model, errors, and the time left at
+    the pace so far. Fed by the controller with each trial that ends (under xdist too)."""
+
+    def __init__(self, interval: float, labels: dict[str, str]):
+        self.interval = interval
+        self.models = {label: model for model, label in labels.items()}  # node-id label -> model name
+        self.expected: Counter = Counter()
+        self.done: Counter = Counter()
+        self.errors: Counter = Counter()
+        self.start: float | None = None
+        self.last = 0.0
+        self._seen: set[str] = set()  # an xfail reports twice (call and teardown): counted once
+
+    def label(self, nodeid: str) -> str | None:
+        if not nodeid.endswith("]") or "[" not in nodeid:
+            return None
+        inside = nodeid[nodeid.rindex("[") + 1 : -1]
+        inside = inside.rsplit("-run", 1)[0] if inside.rsplit("-run", 1)[-1].isdigit() else inside
+        for arm in ("-baseline", "-with_skill"):
+            if inside.endswith(arm):
+                label = inside[: -len(arm)]
+                return label if label in self.models else None
+        return None
+
+    def expect(self, nodeids: Iterable[str]) -> None:
+        for nodeid in nodeids:
+            label = self.label(nodeid)
+            if label is not None:
+                self.expected[label] += 1
+
+    def tick(self, nodeid: str, error: bool, now: float) -> str | None:
+        """Count a trial that ended; the progress line when one is due."""
+        label = self.label(nodeid)
+        if label is None or not self.interval or nodeid in self._seen:
+            return None
+        self._seen.add(nodeid)
+        self.start = self.start if self.start is not None else now
+        self.last = self.last or now
+        self.done[label] += 1
+        self.errors[label] += error
+        if now - self.last < self.interval or sum(self.done.values()) >= sum(self.expected.values()):
+            return None
+        self.last = now
+        elapsed = now - self.start
+        parts = []
+        for label, expected in self.expected.items():
+            done = self.done[label]
+            left = (expected - done) * elapsed / done if done else None
+            eta = "" if done >= expected or left is None else f", about {_duration(left)} left"
+            parts.append(f"{self.models[label]} {done}/{expected} trials ({self.errors[label]} errors{eta})")
+        return "upskill progress: " + "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"

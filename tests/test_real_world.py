@@ -4,6 +4,7 @@ sees on a first run (issue 14, items 3, 4, 6 and 9)."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -114,3 +115,49 @@ def test_no_model_named_is_said_first_and_a_gate_without_a_model_is_a_usage_erro
     result = pytester.runpytest("--upskill-min-lift", "0.1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--upskill-min-lift set, but no model is named, so nothing would be measured: no model named: pass --upskill-models*"])
+
+
+def test_a_long_run_shows_progress_per_model_and_ends_saying_why_it_exits_as_it_does(pytester, write_skill):
+    write_skill("slow", {"tests": [{"id": f"q{i}", "input": f"q{i}", "expected": {"contains": "never said"}} for i in range(6)]}, body="b")
+    with LoopbackServer(latency_s=0.25, slots=1) as server:
+        result = pytester.runpytest("-o", "upskill_progress=0.5", "--upskill-models", f"openai:m@{server.openai_base_url}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    lines = [line for line in result.stdout.lines if line.startswith("upskill progress: ")]
+    assert lines, result.stdout.str()
+    assert all(re.fullmatch(r"upskill progress: openai:m@\S+ \d+/12 trials \(0 errors(, about \d+ s left)?\)", line) for line in lines), lines
+    assert result.stdout.lines[-2] == ("upskill: exit status 1 because 6 with-skill trial(s) failed, and with no gate set every with-skill "
+                                       "trial must pass (set --upskill-min-lift to judge the lift instead)")
+
+
+NOTES = "Always write the notes file:\n\n```notes.txt\nremember the milk\n```\n"
+
+
+def test_small_things_a_newcomer_met(pytester, write_skill, model_server):
+    """Issue 14, item 11: a plan after a recorded run of workspace trials sends nothing; prices
+    show as cost in the summary; cached trials keep the model's time; a base URL without http://
+    is a usage error; an unknown case field lists only the fields a case may hold."""
+    write_skill("notes", {"tests": [{"id": "w", "input": "Write the notes.", "expected": {"contains": "milk"}, "output_file": "notes.txt"},
+                                    {"id": "p", "input": "Say it.", "expected": {"contains": "milk"}}]}, body=NOTES)
+    pytester.makepyprojecttoml(f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{model_server.openai_base_url}"\n'
+                               'input_price = 1.0\noutput_price = 10.0\n')
+    first = pytester.runpytest("--upskill-models", "priced", "--junitxml", "out1.xml")
+    first.stdout.fnmatch_lines(["  cost        $0.0* → $0.0* (+0.0* USD with the skill; the alias's prices per million tokens)"])
+    sent = len(model_server.requests)
+    plan = pytester.runpytest("--upskill-models", "priced", "--upskill-plan")
+    plan.stdout.fnmatch_lines(["priced * 4 * 0 * 0 * 0 * $0.0000*"])  # 4 trials, every one (workspace too) from the cache
+    again = pytester.runpytest("--upskill-models", "priced", "--junitxml", "out2.xml")
+    assert len(model_server.requests) == sent and again.ret == first.ret
+    latency = lambda name: sorted(float(p.attrib["value"]) for p in ET.parse(pytester.path / name).iter("property")
+                                  if p.attrib["name"] == "upskill.latency_s")
+    assert all(v > 0 for v in latency("out2.xml")) and latency("out2.xml") == pytest.approx(latency("out1.xml"), abs=1e-3)
+
+    bad = pytester.runpytest("--upskill-models", "openai:m@127.0.0.1:8080/v1")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*model 'openai:m@127.0.0.1:8080/v1': the base URL '127.0.0.1:8080/v1' must start with http:// or https:// "
+                              "and name a host: e.g. http://127.0.0.1:8080/v1"])
+
+    write_skill("notes", {"tests": [{"input": "x", "expected": {"contains": "y"}, "max_token": 3}]}, body=NOTES)
+    typo = pytester.runpytest("--upskill-models", "priced")
+    typo.stdout.fnmatch_lines(["*case 1 has an unknown field 'max_token'", "  fix: allowed fields: id, name, input, expected, context, output_file, "
+                               "validator, validator_config, max_turns, max_tokens"])
+    assert "prepared_validator" not in typo.stdout.str()
