@@ -115,8 +115,8 @@ class ModelLimiter:
     longer than the quickest one when several were in flight mean they queued on the server: the
     bound goes down to what the server did serve at once, plus one waiting (Vegas's idea; latency
     per output token, so long answers do not look like queueing), and answers a little slower hold
-    it. Every ``limit`` answers in a row without any of these raise it by one, up to the ceiling. Each model has its own, so a
-    throttled or dead model never holds the slots of another.
+    it. Every ``limit`` answers in a row without any of these raise it by one, up to the ceiling.
+    Each model has its own, so a throttled or dead model never holds the slots of another.
     """
 
     SLOW = 2.0  # an answer this many times slower (per token) than the quickest, sent with others: it queued
@@ -181,6 +181,7 @@ class ModelLimiter:
         None for an answer of ``tokens`` output tokens after ``seconds``, else its error kind."""
         if kind == RATE_LIMIT:
             self.throttled += 1
+            self._successes = 0
             self._lower(epoch, self.limit // 2)
         elif kind == TIMEOUT and sent_with > 1:  # it waited behind others: fewer at once
             self._lower(epoch, self.limit // 2)

@@ -1,5 +1,5 @@
 """The benchmark harness must not rot: its quick mode runs every workload but the local model
-end to end and prints its table. No timing is asserted here (figures come from benchmarks/)."""
+end to end (the one-slot server too) and prints its table. No timing is asserted here (figures come from benchmarks/)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "harness.py"
 
 def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
     out = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, str(HARNESS), "--quick", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(HARNESS), "--quick", "--only", "concurrency,replay,collect,server", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |" in done.stdout
     figures = json.loads(out.read_text())
@@ -23,6 +24,9 @@ def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
     assert [t for w, t in tools if w == "collect"] == ["400 items (10 skills)", "800 items (20 skills)"]
     throttled = next(r for r in figures["rows"] if r["tool"].startswith("plugin, server admits 8"))
     assert "x 429; in flight went down to" in throttled["note"]
+    one_slot = [r for r in figures["rows"] if r["workload"].startswith("one-slot server")]
+    assert [r["tool"] for r in one_slot] == ["plugin, defaults (concurrency 8)", "plugin, --upskill-concurrency 1"] * 2
+    assert all("trials lost " in r["note"] for r in one_slot)
     measured = [r for r in figures["rows"] if not r["note"].startswith(("not installed", "not run here"))]
     assert len(measured) >= 8 and all(r["wall_s"] > 0 for r in measured)
 
