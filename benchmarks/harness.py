@@ -246,6 +246,8 @@ def one_slot(work: Path, quick: bool, repeat: int) -> list[Row]:
         rows.append(Row("one-slot server (loopback)", label, walls[mid], ideal_s=2 * cases * 0.5, requests=2 * cases,
                         note=f"median of {len(walls)}; trials lost {lost[mid]} of {2 * cases}; answers generated {served[mid]}"))
     rows += _llama_cpp_server(work, quick)
+    for defaults, one in zip(rows[::2], rows[1::2]):  # the target: no slower than --upskill-concurrency 1, +10%
+        defaults.target_s = 1.1 * one.wall_s if one.wall_s == one.wall_s else None
     return rows
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import replace
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -130,6 +130,7 @@ class ModelLimiter:
         self.throttled = 0  # 429 answers
         self.slowed = 0  # times the bound went down because answers queued on the server
         self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
+        self.said_by_server = False  # the slots came from a server, not from an in-process model
         self.quickest: float | None = None  # seconds per output token of the quickest answer: the server's pace unqueued
         self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
         self.ready: asyncio.Future | None = None  # the question to the server about its slots
@@ -208,7 +209,9 @@ class ModelLimiter:
                 "lowest_concurrency": self.lowest, "concurrency": self.requested}
 
     def adapted(self) -> bool:
-        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested))
+        """Whether the summary should say how the bound moved (not for an in-process model, which
+        always serves one request at a time)."""
+        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested and self.said_by_server))
 
 
 class Runner:
@@ -309,6 +312,7 @@ class Runner:
             return
         if slots:
             limiter.serves_at_once(slots)
+            limiter.said_by_server = spec.provider != "local"
 
     async def _aclose(self) -> None:
         if self._pool is not None:

@@ -52,5 +52,5 @@ def test_requests_in_flight_go_down_when_answers_queue(pytester, write_skill):
                                     "--upskill-cache", "off")
     result.assert_outcomes(passed=12, xfailed=12)
     assert max(server.arrivals[:8]) >= 6  # the first wave went out at the ceiling
-    assert max(server.arrivals[-12:]) <= 3, server.arrivals
+    assert max(server.arrivals[-12:]) <= 4, server.arrivals  # about 2 (one served, one waiting); a busy machine adds noise
     result.stdout.fnmatch_lines(["paced: openai:m@*: answers slowed as requests queued on the server; requests in flight went down to * of 8*"])

@@ -190,6 +190,11 @@ class LocalProvider:
         return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds,
                           truncated=result["choices"][0].get("finish_reason") == "length")
 
+    async def slots(self) -> int:
+        """One: a llama.cpp context serves one request at a time (the lock above), so the runner
+        sends one at a time rather than queue them in the lock."""
+        return 1
+
     async def aclose(self) -> None:
         unload_all()
 
