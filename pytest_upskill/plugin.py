@@ -251,10 +251,9 @@ class UpskillState:
         return ([(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []) + (
             [(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
 
-    def pytest_report_header(self) -> str:
-        if self.specs:
-            return f"upskill: models {', '.join(s.name for s in self.specs)}"
-        return f"upskill: {NO_MODEL}; every case is skipped"
+    def pytest_report_header(self) -> str | None:
+        """The models under test; nothing where none is named (a project that tests no skill)."""
+        return f"upskill: models {', '.join(s.name for s in self.specs)}" if self.specs else None
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         results = self.aggregator.results()

@@ -103,12 +103,11 @@ def test_answers_that_stop_at_max_tokens_are_counted_per_arm_and_the_case_sets_t
     assert ("upskill.hit_max_tokens", "True") in props and ("upskill.cached", "True") in props
 
 
-def test_no_model_named_is_said_first_and_a_gate_without_a_model_is_a_usage_error(pytester, write_skill):
+def test_no_model_named_is_said_in_the_summary_and_a_gate_without_a_model_is_a_usage_error(pytester, write_skill):
     write_skill("alpha", CASE, body="b")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.OK  # nothing asked to measure anything: a local try-out stays green
     result.stdout.fnmatch_lines([
-        "upskill: no model named: pass --upskill-models NAME*; every case is skipped",
         "*upskill: no trial ran*",
         "upskill: no model named: pass --upskill-models NAME*; the 1 case(s) found were skipped, and nothing was measured",
     ])
