@@ -638,7 +638,7 @@ class Progress:
             done = self.done[label]
             left = (expected - done) * elapsed / done if done else None
             eta = "" if done >= expected or left is None else f", about {_duration(left)} left"
-            parts.append(f"{self.models[label]} {done}/{expected} trials ({self.errors[label]} errors{eta})")
+            parts.append(f"{self.models[label]} {done}/{expected} done ({self.errors[label]} errors{eta})")
         return "upskill progress: " + "; ".join(parts)
 
 

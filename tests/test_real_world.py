@@ -123,7 +123,7 @@ def test_a_long_run_shows_progress_per_model_and_ends_saying_why_it_exits_as_it_
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     lines = [line for line in result.stdout.lines if line.startswith("upskill progress: ")]
     assert lines, result.stdout.str()
-    assert all(re.fullmatch(r"upskill progress: openai:m@\S+ \d+/12 trials \(0 errors(, about \d+ s left)?\)", line) for line in lines), lines
+    assert all(re.fullmatch(r"upskill progress: openai:m@\S+ \d+/12 done \(0 errors(, about \d+ s left)?\)", line) for line in lines), lines
     assert result.stdout.lines[-2] == ("upskill: exit status 1 because 6 with-skill trial(s) failed, and with no gate set every with-skill "
                                        "trial must pass (set --upskill-min-lift to judge the lift instead)")
 
