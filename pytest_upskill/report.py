@@ -471,9 +471,8 @@ def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None
             lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
             lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
             lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
-        price_in, price_out = (prices or {}).get(r.model, (None, None))
-        if price_in is not None or price_out is not None:
-            spent = [(a.input_tokens * (price_in or 0) + a.output_tokens * (price_out or 0)) / 1e6 for a in (b, s)]
+        spent = [arm_cost(a, (prices or {}).get(r.model, (None, None))) for a in (b, s)]
+        if spent[0] is not None and spent[1] is not None:
             lines.append(f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
                          "the alias's prices per million tokens)")
         if b.capped or s.capped:
@@ -519,14 +518,18 @@ def agent_lines(r: Result) -> list[str]:
     return lines
 
 
-def cost(result: Result, prices: tuple[float | None, float | None]) -> float | None:
-    """USD spent on this skill x model (both arms), or None without prices."""
+def arm_cost(arm: Arm, prices: tuple[float | None, float | None]) -> float | None:
+    """USD spent on one arm's trials, or None without prices."""
     price_in, price_out = prices
     if price_in is None and price_out is None:
         return None
-    tokens_in = result.baseline.input_tokens + result.with_skill.input_tokens
-    tokens_out = result.baseline.output_tokens + result.with_skill.output_tokens
-    return (tokens_in * (price_in or 0) + tokens_out * (price_out or 0)) / 1e6
+    return (arm.input_tokens * (price_in or 0) + arm.output_tokens * (price_out or 0)) / 1e6
+
+
+def cost(result: Result, prices: tuple[float | None, float | None]) -> float | None:
+    """USD spent on this skill x model (both arms), or None without prices."""
+    base, skill = arm_cost(result.baseline, prices), arm_cost(result.with_skill, prices)
+    return None if base is None or skill is None else base + skill
 
 
 def audit_lines(results: list[Result]) -> list[str]:
