@@ -21,7 +21,7 @@ try:  # llama-cpp-python (through numpy) cannot be imported twice in one process
     import llama_cpp  # noqa: F401
 except ImportError:
     pass
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_upskill.loopback import LoopbackServer, capacity  # noqa: E402
+from pytest_upskill.testing import LoopbackServer, capacity  # noqa: E402
 
 # hypothesis (installed by the [test] extra) adds ~1 s to every session's end in its terminal
 # summary; a user of the plugin does not have it, so the benchmarks leave it out.

@@ -19,6 +19,7 @@ turns so far (the model's tool calls and their results) and ``Request.tools`` th
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from .config import ModelSpec
@@ -91,6 +92,12 @@ class Message:
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     results: tuple[ToolResult, ...] = ()
+
+
+# The formats above, read back: what a test server (pytest_upskill.testing) finds in a request.
+SKILL_BLOCK_PATTERN = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)  # the body of an injected skill
+LISTED_SKILL_PATTERN = re.compile(r'<available_skills>\s*<skill name="([^"]+)">')  # progressive: the listed skill's name
+FILE_BLOCK_PATTERN = re.compile(r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)  # a fenced file: name, content
 
 
 def skill_block(skill: Skill, injection: str = "system") -> str:

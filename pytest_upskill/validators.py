@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import reprlib
 import shutil
 import sys
@@ -347,6 +348,9 @@ VERDICT = Tool("verdict", "Record your verdict on the submission.", json.dumps({
     },
     "required": ["passed", "reason"],
 }, sort_keys=True))
+# The judge's user message, read back (pytest_upskill.testing's judge): the rubric, the submission.
+RUBRIC_PATTERN = re.compile(r"<rubric>\n?(.*?)\n?</rubric>", re.DOTALL)
+SUBMISSION_PATTERN = re.compile(r"<submission[^>]*>\n?(.*?)\n?</submission>", re.DOTALL)
 JUDGE_SYSTEM = ("You are a strict grader. Judge the submission only against the rubric, then call the verdict tool once. "
                 "passed is true only if every requirement of the rubric is met.")
 MAX_SUBMISSION_CHARS = 50_000

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 BODY = "The alpha code is ZETA-42."
 def cases(skill: str) -> list[dict]:

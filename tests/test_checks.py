@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 REPLY = 'Sure.\n```json\n{"kernel": "layernorm", "capabilities": ["9.0"]}\n```'
 

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from pytest_upskill.loopback import EMPTY, GARBAGE, RATE_LIMITED, SERVER_ERROR, Fault, LoopbackServer, first_attempts
+from pytest_upskill.testing import EMPTY, GARBAGE, RATE_LIMITED, SERVER_ERROR, Fault, LoopbackServer, first_attempts
 
 SKILL_BODY = "The alpha code is ZETA-42."
 CASES = [{"id": f"c{i}", "input": f"Question {i}: what is the alpha code?", "expected": {"contains": "zeta-42"}} for i in range(4)]

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 BODY = "The alpha code is ZETA-42."
 

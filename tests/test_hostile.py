@@ -153,7 +153,7 @@ def _openai_body(content, usage: dict) -> bytes:
 def test_a_token_count_that_is_not_a_count_is_an_error_of_its_own_kind(pytester, write_skill, usage, shown):
     import json
 
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
 
     write_skill("s", [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(3)], body="Say x.")
     bad = Fault(200, _openai_body("x", usage), {"content-type": "application/json"})
@@ -169,7 +169,7 @@ def test_a_token_count_that_is_not_a_count_is_an_error_of_its_own_kind(pytester,
 def test_a_reply_with_a_lone_surrogate_is_cached_and_reported(pytester, write_skill):
     import json
 
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
 
     write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
     body = b'{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"finish_reason":"stop",' \
@@ -210,7 +210,7 @@ def _junit_trials(path: Path) -> dict[tuple[str, str], dict]:
 
 
 def _reply_always(text: str):
-    from pytest_upskill.loopback import LoopbackServer
+    from pytest_upskill.testing import LoopbackServer
 
     return LoopbackServer(reply=lambda system, user: text)
 
@@ -344,7 +344,7 @@ def _gzip(data: bytes) -> bytes:
 def test_a_response_body_over_the_limit_is_an_error_of_its_own_kind(pytester, write_skill, encoding):
     import json
 
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
     from pytest_upskill.providers.base import MAX_RESPONSE_BYTES
 
     write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
@@ -363,7 +363,7 @@ def test_a_response_body_over_the_limit_is_an_error_of_its_own_kind(pytester, wr
 
 
 def test_a_gzip_response_of_ordinary_size_is_read(pytester, write_skill):
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
 
     write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
     body = _gzip(_openai_body("x", {"prompt_tokens": 1, "completion_tokens": 1}))
@@ -467,7 +467,7 @@ def test_paths_that_leave_the_workspace_are_collection_errors(pytester, write_sk
 
 
 def test_a_connection_closed_mid_reply_does_not_count_as_a_dead_model(pytester, write_skill):
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
 
     write_skill("s", [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(4)], body="Say x.")
     cut = Fault(200, b'{"id": "x", "obj', {"content-type": "application/json", "content-length": "500"})  # 500 promised, 16 sent
@@ -485,7 +485,7 @@ def test_a_connection_closed_mid_reply_does_not_count_as_a_dead_model(pytester, 
 def test_tool_call_arguments_nested_too_deeply_are_a_tool_error_for_the_model(pytester, write_skill):
     import json
 
-    from pytest_upskill.loopback import Fault, LoopbackServer
+    from pytest_upskill.testing import Fault, LoopbackServer
 
     deep = "[" * 100_000 + "]" * 100_000
     first = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls",
@@ -522,7 +522,7 @@ def test_what_the_model_left_in_the_sandboxs_home_and_tmp_is_gone_before_a_progr
 
 def test_the_files_the_model_writes_have_a_total_size_limit(pytester, write_skill):
     from pytest_upskill.agent import MAX_WORKSPACE_BYTES, MAX_WRITE_CHARS
-    from pytest_upskill.loopback import LoopbackServer
+    from pytest_upskill.testing import LoopbackServer
 
     count = MAX_WORKSPACE_BYTES // MAX_WRITE_CHARS + 2
 

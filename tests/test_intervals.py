@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pytest_upskill.loopback import Fault, LoopbackServer
+from pytest_upskill.testing import Fault, LoopbackServer
 
 
 def table_reply(system: str, user: str) -> str:

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_upskill.loopback import GARBAGE, RATE_LIMITED, SERVER_ERROR, LoopbackServer, periodic
+from pytest_upskill.testing import GARBAGE, RATE_LIMITED, SERVER_ERROR, LoopbackServer, periodic
 
 SKILLS, CASES = 50, 100  # x 1 model x 2 arms = 10,000 trials
 RSS_CONFTEST = """

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 
 def _skill(root, folder: str, name: str, tests=None) -> None:

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_upskill.loopback import Fault, LoopbackServer
+from pytest_upskill.testing import Fault, LoopbackServer
 
 SKILL_BODY = "The alpha code is ZETA-42. Always sign answers with ~alpha."
 CASES = [

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from pytest_upskill import sandbox
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 from pytest_upskill.sandbox import Limits, Workspace, WorkspaceError
 
 confined = pytest.mark.skipif(sandbox.landlock_abi() == 0, reason="this kernel has no Landlock: writes outside are not blocked here")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_upskill.loopback import Fault, LoopbackServer, default_reply
+from pytest_upskill.testing import Fault, LoopbackServer, default_reply
 
 CANARY = "sk-canary-5f3a9c7e1d0b"
 KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "GLM_API_KEY")

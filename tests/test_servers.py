@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 CASES = 6
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_upskill.loopback import LoopbackServer
+from pytest_upskill.testing import LoopbackServer
 
 NOTES_SKILL = """\
 Always write the notes file:

@@ -1,15 +1,28 @@
-"""A model server on 127.0.0.1 that speaks the OpenAI chat-completions and Anthropic messages wire
-protocols, for tests and benchmarks: the real SDKs talk to it as to the real APIs.
+"""Test your checks, validators and CI set-up offline: a model server on 127.0.0.1 that speaks the
+OpenAI chat-completions and Anthropic messages wire protocols, so the real SDKs talk to it as to
+the real APIs (as httpx's MockTransport or inspect_ai's mock model do for theirs).
 
-Its default "model" is deterministic: it answers with the body of the skill block when the system
+In a ``conftest.py``::
+
+    pytest_plugins = ["pytest_upskill.testing"]
+
+gives the fixture ``upskill_model_server``, a :class:`LoopbackServer` started for the test. Name it
+as a model, through an inline spec or an alias::
+
+    def test_my_checks(pytester, upskill_model_server):
+        ...
+        pytester.runpytest("--upskill-models", f"openai:m@{upskill_model_server.openai_base_url}")
+
+or use :class:`LoopbackServer` directly (``with LoopbackServer() as server:``). The server's
+default "model" is deterministic: it answers with the body of the skill block when the system
 prompt holds one and with a fixed sentence otherwise, so a case whose expected text is in the
-skill passes with the skill and fails without it. Tokens are whitespace-separated words; the
-server keeps its own totals and every request it received, so tests can compare the plugin's
-figures with what the server counted.
-
-    with LoopbackServer() as server:
-        server.openai_base_url     # http://127.0.0.1:PORT/v1
-        server.anthropic_base_url  # http://127.0.0.1:PORT
+skill passes with the skill and fails without it. ``reply(system, user)`` replaces that answer.
+Tokens are whitespace-separated words; the server keeps its own totals and every request it
+received (``requests``, ``attempts``), so a test can compare the plugin's figures with what the
+server counted. ``fault(n, body)`` injects HTTP errors, bad bodies and delays (:class:`Fault`,
+:func:`first_attempts`, :func:`capacity`, :func:`periodic`); ``slots`` and ``props`` make it a
+llama.cpp server with that many slots; an answer longer than the request's ``max_tokens`` stops
+there, as a real server's does.
 
 A request that offers tools is answered by ``agent`` instead, with native tool calls (OpenAI
 ``tool_calls``, Anthropic ``tool_use`` blocks). The default :func:`skill_agent` does what the skill
@@ -17,7 +30,11 @@ says, and nothing without it: it loads the skill with ``read_skill`` when the sk
 (progressive disclosure), looks at the workspace with ``list_files``, then writes every file the
 skill shows in a fenced block whose info string is a file name (```build.toml), and answers. A
 request that forces the ``verdict`` tool is a judge's: :func:`rubric_judge` passes a submission
-that contains every `backticked` phrase of the rubric.
+that contains every `backticked` phrase of the rubric. The formats it reads (the skill block, the
+listed skill, fenced files, the judge's rubric and submission) are the plugin's own, imported from
+:mod:`pytest_upskill.prompt` and :mod:`pytest_upskill.validators`, so the two cannot drift apart.
+
+PYTEST_DONT_REWRITE: a plugin module with no test asserts.
 """
 
 from __future__ import annotations
@@ -28,9 +45,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Iterator
 
-SKILL_BLOCK = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)
+import pytest
+
+from .prompt import FILE_BLOCK_PATTERN as FILE_BLOCK
+from .prompt import LISTED_SKILL_PATTERN as LISTED_SKILL
+from .prompt import SKILL_BLOCK_PATTERN as SKILL_BLOCK
+from .validators import RUBRIC_PATTERN as RUBRIC
+from .validators import SUBMISSION_PATTERN as SUBMISSION
+
 NO_SKILL_ANSWER = "I am not sure how to do that."
 
 
@@ -60,10 +84,6 @@ class Turn:
         return any(tool == name for m in self.history if m["role"] == "assistant" for tool, _ in m["calls"])
 
 
-FILE_BLOCK = re.compile(r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)
-LISTED_SKILL = re.compile(r'<available_skills>\s*<skill name="([^"]+)">')
-RUBRIC = re.compile(r"<rubric>\n?(.*?)\n?</rubric>", re.DOTALL)
-SUBMISSION = re.compile(r"<submission[^>]*>\n?(.*?)\n?</submission>", re.DOTALL)
 
 
 def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
@@ -399,3 +419,10 @@ class LoopbackServer:
                 self.wfile.write(payload)
 
         return Handler
+
+
+@pytest.fixture
+def upskill_model_server() -> Iterator[LoopbackServer]:
+    """A :class:`LoopbackServer` with the default model, agent and judge, for the test's duration."""
+    with LoopbackServer() as server:
+        yield server
