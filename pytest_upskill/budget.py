@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import ModelSpec
-from .prompt import Request
+from .core import ErrorKind, Request
 from .report import Result, cost
 
-OVER_BUDGET = "over_budget"  # the error kind of a trial not sent because of the limit
+OVER_BUDGET = ErrorKind.OVER_BUDGET  # the error kind of a trial not sent because of the limit
 
 
 def estimated_input_tokens(request: Request) -> int:

@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import ModelSpec
-from .prompt import Request, ToolCall
-from .providers.base import Completion
+from .core import Completion, Request, ToolCall
 
 MODES = ("rw", "off", "replay")
 FORMAT = 1

@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from .core import UpskillError
 
-class GitError(Exception):
+
+class GitError(UpskillError):
     pass
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checks import CheckResult, as_result
+from .core import UpskillError
 from .sandbox import Limits, child_env, launcher
 
 MESSAGE_LIMIT = 4_000  # characters of a result's message, or of a raised exception's, that come back
@@ -41,15 +42,15 @@ WORKER_LIMITS = Limits(memory_mb=2048, file_mb=1)  # of each worker (its time li
 _HEADER = struct.Struct(">Q")
 
 
-class CheckTimeout(Exception):
+class CheckTimeout(UpskillError):
     """The job ran past its time limit; the worker that ran it was killed."""
 
 
-class CheckCrashed(Exception):
+class CheckCrashed(UpskillError):
     """The job ended its worker (a memory limit, a crash); the message says what is known."""
 
 
-class CheckRaised(Exception):
+class CheckRaised(UpskillError):
     """The function raised in the worker: ``kind`` is the exception's type name."""
 
     def __init__(self, kind: str, message: str):

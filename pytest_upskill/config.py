@@ -10,18 +10,20 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .core import UpskillError
 
 Provider = Literal["anthropic", "openai", "local"]
 PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
-class ConfigError(Exception):
+class ConfigError(UpskillError):
     """A usage error in model configuration; the message says what to do."""
 
 
@@ -154,17 +156,16 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
     )
 
 
-def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = True) -> list[ModelSpec]:
+def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = True,
+                check_runtime: Callable[[ModelSpec], None] | None = None) -> list[ModelSpec]:
     """Resolve every name. With ``check_keys`` (not for --collect-only), check that each model can
-    run: local models have their runtime and file; one error lists every missing API key."""
+    run: ``check_runtime(spec)`` raises ConfigError for a model whose runtime or file is missing
+    (providers.check_available: config knows no provider); one error lists every missing API key."""
     aliases = load_user_aliases(pyproject) if names else {}
     specs = [resolve(name, aliases, str(pyproject or "pyproject.toml")) for name in names]
-    if check_keys:
+    if check_keys and check_runtime is not None:
         for spec in specs:
-            if spec.provider == "local":
-                from .providers.local import check_available
-
-                check_available(spec)
+            check_runtime(spec)
     missing = [s for s in specs if check_keys and s.needs_key and not s.api_key()]
     if missing:
         lines = [f"  {s.name} ({s.provider}:{s.model}) needs ${s.key_env}" for s in missing]

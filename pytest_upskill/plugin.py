@@ -25,7 +25,7 @@ from .discovery import AGENT_FOLDERS, Unseen, is_agent_folder, skill_mds_below
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
 from .preflight import PreflightError, check_outputs, compared_report, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
-from .providers import tools_unsupported
+from .providers import check_available, tools_unsupported
 from .redact import Redactor, secret_values
 from .report import (Aggregator, Progress, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
                      terminal_lines, write_text_atomic)
@@ -453,8 +453,9 @@ def pytest_configure(config: pytest.Config) -> None:
     pyproject = config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
     judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
     try:
-        specs = resolve_all(names, pyproject, check_keys=not config.getoption("collectonly"))
-        judge = resolve_all([judge_name], pyproject, check_keys=not config.getoption("collectonly"))[0] if judge_name else None
+        check = not config.getoption("collectonly")
+        specs = resolve_all(names, pyproject, check_keys=check, check_runtime=check_available)
+        judge = resolve_all([judge_name], pyproject, check_keys=check, check_runtime=check_available)[0] if judge_name else None
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs, judge)

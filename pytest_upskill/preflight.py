@@ -18,8 +18,10 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .core import UpskillError
 
-class PreflightError(ValueError):
+
+class PreflightError(UpskillError, ValueError):
     """A setting that cannot work; the message names it and says what to do."""
 
 

@@ -18,80 +18,19 @@ turns so far (the model's tool calls and their results) and ``Request.tools`` th
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
 
 from .config import ModelSpec
+from .core import Arm, Message, Request, Tool, ToolCall, ToolResult
 from .skill import Case, Skill
 
-ARMS = ("baseline", "with_skill")
+__all__ = ["ARMS", "Message", "Request", "Tool", "ToolCall", "ToolResult", "build_request", "skill_block", "system_prompt", "user_message"]
+
+ARMS = tuple(arm.value for arm in Arm)
 INJECTIONS = ("system", "progressive")
 PROGRESSIVE_HINT = "Skills hold instructions for specific tasks. Before you use one, load it with the read_skill tool."
 
 DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request directly and completely."
-
-
-@dataclass(frozen=True)
-class Request:
-    system: str
-    user: str
-    model: str
-    temperature: float | None
-    max_tokens: int
-    seed: int | None = None
-    tools: tuple["Tool", ...] = ()  # offered to the model (native tool calling); empty: a plain completion
-    history: tuple["Message", ...] = ()  # the conversation after the user message
-    tool_choice: str | None = None  # the name of a tool the model must call (a judge's verdict)
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    parameters_json: str  # a JSON schema of the arguments, as text so that a Request stays hashable
-
-    @property
-    def parameters(self) -> dict:
-        return json.loads(self.parameters_json)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments_json: str  # as the model sent it; may be invalid JSON
-
-    def arguments(self) -> dict:
-        """The arguments, or ValueError saying why they are unusable."""
-        try:
-            value = json.loads(self.arguments_json or "{}")
-        except ValueError as exc:
-            raise ValueError(f"the arguments are not valid JSON ({exc})") from None
-        except RecursionError:
-            raise ValueError("the arguments are nested too deeply to read") from None
-        if not isinstance(value, dict):
-            raise ValueError("the arguments are not a JSON object")
-        return value
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    call_id: str
-    name: str
-    content: str
-    is_error: bool = False
-
-
-@dataclass(frozen=True)
-class Message:
-    """A turn after the user message: the model's (``assistant``: text and tool calls) or the
-    results of those calls (``tool``)."""
-
-    role: str
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    results: tuple[ToolResult, ...] = ()
 
 
 # The formats above, read back: what a test server (pytest_upskill.testing) finds in a request.

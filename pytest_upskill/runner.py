@@ -22,16 +22,14 @@ from .cache import ResponseCache, cache_key
 from .checkpool import CheckCrashed, CheckPool, CheckRaised, CheckTimeout
 from .checks import CheckResult, score_builtin
 from .config import ModelSpec
-from .prompt import Request, ToolCall
+from .core import ErrorKind, Request, ToolCall
 from .providers import Completion, Provider, ProviderError, make_provider
 from .providers.base import BAD_RESPONSE, CONNECTION, DROPPED, RATE_LIMIT, TIMEOUT
 from .redact import Redactor
 from .sandbox import Limits, Workspace, WorkspaceError
 from .validators import Context, JudgeError, Validator
 
-CHECK_ERROR = "check_error"
-JUDGE_ERROR = "judge_error"
-CACHE_MISS = "not_cached"
+CHECK_ERROR, JUDGE_ERROR, CACHE_MISS = ErrorKind.CHECK_ERROR, ErrorKind.JUDGE_ERROR, ErrorKind.NOT_CACHED
 MAX_BACKOFF_S = 30.0  # the longest pause between two attempts of our own choosing
 MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer pause is given up on
 DEAD_AFTER = 3  # trials in a row that could not connect: the model's remaining trials are not sent
@@ -102,7 +100,10 @@ class Outcome:
         return self.passed is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values only (an ErrorKind as its string): they travel to xdist's controller."""
+        data = asdict(self)
+        data["arm"], data["error_kind"] = str(self.arm), None if self.error_kind is None else str(self.error_kind)
+        return data
 
 
 class ModelLimiter:

@@ -32,6 +32,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import UpskillError
+
 # ------------------------------------------------------------------------------------- limits
 
 
@@ -151,7 +153,7 @@ def _limit_from(code: int, stderr: str) -> str | None:
 # ---------------------------------------------------------------------------------- workspace
 
 
-class WorkspaceError(ValueError):
+class WorkspaceError(UpskillError, ValueError):
     """A path that would leave the workspace."""
 
 

@@ -17,11 +17,12 @@ from typing import Annotated, Any, Callable, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .sandbox import path_problem
+from .core import UpskillError
 
 SPEC_URL = "https://agentskills.io/specification"
 
 
-class SkillFileError(Exception):
+class SkillFileError(UpskillError):
     """A skill file that cannot be used, with where and how to fix it."""
 
     def __init__(self, path: Path, message: str, fix: str = "", line: int | None = None, col: int | None = None):

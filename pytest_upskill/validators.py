@@ -36,7 +36,7 @@ import yaml
 
 from . import sandbox
 from .checks import CheckResult, as_result
-from .prompt import Tool
+from .core import Tool, UpskillError
 from .sandbox import Limits, Workspace
 
 MAX_PARSE_BYTES = 5_000_000
@@ -356,7 +356,7 @@ JUDGE_SYSTEM = ("You are a strict grader. Judge the submission only against the 
 MAX_SUBMISSION_CHARS = 50_000
 
 
-class JudgeError(Exception):
+class JudgeError(UpskillError):
     """The judge gave no usable verdict: the trial is an error, not a failure."""
 
 

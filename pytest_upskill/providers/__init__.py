@@ -22,6 +22,15 @@ def make_provider(spec: ModelSpec, *, timeout: float) -> Provider:
     return LocalProvider(spec, timeout=timeout)
 
 
+def check_available(spec: ModelSpec) -> None:
+    """ConfigError saying what to install when ``spec`` cannot run here (a local model's runtime
+    or file); the API providers need only their key, which config checks."""
+    if spec.provider == "local":
+        from .local import check_available as local_check
+
+        local_check(spec)
+
+
 @functools.cache  # asked for every case; a local model's answer reads its GGUF
 def tools_unsupported(spec: ModelSpec) -> str | None:
     """Why ``spec`` cannot take part in workspace trials (native tool calls), or None when it can.
@@ -33,4 +42,4 @@ def tools_unsupported(spec: ModelSpec) -> str | None:
     return local_reason(spec)
 
 
-__all__ = ["Completion", "Provider", "ProviderError", "make_provider", "tools_unsupported"]
+__all__ = ["Completion", "Provider", "ProviderError", "check_available", "make_provider", "tools_unsupported"]

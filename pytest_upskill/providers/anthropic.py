@@ -7,7 +7,7 @@ import json
 import anthropic
 
 from ..config import ModelSpec
-from ..prompt import Request, ToolCall
+from ..core import Request, ToolCall
 from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
 
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import email.utils
-import re
 import sys
 import time
 import zlib
-from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..prompt import Request, ToolCall
+from ..core import Completion, ErrorKind, Request, ToolCall, UpskillError, clean_text
 
-# Error kinds, as counted in the summary.
-RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE, TOO_LARGE = (
-    "rate_limit", "server_error", "timeout", "connection", "connection_dropped", "bad_response", "auth", "bad_request", "bad_usage",
-    "response_too_large",
-)
+__all__ = ["Completion", "Provider", "ProviderError", "Request", "ToolCall", "clean_text", "bounded_http_client", "map_sdk_error",
+           "retry_after", "server_slots", "token_count"]
+
+# Error kinds, as counted in the summary (the members of ErrorKind a provider can end with).
+RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED = ErrorKind.RATE_LIMIT, ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.DROPPED
+BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE, TOO_LARGE = (ErrorKind.BAD_RESPONSE, ErrorKind.AUTH, ErrorKind.BAD_REQUEST, ErrorKind.BAD_USAGE,
+                                                         ErrorKind.TOO_LARGE)
 # Worth another attempt: the server may answer next time. auth and bad_request will not change, nor
 # a server that sent a body of gigabytes (nothing a model should answer; retrying would fetch it again).
 RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RESPONSE, BAD_USAGE})
@@ -25,15 +25,6 @@ RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RES
 _DROPPED_ERRORS = frozenset({"ReadError", "RemoteProtocolError"})
 MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server
 MAX_RESPONSE_BYTES = 16 << 20  # a reply, tool calls with whole files included, is kilobytes; more is a broken (or hostile) server
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """Text as every writer can write it: lone surrogates (valid JSON escapes, not valid UTF-8)
-    become U+FFFD, so the cache, JUnit and the reports never fail on a reply."""
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def token_count(value: object, field: str, model: str) -> int:
@@ -46,30 +37,11 @@ def token_count(value: object, field: str, model: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Completion:
-    """A model's reply. Its text is clean (see clean_text) however it was made: from a provider or
-    read back from the cache."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
-    tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
-    truncated: bool = False  # the answer stopped at max_tokens, not where the model ended it
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "text", clean_text(self.text))
-        if self.tool_calls:
-            object.__setattr__(self, "tool_calls", tuple(
-                replace(c, id=clean_text(c.id), name=clean_text(c.name), arguments_json=clean_text(c.arguments_json)) for c in self.tool_calls))
-
-
-class ProviderError(Exception):
-    """A request that produced no scorable reply. ``kind`` is one of the constants above."""
+class ProviderError(UpskillError):
+    """A request that produced no scorable reply. ``kind`` is one of the ErrorKind members."""
 
     def __init__(self, kind: str, message: str, retry_after: float | None = None, sent: bool = True):
-        self.kind = kind
+        self.kind = str(kind)  # a plain string: it travels to xdist's controller and into the reports
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
         self.sent = sent  # False: the runner decided not to send the request at all
         self.retryable = sent and kind in RETRYABLE

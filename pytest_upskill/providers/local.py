@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, ModelSpec
-from ..prompt import Request, ToolCall
+from ..core import Request, ToolCall
 from .base import BAD_REQUEST, BAD_RESPONSE, Completion, ProviderError
 from .openai import messages as openai_messages, tool_params
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 
 from ..config import ModelSpec
-from ..prompt import Request, ToolCall
+from ..core import Request, ToolCall
 from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
 
 

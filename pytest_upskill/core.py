@@ -1,0 +1,133 @@
+"""The shared vocabulary of the package, imported by every layer and importing nothing of it:
+requests and completions (what a provider is asked and answers), tools, the two arms, the kinds of
+error a trial can end with, and the root of the plugin's exceptions.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, replace
+
+
+class UpskillError(Exception):
+    """The root of every error the plugin raises on purpose (bad files, settings, providers, checks)."""
+
+
+class Arm(enum.StrEnum):
+    """The two arms of a trial; equal to their names as strings ("baseline", "with_skill")."""
+
+    BASELINE = "baseline"
+    WITH_SKILL = "with_skill"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a trial could not be scored, as counted in the summary and the reports."""
+
+    RATE_LIMIT = "rate_limit"
+    SERVER = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # could not connect
+    DROPPED = "connection_dropped"  # the connection broke after the server took the request
+    BAD_RESPONSE = "bad_response"
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    BAD_USAGE = "bad_usage"  # a token count that is not one
+    TOO_LARGE = "response_too_large"
+    CHECK_ERROR = "check_error"
+    JUDGE_ERROR = "judge_error"
+    NOT_CACHED = "not_cached"  # --upskill-cache replay, and the answer is not in the cache
+    OVER_BUDGET = "over_budget"  # not sent: --upskill-max-cost
+
+
+@dataclass(frozen=True)
+class Request:
+    system: str
+    user: str
+    model: str
+    temperature: float | None
+    max_tokens: int
+    seed: int | None = None
+    tools: tuple["Tool", ...] = ()  # offered to the model (native tool calling); empty: a plain completion
+    history: tuple["Message", ...] = ()  # the conversation after the user message
+    tool_choice: str | None = None  # the name of a tool the model must call (a judge's verdict)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters_json: str  # a JSON schema of the arguments, as text so that a Request stays hashable
+
+    @property
+    def parameters(self) -> dict:
+        return json.loads(self.parameters_json)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str  # as the model sent it; may be invalid JSON
+
+    def arguments(self) -> dict:
+        """The arguments, or ValueError saying why they are unusable."""
+        try:
+            value = json.loads(self.arguments_json or "{}")
+        except ValueError as exc:
+            raise ValueError(f"the arguments are not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ValueError("the arguments are nested too deeply to read") from None
+        if not isinstance(value, dict):
+            raise ValueError("the arguments are not a JSON object")
+        return value
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """A turn after the user message: the model's (``assistant``: text and tool calls) or the
+    results of those calls (``tool``)."""
+
+    role: str
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text as every writer can write it: lone surrogates (valid JSON escapes, not valid UTF-8)
+    become U+FFFD, so the cache, JUnit and the reports never fail on a reply."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's reply. Its text is clean (see clean_text) however it was made: from a provider or
+    read back from the cache."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
+    truncated: bool = False  # the answer stopped at max_tokens, not where the model ended it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clean_text(self.text))
+        if self.tool_calls:
+            object.__setattr__(self, "tool_calls", tuple(
+                replace(c, id=clean_text(c.id), name=clean_text(c.name), arguments_json=clean_text(c.arguments_json)) for c in self.tool_calls))

@@ -1,0 +1,68 @@
+"""The package's layering (issue 15, part 3): no import cycles, a leaf module of shared types that
+imports nothing of the package, providers that know nothing of SKILL.md, one exception root."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest_upskill
+from pytest_upskill import changes, checkpool, config, core, preflight, sandbox, skill, validators
+from pytest_upskill.providers import base
+
+PACKAGE = Path(pytest_upskill.__file__).parent
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at any level (function-level imports too)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(("pytest_upskill", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                parts = package.split(".")
+                base_parts = parts[: len(parts) - node.level + 1] if node.level else []
+                target = ".".join(base_parts + ([node.module] if node.module else []))
+                found |= {f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _imports()
+    assert len(graph) > 20 and graph["pytest_upskill.plugin"]  # the walk found the package and its imports
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError naming the cycle
+
+
+def test_shared_types_are_a_leaf_and_providers_know_nothing_of_skills():
+    graph = _imports()
+    assert graph["pytest_upskill.core"] == set()
+    for provider in ("pytest_upskill.providers.base", "pytest_upskill.providers.openai", "pytest_upskill.providers.anthropic",
+                     "pytest_upskill.providers.local"):
+        assert not _reachable(graph, provider) & {"pytest_upskill.skill", "pytest_upskill.prompt"}, provider
+    assert base.Completion is core.Completion and validators.Tool is core.Tool
+
+
+def test_every_error_of_the_plugin_has_one_root():
+    errors = [config.ConfigError, skill.SkillFileError, base.ProviderError, validators.JudgeError, changes.GitError,
+              preflight.PreflightError, sandbox.WorkspaceError, checkpool.CheckTimeout, checkpool.CheckCrashed, checkpool.CheckRaised]
+    assert all(issubclass(error, core.UpskillError) for error in errors)
+    assert issubclass(preflight.PreflightError, ValueError) and issubclass(sandbox.WorkspaceError, ValueError)  # as caught before
+    assert base.ProviderError(core.ErrorKind.TIMEOUT, "m").kind == "timeout" and type(base.ProviderError("timeout", "m").kind) is str
