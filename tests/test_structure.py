@@ -66,3 +66,21 @@ def test_every_error_of_the_plugin_has_one_root():
     assert all(issubclass(error, core.UpskillError) for error in errors)
     assert issubclass(preflight.PreflightError, ValueError) and issubclass(sandbox.WorkspaceError, ValueError)  # as caught before
     assert base.ProviderError(core.ErrorKind.TIMEOUT, "m").kind == "timeout" and type(base.ProviderError("timeout", "m").kind) is str
+
+
+def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):
+    """Part 6: ``py.typed`` ships, and ``pytest_upskill.__version__`` is the one source of the version."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = PACKAGE.parent
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel, = tmp_path.glob("pytest_upskill-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pytest_upskill/py.typed" in names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert f"\nVersion: {pytest_upskill.__version__}\n" in metadata
+    assert 'version = "' not in (root / "pyproject.toml").read_text()  # not written twice
