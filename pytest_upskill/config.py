@@ -23,6 +23,9 @@ PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
+NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
+
+
 class ConfigError(UpskillError):
     """A usage error in model configuration; the message says what to do."""
 

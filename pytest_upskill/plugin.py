@@ -20,17 +20,17 @@ from .budget import Budget, ModelPlan, budget_summary, plan_lines
 from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
-from .config import ConfigError, ModelSpec, node_ids, resolve_all, split_names
+from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all, split_names
 from .discovery import AGENT_FOLDERS, Unseen, is_agent_folder, skill_mds_below
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
 from .preflight import PreflightError, check_outputs, compared_report, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import check_available, tools_unsupported
 from .redact import Redactor, secret_values
-from .report import (Aggregator, Progress, RunLedger, audit_lines, markdown, outcome_from_properties, outcome_properties, reliability_lines,
-                     terminal_lines, write_text_atomic)
+from .report import Aggregator, Progress, RunLedger, markdown, outcome_from_properties, outcome_properties, write_text_atomic
 from .runner import Runner, Trial
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
+from .terminal import TerminalSummary
 from .trials import Settings, skill_trials
 from .validators import ValidatorRegistry
 
@@ -251,53 +251,6 @@ class UpskillState:
         return ([(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []) + (
             [(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
 
-    def pytest_report_header(self) -> str | None:
-        """The models under test; nothing where none is named (a project that tests no skill)."""
-        return f"upskill: models {', '.join(s.name for s in self.specs)}" if self.specs else None
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        results = self.aggregator.results()
-        write = terminalreporter.write_line
-        unseen = self.unseen.line()
-        if not self.specs and self.ledger.expected:
-            terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
-            write(f"upskill: {NO_MODEL}; the {len(self.ledger.expected)} case(s) found were skipped, and nothing was measured")
-        if unseen:
-            write(unseen)
-        if not results and not self.report.get("missing"):
-            return
-        terminalreporter.write_sep("=", "upskill: lift per skill × model")
-        for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in self.specs}):
-            write(line)
-        write(f"{self.aggregator.cached} of {self.aggregator.trials} trial(s) came from the cache ({self.cache.root})"
-              if self.cache_mode != "off" else "cache off")
-        for spec in self.specs:
-            if spec.note:
-                write(f"note: {spec.note}")
-        for line in audit_lines(results):
-            write(f"audit: {line}")
-        for problem in self.ledger.cache_problems:
-            write(f"cache warning: {problem} (ignored and fetched again)")
-        for line in reliability_lines(self.report, self.error_limit):
-            write(line)
-        budget = self.report.get("budget")
-        if budget and budget["not_sent"]:
-            write(f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; {budget['not_sent']} trial(s) not sent "
-                  "(errors of kind over_budget); finished trials are kept")
-        if self.evaluation and (self.evaluation.verdicts or self.evaluation.regressions):
-            terminalreporter.write_sep("=", "upskill: gates")
-            for line in self.evaluation.lines():
-                write(line)
-            if self.evaluation.gated:
-                write("exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
-                      + ("fails (--upskill-strict)" if self.config.getoption("upskill_strict")
-                         else "is decided on the point estimate (fails below the threshold; --upskill-strict fails every one)"))
-        path = self.config.getoption("upskill_report")
-        if path and not any(p.startswith(f"could not write the JSON report {path}:") for p in self.write_problems):
-            write(f"JSON report written to {path}")
-        for problem in self.write_problems:
-            write(f"upskill: {problem} (exit status 1)")
-
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
         if self.is_worker:
@@ -460,6 +413,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs, judge)
     config.pluginmanager.register(state, "upskill-state")
+    config.pluginmanager.register(TerminalSummary(state), "upskill-terminal")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -559,7 +513,6 @@ def _registered(answers: list) -> dict:
     return merged
 
 
-NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
 
 
 class SkippedCase(pytest.Item):
