@@ -11,13 +11,18 @@ import pytest
 from pytest_upskill.testing import GARBAGE, RATE_LIMITED, SERVER_ERROR, LoopbackServer, periodic
 
 SKILLS, CASES = 50, 100  # x 1 model x 2 arms = 10,000 trials
+# The process's own peak: VmHWM of its memory map. Not getrusage's ru_maxrss, which after fork and
+# exec also counts the forking parent's resident pages (Linux keeps the old map's high-water mark
+# across exec): a pytest worker that had loaded a model before starting this run would count.
 RSS_CONFTEST = """
-import resource
+import re
+from pathlib import Path
 
 def pytest_sessionfinish(session):
     workerinput = getattr(session.config, "workerinput", None)  # not the environment: it comes from an outer -n too
     name = workerinput["workerid"] if workerinput else "main"
-    (session.config.rootpath / f"rss-{name}.txt").write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    peak_kib = int(re.search(r"^VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1))
+    (session.config.rootpath / f"rss-{name}.txt").write_text(str(peak_kib * 1024))
 """
 MAX_RSS = 1 << 30  # a process of the run may use at most 1 GiB (measured: see the README)
 
