@@ -83,6 +83,11 @@ class AgentPlan:
         """Whether the trial needs a workspace: it has file tools, not only read_skill."""
         return any(tool.name != READ_SKILL.name for tool in self.tools)
 
+    def first_request(self, request: Request) -> Request:
+        """The trial's request as the agent sends it first: with the plan's tools, no history yet
+        (what the cache holds the first turn under)."""
+        return replace(request, tools=self.tools)
+
 
 def is_workspace_case(case: Case) -> bool:
     return bool(case.validator or case.output_file or (case.context and case.context.files))
@@ -192,7 +197,7 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
     """The tool loop; None when a request failed (``send`` has recorded why)."""
     run = AgentRun()
     history: tuple[Message, ...] = ()
-    request = replace(request, tools=plan.tools)
+    request = plan.first_request(request)
     while run.turns < plan.max_turns:
         completion = await send(replace(request, history=history))
         if completion is None:

@@ -10,6 +10,7 @@ folder, so that a run which finds nothing says why.
 from __future__ import annotations
 
 import fnmatch
+import os
 from pathlib import Path
 
 AGENT_FOLDERS = (".claude/skills", ".agents/skills", ".github/skills", "skills/.curated", "skills/.system", "skills/.experimental")
@@ -35,18 +36,17 @@ def is_agent_folder(folder: Path, patterns: list[str]) -> bool:
 
 
 def skill_mds_below(folder: Path) -> list[Path]:
-    """SKILL.md files up to three levels below a hidden folder that the run does not enter."""
+    """SKILL.md files up to three levels below a hidden folder that the run does not enter (one
+    walk, pruned at that depth; at most about a hundred)."""
     if folder.name in _NOT_SEARCHED:
         return []
     found: list[Path] = []
-    for depth in range(1, _SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * (depth - 1) + ["SKILL.md"])
-        try:
-            found += [p for p in folder.glob(pattern) if p.is_file()]
-        except OSError:
-            break
-        if len(found) > 100:
-            break
+    for top, dirs, files in os.walk(folder):
+        depth = len(Path(top).relative_to(folder).parts)
+        if "SKILL.md" in files:
+            found.append(Path(top, "SKILL.md"))
+        if depth + 1 >= _SEARCH_DEPTH or len(found) > 100:
+            dirs.clear()
     return sorted(found)
 
 
@@ -62,6 +62,13 @@ class Unseen:
         except ValueError:
             shown = str(path)
         self.files.setdefault(shown, why)
+
+    def add_hidden(self, folder: Path, base: Path) -> None:
+        """The SKILL.md files below a hidden ``folder`` the run does not enter, with the entry of
+        upskill_skill_folders that would collect each."""
+        for skill_md in skill_mds_below(folder):
+            entry = skill_md.parent.parent.relative_to(folder.parent).as_posix()
+            self.add(skill_md, f"in a hidden folder: add {entry!r} to the ini option upskill_skill_folders", base)
 
     def merge(self, files: dict[str, str]) -> None:
         for path, why in files.items():

@@ -260,6 +260,14 @@ class Evaluation:
                            "(set --upskill-min-lift to judge the lift instead)")
         return reasons
 
+    def exit_line(self, reasons: list[str]) -> str:
+        """The summary's last line: the exit status and why (``reasons``: what fails the run)."""
+        if reasons:
+            return f"upskill: exit status 1 because {'; '.join(reasons)}"
+        if self.gated:
+            return "upskill: exit status 0: every gate passed"
+        return "upskill: exit status 0: no gate is set and every with-skill trial passed (a failed baseline trial never fails the run)"
+
     def lines(self) -> list[str]:
         out = []
         for v in self.verdicts:

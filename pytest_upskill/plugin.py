@@ -10,7 +10,6 @@ import json
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from .cache import MODES, ResponseCache, cache_key
 from .changes import GitError, changed_files, is_changed
 from .checks import CheckRegistry
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all, split_names
-from .discovery import AGENT_FOLDERS, Unseen, is_agent_folder, skill_mds_below
+from .discovery import AGENT_FOLDERS, Unseen, is_agent_folder
 from .gate import THRESHOLD_KEYS, Thresholds, evaluate, parse_error_limit, resolution_line
 from .preflight import PreflightError, check_outputs, compared_report, write_each
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
@@ -157,7 +156,7 @@ class UpskillState:
             if isinstance(item, TrialItem):
                 t = item.trial
                 # a workspace trial's first turn offers its tools; when that turn is cached, so is the conversation
-                first = replace(t.request, tools=t.agent.tools) if t.agent is not None else t.request
+                first = t.agent.first_request(t.request) if t.agent is not None else t.request
                 cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, first, t.run)) is not None
                 plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
                 cases, runs, _ = skills.setdefault(t.skill, (set(), set(), self.thresholds.merged(item.parent.thresholds).min_lift))
@@ -214,10 +213,7 @@ class UpskillState:
             reasons += [f"{ledger.other_failures} other test(s) failed"] if ledger.other_failures else []
             reasons += ["an output could not be written"] if self.write_problems else []
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if reasons else pytest.ExitCode.OK
-            passed = ("every gate passed" if self.evaluation.gated else
-                      "no gate is set and every with-skill trial passed (a failed baseline trial never fails the run)")
-            self.exit_line = (f"upskill: exit status 1 because {'; '.join(reasons)}" if reasons else
-                              f"upskill: exit status 0: {passed}")
+            self.exit_line = self.evaluation.exit_line(reasons)
 
     def _path(self, name: str) -> Path:
         return Path(self.config.invocation_params.dir, name)
@@ -442,9 +438,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         if is_agent_folder(collection_path, config.getini("upskill_skill_folders")):
             return False
         state = config.stash.get(STATE, None)
-        for skill_md in skill_mds_below(collection_path) if state else ():
-            folder = skill_md.parent.parent.relative_to(collection_path.parent)
-            state.unseen.add(skill_md, f"in a hidden folder: add {folder.as_posix()!r} to the ini option upskill_skill_folders", config.rootpath)
+        if state is not None:
+            state.unseen.add_hidden(collection_path, config.rootpath)
     if collection_path.suffix == ".py" and collection_path.name != "conftest.py" and in_skill_folder(collection_path, config.rootpath):
         return True
     return None

@@ -27,11 +27,6 @@ def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tu
     return [(PROPERTY_PREFIX + name, values[name]) for name in PROPERTIES if values.get(name) is not None or name == "passed"]
 
 
-def _true(value: Any) -> bool:
-    """A flag from an outcome: True, or "True" where it came through JUnit/xdist as text."""
-    return value is True or value == "True"
-
-
 def outcome_from_properties(properties: Iterable) -> dict | None:
     found = {name[len(PROPERTY_PREFIX) :]: value for name, value in properties if str(name).startswith(PROPERTY_PREFIX)}
     if "thresholds" in found:
@@ -87,7 +82,7 @@ class Arm:
             self.loaded += bool(outcome["skill_loaded"])
         self.judge_input_tokens += int(outcome.get("judge_input_tokens") or 0)
         self.judge_output_tokens += int(outcome.get("judge_output_tokens") or 0)
-        self.capped += _true(outcome.get("hit_max_tokens"))
+        self.capped += bool(outcome.get("hit_max_tokens"))
         if outcome.get("note"):
             self.notes[outcome["note"]] += 1
 

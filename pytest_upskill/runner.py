@@ -131,7 +131,6 @@ class ModelLimiter:
         self.throttled = 0  # 429 answers
         self.slowed = 0  # times the bound went down because answers queued on the server
         self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
-        self.said_by_server = False  # the slots came from a server, not from an in-process model
         self.quickest: float | None = None  # seconds per output token of the quickest answer: the server's pace unqueued
         self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
         self.ready: asyncio.Future | None = None  # the question to the server about its slots
@@ -210,9 +209,8 @@ class ModelLimiter:
                 "lowest_concurrency": self.lowest, "concurrency": self.requested}
 
     def adapted(self) -> bool:
-        """Whether the summary should say how the bound moved (not for an in-process model, which
-        always serves one request at a time)."""
-        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested and self.said_by_server))
+        """Whether the summary should say how the bound moved."""
+        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested))
 
 
 class Runner:
@@ -294,11 +292,13 @@ class Runner:
         return provider
 
     async def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
-        """The model's limiter; the first request to a self-hosted server asks it how many requests
-        it serves at once (llama.cpp's server says), and the others wait for that answer."""
+        """The model's limiter: at most what the provider can serve at once (its ``capacity``: one
+        for an in-process model); the first request to a self-hosted server asks it how many
+        requests it serves at once (llama.cpp's server says), and the others wait for that answer."""
         limiter = self.limiters.get(name)
         if limiter is None:
-            limiter = self.limiters[name] = ModelLimiter(self.concurrency, self_hosted=spec.self_hosted)
+            capacity = getattr(self._provider(spec), "capacity", None) or self.concurrency
+            limiter = self.limiters[name] = ModelLimiter(min(self.concurrency, capacity), self_hosted=spec.self_hosted)
             limiter.ready = asyncio.ensure_future(self._ask_slots(spec, limiter))
         await asyncio.shield(limiter.ready)
         return limiter
@@ -313,7 +313,6 @@ class Runner:
             return
         if slots:
             limiter.serves_at_once(slots)
-            limiter.said_by_server = spec.provider != "local"
 
     async def _aclose(self) -> None:
         if self._pool is not None:

@@ -90,7 +90,7 @@ def bounded_http_client(sdk, model: str):
     return client_class(transport=BoundedTransport())
 
 
-async def server_slots(client, base_url: str) -> int | None:
+async def server_slots(sdk, client, base_url: str) -> int | None:
     """How many requests a self-hosted server serves at once, where it says so: llama.cpp's server
     answers ``GET /props`` with ``total_slots`` and ``GET /slots`` with one entry per slot. None
     when it does not say (vLLM, Ollama, a proxy): the runner then paces it by its answers."""
@@ -98,10 +98,10 @@ async def server_slots(client, base_url: str) -> int | None:
     for path in ("/props", "/slots"):
         try:
             data = await client.get(root + path, cast_to=object, options={"timeout": 2.0})
-        except Exception as exc:  # not a llama.cpp server, or one that keeps this to itself
-            if not isinstance(exc, getattr(sys.modules[type(client).__module__.split(".")[0]], "APIStatusError", ())):
-                return None  # no answer at all: do not wait for a second question
+        except sdk.APIStatusError:  # it answered, but not this: try the other question
             continue
+        except Exception:  # no answer at all: do not wait for a second question
+            return None
         value = data.get("total_slots") if isinstance(data, dict) else len(data) if isinstance(data, list) else None
         if type(value) is int and 1 <= value <= 4096:
             return value

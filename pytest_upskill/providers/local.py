@@ -147,6 +147,8 @@ def tools_unsupported(spec: ModelSpec) -> str | None:
 
 
 class LocalProvider:
+    capacity = 1  # a llama.cpp context serves one request at a time (the lock): the runner sends one at a time
+
     def __init__(self, spec: ModelSpec, *, timeout: float):
         self.spec = spec
 
@@ -189,11 +191,6 @@ class LocalProvider:
         usage = result.get("usage") or {}
         return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds,
                           truncated=result["choices"][0].get("finish_reason") == "length")
-
-    async def slots(self) -> int:
-        """One: a llama.cpp context serves one request at a time (the lock above), so the runner
-        sends one at a time rather than queue them in the lock."""
-        return 1
 
     async def aclose(self) -> None:
         unload_all()

@@ -75,7 +75,7 @@ class OpenAIProvider:
 
     async def slots(self) -> int | None:
         """Requests the server serves at once, where a self-hosted server says (see server_slots)."""
-        return await server_slots(self.client, self.spec.base_url) if self.spec.base_url else None
+        return await server_slots(openai, self.client, self.spec.base_url) if self.spec.base_url else None
 
     async def aclose(self) -> None:
         await self.client.close()
