@@ -133,21 +133,26 @@ class ModelLimiter:
         self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
         self.quickest: float | None = None  # seconds per output token of the quickest answer: the server's pace unqueued
         self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
-        self.ready: asyncio.Future | None = None  # the question to the server about its slots
+        self.opened = False  # nothing is sent before open(): until then every request queues, in order
+        self.asking: asyncio.Task | None = None  # the question to the server about its slots
         self.dead_streak = 0  # trials in a row that ended unable to connect
         self.last_connection_error = ""
         self._epoch = 0
         self._successes = 0
         self._waiting: collections.deque[asyncio.Future] = collections.deque()  # FIFO: wake only as many as may go
 
-    def serves_at_once(self, slots: int) -> None:
-        """The server said how many requests it serves at once: never send more."""
-        self.slots = slots
-        self.ceiling = self.limit = min(self.ceiling, slots)
-        self.lowest = min(self.lowest, self.limit)
+    def open(self, slots: int | None = None) -> None:
+        """Start sending, the requests queued so far first, in the order they came; ``slots``: the
+        server said how many requests it serves at once, and no more are ever sent."""
+        if slots:
+            self.slots = slots
+            self.ceiling = self.limit = min(self.ceiling, slots)
+            self.lowest = min(self.lowest, self.limit)
+        self.opened = True
+        self._wake()
 
     async def acquire(self) -> int:
-        if self.in_flight < self.limit and not self._waiting:
+        if self.opened and self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
             return self._epoch
         turn = asyncio.get_running_loop().create_future()
@@ -162,7 +167,11 @@ class ModelLimiter:
 
     def _release_slot(self) -> None:
         self.in_flight -= 1
-        while self._waiting and self.in_flight < self.limit:
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the longest waiting requests."""
+        while self.opened and self._waiting and self.in_flight < self.limit:
             turn = self._waiting.popleft()
             if not turn.done():
                 self.in_flight += 1
@@ -291,28 +300,27 @@ class Runner:
             provider = self._providers[spec] = make_provider(spec, timeout=timeout)
         return provider
 
-    async def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
+    def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
         """The model's limiter: at most what the provider can serve at once (its ``capacity``: one
         for an in-process model); the first request to a self-hosted server asks it how many
-        requests it serves at once (llama.cpp's server says), and the others wait for that answer."""
+        requests it serves at once (llama.cpp's server says); until it has answered, requests
+        queue in the limiter, in the order they came."""
         limiter = self.limiters.get(name)
         if limiter is None:
             capacity = getattr(self._provider(spec), "capacity", None) or self.concurrency
             limiter = self.limiters[name] = ModelLimiter(min(self.concurrency, capacity), self_hosted=spec.self_hosted)
-            limiter.ready = asyncio.ensure_future(self._ask_slots(spec, limiter))
-        await asyncio.shield(limiter.ready)
+            limiter.asking = asyncio.ensure_future(self._ask_slots(spec, limiter))
         return limiter
 
     async def _ask_slots(self, spec: ModelSpec, limiter: ModelLimiter) -> None:
-        ask = getattr(self._provider(spec), "slots", None)
-        if ask is None:
-            return
+        slots = None
         try:
-            slots = await asyncio.wait_for(ask(), 10)
+            ask = getattr(self._provider(spec), "slots", None)
+            slots = await asyncio.wait_for(ask(), 10) if ask is not None else None
         except Exception:  # a server that cannot say is paced by its answers
-            return
-        if slots:
-            limiter.serves_at_once(slots)
+            pass
+        finally:
+            limiter.open(slots)
 
     async def _aclose(self) -> None:
         if self._pool is not None:
@@ -512,7 +520,7 @@ class Runner:
 
         Every attempt has a deadline (``timeout`` plus a margin, over the SDK's own timeout) and
         the pauses are bounded, so a trial always ends."""
-        limiter = await self._limiter(spec, name)
+        limiter = self._limiter(spec, name)
         try:
             for attempt in range(self.retries + 1):
                 completion, error, seconds = await self._attempt(spec, name, request, limiter)

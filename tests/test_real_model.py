@@ -80,6 +80,32 @@ def test_smollm2_gives_the_same_answer_to_the_same_trial_whatever_ran_before(pyt
     assert len(set(same)) == 2  # one answer per arm
 
 
+RECORD_REQUESTS = """
+import pathlib
+from pytest_upskill.providers.local import LocalProvider
+
+complete = LocalProvider.complete
+
+async def recording(self, request):
+    with pathlib.Path("sent.txt").open("a") as f:
+        f.write(request.user + "\\n")
+    return await complete(self, request)
+
+LocalProvider.complete = recording
+"""
+
+
+def test_smollm2_answers_the_items_in_their_order(pytester, write_skill):
+    """The in-process model serves one request at a time: the trials queue for it in the order of
+    the items, so the first item's result comes first and the progress is steady, not one burst at
+    the end (the model loaded while later trials were queueing, and they went first)."""
+    pytester.makeconftest(RECORD_REQUESTS)
+    cases = [{"id": f"q{i}", "input": f"Say {i}.", "expected": {"contains": "x"}, "max_tokens": 4} for i in range(8)]
+    write_skill("secret-project", cases, body=SKILL)
+    pytester.runpytest("skills", "--upskill-models", "smollm2")
+    assert (pytester.path / "sent.txt").read_text().splitlines() == [f"Say {i}." for i in range(8) for _arm in range(2)]
+
+
 def test_a_missing_gguf_file_is_a_usage_error(pytester, write_skill):
     write_skill("secret-project", CASES, body=SKILL)
     result = pytester.runpytest("skills", "--upskill-models", "local:/nonexistent/model.gguf")
