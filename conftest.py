@@ -38,10 +38,15 @@ def write_skill(pytester):
     def write(name: str, cases, body: str = "", description: str | None = None, frontmatter: str | None = None):
         folder = pytester.path / "skills" / name
         folder.mkdir(parents=True, exist_ok=True)
-        front = frontmatter if frontmatter is not None else f"name: {name}\ndescription: {description or 'Test skill ' + name + '.'}\n"
+        front = (
+            frontmatter
+            if frontmatter is not None
+            else f"name: {name}\ndescription: {description or 'Test skill ' + name + '.'}\n"
+        )
         (folder / "SKILL.md").write_text(f"---\n{front}---\n\n{textwrap.dedent(body).strip()}\n", encoding="utf-8")
-        (folder / "skill_meta.json").write_text(cases if isinstance(cases, str) else json.dumps(cases, indent=2), encoding="utf-8")
+        (folder / "skill_meta.json").write_text(
+            cases if isinstance(cases, str) else json.dumps(cases, indent=2), encoding="utf-8"
+        )
         return folder
 
     return write
-

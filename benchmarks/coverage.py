@@ -73,7 +73,11 @@ SCENARIOS = {
     "no effect, cases ~ Beta(0.5, 0.5)": (_no_effect_beta, 0.0, 0.5),
     "per-case effects of +-0.3 (mean 0), baseline ~ U(0.3, 0.7)": (_effects_pm, 0.0, 0.5),
     "skill decides every case (0 or 1), baseline 0.25 / 0.75 at random": (_decides_every_case, 0.0, 0.5),
-    "skill decides every case (0 or 1), baseline 0.75 where it passes, 0.25 where not": (_decides_every_case_correlated, 0.0, 0.5),
+    "skill decides every case (0 or 1), baseline 0.75 where it passes, 0.25 where not": (
+        _decides_every_case_correlated,
+        0.0,
+        0.5,
+    ),
     "skill decides 40% of cases (passes), others as baseline 0.25 / 0.75": (_decides_some_cases, 0.2, 0.7),
     "all cases at 0.5 in both arms": (_all_half, 0.0, 0.5),
     "true lift 0.3, baseline ~ 0.7 x Beta(2, 2)": (_lift_03, 0.3, 0.65),
@@ -88,7 +92,7 @@ def _before(paired: stats.Paired) -> tuple[float, float]:
     n = len(xs)
     p1, p2 = sum(xs) / n, sum(ys) / n
     mx, my = p1, p2
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
     r = sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
     l1, u1 = stats.wilson(p1, n)
@@ -111,12 +115,21 @@ def cell(args: tuple[str, int, int, int, int]) -> dict:
         skill = rng.binomial(runs, np.clip(skill_theta, 0, 1))
         base = rng.binomial(runs, np.clip(base_theta, 0, 1))
         paired = stats.Paired(tuple(Fraction(int(k), runs) for k in skill), tuple(Fraction(int(k), runs) for k in base))
-        for key, (lo, hi), truth in (("lift", paired.lift_ci(), true_lift), ("before", _before(paired), true_lift),
-                                     ("pass_rate", paired.pass_rate_ci(), true_rate)):
+        for key, (lo, hi), truth in (
+            ("lift", paired.lift_ci(), true_lift),
+            ("before", _before(paired), true_lift),
+            ("pass_rate", paired.pass_rate_ci(), true_rate),
+        ):
             hits[key] += lo - 1e-12 <= truth <= hi + 1e-12
             widths[key] += hi - lo
-    return {"scenario": name, "cases": n, "runs": runs, "reps": reps,
-            **{f"coverage_{k}": hits[k] / reps for k in hits}, **{f"width_{k}": widths[k] / reps for k in widths}}
+    return {
+        "scenario": name,
+        "cases": n,
+        "runs": runs,
+        "reps": reps,
+        **{f"coverage_{k}": hits[k] / reps for k in hits},
+        **{f"width_{k}": widths[k] / reps for k in widths},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,36 +137,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=4000, help="replications per cell (default 4000)")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cases", default=",".join(map(str, CASES)), help="case counts, comma-separated (default 7,10,20,50)")
-    parser.add_argument("--runs", default=",".join(map(str, RUNS)), help="runs per case, comma-separated (default 1,5,20)")
+    parser.add_argument(
+        "--cases", default=",".join(map(str, CASES)), help="case counts, comma-separated (default 7,10,20,50)"
+    )
+    parser.add_argument(
+        "--runs", default=",".join(map(str, RUNS)), help="runs per case, comma-separated (default 1,5,20)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     case_counts, run_counts = [int(v) for v in args.cases.split(",")], [int(v) for v in args.runs.split(",")]
-    cells = [(name, n, runs, args.reps, args.seed + i) for i, (name, n, runs) in
-             enumerate((name, n, runs) for name in SCENARIOS for n in case_counts for runs in run_counts)]
+    cells = [
+        (name, n, runs, args.reps, args.seed + i)
+        for i, (name, n, runs) in enumerate(
+            (name, n, runs) for name in SCENARIOS for n in case_counts for runs in run_counts
+        )
+    ]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(cell, cells))
     se = math.sqrt(0.95 * 0.05 / args.reps)
     floor = 0.95 - 2 * se
-    print(f"Coverage of the nominal 95% intervals, {args.reps} replications per cell "
-          f"(Monte Carlo SE {se:.4f} at 0.95; below {floor:.3f} is flagged with !), seed {args.seed}.\n")
-    print("| scenario | cases | runs | lift: coverage | lift: mean width | before: coverage | pass rate: coverage | pass rate: mean width |")
+    print(
+        f"Coverage of the nominal 95% intervals, {args.reps} replications per cell "
+        f"(Monte Carlo SE {se:.4f} at 0.95; below {floor:.3f} is flagged with !), seed {args.seed}.\n"
+    )
+    print(
+        "| scenario | cases | runs | lift: coverage | lift: mean width | before: coverage | pass rate: coverage | pass "
+        "rate: mean width |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+
         def mark(c: float) -> str:
             return f"{c:.3f}" + (" !" if c < floor else "")
-        print(f"| {r['scenario']} | {r['cases']} | {r['runs']} | {mark(r['coverage_lift'])} | {r['width_lift']:.3f} | "
-              f"{mark(r['coverage_before'])} | {mark(r['coverage_pass_rate'])} | {r['width_pass_rate']:.3f} |")
+
+        print(
+            f"| {r['scenario']} | {r['cases']} | {r['runs']} | {mark(r['coverage_lift'])} | {r['width_lift']:.3f} | "
+            f"{mark(r['coverage_before'])} | {mark(r['coverage_pass_rate'])} | {r['width_pass_rate']:.3f} |"
+        )
     low = [r for r in rows if min(r["coverage_lift"], r["coverage_pass_rate"]) < floor]
     worst_lift = min(rows, key=lambda r: r["coverage_lift"])
     worst_rate = min(rows, key=lambda r: r["coverage_pass_rate"])
-    print(f"\nLowest lift coverage {worst_lift['coverage_lift']:.3f} ({worst_lift['scenario']}, {worst_lift['cases']} cases x "
-          f"{worst_lift['runs']} runs); lowest pass-rate coverage {worst_rate['coverage_pass_rate']:.3f} "
-          f"({worst_rate['scenario']}, {worst_rate['cases']} x {worst_rate['runs']}). "
-          f"{len(low)} cell(s) flagged. {time.perf_counter() - started:.0f} s.")
+    print(
+        f"\nLowest lift coverage {worst_lift['coverage_lift']:.3f} ({worst_lift['scenario']}, {worst_lift['cases']} "
+        "cases x "
+        f"{worst_lift['runs']} runs); lowest pass-rate coverage {worst_rate['coverage_pass_rate']:.3f} "
+        f"({worst_rate['scenario']}, {worst_rate['cases']} x {worst_rate['runs']}). "
+        f"{len(low)} cell(s) flagged. {time.perf_counter() - started:.0f} s."
+    )
     if args.json:
-        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "mc_se": se, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"reps": args.reps, "seed": args.seed, "mc_se": se, "rows": rows}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -70,15 +70,23 @@ class Row:
         return "" if self.target_s is None else ("yes" if self.wall_s <= self.target_s else "NO")
 
 
-def measure(command: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800) -> tuple[float, float, subprocess.CompletedProcess]:
+def measure(
+    command: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800
+) -> tuple[float, float, subprocess.CompletedProcess]:
     """Wall seconds and peak RSS (MiB, largest process of the tree that was waited for) of a command."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     # communicate() would wait() and lose the rusage: read the output, then wait4 for this child's own figures
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output, "")
+    return (
+        wall,
+        usage.ru_maxrss / 1024,
+        subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output, ""),
+    )
 
 
 def write_suite(root: Path, skills: int, cases: int) -> Path:
@@ -86,8 +94,13 @@ def write_suite(root: Path, skills: int, cases: int) -> Path:
     for s in range(skills):
         skill = folder / f"skill-{s}"
         skill.mkdir(parents=True, exist_ok=True)
-        (skill / "SKILL.md").write_text(f"---\nname: skill-{s}\ndescription: Benchmark skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n")
-        tests = [{"id": f"c{c}", "input": f"skill {s} case {c}: the code?", "expected": {"contains": f"z{s}"}} for c in range(cases)]
+        (skill / "SKILL.md").write_text(
+            f"---\nname: skill-{s}\ndescription: Benchmark skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n"
+        )
+        tests = [
+            {"id": f"c{c}", "input": f"skill {s} case {c}: the code?", "expected": {"contains": f"z{s}"}}
+            for c in range(cases)
+        ]
         (skill / "skill_meta.json").write_text(json.dumps({"tests": tests}))
     (root / "pytest.ini").write_text("[pytest]\n")  # a rootdir of its own: not the project's pyproject
     return folder
@@ -104,15 +117,35 @@ def concurrency(work: Path, cases: int, repeat: int) -> list[Row]:
     ideal = math.ceil(requests / 32) * 0.2
     target = 1.3 * ideal + 1.5
     rows = []
-    for label, extra, admits in (("plugin", [], None), ("plugin -n 2", ["-n", "2"], None), ("plugin -n 4", ["-n", "4"], None),
-                                 ("plugin, server admits 8 in flight (429 beyond)", [], 8)):
+    for label, extra, admits in (
+        ("plugin", [], None),
+        ("plugin -n 2", ["-n", "2"], None),
+        ("plugin -n 4", ["-n", "4"], None),
+        ("plugin, server admits 8 in flight (429 beyond)", [], 8),
+    ):
         runs = []
         for _ in range(repeat if admits is None else 1):
             with LoopbackServer(latency_s=0.2) as server:
                 if admits:
                     server.fault = capacity(server, admits)
-                wall, rss, done = measure([*PYTEST, "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off",
-                                           "--upskill-concurrency", "32", "--upskill-report", "r.json", "--upskill-retries", "8", *extra], work)
+                wall, rss, done = measure(
+                    [
+                        *PYTEST,
+                        "skills",
+                        "--upskill-models",
+                        f"openai:m@{server.openai_base_url}",
+                        "--upskill-cache",
+                        "off",
+                        "--upskill-concurrency",
+                        "32",
+                        "--upskill-report",
+                        "r.json",
+                        "--upskill-retries",
+                        "8",
+                        *extra,
+                    ],
+                    work,
+                )
                 report = json.loads((work / "r.json").read_text())
                 assert report["trials"] == requests and report["errors"] == 0, done.stdout[-2000:]
                 runs.append((wall, rss, report, server.max_in_flight))
@@ -123,8 +156,14 @@ def concurrency(work: Path, cases: int, repeat: int) -> list[Row]:
         if admits:
             row_ideal, row_target = math.ceil(requests / admits) * 0.2, None
             seen = next(iter(report.get("throttling", {}).values()), None)
-            note = (f"{seen['throttled']} x 429; in flight went down to {seen['lowest_concurrency']} of 32 and adapted" if seen else "no 429")
-        rows.append(Row("concurrency", label, wall, row_ideal, row_target, requests, rss, note, {"max_in_flight": in_flight}))
+            note = (
+                f"{seen['throttled']} x 429; in flight went down to {seen['lowest_concurrency']} of 32 and adapted"
+                if seen
+                else "no 429"
+            )
+        rows.append(
+            Row("concurrency", label, wall, row_ideal, row_target, requests, rss, note, {"max_in_flight": in_flight})
+        )
     rows += competitors(work, cases, ideal, requests)
     return rows
 
@@ -135,26 +174,61 @@ def competitors(work: Path, cases: int, ideal: float, requests: int) -> list[Row
     skill = work / "skills" / "skill-0"
     # upskill eval 0.1.0 runs its models through fast-agent, which this harness does not set up
     # against the loopback server; the row quotes the issue's measurement on the same workload.
-    rows.append(Row("concurrency", "upskill eval 0.1.0", math.nan, ideal, note="not run here (needs fast-agent); issue 6 measured about 98 s"))
-    local_install = Path(__file__).parent / "node_modules/.bin/promptfoo"  # npm install promptfoo@0.118.17 inside benchmarks/
+    rows.append(
+        Row(
+            "concurrency",
+            "upskill eval 0.1.0",
+            math.nan,
+            ideal,
+            note="not run here (needs fast-agent); issue 6 measured about 98 s",
+        )
+    )
+    local_install = (
+        Path(__file__).parent / "node_modules/.bin/promptfoo"
+    )  # npm install promptfoo@0.118.17 inside benchmarks/
     promptfoo = shutil.which("promptfoo") or (str(local_install) if local_install.exists() else None)
     if promptfoo:
         with LoopbackServer(latency_s=0.2) as server:
             tests = json.loads((skill / "skill_meta.json").read_text())["tests"]
             body = (skill / "SKILL.md").read_text().split("---", 2)[2].strip()
             config = {
-                "prompts": [json.dumps([{"role": "system", "content": "{{system}}"}, {"role": "user", "content": "{{input}}"}])],
-                "providers": [{"id": "openai:chat:m", "config": {"apiBaseUrl": server.openai_base_url, "apiKey": "unused"}}],
-                "tests": [{"vars": {"input": t["input"], "system": system}, "assert": [{"type": "icontains", "value": t["expected"]["contains"]}]}
-                          for t in tests for system in ("", f'<skill name="skill-0">\n{body}\n</skill>')],
+                "prompts": [
+                    json.dumps([{"role": "system", "content": "{{system}}"}, {"role": "user", "content": "{{input}}"}])
+                ],
+                "providers": [
+                    {"id": "openai:chat:m", "config": {"apiBaseUrl": server.openai_base_url, "apiKey": "unused"}}
+                ],
+                "tests": [
+                    {
+                        "vars": {"input": t["input"], "system": system},
+                        "assert": [{"type": "icontains", "value": t["expected"]["contains"]}],
+                    }
+                    for t in tests
+                    for system in ("", f'<skill name="skill-0">\n{body}\n</skill>')
+                ],
             }
             (work / "promptfooconfig.json").write_text(json.dumps(config))
-            wall, rss, done = measure([promptfoo, "eval", "-c", "promptfooconfig.json", "-j", "32", "--no-cache", "--no-progress-bar"], work,
-                                      {"PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1"})
-            note = "exit 100: its assertions failed for the baseline arm, as they should" if done.returncode == 100 else f"exit {done.returncode}"
+            wall, rss, done = measure(
+                [promptfoo, "eval", "-c", "promptfooconfig.json", "-j", "32", "--no-cache", "--no-progress-bar"],
+                work,
+                {"PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1"},
+            )
+            note = (
+                "exit 100: its assertions failed for the baseline arm, as they should"
+                if done.returncode == 100
+                else f"exit {done.returncode}"
+            )
             rows.append(Row("concurrency", "promptfoo eval -j 32", wall, ideal, None, len(server.requests), rss, note))
     else:
-        rows.append(Row("concurrency", "promptfoo eval -j 32", math.nan, ideal, note="not installed (see benchmarks/README.md): issue 6 measured about 7.7 s"))
+        rows.append(
+            Row(
+                "concurrency",
+                "promptfoo eval -j 32",
+                math.nan,
+                ideal,
+                note="not installed (see benchmarks/README.md): issue 6 measured about 7.7 s",
+            )
+        )
     return rows
 
 
@@ -164,17 +238,30 @@ def replay(work: Path, skills: int, cases: int) -> list[Row]:
     with LoopbackServer() as server:
         models = ["--upskill-models", f"openai:m@{server.openai_base_url}"]
         measure([*PYTEST, "skills", *models, "--upskill-concurrency", "32"], work)  # record
-        wall, rss, done = measure([*PYTEST, "skills", *models, "--upskill-cache", "replay", "--upskill-report", "r.json"], work)
-        assert len(server.requests) == trials and json.loads((work / "r.json").read_text())["cached"] == trials, done.stdout[-2000:]
+        wall, rss, done = measure(
+            [*PYTEST, "skills", *models, "--upskill-cache", "replay", "--upskill-report", "r.json"], work
+        )
+        assert len(server.requests) == trials and json.loads((work / "r.json").read_text())["cached"] == trials, (
+            done.stdout[-2000:]
+        )
     bare = work / "bare"
     bare.mkdir()
     (bare / "pytest.ini").write_text("[pytest]\n")
-    (bare / "test_bare.py").write_text(f"import pytest\n\n@pytest.mark.parametrize('i', range({trials}))\ndef test_trivial(i):\n    pass\n")
+    (bare / "test_bare.py").write_text(
+        f"import pytest\n\n@pytest.mark.parametrize('i', range({trials}))\ndef test_trivial(i):\n    pass\n"
+    )
     bare_wall, bare_rss, _ = measure([*PYTEST, "test_bare.py", "-p", "no:upskill"], bare)
     per_trial_ms = (wall - bare_wall) / trials * 1000
     return [
-        Row("replay", f"plugin, {trials:,} trials from the cache", wall, requests=0, peak_rss_mib=rss,
-            note=f"plugin cost {per_trial_ms:.2f} ms/trial over bare pytest (target <= 3 ms)", extra={"per_trial_ms": per_trial_ms}),
+        Row(
+            "replay",
+            f"plugin, {trials:,} trials from the cache",
+            wall,
+            requests=0,
+            peak_rss_mib=rss,
+            note=f"plugin cost {per_trial_ms:.2f} ms/trial over bare pytest (target <= 3 ms)",
+            extra={"per_trial_ms": per_trial_ms},
+        ),
         Row("replay", f"bare pytest, {trials:,} trivial tests", bare_wall, peak_rss_mib=bare_rss),
     ]
 
@@ -187,13 +274,34 @@ def collect(work: Path, sizes: list[int], cases: int) -> list[Row]:
         folder = work / f"collect-{skills}"
         write_suite(folder, skills, cases)
         items = skills * cases * 2 * 2
-        wall, rss, done = measure([*PYTEST, "skills", "--collect-only", "--upskill-models", "openai:a@http://127.0.0.1:9/v1,openai:b@http://127.0.0.1:9/v1"], folder)
+        wall, rss, done = measure(
+            [
+                *PYTEST,
+                "skills",
+                "--collect-only",
+                "--upskill-models",
+                "openai:a@http://127.0.0.1:9/v1,openai:b@http://127.0.0.1:9/v1",
+            ],
+            folder,
+        )
         assert f"{items} tests collected" in done.stdout, done.stdout[-2000:]
         note = ""
         if previous:
             added = items - previous[0]
-            note = f"each added item: {(wall - previous[1]) / added * 1e6:.0f} us, {(rss - previous[2]) * 1024 / added:.1f} KiB"
-        rows.append(Row("collect", f"{items:,} items ({skills:,} skills)", wall, target_s=20.0 if items >= 40_000 else None, peak_rss_mib=rss, note=note))
+            note = (
+                f"each added item: {(wall - previous[1]) / added * 1e6:.0f} us, "
+                f"{(rss - previous[2]) * 1024 / added:.1f} KiB"
+            )
+        rows.append(
+            Row(
+                "collect",
+                f"{items:,} items ({skills:,} skills)",
+                wall,
+                target_s=20.0 if items >= 40_000 else None,
+                peak_rss_mib=rss,
+                note=note,
+            )
+        )
         previous = (items, wall, rss)
     return rows
 
@@ -206,8 +314,11 @@ def local(work: Path, quick: bool) -> list[Row]:
     base = [*PYTEST, "skills", "--upskill-models", "smollm2", "--upskill-cache", "off", *selection]
     collect_wall, _, _ = measure([*base, "--collect-only"], work)
     rows = []
-    for label, extra in (("plugin, concurrency 1", ["--upskill-concurrency", "1"]), ("plugin, concurrency 4", ["--upskill-concurrency", "4"]),
-                         ("plugin -n 2 (one model per core)", ["-n", "2"])):
+    for label, extra in (
+        ("plugin, concurrency 1", ["--upskill-concurrency", "1"]),
+        ("plugin, concurrency 4", ["--upskill-concurrency", "4"]),
+        ("plugin -n 2 (one model per core)", ["-n", "2"]),
+    ):
         wall, rss, done = measure([*base, *extra, "--upskill-report", "r.json", "--junitxml", "r.xml"], work)
         report = json.loads((work / "r.json").read_text())
         latencies = _latencies(work / "r.json")
@@ -216,8 +327,17 @@ def local(work: Path, quick: bool) -> list[Row]:
         note = f"{report['trials']} trials, model time {model:.1f} s"
         if overhead is not None:
             note += f", plugin overhead {overhead:.2f} s = {overhead / model * 100:.1f}% (target <= 2%)"
-        rows.append(Row("local smollm2", label, wall, peak_rss_mib=rss, requests=report["trials"], note=note,
-                        extra={"model_s": model, "overhead_s": overhead, "collect_s": collect_wall}))
+        rows.append(
+            Row(
+                "local smollm2",
+                label,
+                wall,
+                peak_rss_mib=rss,
+                requests=report["trials"],
+                note=note,
+                extra={"model_s": model, "overhead_s": overhead, "collect_s": collect_wall},
+            )
+        )
     return rows
 
 
@@ -230,20 +350,47 @@ def one_slot(work: Path, quick: bool, repeat: int) -> list[Row]:
     cases = 4 if quick else 12
     write_suite(work, 1, cases)
     rows = []
-    for label, extra in (("plugin, defaults (concurrency 8)", []), ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"])):
+    for label, extra in (
+        ("plugin, defaults (concurrency 8)", []),
+        ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"]),
+    ):
         runs = []  # (wall, trials lost, answers the server generated)
         for _ in range(1 if quick else repeat):
             with LoopbackServer(latency_s=0.5, slots=1) as server:
-                wall, _, _ = measure([*PYTEST, "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off",
-                                      "--upskill-timeout", "2", "--upskill-report", "r.json", *extra], work)
+                wall, _, _ = measure(
+                    [
+                        *PYTEST,
+                        "skills",
+                        "--upskill-models",
+                        f"openai:m@{server.openai_base_url}",
+                        "--upskill-cache",
+                        "off",
+                        "--upskill-timeout",
+                        "2",
+                        "--upskill-report",
+                        "r.json",
+                        *extra,
+                    ],
+                    work,
+                )
                 time.sleep(0.6)  # an answer still being generated for a client that gave up
                 runs.append((wall, json.loads((work / "r.json").read_text())["errors"], len(server.requests)))
         runs.sort()
         wall, lost, served = runs[len(runs) // 2]
-        rows.append(Row("one-slot server (loopback)", label, wall, ideal_s=2 * cases * 0.5, requests=2 * cases,
-                        note=f"median of {len(runs)}; trials lost {lost} of {2 * cases}; answers generated {served}"))
+        rows.append(
+            Row(
+                "one-slot server (loopback)",
+                label,
+                wall,
+                ideal_s=2 * cases * 0.5,
+                requests=2 * cases,
+                note=f"median of {len(runs)}; trials lost {lost} of {2 * cases}; answers generated {served}",
+            )
+        )
     rows += _llama_cpp_server(work, quick)
-    for defaults, one in zip(rows[::2], rows[1::2]):  # the target: no slower than --upskill-concurrency 1, +10%
+    for defaults, one in zip(
+        rows[::2], rows[1::2], strict=False
+    ):  # the target: no slower than --upskill-concurrency 1, +10%
         defaults.target_s = None if math.isnan(one.wall_s) else 1.1 * one.wall_s
     return rows
 
@@ -253,8 +400,10 @@ def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
     (SmolLM2, one slot, the defaults of an inline model spec: max_tokens 1024)."""
     try:
         import llama_cpp.server  # noqa: F401
+
         from pytest_upskill.config import resolve
         from pytest_upskill.providers.local import model_path
+
         gguf = model_path(resolve("smollm2", {}))
     except Exception as exc:  # noqa: BLE001 - the row says why
         return [Row("one-slot server (llama_cpp.server)", "plugin", math.nan, note=f"not run: {exc}")]
@@ -268,11 +417,34 @@ def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
     shutil.copytree(ROOT / "example_skills", skills)
     selection = ["-k", "db-outage" if quick else "incident"]  # the issue's run: the 6 cases of incident-postmortem
     rows = []
-    for label, extra in (("plugin, defaults (concurrency 8)", []), ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"])):
+    for label, extra in (
+        ("plugin, defaults (concurrency 8)", []),
+        ("plugin, --upskill-concurrency 1", ["--upskill-concurrency", "1"]),
+    ):
         log = (work / "llama-server.log").open("wb")
-        server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
-                                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--seed", "0", "--verbose", "False"],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "8192",
+                "--seed",
+                "0",
+                "--verbose",
+                "False",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             for _ in range(200):
                 try:
@@ -281,8 +453,21 @@ def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
                 except OSError:
                     time.sleep(0.3)
             model = f"openai:smollm2@http://127.0.0.1:{port}/v1"
-            wall, _, done = measure([*PYTEST, "real-skills", "--upskill-models", model, "--upskill-cache", "off", *selection,
-                                     "--upskill-report", "r.json", *extra], work)
+            wall, _, done = measure(
+                [
+                    *PYTEST,
+                    "real-skills",
+                    "--upskill-models",
+                    model,
+                    "--upskill-cache",
+                    "off",
+                    *selection,
+                    "--upskill-report",
+                    "r.json",
+                    *extra,
+                ],
+                work,
+            )
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -293,7 +478,9 @@ def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
         note = f"trials lost {lost} of {report['trials']}"
         if paced:
             note += f"; in flight went down to {paced['lowest_concurrency']} of {paced['concurrency']}"
-        rows.append(Row("one-slot server (llama_cpp.server, SmolLM2)", label, wall, requests=report["trials"], note=note))
+        rows.append(
+            Row("one-slot server (llama_cpp.server, SmolLM2)", label, wall, requests=report["trials"], note=note)
+        )
     return rows
 
 
@@ -305,19 +492,29 @@ def _latencies(report: Path) -> list[float]:
         return []
     import xml.etree.ElementTree as ET
 
-    return [float(p.get("value")) for p in ET.parse(xml).getroot().iter("property") if p.get("name") == "upskill.latency_s"]
+    return [
+        float(p.get("value")) for p in ET.parse(xml).getroot().iter("property") if p.get("name") == "upskill.latency_s"
+    ]
 
 
 # ------------------------------------------------------------------------------------ output
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
+
         def f(value, fmt):
             return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-        lines.append(f"| {r.workload} | {r.tool} | {f(r.wall_s, '.2f') or 'n/a'} | {f(r.ideal_s, '.2f')} | {f(r.ratio, '.2f')} | "
-                     f"{f(r.target_s, '.2f')} | {r.met} | {f(r.requests_per_s, '.0f')} | {f(r.peak_rss_mib, '.0f')} | {r.note} |")
+
+        lines.append(
+            f"| {r.workload} | {r.tool} | {f(r.wall_s, '.2f') or 'n/a'} | {f(r.ideal_s, '.2f')} | {f(r.ratio, '.2f')} "
+            "| "
+            f"{f(r.target_s, '.2f')} | {r.met} | {f(r.requests_per_s, '.0f')} | {f(r.peak_rss_mib, '.0f')} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -328,7 +525,11 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small workloads: checks the harness, not the targets")
-    parser.add_argument("--only", default="concurrency,replay,collect", help="comma-separated: concurrency, replay, collect, local, server")
+    parser.add_argument(
+        "--only",
+        default="concurrency,replay,collect",
+        help="comma-separated: concurrency, replay, collect, local, server",
+    )
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each concurrency workload; the median is shown")
     args = parser.parse_args(argv)
@@ -338,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="upskill-bench-") as tmp:
+
         def work(name: str) -> Path:
             path = Path(tmp) / name / "run"
             path.mkdir(parents=True)
@@ -356,7 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": [asdict(r) | {"ratio": r.ratio, "met": r.met} for r in rows]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": machine(), "rows": [asdict(r) | {"ratio": r.ratio, "met": r.met} for r in rows]}, indent=2
+            )
+        )
     return 0
 
 

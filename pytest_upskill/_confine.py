@@ -29,11 +29,20 @@ import signal
 import sys
 import time
 
-from .sandbox import _SYS_ADD_RULE, _SYS_CREATE_RULESET, _SYS_RESTRICT_SELF, DISK_LIMIT_MARK, TIME_LIMIT_MARK, landlock_abi
+from .sandbox import (
+    _SYS_ADD_RULE,
+    _SYS_CREATE_RULESET,
+    _SYS_RESTRICT_SELF,
+    DISK_LIMIT_MARK,
+    TIME_LIMIT_MARK,
+    landlock_abi,
+)
 
 # Landlock access rights (linux/landlock.h)
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = (1 << n for n in range(4, 13))
+REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = (
+    1 << n for n in range(4, 13)
+)
 REFER, TRUNCATE = 1 << 13, 1 << 14  # ABI 2, ABI 3
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
@@ -45,7 +54,11 @@ DISK_POLL_S = 0.2  # how often the workspace's size is looked at
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -55,8 +68,12 @@ class _PathBeneathAttr(ctypes.Structure):
 
 def set_limits(memory_mb: int, cpu_s: int | None, file_mb: int) -> None:
     """Address space, CPU seconds (None: none, for a worker that serves many jobs), file size, no core files."""
-    for name, value in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_s),
-                        (resource.RLIMIT_FSIZE, file_mb << 20), (resource.RLIMIT_CORE, 0)):
+    for name, value in (
+        (resource.RLIMIT_AS, memory_mb << 20),
+        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_FSIZE, file_mb << 20),
+        (resource.RLIMIT_CORE, 0),
+    ):
         if value is None:
             continue
         soft, hard = resource.getrlimit(name)
@@ -71,9 +88,24 @@ def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
     if abi == 0:
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
-    write = WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM
+    write = (
+        WRITE_FILE
+        | REMOVE_DIR
+        | REMOVE_FILE
+        | MAKE_CHAR
+        | MAKE_DIR
+        | MAKE_REG
+        | MAKE_SOCK
+        | MAKE_FIFO
+        | MAKE_BLOCK
+        | MAKE_SYM
+    )
     write |= (REFER if abi >= 2 else 0) | (TRUNCATE if abi >= 3 else 0)
-    attr = _RulesetAttr(write, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)
+    attr = _RulesetAttr(
+        write,
+        NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
+        SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0,
+    )
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     ruleset = libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
@@ -83,7 +115,16 @@ def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         try:
             rule = _PathBeneathAttr(access, fd)
-            if libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+            if (
+                libc.syscall(
+                    _SYS_ADD_RULE,
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(RULE_PATH_BENEATH),
+                    ctypes.byref(rule),
+                    ctypes.c_uint32(0),
+                )
+                < 0
+            ):
                 raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
         finally:
             os.close(fd)
@@ -103,7 +144,11 @@ def isolate() -> list[str]:
     if libc.unshare(ctypes.c_int(flags)) != 0:
         return []
     if uid != 0:  # map our own ids, so the workspace stays ours inside
-        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"), ("/proc/self/gid_map", f"0 {gid} 1")):
+        for path, text in (
+            ("/proc/self/setgroups", "deny"),
+            ("/proc/self/uid_map", f"0 {uid} 1"),
+            ("/proc/self/gid_map", f"0 {gid} 1"),
+        ):
             with open(path, "w") as f:
                 f.write(text)
     return ["network", "pid"]
@@ -159,7 +204,9 @@ def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> int:
     return used
 
 
-def supervise(command: list[str], seconds: float | None, workspace: str | None = None, disk_mb: int | None = None) -> int:
+def supervise(
+    command: list[str], seconds: float | None, workspace: str | None = None, disk_mb: int | None = None
+) -> int:
     """Run the command as a child, at most ``seconds`` (None: until it ends or the launcher is
     killed), with at most ``disk_mb`` in ``workspace`` (looked at every DISK_POLL_S); end everything
     it started; its status."""
@@ -215,7 +262,9 @@ def main(argv: list[str]) -> None:
         os._exit(125)
     sys.stderr.flush()
     seconds = policy["seconds"]
-    os._exit(supervise(command, float(seconds) if seconds is not None else None, policy["workspace"], policy.get("disk_mb")))
+    os._exit(
+        supervise(command, float(seconds) if seconds is not None else None, policy["workspace"], policy.get("disk_mb"))
+    )
 
 
 if __name__ == "__main__":

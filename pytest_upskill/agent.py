@@ -16,9 +16,9 @@ the runner passes ``send``, which adds retries, the model's concurrency limit an
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from .prompt import Message, Request, Tool, ToolCall, ToolResult
 from .sandbox import Workspace
@@ -37,13 +37,27 @@ def _tool(name: str, description: str, properties: dict, required: list[str]) ->
 
 _PATH = {"type": "string", "description": "a path relative to the workspace, e.g. src/main.py"}
 READ_FILE = _tool("read_file", "Read a text file of the workspace.", {"path": _PATH}, ["path"])
-WRITE_FILE = _tool("write_file", "Create or overwrite a text file in the workspace (folders are created).",
-                   {"path": _PATH, "content": {"type": "string", "description": "the whole content of the file"}}, ["path", "content"])
-LIST_FILES = _tool("list_files", "List the files of the workspace (or of one folder of it), one path per line.",
-                   {"path": {"type": "string", "description": "a folder relative to the workspace; default: the whole workspace"}}, [])
-READ_SKILL = _tool("read_skill", "Load a skill: its instructions (SKILL.md), or one of its reference files.",
-                   {"name": {"type": "string", "description": "the skill's name"},
-                    "file": {"type": "string", "description": "optional: a file of the skill, e.g. references/api.md"}}, ["name"])
+WRITE_FILE = _tool(
+    "write_file",
+    "Create or overwrite a text file in the workspace (folders are created).",
+    {"path": _PATH, "content": {"type": "string", "description": "the whole content of the file"}},
+    ["path", "content"],
+)
+LIST_FILES = _tool(
+    "list_files",
+    "List the files of the workspace (or of one folder of it), one path per line.",
+    {"path": {"type": "string", "description": "a folder relative to the workspace; default: the whole workspace"}},
+    [],
+)
+READ_SKILL = _tool(
+    "read_skill",
+    "Load a skill: its instructions (SKILL.md), or one of its reference files.",
+    {
+        "name": {"type": "string", "description": "the skill's name"},
+        "file": {"type": "string", "description": "optional: a file of the skill, e.g. references/api.md"},
+    },
+    ["name"],
+)
 FILE_TOOLS = (READ_FILE, WRITE_FILE, LIST_FILES)
 
 
@@ -63,7 +77,12 @@ class SkillFiles:
         if ref_dir.is_dir():
             for path in sorted(p for p in ref_dir.rglob("*") if p.is_file()):
                 try:
-                    refs.append((path.relative_to(folder).as_posix(), path.read_text(encoding="utf-8", errors="replace")[:MAX_READ_CHARS]))
+                    refs.append(
+                        (
+                            path.relative_to(folder).as_posix(),
+                            path.read_text(encoding="utf-8", errors="replace")[:MAX_READ_CHARS],
+                        )
+                    )
                 except OSError:
                     continue
         return cls(skill.name, skill.body, tuple(refs))
@@ -102,7 +121,9 @@ def plan_for(case: Case, arm: str, max_turns: int, skill_files: SkillFiles | Non
         return None
     tools = (FILE_TOOLS if is_workspace_case(case) else ()) + ((READ_SKILL,) if progressive else ())
     files = tuple((case.context.files or {}).items()) if case.context else ()
-    return AgentPlan(files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=skill_files if progressive else None)
+    return AgentPlan(
+        files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=skill_files if progressive else None
+    )
 
 
 @dataclass
@@ -158,7 +179,9 @@ class Toolbox:
         size = len(content.encode("utf-8", "surrogatepass"))
         total = sum(self.sizes.values()) - self.sizes.get(target, 0) + size
         if total > MAX_WORKSPACE_BYTES:
-            raise ValueError(f"the workspace would hold {total:,} bytes written by you, over the limit of {MAX_WORKSPACE_BYTES:,}")
+            raise ValueError(
+                f"the workspace would hold {total:,} bytes written by you, over the limit of {MAX_WORKSPACE_BYTES:,}"
+            )
         if not target.exists():
             if self.created >= MAX_FILES:
                 raise ValueError(f"no more than {MAX_FILES} files may be created")
@@ -180,7 +203,10 @@ class Toolbox:
         for path, text in skill.references:
             if path == file:
                 return text
-        raise ValueError(f"skill {skill.name!r} has no file {file!r}" + (f"; it has: {', '.join(p for p, _ in skill.references)}" if skill.references else ""))
+        raise ValueError(
+            f"skill {skill.name!r} has no file {file!r}"
+            + (f"; it has: {', '.join(p for p, _ in skill.references)}" if skill.references else "")
+        )
 
 
 def _string(args: dict, key: str, default: str | None = None) -> str:

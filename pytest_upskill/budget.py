@@ -22,9 +22,15 @@ OVER_BUDGET = ErrorKind.OVER_BUDGET  # the error kind of a trial not sent becaus
 def estimated_input_tokens(request: Request) -> int:
     """Characters / 4 of everything sent: prompts, tool schemas and, in a workspace trial, the
     conversation so far (each turn resends it). ``--upskill-plan`` sees only the first turn."""
-    chars = len(request.system) + len(request.user) + sum(len(t.description) + len(t.parameters_json) for t in request.tools)
-    chars += sum(len(m.text) + sum(len(c.arguments_json) for c in m.tool_calls) + sum(len(r.content) for r in m.results)
-                 for m in request.history)
+    chars = (
+        len(request.system)
+        + len(request.user)
+        + sum(len(t.description) + len(t.parameters_json) for t in request.tools)
+    )
+    chars += sum(
+        len(m.text) + sum(len(c.arguments_json) for c in m.tool_calls) + sum(len(r.content) for r in m.results)
+        for m in request.history
+    )
     return max(1, chars // 4)
 
 
@@ -60,12 +66,18 @@ class ModelPlan:
 
 
 def plan_lines(plans: list[ModelPlan]) -> list[str]:
-    lines = [f"{'model':<40} {'trials':>7} {'requests':>9} {'est. input tok':>15} {'max output tok':>15} {'est. cost':>10}"]
+    lines = [
+        f"{'model':<40} {'trials':>7} {'requests':>9} {'est. input tok':>15} {'max output tok':>15} {'est. cost':>10}"
+    ]
     for p in plans:
         cost = f"${p.cost:.4f}" if p.cost is not None else "no price"
-        lines.append(f"{p.model:<40} {p.trials:>7} {p.requests:>9} {p.input_tokens:>15,} {p.max_output_tokens:>15,} {cost:>10}")
+        lines.append(
+            f"{p.model:<40} {p.trials:>7} {p.requests:>9} {p.input_tokens:>15,} {p.max_output_tokens:>15,} {cost:>10}"
+        )
     total = sum(p.cost or 0 for p in plans)
-    lines.append(f"nothing was sent; requests exclude trials already in the cache; at most ${total:.4f} for the priced models")
+    lines.append(
+        f"nothing was sent; requests exclude trials already in the cache; at most ${total:.4f} for the priced models"
+    )
     return lines
 
 

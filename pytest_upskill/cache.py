@@ -83,11 +83,19 @@ class ResponseCache:
                 raise ValueError("entry belongs to another key")
             if entry.get("checksum") != _checksum(completion):
                 raise ValueError("checksum mismatch")
-            calls = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments_json"])) for c in completion.get("tool_calls") or ())
+            calls = tuple(
+                ToolCall(str(c["id"]), str(c["name"]), str(c["arguments_json"]))
+                for c in completion.get("tool_calls") or ()
+            )
             seconds = entry.get("seconds")
-            return Completion(str(completion["text"]), int(completion["input_tokens"]), int(completion["output_tokens"]),
-                              seconds=float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e6 else None,
-                              tool_calls=calls, truncated=completion.get("truncated") is True)
+            return Completion(
+                str(completion["text"]),
+                int(completion["input_tokens"]),
+                int(completion["output_tokens"]),
+                seconds=float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e6 else None,
+                tool_calls=calls,
+                truncated=completion.get("truncated") is True,
+            )
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
             return None
@@ -103,7 +111,9 @@ class ResponseCache:
                 del data[optional]  # entries of plain, complete answers stay as they were
         entry = {"key": key, "completion": data, "checksum": _checksum(data)}
         if completion.seconds is not None:
-            entry["seconds"] = round(completion.seconds, 4)  # the model's time when the answer was made, shown for cached trials
+            entry["seconds"] = round(
+                completion.seconds, 4
+            )  # the model's time when the answer was made, shown for cached trials
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -125,4 +135,6 @@ class ResponseCache:
             self.root.mkdir()
         except FileExistsError:
             return
-        (self.root / ".gitignore").write_text("# pytest-upskill response cache: delete this file to commit the cache\n*\n")
+        (self.root / ".gitignore").write_text(
+            "# pytest-upskill response cache: delete this file to commit the cache\n*\n"
+        )

@@ -29,7 +29,9 @@ def changed_files(root: Path, ref: str) -> set[Path]:
     try:
         _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except GitError:
-        raise GitError(f"unknown git ref {ref!r}; fetch it first (in CI: git fetch origin main, then use origin/main)") from None
+        raise GitError(
+            f"unknown git ref {ref!r}; fetch it first (in CI: git fetch origin main, then use origin/main)"
+        ) from None
     names = _git(root, "diff", "--name-only", ref, "--") + _git(root, "ls-files", "--others", "--exclude-standard")
     return {(top / name).resolve() for name in names}
 

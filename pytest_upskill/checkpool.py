@@ -30,8 +30,9 @@ import signal
 import struct
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .checks import CheckResult, as_result
 from .core import UpskillError
@@ -66,12 +67,24 @@ class _Worker:
     @classmethod
     async def start(cls, limits: Limits) -> _Worker:
         home = tempfile.mkdtemp(prefix="upskill-check-")
-        policy = {"workspace": home, "memory_mb": limits.memory_mb, "cpu_s": None, "file_mb": limits.file_mb, "writable": [],
-                  "seconds": None}
+        policy = {
+            "workspace": home,
+            "memory_mb": limits.memory_mb,
+            "cpu_s": None,
+            "file_mb": limits.file_mb,
+            "writable": [],
+            "seconds": None,
+        }
         process = await asyncio.create_subprocess_exec(
             *launcher(policy, [sys.executable, "-I", "-m", __name__]),
-            cwd=home, env=child_env(Path(home), Path(home), Path(home)), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=4 * MESSAGE_LIMIT + 1024)
+            cwd=home,
+            env=child_env(Path(home), Path(home), Path(home)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=4 * MESSAGE_LIMIT + 1024,
+        )
         return cls(process, home)
 
     async def call(self, job: bytes) -> dict:
@@ -86,7 +99,7 @@ class _Worker:
         """Why the worker ended: its status and the last of its stderr."""
         try:
             self.stderr = await asyncio.wait_for(self.process.stderr.read(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         code = await self.process.wait()
         tail = self.stderr.decode(errors="replace").strip().splitlines()[-3:]
@@ -105,8 +118,10 @@ class _Worker:
         if not self.process.stdin.is_closing():
             self.kill()
         try:
-            await asyncio.wait_for(asyncio.gather(self.process.wait(), self.process.stdout.read(), self.process.stderr.read()), 5)
-        except (asyncio.TimeoutError, OSError, ValueError):
+            await asyncio.wait_for(
+                asyncio.gather(self.process.wait(), self.process.stdout.read(), self.process.stderr.read()), 5
+            )
+        except (TimeoutError, OSError, ValueError):
             pass
 
 
@@ -134,7 +149,7 @@ class CheckPool:
             try:
                 answer = await asyncio.wait_for(worker.call(job), timeout)
                 keep = "memory" not in answer
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise CheckTimeout from None
             finally:
                 self._busy.discard(worker)

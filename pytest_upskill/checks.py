@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def _prepare_equals(value: Any) -> str:
 
 def _equals(output: str, expected: str) -> CheckResult:
     ok = output.strip() == expected.strip()
-    return CheckResult(ok, "" if ok else f"expected exactly {expected.strip()[:200]!r} (surrounding whitespace ignored)")
+    return CheckResult(
+        ok, "" if ok else f"expected exactly {expected.strip()[:200]!r} (surrounding whitespace ignored)"
+    )
 
 
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
@@ -113,8 +116,10 @@ def _prepare_schema(value: Any) -> dict:
         raise ValueError(f"invalid JSON Schema: {exc.message}") from None
     remote = next(_remote_refs(value), None)
     if remote is not None:
-        raise ValueError(f"$ref {remote!r} points outside the schema, and a check never reaches the network; "
-                         "copy the definition under \"$defs\" and refer to it as \"#/$defs/NAME\"")
+        raise ValueError(
+            f"$ref {remote!r} points outside the schema, and a check never reaches the network; "
+            'copy the definition under "$defs" and refer to it as "#/$defs/NAME"'
+        )
     return value
 
 
@@ -158,12 +163,16 @@ def _json_schema(output: str, schema: dict) -> CheckResult:
     from referencing.exceptions import Unresolvable
 
     # no retrieval: a $ref that resolves outside the schema (through an $id) is an error, not a request
-    validator = jsonschema.validators.validator_for(schema)(schema, registry=referencing.Registry(retrieve=_no_retrieval))
+    validator = jsonschema.validators.validator_for(schema)(
+        schema, registry=referencing.Registry(retrieve=_no_retrieval)
+    )
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     except Unresolvable as exc:
-        raise ValueError(f"the schema's $ref {getattr(exc, 'ref', str(exc))!r} is not in the schema, and remote references are "
-                         "never fetched") from None
+        raise ValueError(
+            f"the schema's $ref {getattr(exc, 'ref', str(exc))!r} is not in the schema, and remote references are "
+            "never fetched"
+        ) from None
     if error is None:
         return CheckResult(True)
     path = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -195,7 +204,9 @@ class CheckRegistry:
 
     def prepare(self, name: str, value: Any) -> Any:
         if name not in self.checks:
-            raise KeyError(f"known checks: {', '.join(sorted(self.checks))}; register others with the pytest_upskill_checks hook")
+            raise KeyError(
+                f"known checks: {', '.join(sorted(self.checks))}; register others with the pytest_upskill_checks hook"
+            )
         return self.checks[name].prepare(value)
 
     def split(self, expected: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

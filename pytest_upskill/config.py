@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
-
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,7 +23,9 @@ PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
-NO_MODEL = "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
+NO_MODEL = (
+    "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
+)
 
 
 class ConfigError(UpskillError):
@@ -44,7 +46,9 @@ class ModelSpec(BaseModel):
     output_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
     seed: int | None = 0
     note: str | None = Field(default=None, description="shown under the model's results")
-    chat_template: str | None = Field(default=None, description="local models: a Jinja chat template (or a path to one) used instead of the GGUF's")
+    chat_template: str | None = Field(
+        default=None, description="local models: a Jinja chat template (or a path to one) used instead of the GGUF's"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -89,13 +93,29 @@ BUILTIN_ALIASES: dict[str, dict[str, Any]] = {
     # In-process GGUF models shipped by PyPI packages (the [local] extra); no key, no server, no download.
     "smollm2": {"provider": "local", "model": "smollm2", "temperature": 0.0, "max_tokens": 256},
     "gemma-270m": {
-        "provider": "local", "model": "gemma-270m", "temperature": 0.0, "max_tokens": 256,
-        "note": "gemma-270m is a base model with no chat template: it gets a plain-text System/User/Assistant prompt and follows instructions poorly",
+        "provider": "local",
+        "model": "gemma-270m",
+        "temperature": 0.0,
+        "max_tokens": 256,
+        "note": "gemma-270m is a base model with no chat template: it gets a plain-text System/User/Assistant prompt "
+        "and follows instructions poorly",
     },
 }
 
 _INLINE = re.compile(r"^(?P<provider>[a-z]+):(?P<model>[^@]+?)(?:@(?P<base_url>\S+))?$")
-_FIELDS = {"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "input_price", "output_price", "seed", "note", "chat_template"}
+_FIELDS = {
+    "provider",
+    "model",
+    "base_url",
+    "api_key_env",
+    "temperature",
+    "max_tokens",
+    "input_price",
+    "output_price",
+    "seed",
+    "note",
+    "chat_template",
+}
 
 
 def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:
@@ -109,10 +129,14 @@ def load_user_aliases(pyproject: Path | None) -> dict[str, dict[str, Any]]:
     models: Any = data
     for level in ("tool", "upskill", "models"):
         if not isinstance(models, dict):
-            raise ConfigError(f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]")
+            raise ConfigError(
+                f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]"
+            )
         models = models.get(level, {})
     if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
-        raise ConfigError(f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]")
+        raise ConfigError(
+            f"{pyproject}: [tool.upskill.models] must hold one table per alias, e.g. [tool.upskill.models.glm]"
+        )
     return models
 
 
@@ -132,7 +156,9 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
         fields = dict(user_aliases[name])
         unknown = set(fields) - _FIELDS
         if unknown:
-            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: unknown key(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
+            raise ConfigError(
+                f"[tool.upskill.models.{name}] in {source}: unknown key(s) {sorted(unknown)}; known: {sorted(_FIELDS)}"
+            )
         if fields.get("provider") in ("openai", "local"):
             fields.setdefault("temperature", 0.0)
         try:
@@ -140,7 +166,9 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
         except ValidationError as exc:
             err = exc.errors()[0]
             msg = err["ctx"]["error"] if err["type"] == "value_error" else err["msg"]
-            raise ConfigError(f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {msg}") from None
+            raise ConfigError(
+                f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {msg}"
+            ) from None
     if name in BUILTIN_ALIASES:
         return ModelSpec(name=name, **BUILTIN_ALIASES[name])
     match = _INLINE.match(name)
@@ -148,7 +176,9 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
         provider = match["provider"]
         temperature = None if provider == "anthropic" else 0.0
         try:
-            return ModelSpec(name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature)
+            return ModelSpec(
+                name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature
+            )
         except ValidationError as exc:
             raise ConfigError(f"model {name!r}: {exc.errors()[0]['ctx']['error']}") from None
     known = sorted(set(BUILTIN_ALIASES) | set(user_aliases))
@@ -159,8 +189,12 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
     )
 
 
-def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = True,
-                check_runtime: Callable[[ModelSpec], None] | None = None) -> list[ModelSpec]:
+def resolve_all(
+    names: list[str],
+    pyproject: Path | None,
+    check_keys: bool = True,
+    check_runtime: Callable[[ModelSpec], None] | None = None,
+) -> list[ModelSpec]:
     """Resolve every name. With ``check_keys`` (not for --collect-only), check that each model can
     run: ``check_runtime(spec)`` raises ConfigError for a model whose runtime or file is missing
     (providers.check_available: config knows no provider); one error lists every missing API key."""
@@ -172,7 +206,11 @@ def resolve_all(names: list[str], pyproject: Path | None, check_keys: bool = Tru
     missing = [s for s in specs if check_keys and s.needs_key and not s.api_key()]
     if missing:
         lines = [f"  {s.name} ({s.provider}:{s.model}) needs ${s.key_env}" for s in missing]
-        raise ConfigError("missing API key(s) for the named model(s):\n" + "\n".join(lines) + "\nExport the variable(s), or leave those models out of --upskill-models / upskill_models.")
+        raise ConfigError(
+            "missing API key(s) for the named model(s):\n"
+            + "\n".join(lines)
+            + "\nExport the variable(s), or leave those models out of --upskill-models / upskill_models."
+        )
     return specs
 
 
@@ -180,7 +218,11 @@ def node_ids(specs: list[ModelSpec]) -> dict[str, str]:
     """A short, node-id-safe label per model name, unique across the run."""
     labels: dict[str, str] = {}
     for spec in specs:
-        base = spec.name if spec.name in BUILTIN_ALIASES or _INLINE.match(spec.name) is None else f"{spec.provider}-{spec.model}"
+        base = (
+            spec.name
+            if spec.name in BUILTIN_ALIASES or _INLINE.match(spec.name) is None
+            else f"{spec.provider}-{spec.model}"
+        )
         label = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "model"
         candidate, n = label, 2
         while candidate in labels.values():

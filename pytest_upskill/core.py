@@ -49,8 +49,8 @@ class Request:
     temperature: float | None
     max_tokens: int
     seed: int | None = None
-    tools: tuple["Tool", ...] = ()  # offered to the model (native tool calling); empty: a plain completion
-    history: tuple["Message", ...] = ()  # the conversation after the user message
+    tools: tuple[Tool, ...] = ()  # offered to the model (native tool calling); empty: a plain completion
+    history: tuple[Message, ...] = ()  # the conversation after the user message
     tool_choice: str | None = None  # the name of a tool the model must call (a judge's verdict)
 
 
@@ -122,12 +122,22 @@ class Completion:
     text: str
     input_tokens: int
     output_tokens: int
-    seconds: float | None = None  # the model's own time, where a provider knows it better than the wall clock (not cached)
+    seconds: float | None = (
+        None  # the model's own time, where a provider knows it better than the wall clock (not cached)
+    )
     tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
     truncated: bool = False  # the answer stopped at max_tokens, not where the model ended it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", clean_text(self.text))
         if self.tool_calls:
-            object.__setattr__(self, "tool_calls", tuple(
-                replace(c, id=clean_text(c.id), name=clean_text(c.name), arguments_json=clean_text(c.arguments_json)) for c in self.tool_calls))
+            object.__setattr__(
+                self,
+                "tool_calls",
+                tuple(
+                    replace(
+                        c, id=clean_text(c.id), name=clean_text(c.name), arguments_json=clean_text(c.arguments_json)
+                    )
+                    for c in self.tool_calls
+                ),
+            )

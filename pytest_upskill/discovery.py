@@ -13,10 +13,34 @@ import fnmatch
 import os
 from pathlib import Path
 
-AGENT_FOLDERS = (".claude/skills", ".agents/skills", ".github/skills", "skills/.curated", "skills/.system", "skills/.experimental")
+AGENT_FOLDERS = (
+    ".claude/skills",
+    ".agents/skills",
+    ".github/skills",
+    "skills/.curated",
+    "skills/.system",
+    "skills/.experimental",
+)
 # hidden folders that never hold a project's skills, and can be large: not searched for SKILL.md
-_NOT_SEARCHED = {".git", ".hg", ".svn", ".venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis",
-                 ".upskill-cache", ".cache", ".idea", ".vscode", ".eggs", ".npm", ".yarn"}
+_NOT_SEARCHED = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".upskill-cache",
+    ".cache",
+    ".idea",
+    ".vscode",
+    ".eggs",
+    ".npm",
+    ".yarn",
+}
 _SEARCH_DEPTH = 3  # .cursor/skills/NAME/SKILL.md is three levels below .cursor
 
 
@@ -29,8 +53,11 @@ def is_agent_folder(folder: Path, patterns: list[str]) -> bool:
     for pattern in patterns:
         wanted = Path(pattern).parts
         for n in range(1, len(wanted) + 1):
-            if wanted[n - 1].startswith(".") and len(parts) >= n and all(
-                    fnmatch.fnmatchcase(part, want) for part, want in zip(parts[-n:], wanted[:n])):
+            if (
+                wanted[n - 1].startswith(".")
+                and len(parts) >= n
+                and all(fnmatch.fnmatchcase(part, want) for part, want in zip(parts[-n:], wanted[:n], strict=False))
+            ):
                 return True
     return False
 

@@ -66,10 +66,20 @@ class Finding:
     cases_needed: int | None = None  # INCONCLUSIVE: about how many cases would decide it (None: no number would)
 
     def describe(self) -> str:
-        value = "not measured" if self.value is None else f"{float(self.value) * 100:.0f}%" if self.figure == "pass_rate" else f"{float(self.value) * 100:+.0f}%"
+        value = (
+            "not measured"
+            if self.value is None
+            else f"{float(self.value) * 100:.0f}%"
+            if self.figure == "pass_rate"
+            else f"{float(self.value) * 100:+.0f}%"
+        )
         ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
         side = "at most" if self.figure == "token_increase" else "at least"
-        threshold = f"{float(self.threshold) * 100:.0f}%" if self.figure == "pass_rate" else f"{float(self.threshold) * 100:+.0f}%"
+        threshold = (
+            f"{float(self.threshold) * 100:.0f}%"
+            if self.figure == "pass_rate"
+            else f"{float(self.threshold) * 100:+.0f}%"
+        )
         return f"{self.figure} {value}{ci} vs {side} {threshold}"
 
     def label(self, strict: bool) -> str:
@@ -104,10 +114,17 @@ class Finding:
         return f" ({self.label(strict)})" if self.verdict == INCONCLUSIVE else ""
 
     def to_json(self) -> dict:
-        return {"figure": self.figure, "verdict": self.verdict, "value": None if self.value is None else float(self.value),
-                "interval": list(self.interval) if self.interval else None, "threshold": float(self.threshold), "fails": self.fails,
-                "cases": self.cases, "cases_needed": self.cases_needed,
-                "decided_on": "point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval"}
+        return {
+            "figure": self.figure,
+            "verdict": self.verdict,
+            "value": None if self.value is None else float(self.value),
+            "interval": list(self.interval) if self.interval else None,
+            "threshold": float(self.threshold),
+            "fails": self.fails,
+            "cases": self.cases,
+            "cases_needed": self.cases_needed,
+            "decided_on": "point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval",
+        }
 
 
 @dataclass
@@ -126,12 +143,23 @@ class Verdict:
         return any(f.fails for f in self.findings)
 
     def to_json(self) -> dict:
-        return {"skill": self.skill, "model": self.model, "verdict": self.verdict, "fails": self.fails,
-                "findings": [f.to_json() for f in self.findings]}
+        return {
+            "skill": self.skill,
+            "model": self.model,
+            "verdict": self.verdict,
+            "fails": self.fails,
+            "findings": [f.to_json() for f in self.findings],
+        }
 
 
-def _judge_interval(figure: str, value: Fraction | None, interval: tuple[float, float] | None, threshold: Fraction, strict: bool,
-                    paired: stats.Paired) -> Finding:
+def _judge_interval(
+    figure: str,
+    value: Fraction | None,
+    interval: tuple[float, float] | None,
+    threshold: Fraction,
+    strict: bool,
+    paired: stats.Paired,
+) -> Finding:
     if value is None or interval is None:
         return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
     verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
@@ -150,10 +178,20 @@ def judge(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdi
     verdict = Verdict(result.skill, result.model)
     paired = result.pairing.paired
     if thresholds.min_lift is not None:
-        verdict.findings.append(_judge_interval("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired))
+        verdict.findings.append(
+            _judge_interval("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired)
+        )
     if thresholds.min_pass_rate is not None:
-        verdict.findings.append(_judge_interval("pass_rate", paired.p_skill, paired.pass_rate_ci(), stats.exact(thresholds.min_pass_rate),
-                                                strict, paired))
+        verdict.findings.append(
+            _judge_interval(
+                "pass_rate",
+                paired.p_skill,
+                paired.pass_rate_ci(),
+                stats.exact(thresholds.min_pass_rate),
+                strict,
+                paired,
+            )
+        )
     if thresholds.max_token_increase is not None:
         value, limit = token_increase(result), stats.exact(thresholds.max_token_increase)
         ok = value is not None and value <= limit
@@ -176,7 +214,9 @@ class Regression:
         return {"skill": self.skill, "model": self.model, "kind": self.kind, "case": self.case, "message": self.message}
 
 
-def lift_difference_ci(new: float, new_ci: tuple[float, float], old: float, old_ci: tuple[float, float]) -> tuple[float, float]:
+def lift_difference_ci(
+    new: float, new_ci: tuple[float, float], old: float, old_ci: tuple[float, float]
+) -> tuple[float, float]:
     """MOVER interval for ``new - old`` from the two lifts' own intervals (independent runs)."""
     d = new - old
     lower = d - math.sqrt((new - new_ci[0]) ** 2 + (old_ci[1] - old) ** 2)
@@ -207,17 +247,40 @@ def compare(old_report: dict, new_report: dict, token_growth: float | None) -> l
         if None not in (new["lift"], before.get("lift")) and new["lift_ci"] and before.get("lift_ci"):
             lo, hi = lift_difference_ci(new["lift"], tuple(new["lift_ci"]), before["lift"], tuple(before["lift_ci"]))
             if hi < 0:
-                found.append(Regression(skill, model, "lift", f"lift fell from {before['lift'] * 100:+.0f}% to {new['lift'] * 100:+.0f}% "
-                                        f"(change {(new['lift'] - before['lift']) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to {hi * 100:+.0f}%)"))
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "lift",
+                        f"lift fell from {before['lift'] * 100:+.0f}% to {new['lift'] * 100:+.0f}% "
+                        f"(change {(new['lift'] - before['lift']) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to "
+                        f"{hi * 100:+.0f}%)",
+                    )
+                )
         old_cases = {c["case"]: c for c in before.get("cases", [])}
         for case in new.get("cases", []):
             prior = old_cases.get(case["case"])
-            if prior and _majority_passed(prior.get("with_skill", [])) and _majority_passed(case["with_skill"]) is False:
-                found.append(Regression(skill, model, "flip", f"case {case['case']}: with skill passed before, fails now", case["case"]))
+            if (
+                prior
+                and _majority_passed(prior.get("with_skill", []))
+                and _majority_passed(case["with_skill"]) is False
+            ):
+                found.append(
+                    Regression(
+                        skill, model, "flip", f"case {case['case']}: with skill passed before, fails now", case["case"]
+                    )
+                )
         old_tokens, new_tokens = _tokens_per_trial(before.get("with_skill", {})), _tokens_per_trial(new["with_skill"])
         if old_tokens and new_tokens is not None and (new_tokens - old_tokens) / old_tokens > limit:
-            found.append(Regression(skill, model, "tokens", f"with-skill tokens per trial grew {old_tokens:.0f} → {new_tokens:.0f} "
-                                    f"({(new_tokens - old_tokens) / old_tokens * 100:+.0f}%, limit {limit * 100:+.0f}%)"))
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "tokens",
+                    f"with-skill tokens per trial grew {old_tokens:.0f} → {new_tokens:.0f} "
+                    f"({(new_tokens - old_tokens) / old_tokens * 100:+.0f}%, limit {limit * 100:+.0f}%)",
+                )
+            )
     return found
 
 
@@ -239,7 +302,9 @@ class Evaluation:
     def fails(self) -> bool:
         return any(v.fails for v in self.verdicts) or bool(self.regressions)
 
-    def fail_reasons(self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int) -> list[str]:
+    def fail_reasons(
+        self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int
+    ) -> list[str]:
         """Why the skill trials fail the run, in words; empty when they do not.
 
         A failing verdict, a regression or a collection error always fails it; so do more
@@ -254,10 +319,15 @@ class Evaluation:
         if collection_errors:
             reasons.append(f"{collection_errors} file(s) could not be collected")
         if unscored > allowed_errors:
-            reasons.append(f"{unscored} trial(s) could not be scored, more than --upskill-max-errors allows ({allowed_errors})")
+            reasons.append(
+                f"{unscored} trial(s) could not be scored, more than --upskill-max-errors allows ({allowed_errors})"
+            )
         if not self.gated and with_skill_failed:
-            reasons.append(f"{with_skill_failed} with-skill trial(s) failed, and with no gate set every with-skill trial must pass "
-                           "(set --upskill-min-lift to judge the lift instead)")
+            reasons.append(
+                f"{with_skill_failed} with-skill trial(s) failed, and with no gate set every with-skill trial must "
+                "pass "
+                "(set --upskill-min-lift to judge the lift instead)"
+            )
         return reasons
 
     def exit_line(self, reasons: list[str]) -> str:
@@ -266,12 +336,18 @@ class Evaluation:
             return f"upskill: exit status 1 because {'; '.join(reasons)}"
         if self.gated:
             return "upskill: exit status 0: every gate passed"
-        return "upskill: exit status 0: no gate is set and every with-skill trial passed (a failed baseline trial never fails the run)"
+        return (
+            "upskill: exit status 0: no gate is set and every with-skill trial passed (a failed baseline trial "
+            "never fails the run)"
+        )
 
     def lines(self) -> list[str]:
         out = []
         for v in self.verdicts:
-            out.append(f"{v.verdict:<12} {v.skill} × {v.model}: " + "; ".join(f"{f.describe()} {f.label(self.strict)}" for f in v.findings))
+            out.append(
+                f"{v.verdict:<12} {v.skill} × {v.model}: "
+                + "; ".join(f"{f.describe()} {f.label(self.strict)}" for f in v.findings)
+            )
             out += [f"             {f.figure}: {f.why(self.strict)}" for f in v.findings if f.verdict == INCONCLUSIVE]
         for v in self.verdicts:
             for f in v.findings:
@@ -282,7 +358,9 @@ class Evaluation:
         return out
 
 
-def evaluate(results: list[Result], report: dict, thresholds: Thresholds, strict: bool, old_report: dict | None) -> Evaluation:
+def evaluate(
+    results: list[Result], report: dict, thresholds: Thresholds, strict: bool, old_report: dict | None
+) -> Evaluation:
     verdicts = []
     for result in results:
         own = thresholds.merged(result.thresholds)
@@ -301,8 +379,11 @@ def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None) -
     if smallest is None:
         return head + f"no lift can clear {against} with {cases} cases; add cases"
     k = smallest * cases
-    return (head + f"the lift's 95% interval clears {against} only for a lift of {float(smallest) * 100:+.0f}% or more "
-            f"({k} of {cases} cases passing only with the skill, none only without); more cases resolve smaller lifts, more runs do not")
+    return (
+        head + f"the lift's 95% interval clears {against} only for a lift of {float(smallest) * 100:+.0f}% or more "
+        f"({k} of {cases} cases passing only with the skill, none only without); more cases resolve smaller lifts, "
+        "more runs do not"
+    )
 
 
 # ------------------------------------------------------------------------------- --upskill-max-errors
@@ -334,5 +415,7 @@ def parse_error_limit(value: str | None) -> ErrorLimit:
     except ValueError:
         fraction = -1.0
     if not 0 <= fraction < 1:
-        raise ValueError(f"upskill_max_errors must be a whole number of trials (5) or a fraction below 1 (0.1 or 10%), not {value!r}")
+        raise ValueError(
+            f"upskill_max_errors must be a whole number of trials (5) or a fraction below 1 (0.1 or 10%), not {value!r}"
+        )
     return ErrorLimit(None, fraction)

@@ -26,7 +26,15 @@ from .preflight import PreflightError, check_outputs, compared_report, write_eac
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import check_available, tools_unsupported
 from .redact import Redactor, secret_values
-from .report import Aggregator, Progress, RunLedger, markdown, outcome_from_properties, outcome_properties, write_text_atomic
+from .report import (
+    Aggregator,
+    Progress,
+    RunLedger,
+    markdown,
+    outcome_from_properties,
+    outcome_properties,
+    write_text_atomic,
+)
 from .runner import Runner, Trial
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
 from .terminal import TerminalSummary
@@ -47,9 +55,14 @@ class UpskillState:
         if injection not in INJECTIONS:
             raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
         self.settings = Settings(
-            specs=specs, labels=self.labels, runs=_int_option(config, "upskill_runs"),
-            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD, injection=injection,
-            max_turns=_int_option(config, "upskill_max_turns"), judge=judge, tools_unsupported=tools_unsupported,
+            specs=specs,
+            labels=self.labels,
+            runs=_int_option(config, "upskill_runs"),
+            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD,
+            injection=injection,
+            max_turns=_int_option(config, "upskill_max_turns"),
+            judge=judge,
+            tools_unsupported=tools_unsupported,
         )
         self.is_worker = hasattr(config, "workerinput")
         self.cache_mode = _option(config, "upskill_cache")
@@ -61,7 +74,9 @@ class UpskillState:
         _preflight(config, self.cache, self.cache_mode, self.is_worker)
         self.max_cost = _float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1
-        budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each xdist worker gets its share
+        budget = (
+            Budget(self.max_cost / workers) if self.max_cost is not None else None
+        )  # each xdist worker gets its share
         self.redact = Redactor(secret_values(s.key_env for s in [*specs, judge] if s and s.key_env))
         self.runner = Runner(
             concurrency=_int_option(config, "upskill_concurrency"),
@@ -69,7 +84,10 @@ class UpskillState:
             retries=_int_option(config, "upskill_retries"),
             backoff=_float_option(config, "upskill_backoff"),
             check_timeout=_float_option(config, "upskill_check_timeout"),
-            cache=self.cache, cache_mode=self.cache_mode, budget=budget, redact=self.redact,
+            cache=self.cache,
+            cache_mode=self.cache_mode,
+            budget=budget,
+            redact=self.redact,
         )
         try:
             self.error_limit = parse_error_limit(_option(config, "upskill_max_errors"))
@@ -79,7 +97,9 @@ class UpskillState:
         gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
         gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
         if gates and not specs and not config.getoption("collectonly"):  # a CI gate that would pass on nothing measured
-            raise pytest.UsageError(f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}")
+            raise pytest.UsageError(
+                f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
+            )
         self.aggregator = Aggregator([s.name for s in specs])
         self.evaluation = None
         self.report: dict = {}
@@ -140,7 +160,9 @@ class UpskillState:
             self.aggregator.add(outcome)
         self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
         if (report.when == "teardown" and outcome is not None) or report.skipped:
-            line = self.progress.tick(report.nodeid, outcome is not None and outcome.get("passed") is None, time.monotonic())
+            line = self.progress.tick(
+                report.nodeid, outcome is not None and outcome.get("passed") is None, time.monotonic()
+            )
             reporter = self.config.pluginmanager.get_plugin("terminalreporter") if line else None
             if reporter is not None:
                 reporter.write_line(line)
@@ -159,7 +181,9 @@ class UpskillState:
                 first = t.agent.first_request(t.request) if t.agent is not None else t.request
                 cached = self.cache_mode != "off" and self.cache.get(cache_key(t.spec, first, t.run)) is not None
                 plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
-                cases, runs, _ = skills.setdefault(t.skill, (set(), set(), self.thresholds.merged(item.parent.thresholds).min_lift))
+                cases, runs, _ = skills.setdefault(
+                    t.skill, (set(), set(), self.thresholds.merged(item.parent.thresholds).min_lift)
+                )
                 cases.add(t.case)
                 runs.add(t.run)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -187,17 +211,30 @@ class UpskillState:
         ran = not (self.config.getoption("collectonly") or self.config.getoption("upskill_plan"))
         missing = ledger.missing() if ran else []
         report = self.report = self.aggregator.to_json(
-            missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems,
+            missing=missing,
+            throttling=ledger.throttling,
+            cache_problems=ledger.cache_problems,
             **({"budget": budget_summary(results, prices, self.max_cost)} if self.max_cost is not None else {}),
         )
-        self.evaluation = evaluate(results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report)
+        self.evaluation = evaluate(
+            results, report, self.thresholds, self.config.getoption("upskill_strict"), self.old_report
+        )
         report["verdicts"] = [v.to_json() for v in self.evaluation.verdicts]
         report["regressions"] = [g.to_json() for g in self.evaluation.regressions]
         unscored = report["errors"] + len(missing)
         allowed = self.error_limit.allowed(self.aggregator.trials + len(missing))
         report["error_limit"] = {"unscored": unscored, "allowed": allowed, "exceeded": unscored > allowed}
         path = self.config.getoption("upskill_report")
-        outputs = [(f"the JSON report {path}", lambda: write_text_atomic(self._path(path), json.dumps(report, indent=2) + "\n"))] if path else []
+        outputs = (
+            [
+                (
+                    f"the JSON report {path}",
+                    lambda: write_text_atomic(self._path(path), json.dumps(report, indent=2) + "\n"),
+                )
+            ]
+            if path
+            else []
+        )
         self.write_problems = write_each(outputs + self._markdown_outputs(results, report, prices))
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
@@ -207,7 +244,9 @@ class UpskillState:
                 xml.add_global_property(name, value)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
             reasons = self.evaluation.fail_reasons(
-                unscored=unscored, allowed_errors=allowed, collection_errors=self.collection_errors,
+                unscored=unscored,
+                allowed_errors=allowed,
+                collection_errors=self.collection_errors,
                 with_skill_failed=sum(r.with_skill.failed for r in results),
             )
             reasons += [f"{ledger.other_failures} other test(s) failed"] if ledger.other_failures else []
@@ -225,9 +264,13 @@ class UpskillState:
         try:
             report = json.loads(self._path(path).read_text(encoding="utf-8"))
         except OSError as exc:
-            raise pytest.UsageError(f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}") from None
+            raise pytest.UsageError(
+                f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}"
+            ) from None
         except ValueError as exc:
-            raise pytest.UsageError(f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report") from None
+            raise pytest.UsageError(
+                f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report"
+            ) from None
         try:
             return compared_report(report, f"--upskill-compare {path}")
         except PreflightError as exc:
@@ -238,14 +281,17 @@ class UpskillState:
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:
             return []
-        text = markdown(results, report["verdicts"], report["regressions"], prices, self.aggregator.cached, self.aggregator.trials)
+        text = markdown(
+            results, report["verdicts"], report["regressions"], prices, self.aggregator.cached, self.aggregator.trials
+        )
 
         def append_summary() -> None:
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(text)
 
-        return ([(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []) + (
-            [(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
+        return (
+            [(f"the Markdown summary {path}", lambda: write_text_atomic(self._path(path), text))] if path else []
+        ) + ([(f"GITHUB_STEP_SUMMARY {summary}", append_summary)] if summary and results else [])
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials this process will run next, so they are in flight together."""
@@ -278,10 +324,19 @@ def _xdist_queue(config: pytest.Config):
 def _preflight(config: pytest.Config, cache: ResponseCache, cache_mode: str, is_worker: bool) -> None:
     """Every place the run will write, checked before the first request (see preflight.py)."""
     here = config.invocation_params.dir
-    outputs = [] if is_worker else [  # the controller writes the reports
-        (what, Path(here, value)) for option, what in (("upskill_report", "--upskill-report"), ("upskill_markdown", "--upskill-markdown"),
-                                                       ("xmlpath", "--junitxml"))
-        if (value := config.getoption(option, None))]
+    outputs = (
+        []
+        if is_worker
+        else [  # the controller writes the reports
+            (what, Path(here, value))
+            for option, what in (
+                ("upskill_report", "--upskill-report"),
+                ("upskill_markdown", "--upskill-markdown"),
+                ("xmlpath", "--junitxml"),
+            )
+            if (value := config.getoption(option, None))
+        ]
+    )
     try:
         check_outputs(cache, cache_mode, outputs, None if is_worker else os.environ.get("GITHUB_STEP_SUMMARY"))
     except PreflightError as exc:
@@ -294,11 +349,13 @@ def _option(config: pytest.Config, name: str):
 
 
 # what a number of seconds or dollars must be: (the test, in words)
-_AT_LEAST = {"upskill_timeout": (lambda x: x > 0, "a number of seconds above 0"),
-             "upskill_check_timeout": (lambda x: x > 0, "a number of seconds above 0"),
-             "upskill_backoff": (lambda x: x >= 0, "a number of seconds, 0 or more"),
-             "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more"),
-             "upskill_progress": (lambda x: x >= 0, "a number of seconds, 0 or more")}
+_AT_LEAST = {
+    "upskill_timeout": (lambda x: x > 0, "a number of seconds above 0"),
+    "upskill_check_timeout": (lambda x: x > 0, "a number of seconds above 0"),
+    "upskill_backoff": (lambda x: x >= 0, "a number of seconds, 0 or more"),
+    "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more"),
+    "upskill_progress": (lambda x: x >= 0, "a number of seconds, 0 or more"),
+}
 
 
 def _float_option(config: pytest.Config, name: str) -> float | None:
@@ -335,23 +392,61 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("upskill", "regression-test agent skills (pytest-upskill)")
-    group.addoption("--upskill-models", action="append", default=None, metavar="NAMES",
-                    help="comma-separated models to test (repeatable): built-in aliases (haiku, sonnet, opus, gpt-5.5, ...), "
-                         "[tool.upskill.models.NAME] aliases, or PROVIDER:MODEL[@BASE_URL]. Default: ini upskill_models.")
-    group.addoption("--upskill-runs", type=int, default=None, metavar="N", help="trials per case, model and arm (default 1)")
-    group.addoption("--upskill-concurrency", type=int, default=None, metavar="N", help="requests in flight per model and process; halved on 429s, then recovers (default 8)")
-    group.addoption("--upskill-timeout", type=float, default=None, metavar="S", help="seconds per request attempt (default 120)")
-    group.addoption("--upskill-retries", type=int, default=None, metavar="N", help="retries of a failed request (default 4)")
-    group.addoption("--upskill-max-errors", default=None, metavar="N|FRACTION",
-                    help="unscored trials (errors) the run tolerates: a count (5) or a fraction (0.05, 5%%); default 0")
-    group.addoption("--upskill-check-timeout", type=float, default=None, metavar="S",
-                    help="time limit of each check and validator, and of a sandboxed run of model output (default 30)")
+    group.addoption(
+        "--upskill-models",
+        action="append",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated models to test (repeatable): built-in aliases (haiku, sonnet, opus, gpt-5.5, ...), "
+        "[tool.upskill.models.NAME] aliases, or PROVIDER:MODEL[@BASE_URL]. Default: ini upskill_models.",
+    )
+    group.addoption(
+        "--upskill-runs", type=int, default=None, metavar="N", help="trials per case, model and arm (default 1)"
+    )
+    group.addoption(
+        "--upskill-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests in flight per model and process; halved on 429s, then recovers (default 8)",
+    )
+    group.addoption(
+        "--upskill-timeout", type=float, default=None, metavar="S", help="seconds per request attempt (default 120)"
+    )
+    group.addoption(
+        "--upskill-retries", type=int, default=None, metavar="N", help="retries of a failed request (default 4)"
+    )
+    group.addoption(
+        "--upskill-max-errors",
+        default=None,
+        metavar="N|FRACTION",
+        help="unscored trials (errors) the run tolerates: a count (5) or a fraction (0.05, 5%%); default 0",
+    )
+    group.addoption(
+        "--upskill-check-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="time limit of each check and validator, and of a sandboxed run of model output (default 30)",
+    )
     group.addoption("--upskill-report", default=None, metavar="PATH", help="write the JSON report here")
-    group.addoption("--upskill-injection", default=None, choices=INJECTIONS,
-                    help="how the with-skill arm gets the skill: system (in the system prompt, default) or progressive "
-                         "(name and description only, plus a read_skill tool; activation is reported)")
-    group.addoption("--upskill-max-turns", type=int, default=None, metavar="N", help="requests per workspace trial at most (default 10)")
-    group.addoption("--upskill-judge-model", default=None, metavar="NAME", help="the model that grades llm_judge validators")
+    group.addoption(
+        "--upskill-injection",
+        default=None,
+        choices=INJECTIONS,
+        help="how the with-skill arm gets the skill: system (in the system prompt, default) or progressive "
+        "(name and description only, plus a read_skill tool; activation is reported)",
+    )
+    group.addoption(
+        "--upskill-max-turns",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests per workspace trial at most (default 10)",
+    )
+    group.addoption(
+        "--upskill-judge-model", default=None, metavar="NAME", help="the model that grades llm_judge validators"
+    )
     parser.addini("upskill_injection", "system or progressive", default="system")
     parser.addini("upskill_max_turns", "requests per workspace trial at most", default="10")
     parser.addini("upskill_judge_model", "the model that grades llm_judge validators", default="")
@@ -360,30 +455,85 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_concurrency", "requests in flight per model and process", default="8")
     parser.addini("upskill_timeout", "seconds per request attempt", default="120")
     parser.addini("upskill_retries", "retries of a failed request", default="4")
-    parser.addini("upskill_backoff", "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)", default="0.5")
+    parser.addini(
+        "upskill_backoff",
+        "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)",
+        default="0.5",
+    )
     parser.addini("upskill_max_errors", "unscored trials the run tolerates: a count or a fraction", default="0")
-    parser.addini("upskill_check_timeout", "time limit of each check, validator or sandboxed run, seconds", default="30")
+    parser.addini(
+        "upskill_check_timeout", "time limit of each check, validator or sandboxed run, seconds", default="30"
+    )
     parser.addini("upskill_system_prompt", "scaffolding system prompt shared by both arms", default="")
-    parser.addini("upskill_progress", "seconds between progress lines during a run (trials done per model, time left); 0: none",
-                  default="30")
-    parser.addini("upskill_skill_folders", "hidden folders where agents keep skills, collected although pytest skips hidden folders",
-                  type="linelist", default=list(AGENT_FOLDERS))
-    group.addoption("--upskill-cache", default=None, choices=MODES, help="rw: read and write the response cache (default); off; replay: never call a model")
-    group.addoption("--upskill-cache-dir", default=None, metavar="DIR", help="response cache folder (default: ROOTDIR/.upskill-cache)")
+    parser.addini(
+        "upskill_progress",
+        "seconds between progress lines during a run (trials done per model, time left); 0: none",
+        default="30",
+    )
+    parser.addini(
+        "upskill_skill_folders",
+        "hidden folders where agents keep skills, collected although pytest skips hidden folders",
+        type="linelist",
+        default=list(AGENT_FOLDERS),
+    )
+    group.addoption(
+        "--upskill-cache",
+        default=None,
+        choices=MODES,
+        help="rw: read and write the response cache (default); off; replay: never call a model",
+    )
+    group.addoption(
+        "--upskill-cache-dir",
+        default=None,
+        metavar="DIR",
+        help="response cache folder (default: ROOTDIR/.upskill-cache)",
+    )
     parser.addini("upskill_cache", "response cache mode: rw, off or replay", default="rw")
     parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
-    for key, text in (("min_lift", "lowest acceptable lift, e.g. 0.1"), ("min_pass_rate", "lowest acceptable with-skill pass rate"),
-                      ("max_token_increase", "highest acceptable relative token increase of the skill, e.g. 0.5")):
-        group.addoption(f"--upskill-{key.replace('_', '-')}", dest=f"upskill_{key}", type=float, default=None, metavar="X",
-                        help=f"gate: {text}; judged on the 95%% interval")
+    for key, text in (
+        ("min_lift", "lowest acceptable lift, e.g. 0.1"),
+        ("min_pass_rate", "lowest acceptable with-skill pass rate"),
+        ("max_token_increase", "highest acceptable relative token increase of the skill, e.g. 0.5"),
+    ):
+        group.addoption(
+            f"--upskill-{key.replace('_', '-')}",
+            dest=f"upskill_{key}",
+            type=float,
+            default=None,
+            metavar="X",
+            help=f"gate: {text}; judged on the 95%% interval",
+        )
         parser.addini(f"upskill_{key}", f"gate: {text}", default="")
     group.addoption("--upskill-strict", action="store_true", default=False, help="gates: an INCONCLUSIVE verdict fails")
-    group.addoption("--upskill-compare", default=None, metavar="OLD.json", help="flag regressions against an earlier --upskill-report")
-    group.addoption("--upskill-changed-since", default=None, metavar="REF", help="keep only skills whose folder changed since this git ref")
-    group.addoption("--upskill-markdown", default=None, metavar="PATH", help="write a Markdown summary for a pull request")
-    group.addoption("--upskill-plan", action="store_true", default=False, help="print trials, requests, tokens and cost per model; send nothing")
-    group.addoption("--upskill-max-cost", dest="upskill_max_cost", type=float, default=None, metavar="USD",
-                    help="stop sending requests once the estimated spend passes this")
+    group.addoption(
+        "--upskill-compare",
+        default=None,
+        metavar="OLD.json",
+        help="flag regressions against an earlier --upskill-report",
+    )
+    group.addoption(
+        "--upskill-changed-since",
+        default=None,
+        metavar="REF",
+        help="keep only skills whose folder changed since this git ref",
+    )
+    group.addoption(
+        "--upskill-markdown", default=None, metavar="PATH", help="write a Markdown summary for a pull request"
+    )
+    group.addoption(
+        "--upskill-plan",
+        action="store_true",
+        default=False,
+        help="print trials, requests, tokens and cost per model; send nothing",
+    )
+    group.addoption(
+        "--upskill-max-cost",
+        dest="upskill_max_cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop sending requests once the estimated spend passes this",
+    )
     parser.addini("upskill_max_cost", "spending limit in USD", default="")
 
 
@@ -399,12 +549,20 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
-    pyproject = config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
+    pyproject = (
+        config.inipath
+        if config.inipath and config.inipath.name == "pyproject.toml"
+        else config.rootpath / "pyproject.toml"
+    )
     judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
     try:
         check = not config.getoption("collectonly")
         specs = resolve_all(names, pyproject, check_keys=check, check_runtime=check_available)
-        judge = resolve_all([judge_name], pyproject, check_keys=check, check_runtime=check_available)[0] if judge_name else None
+        judge = (
+            resolve_all([judge_name], pyproject, check_keys=check, check_runtime=check_available)[0]
+            if judge_name
+            else None
+        )
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[STATE] = UpskillState(config, specs, judge)
@@ -434,13 +592,21 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         target = collection_path.resolve()
         if target in {p.resolve() for p in collection_path.parents}:
             return True
-    if collection_path.name.startswith(".") and collection_path.is_dir() and not _ignored_by_option(collection_path, config):
+    if (
+        collection_path.name.startswith(".")
+        and collection_path.is_dir()
+        and not _ignored_by_option(collection_path, config)
+    ):
         if is_agent_folder(collection_path, config.getini("upskill_skill_folders")):
             return False
         state = config.stash.get(STATE, None)
         if state is not None:
             state.unseen.add_hidden(collection_path, config.rootpath)
-    if collection_path.suffix == ".py" and collection_path.name != "conftest.py" and in_skill_folder(collection_path, config.rootpath):
+    if (
+        collection_path.suffix == ".py"
+        and collection_path.name != "conftest.py"
+        and in_skill_folder(collection_path, config.rootpath)
+    ):
         return True
     return None
 
@@ -448,7 +614,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 def _ignored_by_option(path: Path, config: pytest.Config) -> bool:
     """--ignore and --ignore-glob, which the user's choice wins over upskill_skill_folders."""
     ignored = {Path(config.invocation_params.dir, p).resolve() for p in config.getoption("ignore") or []}
-    return path.resolve() in ignored or any(fnmatch.fnmatch(str(path), str(g)) for g in config.getoption("ignore_glob") or [])
+    return path.resolve() in ignored or any(
+        fnmatch.fnmatch(str(path), str(g)) for g in config.getoption("ignore_glob") or []
+    )
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -474,17 +642,29 @@ class SkillFile(pytest.File):
             skill = load_skill(skill_md_in(skill_dir))
             checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
             judge = state.settings.judge
-            validators = ValidatorRegistry(_registered(self.ihook.pytest_upskill_validators()), judge.name if judge else None,
-                                           tools_unsupported(judge) if judge else None)
-            cases, self.thresholds = load_cases(self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir))
+            validators = ValidatorRegistry(
+                _registered(self.ihook.pytest_upskill_validators()),
+                judge.name if judge else None,
+                tools_unsupported(judge) if judge else None,
+            )
+            cases, self.thresholds = load_cases(
+                self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir)
+            )
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check or validator
             raise self.CollectError(f"{self.path}: {exc}") from None
         if not cases:
-            yield SkippedCase.from_parent(self, name="no-cases", case_line=1, reason=(
-                f"{self.path.relative_to(self.config.rootpath) if self.path.is_relative_to(self.config.rootpath) else self.path} "
-                "has an empty list of test cases (what upskill writes when it generated none): add cases with 'input' and 'expected'"))
+            yield SkippedCase.from_parent(
+                self,
+                name="no-cases",
+                case_line=1,
+                reason=(
+                    f"{_shown(self.path, self.config.rootpath)} "
+                    "has an empty list of test cases (what upskill writes when it generated none): add cases with "
+                    "'input' and 'expected'"
+                ),
+            )
             return
         if not state.specs:
             for case in cases:
@@ -500,14 +680,17 @@ class SkillFile(pytest.File):
             yield item
 
 
+def _shown(path: Path, root: Path) -> Path:
+    """``path`` relative to the rootdir where it is inside it, as pytest shows paths."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
 def _registered(answers: list) -> dict:
     """The merged dicts of a registration hook's implementations (checks, validators)."""
     merged: dict = {}
     for registered in answers:
         merged.update(registered or {})
     return merged
-
-
 
 
 class SkippedCase(pytest.Item):
@@ -558,6 +741,8 @@ class TrialItem(pytest.Item):
 
     def reportinfo(self):
         t = self.trial
-        return self.path, (self.case_line - 1) if self.case_line else None, f"{t.skill}::{t.case} [{t.model} {t.arm} run {t.run}]"
-
-
+        return (
+            self.path,
+            (self.case_line - 1) if self.case_line else None,
+            f"{t.skill}::{t.case} [{t.model} {t.arm} run {t.run}]",
+        )

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -63,7 +64,10 @@ def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], 
                 pass  # writable_folder says why
         writable_folder(cache.root, "--upskill-cache-dir (upskill_cache_dir)")
     elif cache_mode == "replay" and cache.root.exists() and not cache.root.is_dir():
-        raise PreflightError(f"--upskill-cache-dir {cache.root}: this is a file, not the cache folder; name the folder the responses were recorded in")
+        raise PreflightError(
+            f"--upskill-cache-dir {cache.root}: this is a file, not the cache folder; name the folder the responses "
+            "were recorded in"
+        )
     for what, path in outputs:
         writable_file(path, what)
     if step_summary:
@@ -73,7 +77,7 @@ def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], 
 # ---------------------------------------------------------------------------- --upskill-compare
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
+def _finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise ValueError("must be a finite number")
     return value
@@ -87,14 +91,14 @@ class _Arm(BaseModel):
 
 class _Case(BaseModel):
     case: str
-    with_skill: list[Optional[bool]] = []
+    with_skill: list[bool | None] = []
 
 
 class _Result(BaseModel):
     skill: str
     model: str
-    lift: Optional[float] = None
-    lift_ci: Optional[tuple[float, float]] = None
+    lift: float | None = None
+    lift_ci: tuple[float, float] | None = None
     with_skill: _Arm = _Arm()
     cases: list[_Case] = []
 
@@ -123,8 +127,10 @@ def compared_report(data: object, where: str) -> dict:
         first = exc.errors()[0]
         at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "the top level"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PreflightError(f"{where}: not a report written by --upskill-report: {at}: {first['msg']}{more}; "
-                             "pass the JSON file an earlier run wrote with --upskill-report") from None
+        raise PreflightError(
+            f"{where}: not a report written by --upskill-report: {at}: {first['msg']}{more}; "
+            "pass the JSON file an earlier run wrote with --upskill-report"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------ the end

@@ -10,7 +10,8 @@ The user message is built exactly as upskill builds it.
 With ``--upskill-injection progressive`` the with_skill arm's block lists only the skill's name and
 description and the request offers a ``read_skill`` tool, as agents load skills on demand:
 
-    system (with_skill) = SCAFFOLD + "\\n\\n<available_skills>\\n<skill name=\\"NAME\\">DESCRIPTION</skill>\\n</available_skills>\\n" + HINT
+    system (with_skill) = SCAFFOLD + "\\n\\n<available_skills>\\n<skill "
+                                     "name=\\"NAME\\">DESCRIPTION</skill>\\n</available_skills>\\n" + HINT
 
 A workspace trial (see :mod:`pytest_upskill.agent`) is a conversation: ``Request.history`` holds the
 turns so far (the model's tool calls and their results) and ``Request.tools`` the tools offered.
@@ -24,7 +25,18 @@ from .config import ModelSpec
 from .core import Arm, Message, Request, Tool, ToolCall, ToolResult
 from .skill import Case, Skill
 
-__all__ = ["ARMS", "Message", "Request", "Tool", "ToolCall", "ToolResult", "build_request", "skill_block", "system_prompt", "user_message"]
+__all__ = [
+    "ARMS",
+    "Message",
+    "Request",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
+    "build_request",
+    "skill_block",
+    "system_prompt",
+    "user_message",
+]
 
 ARMS = tuple(arm.value for arm in Arm)
 INJECTIONS = ("system", "progressive")
@@ -35,13 +47,20 @@ DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request direc
 
 # The formats above, read back: what a test server (pytest_upskill.testing) finds in a request.
 SKILL_BLOCK_PATTERN = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)  # the body of an injected skill
-LISTED_SKILL_PATTERN = re.compile(r'<available_skills>\s*<skill name="([^"]+)">')  # progressive: the listed skill's name
-FILE_BLOCK_PATTERN = re.compile(r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)  # a fenced file: name, content
+LISTED_SKILL_PATTERN = re.compile(
+    r'<available_skills>\s*<skill name="([^"]+)">'
+)  # progressive: the listed skill's name
+FILE_BLOCK_PATTERN = re.compile(
+    r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE
+)  # a fenced file: name, content
 
 
 def skill_block(skill: Skill, injection: str = "system") -> str:
     if injection == "progressive":
-        return f'\n\n<available_skills>\n<skill name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
+        return (
+            "\n\n<available_skills>\n<skill "
+            f'name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
+        )
     return f'\n\n<skill name="{skill.name}">\n{skill.body}\n</skill>'
 
 
@@ -59,8 +78,15 @@ def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, inje
     return scaffold + (skill_block(skill, injection) if arm == "with_skill" else "")
 
 
-def build_request(spec: ModelSpec, arm: str, skill: Skill, case: Case, scaffold: str = DEFAULT_SCAFFOLD,
-                  injection: str = "system", tools: tuple[Tool, ...] = ()) -> Request:
+def build_request(
+    spec: ModelSpec,
+    arm: str,
+    skill: Skill,
+    case: Case,
+    scaffold: str = DEFAULT_SCAFFOLD,
+    injection: str = "system",
+    tools: tuple[Tool, ...] = (),
+) -> Request:
     return Request(
         system=system_prompt(arm, skill, scaffold, injection),
         tools=tools,

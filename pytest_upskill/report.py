@@ -8,23 +8,49 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import stats
 
 PROPERTY_PREFIX = "upskill."
 # user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
-PROPERTIES = ("skill", "case", "model", "arm", "run", "passed", "input_tokens", "output_tokens", "latency_s", "error_kind", "cached", "thresholds",
-              "turns", "tool_calls", "tools_used", "files", "skill_loaded", "judge_input_tokens", "judge_output_tokens", "hit_max_tokens", "note")
+PROPERTIES = (
+    "skill",
+    "case",
+    "model",
+    "arm",
+    "run",
+    "passed",
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "error_kind",
+    "cached",
+    "thresholds",
+    "turns",
+    "tool_calls",
+    "tools_used",
+    "files",
+    "skill_loaded",
+    "judge_input_tokens",
+    "judge_output_tokens",
+    "hit_max_tokens",
+    "note",
+)
 
 
 def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
     """The trial's properties; a skill's own gate thresholds travel with them (as JSON) so that the
     xdist controller, which collects nothing, knows them."""
     values = {**outcome, "thresholds": json.dumps(thresholds, sort_keys=True) if thresholds else None}
-    return [(PROPERTY_PREFIX + name, values[name]) for name in PROPERTIES if values.get(name) is not None or name == "passed"]
+    return [
+        (PROPERTY_PREFIX + name, values[name])
+        for name in PROPERTIES
+        if values.get(name) is not None or name == "passed"
+    ]
 
 
 def outcome_from_properties(properties: Iterable) -> dict | None:
@@ -93,8 +119,13 @@ class Arm:
     def to_json(self) -> dict:
         extra: dict = {}
         if self.agentic:
-            extra["agent"] = {"trials": self.agentic, "turns": self.turns, "tool_calls": self.tool_calls,
-                              "mean_turns": self.turns / self.agentic, "mean_tool_calls": self.tool_calls / self.agentic}
+            extra["agent"] = {
+                "trials": self.agentic,
+                "turns": self.turns,
+                "tool_calls": self.tool_calls,
+                "mean_turns": self.turns / self.agentic,
+                "mean_tool_calls": self.tool_calls / self.agentic,
+            }
         if self.offered:
             extra["activation"] = {"loaded": self.loaded, "offered": self.offered, "rate": self.activation_rate}
         if self.judge_input_tokens or self.judge_output_tokens:
@@ -141,7 +172,9 @@ class Result:
     baseline: Arm = field(default_factory=Arm)
     with_skill: Arm = field(default_factory=Arm)
     # case -> arm -> run -> passed (None = error)
-    cases: dict[str, dict[str, dict[int, bool | None]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    cases: dict[str, dict[str, dict[int, bool | None]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
     thresholds: dict[str, float] = field(default_factory=dict)  # the skill's own, from skill_meta.json
     _pairing: Pairing | None = field(default=None, repr=False, compare=False)
 
@@ -171,8 +204,12 @@ class Result:
                 for arm, scored in (("with_skill", s), ("baseline", b)):
                     counts[arm][0] += sum(scored)
                     counts[arm][1] += len(scored)
-            self._pairing = Pairing(stats.Paired(tuple(skill), tuple(base)), {k: (v[0], v[1]) for k, v in counts.items()},
-                                    left_out, len(runs) <= 1)
+            self._pairing = Pairing(
+                stats.Paired(tuple(skill), tuple(base)),
+                {k: (v[0], v[1]) for k, v in counts.items()},
+                left_out,
+                len(runs) <= 1,
+            )
         return self._pairing
 
     def pass_rate(self, arm: str) -> float | None:
@@ -215,8 +252,11 @@ class Result:
     def arm_json(self, arm: str) -> dict:
         """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
         passed, scored = self.pairing.counts[arm]
-        return {**(self.baseline if arm == "baseline" else self.with_skill).to_json(), "pass_rate": self.pass_rate(arm),
-                "paired": {"passed": passed, "scored": scored}}
+        return {
+            **(self.baseline if arm == "baseline" else self.with_skill).to_json(),
+            "pass_rate": self.pass_rate(arm),
+            "paired": {"passed": passed, "scored": scored},
+        }
 
     def to_json(self) -> dict:
         ci = self.lift_ci
@@ -249,7 +289,8 @@ STATISTICS = {
     "confidence": 0.95,
     "lift_interval": "Newcombe 1998 method 10 (hybrid score, corrected phi) on the paired table of per-case rates",
     "pass_rate_interval": "Wilson score with continuity correction (Newcombe 1998 method 4) over the paired cases",
-    "thresholds": f"compared exactly (figures are ratios of counts); an interval bound within {stats.TOLERANCE:g} of a threshold meets it",
+    "thresholds": "compared exactly (figures are ratios of counts); an interval bound within "
+    f"{stats.TOLERANCE:g} of a threshold meets it",
 }
 
 
@@ -270,7 +311,9 @@ class Aggregator:
 
     def results(self) -> list[Result]:
         order = {name: i for i, name in enumerate(self.model_order)}
-        return [self._results[k] for k in sorted(self._results, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))]
+        return [
+            self._results[k] for k in sorted(self._results, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
+        ]
 
     @property
     def cached(self) -> int:
@@ -367,18 +410,25 @@ def reliability_lines(report: dict, error_limit) -> list[str]:
     """Errors per model with their kinds, trials with no outcome, throttling, the error limit."""
     lines = []
     for model, kinds in report.get("errors_by_model", {}).items():
-        lines.append(f"errors: {model}: {sum(kinds.values())} trial(s) not scored ({', '.join(f'{k} {n}' for k, n in kinds.items())})")
+        lines.append(
+            f"errors: {model}: {sum(kinds.values())} trial(s) not scored "
+            f"({', '.join(f'{k} {n}' for k, n in kinds.items())})"
+        )
     missing = report.get("missing") or []
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        lines.append(f"missing: {len(missing)} trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}")
+        lines.append(
+            f"missing: {len(missing)} trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}"
+        )
     for model, seen in (report.get("throttling") or {}).items():
         lines.extend(pacing_lines(model, seen))
     limit = report.get("error_limit")
     if limit and limit["unscored"]:
         verdict = "the run fails" if limit["exceeded"] else "tolerated"
-        lines.append(f"error limit: {limit['unscored']} unscored trial(s), --upskill-max-errors allows {limit['allowed']} "
-                     f"({error_limit.describe()}): {verdict}")
+        lines.append(
+            f"error limit: {limit['unscored']} unscored trial(s), --upskill-max-errors allows {limit['allowed']} "
+            f"({error_limit.describe()}): {verdict}"
+        )
     return lines
 
 
@@ -386,11 +436,15 @@ def pacing_lines(model: str, seen: dict) -> list[str]:
     """How the bound on a model's requests in flight moved, and why."""
     lines, went = [], f"requests in flight went down to {seen['lowest_concurrency']} of {seen['concurrency']}"
     if seen.get("slots"):
-        lines.append(f"paced: {model}: the server serves {seen['slots']} request(s) at a time (it says so at /props); "
-                     f"at most {min(seen['slots'], seen['concurrency'])} sent at once")
+        lines.append(
+            f"paced: {model}: the server serves {seen['slots']} request(s) at a time (it says so at /props); "
+            f"at most {min(seen['slots'], seen['concurrency'])} sent at once"
+        )
     if seen.get("slowed"):
-        lines.append(f"paced: {model}: answers slowed as requests queued on the server; {went} (time spent queued behind "
-                     "the run's own requests does not count toward --upskill-timeout)")
+        lines.append(
+            f"paced: {model}: answers slowed as requests queued on the server; {went} (time spent queued behind "
+            "the run's own requests does not count toward --upskill-timeout)"
+        )
     if seen.get("throttled"):
         lines.append(f"throttled: {model} answered 429 {seen['throttled']} time(s); {went} and back up as answers came")
     return lines
@@ -443,8 +497,10 @@ def _aligned(r: Result, arm: str) -> str:
     return f"{passed:>4}/{scored:<4}"
 
 
-INTERVALS = ("rates and lift over the cases scored in both arms; 95% CI: Newcombe's paired score interval "
-             "(method 10) over cases; continuity-corrected Wilson for a pass rate (README: The statistics)")
+INTERVALS = (
+    "rates and lift over the cases scored in both arms; 95% CI: Newcombe's paired score interval "
+    "(method 10) over cases; continuity-corrected Wilson for a pass rate (README: The statistics)"
+)
 
 
 def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None) -> list[str]:
@@ -457,7 +513,10 @@ def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None
         lines.append(f"{r.skill} × {r.model}  ({n} case{'s' if n != 1 else ''} × {runs} run{'s' if runs != 1 else ''})")
         if not (b.total and s.total):  # one arm deselected (-k): nothing to compare
             ran, arm = (b, "baseline") if b.total else (s, "with skill")
-            lines.append(f"  {arm:<11} {ran.passed}/{ran.total} passed; the other arm was not run (deselected), so there is no lift")
+            lines.append(
+                f"  {arm:<11} {ran.passed}/{ran.total} passed; the other arm was not run (deselected), so there is no "
+                "lift"
+            )
             lines.append(f"  tokens      in {ran.input_tokens:,}   out {ran.output_tokens:,} ({arm} only)")
         else:
             p_base, p_skill = r.pass_rate("baseline"), r.pass_rate("with_skill")
@@ -465,14 +524,22 @@ def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None
             ci = r.lift_ci
             lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
             lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
-            lines.append(f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out {_tokens(b.output_tokens, s.output_tokens)}")
+            lines.append(
+                f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out "
+                f"{_tokens(b.output_tokens, s.output_tokens)}"
+            )
         spent = [arm_cost(a, (prices or {}).get(r.model, (None, None))) for a in (b, s)]
         if spent[0] is not None and spent[1] is not None:
-            lines.append(f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
-                         "the alias's prices per million tokens)")
+            lines.append(
+                f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
+                "the alias's prices per million tokens)"
+            )
         if b.capped or s.capped:
-            lines.append(f"  token cap   {b.capped}/{b.total} → {s.capped}/{s.total} answers stopped at max_tokens, not where the model "
-                         "ended them (set max_tokens in the case or the model's alias)")
+            lines.append(
+                f"  token cap   {b.capped}/{b.total} → {s.capped}/{s.total} answers stopped at max_tokens, not where "
+                "the model "
+                "ended them (set max_tokens in the case or the model's alias)"
+            )
         lines += agent_lines(r)
         for note, n in sorted((b.notes + s.notes).items()):
             lines.append(f"  note        {n} trial(s): {note}")
@@ -482,13 +549,22 @@ def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None
             lines.append(f"  errors      {errors} trial(s) not scored, left out of the rates: {kinds}")
         if pairing.left_out and b.total and s.total:
             left = len(pairing.left_out)
-            lines.append(f"  unpaired    {left} case{'s' if left != 1 else ''} not scored in both arms, left out of the rates and the lift: "
-                         + _names([f"{case} ({why})" for case, why in pairing.left_out]))
+            lines.append(
+                f"  unpaired    {left} case{'s' if left != 1 else ''} not scored in both arms, left out of the rates "
+                "and the lift: " + _names([f"{case} ({why})" for case, why in pairing.left_out])
+            )
         if not pairing.balanced:
-            lines.append("  note        unequal scored runs per case: each rate is the mean of the per-case rates (the case is the unit)")
+            lines.append(
+                "  note        unequal scored runs per case: each rate is the mean of the per-case rates (the case is "
+                "the unit)"
+            )
     if results:
         total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
-        lines.append(f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored" if total_errors else f"{len(results)} skill × model result(s); every trial scored")
+        lines.append(
+            f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored"
+            if total_errors
+            else f"{len(results)} skill × model result(s); every trial scored"
+        )
         lines.append(INTERVALS)
     return lines
 
@@ -502,11 +578,15 @@ def agent_lines(r: Result) -> list[str]:
     b, s = r.baseline, r.with_skill
     lines = []
     if b.agentic or s.agentic:
-        lines.append(f"  agent       turns {_mean(b.turns, b.agentic)} → {_mean(s.turns, s.agentic)} per trial, "
-                     f"tool calls {_mean(b.tool_calls, b.agentic)} → {_mean(s.tool_calls, s.agentic)}")
+        lines.append(
+            f"  agent       turns {_mean(b.turns, b.agentic)} → {_mean(s.turns, s.agentic)} per trial, "
+            f"tool calls {_mean(b.tool_calls, b.agentic)} → {_mean(s.tool_calls, s.agentic)}"
+        )
     if s.offered:
-        lines.append(f"  activation  skill loaded in {s.loaded}/{s.offered} with-skill trial(s) ({pct(s.activation_rate)}) "
-                     "(progressive: name and description shown, read_skill offered)")
+        lines.append(
+            f"  activation  skill loaded in {s.loaded}/{s.offered} with-skill trial(s) ({pct(s.activation_rate)}) "
+            "(progressive: name and description shown, read_skill offered)"
+        )
     judge_in, judge_out = b.judge_input_tokens + s.judge_input_tokens, b.judge_output_tokens + s.judge_output_tokens
     if judge_in or judge_out:
         lines.append(f"  judge       in {judge_in:,} out {judge_out:,} tokens (llm_judge; not in the figures above)")
@@ -535,15 +615,28 @@ def audit_lines(results: list[Result]) -> list[str]:
             groups[why].append(case)
         for why, cases in groups.items():
             n, doing = len(cases), why.replace("passes", "passing").replace("fails", "failing")
-            lines.append(f"{r.skill} × {r.model}: {n} case{'s' if n != 1 else ''} {doing}, measuring nothing: {', '.join(cases)}")
+            lines.append(
+                f"{r.skill} × {r.model}: {n} case{'s' if n != 1 else ''} {doing}, measuring nothing: {', '.join(cases)}"
+            )
     return lines
 
 
-def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict], prices: dict[str, tuple], cached: int, trials: int) -> str:
+def markdown(
+    results: list[Result],
+    verdicts: list[dict],
+    regressions: list[dict],
+    prices: dict[str, tuple],
+    cached: int,
+    trials: int,
+) -> str:
     """A compact summary for a pull-request comment."""
     by_key = {(v["skill"], v["model"]): v for v in verdicts}
     activation = any(r.with_skill.offered for r in results)
-    head = "| skill | model | baseline | with skill | lift [95% CI] |" + (" skill loaded |" if activation else "") + " tokens in/out (Δ) | cost | verdict |"
+    head = (
+        "| skill | model | baseline | with skill | lift [95% CI] |"
+        + (" skill loaded |" if activation else "")
+        + " tokens in/out (Δ) | cost | verdict |"
+    )
     out = ["## pytest-upskill", "", head, "|---|---|---|---|---|" + ("---|" if activation else "") + "---|---|---|"]
     total_cost = 0.0
     for r in results:
@@ -556,9 +649,11 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
         verdict = by_key.get((r.skill, r.model))
         errors = b.errors + s.errors
         out.append(
-            f"| {r.skill} | `{r.model}` | {counts(r, 'baseline')} | {counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
+            f"| {r.skill} | `{r.model}` | {counts(r, 'baseline')} | "
+            f"{counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
             + (f"| {s.loaded}/{s.offered} " if activation else "")
-            + f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | {f'${spent:.4f}' if spent is not None else '–'} "
+            + f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | "
+            f"{f'${spent:.4f}' if spent is not None else '–'} "
             f"| {('**' + verdict['verdict'] + '**') if verdict else '–'} |"
         )
     failing = [v for v in verdicts if v["fails"]]
@@ -567,18 +662,37 @@ def markdown(results: list[Result], verdicts: list[dict], regressions: list[dict
         for v in failing:
             for f in v["findings"]:
                 if f["fails"]:
-                    out.append(f"- **{v['skill']} × `{v['model']}`**: {f['figure']} {f['verdict']} (value {_fmt(f['value'])}, threshold {_fmt(f['threshold'])})")
+                    out.append(
+                        f"- **{v['skill']} × `{v['model']}`**: {f['figure']} {f['verdict']} (value {_fmt(f['value'])}, "
+                        f"threshold {_fmt(f['threshold'])})"
+                    )
     if regressions:
         out += ["", "### Regressions against the base report", ""]
         out += [f"- **{g['skill']} × `{g['model']}`** ({g['kind']}): {g['message']}" for g in regressions]
     unpaired = [f"{r.skill} × `{r.model}`: {case} ({why})" for r in results for case, why in r.pairing.left_out]
     if unpaired:
-        out += ["", "<details><summary>Cases left out of the rates and the lift (not scored in both arms)</summary>", ""]
+        out += [
+            "",
+            "<details><summary>Cases left out of the rates and the lift (not scored in both arms)</summary>",
+            "",
+        ]
         out += [f"- {line}" for line in unpaired] + ["", "</details>"]
     audit = audit_lines(results)
     if audit:
-        out += ["", "<details><summary>Cases that measure nothing</summary>", ""] + [f"- {line}" for line in audit] + ["", "</details>"]
-    out += ["", f"{trials} trials, {cached} from the cache" + (f", cost ${total_cost:.4f}" if total_cost else "") + ". " + INTERVALS[0].upper() + INTERVALS[1:] + "."]
+        out += (
+            ["", "<details><summary>Cases that measure nothing</summary>", ""]
+            + [f"- {line}" for line in audit]
+            + ["", "</details>"]
+        )
+    out += [
+        "",
+        f"{trials} trials, {cached} from the cache"
+        + (f", cost ${total_cost:.4f}" if total_cost else "")
+        + ". "
+        + INTERVALS[0].upper()
+        + INTERVALS[1:]
+        + ".",
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -13,8 +13,8 @@ import concurrent.futures
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 from .agent import AgentPlan, Toolbox, run_agent
 from .budget import OVER_BUDGET, Budget
@@ -55,12 +55,20 @@ class Trial:
     run: int
     spec: ModelSpec
     request: Request
-    checks: dict = field(default_factory=dict, compare=False, repr=False)  # built-in checks, prepared: run in a check worker
-    score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks, in a thread
-    agent: AgentPlan | None = field(default=None, compare=False, repr=False)  # a workspace trial: tools, turn after turn
+    checks: dict = field(
+        default_factory=dict, compare=False, repr=False
+    )  # built-in checks, prepared: run in a check worker
+    score: Callable[[str], CheckResult] | None = field(
+        default=None, compare=False, repr=False
+    )  # a conftest's checks, in a thread
+    agent: AgentPlan | None = field(
+        default=None, compare=False, repr=False
+    )  # a workspace trial: tools, turn after turn
     validation: Validation | None = field(default=None, compare=False, repr=False)
     judge: ModelSpec | None = field(default=None, compare=False, repr=False)  # llm_judge's model
-    note: str | None = field(default=None, compare=False, repr=False)  # e.g. a files-only case run as a plain trial, and why
+    note: str | None = field(
+        default=None, compare=False, repr=False
+    )  # e.g. a files-only case run as a plain trial, and why
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -131,7 +139,9 @@ class ModelLimiter:
         self.throttled = 0  # 429 answers
         self.slowed = 0  # times the bound went down because answers queued on the server
         self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
-        self.quickest: float | None = None  # seconds per output token of the quickest answer: the server's pace unqueued
+        self.quickest: float | None = (
+            None  # seconds per output token of the quickest answer: the server's pace unqueued
+        )
         self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
         self.opened = False  # nothing is sent before open(): until then every request queues, in order
         self.asking: asyncio.Task | None = None  # the question to the server about its slots
@@ -199,8 +209,14 @@ class ModelLimiter:
             weight = tokens + 16  # 16: a short answer still pays for its prompt
             pace = seconds / weight
             # how much slower than the server's unqueued pace; 1.0 where queueing does not apply
-            slower = (pace / self.quickest if self.self_hosted and self.quickest and sent_with > 1
-                      and seconds - self.quickest * weight > self.NOISE_S else 1.0)
+            slower = (
+                pace / self.quickest
+                if self.self_hosted
+                and self.quickest
+                and sent_with > 1
+                and seconds - self.quickest * weight > self.NOISE_S
+                else 1.0
+            )
             if slower > self.SLOW:
                 served = max(1, int(sent_with / slower))  # what the server did serve at once
                 if self._lower(epoch, max(2, served + 1)):
@@ -214,8 +230,13 @@ class ModelLimiter:
         self._release_slot()
 
     def summary(self) -> dict:
-        return {"throttled": self.throttled, "slowed": self.slowed, "slots": self.slots,
-                "lowest_concurrency": self.lowest, "concurrency": self.requested}
+        return {
+            "throttled": self.throttled,
+            "slowed": self.slowed,
+            "slots": self.slots,
+            "lowest_concurrency": self.lowest,
+            "concurrency": self.requested,
+        }
 
     def adapted(self) -> bool:
         """Whether the summary should say how the bound moved."""
@@ -224,9 +245,17 @@ class ModelLimiter:
 
 class Runner:
     def __init__(
-        self, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 4, backoff: float = 0.5,
-        check_timeout: float = 30.0, cache: ResponseCache | None = None, cache_mode: str = "off",
-        budget: Budget | None = None, redact: Redactor | None = None,
+        self,
+        *,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        check_timeout: float = 30.0,
+        cache: ResponseCache | None = None,
+        cache_mode: str = "off",
+        budget: Budget | None = None,
+        redact: Redactor | None = None,
     ):
         """``concurrency``: requests in flight per model. ``timeout``: seconds per attempt.
         ``retries``: attempts after the first, ``backoff`` seconds apart, doubling, with jitter.
@@ -355,7 +384,9 @@ class Runner:
         if result is not None:
             outcome.passed, outcome.message = result.passed, result.message
 
-    async def _complete(self, spec: ModelSpec, name: str, request: Request, run: int, outcome: Outcome) -> tuple[Completion | None, bool]:
+    async def _complete(
+        self, spec: ModelSpec, name: str, request: Request, run: int, outcome: Outcome
+    ) -> tuple[Completion | None, bool]:
         """One request's completion, from the cache, from an identical request in flight, or from
         the model; (None, False) with the outcome's error set when there is none. The bool: cached."""
         key = cache_key(spec, request, run) if self.cache_mode != "off" else None
@@ -365,7 +396,9 @@ class Runner:
             if completion is None:  # it failed: this trial makes its own attempt
                 completion = self.cache.get(key)
         if completion is not None:
-            outcome.latency_s = round(outcome.latency_s + (completion.seconds or 0.0), 4)  # the model's time when it was made
+            outcome.latency_s = round(
+                outcome.latency_s + (completion.seconds or 0.0), 4
+            )  # the model's time when it was made
             return completion, True
         if self.cache_mode == "replay":
             outcome.error_kind = CACHE_MISS
@@ -399,7 +432,9 @@ class Runner:
                 results.append(await _within(self.check_timeout, trial.score, text))
         except (_TooLong, CheckTimeout):
             outcome.error_kind = CHECK_ERROR
-            outcome.message = f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+            outcome.message = (
+                f"a check ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+            )
             return None
         except CheckCrashed as exc:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"a check {exc}"
@@ -442,7 +477,9 @@ class Runner:
             outcome.output = run.text
             outcome.input_tokens, outcome.output_tokens = run.input_tokens, run.output_tokens
             outcome.tool_calls = len(run.tool_calls)
-            outcome.tools_used = ", ".join(f"{n} {run.tool_calls.count(n)}" for n in dict.fromkeys(run.tool_calls)) or None
+            outcome.tools_used = (
+                ", ".join(f"{n} {run.tool_calls.count(n)}" for n in dict.fromkeys(run.tool_calls)) or None
+            )
             if plan.skill is not None:
                 outcome.skill_loaded = run.skill_loaded
             if workspace is not None:
@@ -452,11 +489,18 @@ class Runner:
             target = run.text
             if validation is not None and validation.output_file:
                 try:
-                    target = workspace.read(validation.output_file) if workspace.path(validation.output_file).is_file() else None
+                    target = (
+                        workspace.read(validation.output_file)
+                        if workspace.path(validation.output_file).is_file()
+                        else None
+                    )
                 except WorkspaceError:
                     target = None
                 if target is None:  # nothing to check or validate
-                    outcome.passed, outcome.message = False, f"the model did not write {validation.output_file}" + stopped
+                    outcome.passed, outcome.message = (
+                        False,
+                        f"the model did not write {validation.output_file}" + stopped,
+                    )
                     return
             if validation is None or validation.has_checks:
                 result = await self._score(trial, target, outcome)
@@ -470,7 +514,9 @@ class Runner:
                 results.append(result)
             failed = [r.message for r in results if not r.passed]
             outcome.passed = not failed
-            outcome.message = ("; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)) + stopped
+            outcome.message = (
+                "; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)
+            ) + stopped
         finally:
             if workspace is not None:
                 await asyncio.to_thread(workspace.cleanup)
@@ -478,8 +524,15 @@ class Runner:
     async def _validate(self, trial: Trial, workspace: Workspace, text: str, outcome: Outcome) -> CheckResult | None:
         validation = trial.validation
         validator = validation.validator
-        ctx = Context(workspace, validation.output_file, text, validation.task, validation.config, Limits(seconds=self.check_timeout),
-                      judge=lambda *request: self._judge(trial, outcome, *request))
+        ctx = Context(
+            workspace,
+            validation.output_file,
+            text,
+            validation.task,
+            validation.config,
+            Limits(seconds=self.check_timeout),
+            judge=lambda *request: self._judge(trial, outcome, *request),
+        )
         try:
             if validator.runs_async:
                 return await validator.validate(ctx)
@@ -490,7 +543,10 @@ class Runner:
             return await _within(self.check_timeout if validator.custom else None, validator.validate, ctx)
         except (_TooLong, CheckTimeout):
             outcome.error_kind = CHECK_ERROR
-            outcome.message = f"validator {validator.name!r} ran longer than the check time limit ({self.check_timeout:g} s, --upskill-check-timeout)"
+            outcome.message = (
+                f"validator {validator.name!r} ran longer than the check time limit "
+                f"({self.check_timeout:g} s, --upskill-check-timeout)"
+            )
         except JudgeError as exc:
             outcome.error_kind, outcome.message = JUDGE_ERROR, f"{trial.judge.name if trial.judge else 'judge'}: {exc}"
         except CheckCrashed as exc:
@@ -499,12 +555,22 @@ class Runner:
             outcome.error_kind, outcome.message = CHECK_ERROR, f"validator {validator.name!r} raised {_raised(exc)}"
         return None
 
-    async def _judge(self, trial: Trial, outcome: Outcome, system: str, user: str, tools: tuple, tool_choice: str) -> Completion | None:
+    async def _judge(
+        self, trial: Trial, outcome: Outcome, system: str, user: str, tools: tuple, tool_choice: str
+    ) -> Completion | None:
         """One request to the judge model: its own limiter, retries and cache (run 1: the same
         submission gets the same verdict in every run); its tokens counted apart."""
         spec = trial.judge
-        request = Request(system=system, user=user, model=spec.model, temperature=spec.temperature, max_tokens=spec.max_tokens,
-                          seed=spec.seed, tools=tuple(tools), tool_choice=tool_choice)
+        request = Request(
+            system=system,
+            user=user,
+            model=spec.model,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            seed=spec.seed,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+        )
         own = Outcome(trial.skill, trial.case, spec.name, trial.arm, trial.run)
         completion, _ = await self._complete(spec, spec.name, request, 1, own)
         if completion is None:
@@ -531,7 +597,11 @@ class Runner:
                 outcome.error_kind, outcome.message = error.kind, str(error)
                 if not error.retryable or attempt == self.retries:
                     break
-                pause = error.retry_after if error.retry_after is not None else min(MAX_BACKOFF_S, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+                pause = (
+                    error.retry_after
+                    if error.retry_after is not None
+                    else min(MAX_BACKOFF_S, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+                )
                 if pause > MAX_RETRY_AFTER_S:
                     outcome.message += f" (the server asked to wait {pause:.0f} s; not retried)"
                     break
@@ -543,13 +613,17 @@ class Runner:
             if outcome.error_kind == CONNECTION:
                 limiter.dead_streak += 1
                 limiter.last_connection_error = str(error)
-            elif outcome.error_kind != TIMEOUT:  # it answered, or took the request before the connection broke: it is up
+            elif (
+                outcome.error_kind != TIMEOUT
+            ):  # it answered, or took the request before the connection broke: it is up
                 limiter.dead_streak = 0
             return None
         finally:
             outcome.latency_s = round(outcome.latency_s, 4)
 
-    async def _attempt(self, spec: ModelSpec, name: str, request: Request, limiter: ModelLimiter) -> tuple[Completion | None, ProviderError | None, float]:
+    async def _attempt(
+        self, spec: ModelSpec, name: str, request: Request, limiter: ModelLimiter
+    ) -> tuple[Completion | None, ProviderError | None, float]:
         """One request once the model's limiter lets it go; returns the seconds it took (the
         model's own, not the wait for a slot: a local model reports its generation time)."""
         epoch = await limiter.acquire()
@@ -558,14 +632,30 @@ class Runner:
         start = time.perf_counter()
         if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
             limiter.release(epoch, CONNECTION)
-            return None, ProviderError(CONNECTION, sent=False, message=(
-                f"{name}: not sent: {limiter.dead_streak} trials in a row could not connect "
-                f"({limiter.last_connection_error}); is the server up and the base URL right?")), 0.0
+            return (
+                None,
+                ProviderError(
+                    CONNECTION,
+                    sent=False,
+                    message=(
+                        f"{name}: not sent: {limiter.dead_streak} trials in a row could not connect "
+                        f"({limiter.last_connection_error}); is the server up and the base URL right?"
+                    ),
+                ),
+                0.0,
+            )
         reservation = self.budget.reserve(spec, request) if self.budget else 0.0
         try:
             if reservation is None:
-                return None, ProviderError(OVER_BUDGET, f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
-                                           sent=False), 0.0
+                return (
+                    None,
+                    ProviderError(
+                        OVER_BUDGET,
+                        f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
+                        sent=False,
+                    ),
+                    0.0,
+                )
             try:
                 completion = await self._answer(self._provider(spec).complete(request), name, limiter, sent_with)
             except ProviderError as exc:
@@ -582,12 +672,16 @@ class Runner:
             seconds_in_flight = time.perf_counter() - start
             if error is None or error.kind not in (TIMEOUT, CONNECTION, DROPPED):  # the server answered
                 limiter.last_answer = asyncio.get_running_loop().time()
-            limiter.release(epoch, error.kind if error else None, seconds_in_flight, sent_with,
-                            completion.output_tokens if completion else 0)
+            limiter.release(
+                epoch,
+                error.kind if error else None,
+                seconds_in_flight,
+                sent_with,
+                completion.output_tokens if completion else 0,
+            )
             if self.budget and reservation is not None:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, spec, *tokens)
-
 
     async def _answer(self, call, name: str, limiter: ModelLimiter, sent_with: int) -> Completion:
         """Await ``call`` under the time limit. A hosted API serves requests side by side: each gets
@@ -617,9 +711,15 @@ class Runner:
             if sent_with == 1:
                 why = f"within {self.timeout:g} s (--upskill-timeout)"
             elif silent_until <= longest:
-                why = f"within {waited:.0f} s, and no answer to any other request for {self.timeout:g} s (--upskill-timeout)"
+                why = (
+                    f"within {waited:.0f} s, and no answer to any other request "
+                    f"for {self.timeout:g} s (--upskill-timeout)"
+                )
             else:
-                why = f"within {waited:.0f} s: {self.timeout:g} s (--upskill-timeout) for it and for each of the {sent_with - 1} sent before it"
+                why = (
+                    f"within {waited:.0f} s: {self.timeout:g} s (--upskill-timeout) "
+                    f"for it and for each of the {sent_with - 1} sent before it"
+                )
             raise ProviderError(TIMEOUT, f"{name}: no answer {why}")
         finally:
             if not task.done():

@@ -75,19 +75,41 @@ DISK_LIMIT_MARK = "pytest-upskill sandbox: workspace size limit reached"
 _GRACE_S = 10.0  # beyond the limit, before the launcher itself is killed (it enforces the limit)
 
 
-def run(command: list[str], workspace: Path, limits: Limits = Limits(), env: dict[str, str] | None = None,
-        writable: tuple[str, ...] = ()) -> Result:
+def run(
+    command: list[str],
+    workspace: Path,
+    limits: Limits = Limits(),
+    env: dict[str, str] | None = None,
+    writable: tuple[str, ...] = (),
+) -> Result:
     """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers.
     ``writable``: further paths the program may write (a GPU's device files)."""
     workspace = Path(workspace).resolve()
-    tmp = _fresh_folder(workspace / ".tmp")  # HOME and TMPDIR: whatever the model left there is gone (a tool's config, a build cache)
+    tmp = _fresh_folder(
+        workspace / ".tmp"
+    )  # HOME and TMPDIR: whatever the model left there is gone (a tool's config, a build cache)
     home = tmp / "home"
     home.mkdir()
-    policy = {"workspace": str(workspace), "memory_mb": limits.memory_mb, "cpu_s": int(limits.seconds) + 1, "file_mb": limits.file_mb,
-              "writable": [str(p) for p in writable], "seconds": limits.seconds, "disk_mb": limits.disk_mb}
-    process = subprocess.Popen(launcher(policy, command), cwd=workspace, env={**child_env(workspace, home, tmp), **(env or {})},
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True, text=True, errors="replace")
+    policy = {
+        "workspace": str(workspace),
+        "memory_mb": limits.memory_mb,
+        "cpu_s": int(limits.seconds) + 1,
+        "file_mb": limits.file_mb,
+        "writable": [str(p) for p in writable],
+        "seconds": limits.seconds,
+        "disk_mb": limits.disk_mb,
+    }
+    process = subprocess.Popen(
+        launcher(policy, command),
+        cwd=workspace,
+        env={**child_env(workspace, home, tmp), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
     try:  # the launcher enforces the limit and ends every process the program started; this is the backstop
         out, err = process.communicate(timeout=limits.seconds + _GRACE_S)
     except subprocess.TimeoutExpired:
@@ -108,8 +130,14 @@ def launcher(policy: dict, command: list[str]) -> list[str]:
 
 def child_env(workspace: Path, home: Path, tmp: Path) -> dict[str, str]:
     """A confined program's whole environment: nothing of the parent's but a safe PATH (no key, no PYTHONPATH)."""
-    return {"PATH": safe_path(workspace), "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    return {
+        "PATH": safe_path(workspace),
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
 
 
 def _fresh_folder(folder: Path) -> Path:
@@ -145,7 +173,9 @@ def _limit_from(code: int, stderr: str) -> str | None:
         return "time"
     if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or "File too large" in stderr:
         return "file size"
-    if code != 0 and any(s in stderr for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")):
+    if code != 0 and any(
+        s in stderr for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
+    ):
         return "memory"
     return None
 
@@ -194,7 +224,11 @@ class Workspace:
             return f.read(limit)
 
     def files(self) -> list[str]:
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.relative_to(self.root).parts)
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if p.is_file() and ".tmp" not in p.relative_to(self.root).parts
+        )
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -228,7 +262,10 @@ def confinement() -> str:
     """What this machine enforces on a sandboxed program, in words."""
     abi = landlock_abi()
     if abi == 0:
-        return "time, memory and file-size limits; no Landlock on this kernel, so writes outside the workspace are NOT blocked"
+        return (
+            "time, memory and file-size limits; no Landlock on this kernel, so writes outside the workspace are NOT "
+            "blocked"
+        )
     parts = ["writes only inside the workspace"]
     if abi >= 4:
         parts.append("no TCP connections")

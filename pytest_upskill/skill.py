@@ -11,13 +11,14 @@ import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from .sandbox import path_problem
 from .core import UpskillError
+from .sandbox import path_problem
 
 SPEC_URL = "https://agentskills.io/specification"
 
@@ -29,7 +30,7 @@ class SkillFileError(UpskillError):
         self.path, self.message, self.fix, self.line, self.col = Path(path), message, fix, line, col
         super().__init__(str(self))
 
-    def shown_from(self, base: Path) -> "SkillFileError":
+    def shown_from(self, base: Path) -> SkillFileError:
         """The same error with its path shown relative to ``base`` where it lies below it."""
         try:
             self.path = self.path.relative_to(base)
@@ -82,16 +83,24 @@ class Case(BaseModel):
     context: CaseContext | None = None
     output_file: Annotated[str, AfterValidator(_workspace_path)] | None = None
     validator: str | None = None
-    validator_config: dict[str, Any] | None = None  # upskill allows scalars; built-in validators also take lists and objects
+    validator_config: dict[str, Any] | None = (
+        None  # upskill allows scalars; built-in validators also take lists and objects
+    )
     max_turns: int | None = Field(default=None, ge=1, le=200)  # of a workspace trial (default: --upskill-max-turns)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)  # of each answer (default: the model's, 1024 unless its alias says)
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000
+    )  # of each answer (default: the model's, 1024 unless its alias says)
     # Filled by the loader: the case's node-id-safe identifier and its line in the file.
     key: str = Field(default="", exclude=True)
     line: int | None = Field(default=None, exclude=True)
-    prepared_validator: Any = Field(default=None, exclude=True)  # what the validator's prepare() made of validator_config
+    prepared_validator: Any = Field(
+        default=None, exclude=True
+    )  # what the validator's prepare() made of validator_config
 
 
-CASE_FIELDS = tuple(name for name, f in Case.model_fields.items() if not f.exclude)  # what a case may hold (not what the loader adds)
+CASE_FIELDS = tuple(
+    name for name, f in Case.model_fields.items() if not f.exclude
+)  # what a case may hold (not what the loader adds)
 
 
 # --------------------------------------------------------------------------------------- SKILL.md
@@ -109,7 +118,9 @@ def _read(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SkillFileError(path, f"cannot be read: {exc.strerror or exc}", "check that the file exists and is readable") from None
+        raise SkillFileError(
+            path, f"cannot be read: {exc.strerror or exc}", "check that the file exists and is readable"
+        ) from None
     return _decode(path, data)
 
 
@@ -125,11 +136,18 @@ def load_skill(skill_md: Path) -> Skill:
     text = _read(skill_md)
     lines = text.split("\n")
     if not lines or lines[0].rstrip() != "---":
-        raise SkillFileError(skill_md, "does not start with YAML frontmatter", "begin the file with a line '---', then 'name:' and 'description:', then '---'", 1)
+        raise SkillFileError(
+            skill_md,
+            "does not start with YAML frontmatter",
+            "begin the file with a line '---', then 'name:' and 'description:', then '---'",
+            1,
+        )
     try:
         end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
     except StopIteration:
-        raise SkillFileError(skill_md, "frontmatter is not closed", "add a line '---' after the frontmatter", len(lines)) from None
+        raise SkillFileError(
+            skill_md, "frontmatter is not closed", "add a line '---' after the frontmatter", len(lines)
+        ) from None
     front_lines = lines[1:end]
     # read as the reference (skills-ref) reads it: strictyaml, every value a string (`name: 2048`,
     # `description: yes`, `compatibility: 3.11` are strings, as agents will read them)
@@ -144,34 +162,62 @@ def load_skill(skill_md: Path) -> Skill:
         mark = getattr(cause, "problem_mark", None) or getattr(cause, "context_mark", None)
         line = mark.line + 1 if mark is not None else None  # the parsed text starts with the remainder of line 1
         problem = (getattr(cause, "problem", None) or str(exc).splitlines()[0]).strip()
-        raise SkillFileError(skill_md, f"frontmatter is not valid YAML: {problem}",
-                             "fix the YAML syntax: quote values that contain ':' or '#'; write lists and mappings in block style, "
-                             "one item per line (the Agent Skills reference parser allows no [..] or {..})", line) from None
+        raise SkillFileError(
+            skill_md,
+            f"frontmatter is not valid YAML: {problem}",
+            "fix the YAML syntax: quote values that contain ':' or '#'; write lists and mappings in block style, "
+            "one item per line (the Agent Skills reference parser allows no [..] or {..})",
+            line,
+        ) from None
     except Exception as exc:  # noqa: BLE001 - strictyaml fails on some input with its own bug (a NUL: AttributeError)
         cause = exc.__context__ or exc
-        raise SkillFileError(skill_md, f"frontmatter cannot be read: {' '.join(str(cause).split())[:200]}",
-                             "remove control characters from the frontmatter", 2) from None
+        raise SkillFileError(
+            skill_md,
+            f"frontmatter cannot be read: {' '.join(str(cause).split())[:200]}",
+            "remove control characters from the frontmatter",
+            2,
+        ) from None
     if not isinstance(meta, dict):
-        raise SkillFileError(skill_md, "frontmatter is not a YAML mapping", "write 'name: my-skill' and 'description: ...' between the '---' lines", 2)
+        raise SkillFileError(
+            skill_md,
+            "frontmatter is not a YAML mapping",
+            "write 'name: my-skill' and 'description: ...' between the '---' lines",
+            2,
+        )
 
     problems = validate_metadata(meta, skill_md.parent)
     if problems:
         first = problems[0]
         key = next((k for k in ("description", "compatibility", "name") if k in first.lower()), None)
         if first.startswith("Unexpected fields"):
-            key = next(iter(sorted(set(meta) - {"name", "description", "license", "allowed-tools", "metadata", "compatibility"})), None)
+            key = next(
+                iter(
+                    sorted(set(meta) - {"name", "description", "license", "allowed-tools", "metadata", "compatibility"})
+                ),
+                None,
+            )
         line = (_key_line(front_lines, key) if key else None) or 1
         fix = {
-            "name": f"use 1-64 lowercase letters, digits and '-', no leading, trailing or double hyphen, equal to the folder name '{skill_md.parent.name}'",
+            "name": "use 1-64 lowercase letters, digits and '-', no leading, trailing or double hyphen, "
+            f"equal to the folder name '{skill_md.parent.name}'",
             "description": "write a description of 1-1024 characters saying what the skill does and when to use it",
             "compatibility": "keep 'compatibility' a string of at most 500 characters",
         }.get(key or "", f"follow the Agent Skills spec: {SPEC_URL}")
         if first.startswith("Unexpected fields"):
-            fix = "keep only name, description, license, compatibility, metadata and allowed-tools; move the rest under 'metadata:'"
+            fix = (
+                "keep only name, description, license, compatibility, metadata and allowed-tools; move the rest "
+                "under 'metadata:'"
+            )
         raise SkillFileError(skill_md, "; ".join(problems), fix, line)
 
     body = "\n".join(lines[end + 1 :]).strip()
-    return Skill(name=meta["name"].strip(), description=str(meta["description"]).strip(), body=body, path=skill_md, frontmatter=meta)
+    return Skill(
+        name=meta["name"].strip(),
+        description=str(meta["description"]).strip(),
+        body=body,
+        path=skill_md,
+        frontmatter=meta,
+    )
 
 
 def skill_md_in(folder: Path) -> Path | None:
@@ -282,14 +328,26 @@ def _thresholds(meta_path: Path, text: str, data: Any) -> dict[str, float]:
     match = re.search(r'"thresholds"\s*:', text)
     line = _line_of(text, match.start()) if match else None
     if not isinstance(value, dict) or set(value) - set(THRESHOLD_KEYS):
-        raise SkillFileError(meta_path, f"'thresholds' must be an object with keys from {list(THRESHOLD_KEYS)}", 'e.g. "thresholds": {"min_lift": 0.2}', line)
+        raise SkillFileError(
+            meta_path,
+            f"'thresholds' must be an object with keys from {list(THRESHOLD_KEYS)}",
+            'e.g. "thresholds": {"min_lift": 0.2}',
+            line,
+        )
     for key, number in value.items():
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-            raise SkillFileError(meta_path, f"threshold {key!r} must be a finite number, not {json.dumps(number)}", "write fractions: 0.2 for 20%", line)
+            raise SkillFileError(
+                meta_path,
+                f"threshold {key!r} must be a finite number, not {json.dumps(number)}",
+                "write fractions: 0.2 for 20%",
+                line,
+            )
     return {k: float(v) for k, v in value.items()}
 
 
-def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator: ValidatorPreparer | None = None) -> SkillMeta:
+def load_cases(
+    meta_path: Path, prepare_check: CheckPreparer, prepare_validator: ValidatorPreparer | None = None
+) -> SkillMeta:
     """Load the cases (and optional ``thresholds``) of ``skill_meta.json`` in any of upskill's formats.
 
     ``prepare_check(name, value)`` validates one ``expected`` entry; it raises ``KeyError`` for an
@@ -300,11 +358,15 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise SkillFileError(meta_path, f"is not valid JSON: {exc.msg}", "fix the JSON syntax at this position", exc.lineno, exc.colno) from None
+        raise SkillFileError(
+            meta_path, f"is not valid JSON: {exc.msg}", "fix the JSON syntax at this position", exc.lineno, exc.colno
+        ) from None
     except _DuplicateKey as exc:
         positions = [m.start() for m in re.finditer(re.escape(json.dumps(exc.key)) + r"\s*:", text)]
         line = _line_of(text, positions[1]) if len(positions) > 1 else None
-        raise SkillFileError(meta_path, f"has a duplicate key {exc.key!r}", "remove or rename one of the two", line) from None
+        raise SkillFileError(
+            meta_path, f"has a duplicate key {exc.key!r}", "remove or rename one of the two", line
+        ) from None
     except RecursionError:
         raise SkillFileError(meta_path, "is nested too deeply to parse", "flatten the JSON") from None
 
@@ -313,11 +375,21 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
             raise SkillFileError(meta_path, "has both 'tests' and 'cases'", "keep one list of test cases")
         raw = data.get("tests", data.get("cases"))
         if raw is None:
-            raise SkillFileError(meta_path, "has no 'tests' or 'cases' list", 'write {"tests": [{"input": "...", "expected": {"contains": "..."}}]}', 1)
+            raise SkillFileError(
+                meta_path,
+                "has no 'tests' or 'cases' list",
+                'write {"tests": [{"input": "...", "expected": {"contains": "..."}}]}',
+                1,
+            )
     else:
         raw = data
     if not isinstance(raw, list):
-        raise SkillFileError(meta_path, f"test cases must be a JSON list, not {type(raw).__name__}", 'write {"tests": [ ... ]} or a bare list [ ... ]', 1)
+        raise SkillFileError(
+            meta_path,
+            f"test cases must be a JSON list, not {type(raw).__name__}",
+            'write {"tests": [ ... ]} or a bare list [ ... ]',
+            1,
+        )
     if not raw:  # what upskill writes when it generated no case: the skill is skipped, saying so
         return SkillMeta([], _thresholds(meta_path, text, data))
 
@@ -328,19 +400,26 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
         start = offsets[index] if index < len(offsets) else 0
         line = _line_of(text, start)
 
-        def key_line(key: str) -> int:
+        def key_line(key: str, start: int = start, line: int = line) -> int:
             match = re.compile(re.escape(json.dumps(key)) + r"\s*:").search(text, start)
             return _line_of(text, match.start()) if match else line
 
         label = f"case {index + 1}"
         if not isinstance(item, dict):
-            raise SkillFileError(meta_path, f"{label} is a {type(item).__name__}, not an object", 'write each case as {"input": "...", "expected": {...}}', line)
+            raise SkillFileError(
+                meta_path,
+                f"{label} is a {type(item).__name__}, not an object",
+                'write each case as {"input": "...", "expected": {...}}',
+                line,
+            )
         try:
             case = Case.model_validate(item)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = [str(p) for p in err["loc"]]
-            if "[key]" in loc:  # a key of an object (a file name in context.files): the line is the key's, the field its object
+            if (
+                "[key]" in loc
+            ):  # a key of an object (a file name in context.files): the line is the key's, the field its object
                 loc = loc[: loc.index("[key]")]
                 at, field = key_line(loc[-1]), ".".join(loc[:-1])
             else:
@@ -358,27 +437,59 @@ def load_cases(meta_path: Path, prepare_check: CheckPreparer, prepare_validator:
             try:
                 case.expected[check] = prepare_check(check, value)
             except KeyError as exc:
-                raise SkillFileError(meta_path, f"{label} has an unknown expected check {check!r}", exc.args[0] if exc.args else "", key_line(check)) from None
+                raise SkillFileError(
+                    meta_path,
+                    f"{label} has an unknown expected check {check!r}",
+                    exc.args[0] if exc.args else "",
+                    key_line(check),
+                ) from None
             except (ValueError, TypeError) as exc:
-                raise SkillFileError(meta_path, f"{label}: expected {check!r}: {exc}", "see the check reference in the README", key_line(check)) from None
+                raise SkillFileError(
+                    meta_path,
+                    f"{label}: expected {check!r}: {exc}",
+                    "see the check reference in the README",
+                    key_line(check),
+                ) from None
         if case.validator and prepare_validator is not None:
             try:
                 case.prepared_validator = prepare_validator(case.validator, case.validator_config or {})
             except KeyError as exc:
-                raise SkillFileError(meta_path, f"{label} names an unknown validator {case.validator!r}", exc.args[0] if exc.args else "",
-                                     key_line("validator")) from None
+                raise SkillFileError(
+                    meta_path,
+                    f"{label} names an unknown validator {case.validator!r}",
+                    exc.args[0] if exc.args else "",
+                    key_line("validator"),
+                ) from None
             except (ValueError, TypeError) as exc:
                 where = "validator_config" if "validator_config" in item else "validator"
-                raise SkillFileError(meta_path, f"{label}: validator {case.validator!r}: {exc}", "see the validator reference in the README",
-                                     key_line(where)) from None
+                raise SkillFileError(
+                    meta_path,
+                    f"{label}: validator {case.validator!r}: {exc}",
+                    "see the validator reference in the README",
+                    key_line(where),
+                ) from None
         elif case.validator_config is not None and not case.validator:
-            raise SkillFileError(meta_path, f"{label} has 'validator_config' but no 'validator'", "name the validator, e.g. \"validator\": \"toml_valid\"",
-                                 key_line("validator_config"))
+            raise SkillFileError(
+                meta_path,
+                f"{label} has 'validator_config' but no 'validator'",
+                'name the validator, e.g. "validator": "toml_valid"',
+                key_line("validator_config"),
+            )
         if not case.expected and not case.validator and not case.output_file:
-            raise SkillFileError(meta_path, f"{label} has an empty 'expected'", 'add a check such as {"contains": "..."}', key_line("expected"))
+            raise SkillFileError(
+                meta_path,
+                f"{label} has an empty 'expected'",
+                'add a check such as {"contains": "..."}',
+                key_line("expected"),
+            )
         key = _slug(case.id or case.name or f"case-{index + 1}")
         if key in seen:
-            raise SkillFileError(meta_path, f"{label} has the same id {key!r} as case {seen[key] + 1}", "give every case a unique 'id'", line)
+            raise SkillFileError(
+                meta_path,
+                f"{label} has the same id {key!r} as case {seen[key] + 1}",
+                "give every case a unique 'id'",
+                line,
+            )
         seen[key] = index
         case.key, case.line = key, line
         cases.append(case)

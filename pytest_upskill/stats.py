@@ -58,8 +58,16 @@ def wilson_cc(p: float, n: float, z: float = Z95) -> tuple[float, float]:
     if n <= 0:
         return 0.0, 1.0
     q, z2 = 1 - p, z * z
-    lower = 0.0 if p <= 0 else (2 * n * p + z2 - 1 - z * math.sqrt(max(0.0, z2 - 2 - 1 / n + 4 * p * (n * q + 1)))) / (2 * (n + z2))
-    upper = 1.0 if p >= 1 else (2 * n * p + z2 + 1 + z * math.sqrt(max(0.0, z2 + 2 - 1 / n + 4 * p * (n * q - 1)))) / (2 * (n + z2))
+    lower = (
+        0.0
+        if p <= 0
+        else (2 * n * p + z2 - 1 - z * math.sqrt(max(0.0, z2 - 2 - 1 / n + 4 * p * (n * q + 1)))) / (2 * (n + z2))
+    )
+    upper = (
+        1.0
+        if p >= 1
+        else (2 * n * p + z2 + 1 + z * math.sqrt(max(0.0, z2 + 2 - 1 / n + 4 * p * (n * q - 1)))) / (2 * (n + z2))
+    )
     return max(0.0, lower), min(1.0, upper)
 
 
@@ -120,9 +128,9 @@ class Paired:
 
     def table(self) -> tuple[float, float, float, float]:
         """The fractional 2x2 table (e, f, g, h); the ordinary one with one run per case."""
-        e = sum(float(s * b) for s, b in zip(self.skill, self.baseline))
-        f = sum(float(s * (1 - b)) for s, b in zip(self.skill, self.baseline))
-        g = sum(float((1 - s) * b) for s, b in zip(self.skill, self.baseline))
+        e = sum(float(s * b) for s, b in zip(self.skill, self.baseline, strict=True))
+        f = sum(float(s * (1 - b)) for s, b in zip(self.skill, self.baseline, strict=True))
+        g = sum(float((1 - s) * b) for s, b in zip(self.skill, self.baseline, strict=True))
         return e, f, g, self.n - e - f - g
 
     def lift_ci(self, z: float = Z95) -> tuple[float, float] | None:
@@ -210,9 +218,12 @@ def smallest_resolvable_lift(n: int, threshold: float = 0.0) -> Fraction | None:
 
 # ----------------------------------------------------------------- comparing with thresholds
 
+
 def exact(value: float | int | Fraction) -> Fraction:
     """A threshold as the decimal it was written as (0.1 is 1/10, not the nearest binary float)."""
-    return value if isinstance(value, Fraction) else Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+    return (
+        value if isinstance(value, Fraction) else Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+    )
 
 
 def relative_change(before: float, after: float) -> float | None:

@@ -28,7 +28,10 @@ class TerminalSummary:
         unseen = state.unseen.line()
         if not state.specs and state.ledger.expected:
             terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
-            write(f"upskill: {NO_MODEL}; the {len(state.ledger.expected)} case(s) found were skipped, and nothing was measured")
+            write(
+                f"upskill: {NO_MODEL}; the {len(state.ledger.expected)} case(s) found were skipped, and nothing was "
+                "measured"
+            )
         if unseen:
             write(unseen)
         if not results and not state.report.get("missing"):
@@ -36,8 +39,11 @@ class TerminalSummary:
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in state.specs}):
             write(line)
-        write(f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({state.cache.root})"
-              if state.cache_mode != "off" else "cache off")
+        write(
+            f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({state.cache.root})"
+            if state.cache_mode != "off"
+            else "cache off"
+        )
         for spec in state.specs:
             if spec.note:
                 write(f"note: {spec.note}")
@@ -49,16 +55,25 @@ class TerminalSummary:
             write(line)
         budget = state.report.get("budget")
         if budget and budget["not_sent"]:
-            write(f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; {budget['not_sent']} trial(s) not sent "
-                  "(errors of kind over_budget); finished trials are kept")
+            write(
+                f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; "
+                f"{budget['not_sent']} trial(s) not sent "
+                "(errors of kind over_budget); finished trials are kept"
+            )
         if state.evaluation and (state.evaluation.verdicts or state.evaluation.regressions):
             terminalreporter.write_sep("=", "upskill: gates")
             for line in state.evaluation.lines():
                 write(line)
             if state.evaluation.gated:
-                write("exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
-                      + ("fails (--upskill-strict)" if state.config.getoption("upskill_strict")
-                         else "is decided on the point estimate (fails below the threshold; --upskill-strict fails every one)"))
+                write(
+                    "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
+                    + (
+                        "fails (--upskill-strict)"
+                        if state.config.getoption("upskill_strict")
+                        else "is decided on the point estimate (fails below the threshold; --upskill-strict fails "
+                        "every one)"
+                    )
+                )
         path = state.config.getoption("upskill_report")
         if path and not any(p.startswith(f"could not write the JSON report {path}:") for p in state.write_problems):
             write(f"JSON report written to {path}")

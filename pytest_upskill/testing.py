@@ -43,9 +43,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 
 import pytest
 
@@ -73,7 +73,9 @@ class Turn:
 
     system: str
     user: str
-    history: list[dict]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
+    history: list[
+        dict
+    ]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
     tools: list[str]
     tool_choice: str | None
 
@@ -82,8 +84,6 @@ class Turn:
 
     def called(self, name: str) -> bool:
         return any(tool == name for m in self.history if m["role"] == "assistant" for tool, _ in m["calls"])
-
-
 
 
 def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
@@ -120,7 +120,9 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         import sys
 
-        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):  # a client hanging up is not news
+        if not isinstance(
+            sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)
+        ):  # a client hanging up is not news
             super().handle_error(request, client_address)
 
 
@@ -136,8 +138,14 @@ class Fault:
 
 # Faults as the real APIs send them. GARBAGE and EMPTY are 200s: a proxy's error page, a
 # truncated body, a reply with no content.
-RATE_LIMITED = Fault(429, b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}', {"retry-after": "0", "content-type": "application/json"})
-SERVER_ERROR = Fault(500, b'{"error": {"message": "injected fault", "type": "server_error"}}', {"content-type": "application/json"})
+RATE_LIMITED = Fault(
+    429,
+    b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}',
+    {"retry-after": "0", "content-type": "application/json"},
+)
+SERVER_ERROR = Fault(
+    500, b'{"error": {"message": "injected fault", "type": "server_error"}}', {"content-type": "application/json"}
+)
 GARBAGE = Fault(200, b"<html><body>502 Bad Gateway</body></html>", {"content-type": "application/json"})
 EMPTY = Fault(200, b"{}", {"content-type": "application/json"})
 
@@ -160,7 +168,7 @@ def first_attempts(*faults: Fault) -> Callable[[int, dict], Fault | None]:
     return fault
 
 
-def capacity(server: "LoopbackServer", limit: int) -> Callable[[int, dict], Fault | None]:
+def capacity(server: LoopbackServer, limit: int) -> Callable[[int, dict], Fault | None]:
     """A provider's rate limiter: a 429 for every request beyond ``limit`` in flight."""
     return lambda n, body: RATE_LIMITED if server.in_flight > limit else None
 
@@ -192,7 +200,7 @@ def parse_openai(body: dict) -> Turn:
     user = _text(messages[users[0]].get("content")) if users else ""
     history: list[dict] = []
     names: dict[str, str] = {}
-    for m in messages[(users[0] + 1) if users else len(messages):]:
+    for m in messages[(users[0] + 1) if users else len(messages) :]:
         if m.get("role") == "assistant":
             calls = [(c["function"]["name"], _arguments(c["function"]["arguments"])) for c in m.get("tool_calls") or []]
             names.update({c["id"]: c["function"]["name"] for c in m.get("tool_calls") or []})
@@ -219,10 +227,20 @@ def parse_anthropic(body: dict) -> Turn:
         if m["role"] == "assistant":
             calls = [(b["name"], b.get("input") or {}) for b in blocks if b.get("type") == "tool_use"]
             names.update({b["id"]: b["name"] for b in blocks if b.get("type") == "tool_use"})
-            history.append({"role": "assistant", "text": _text([b for b in blocks if b.get("type") == "text"]), "calls": calls})
+            history.append(
+                {"role": "assistant", "text": _text([b for b in blocks if b.get("type") == "text"]), "calls": calls}
+            )
         else:
-            history.append({"role": "tool", "results": [(names.get(b.get("tool_use_id"), "?"), _text(b.get("content")))
-                                                        for b in blocks if b.get("type") == "tool_result"]})
+            history.append(
+                {
+                    "role": "tool",
+                    "results": [
+                        (names.get(b.get("tool_use_id"), "?"), _text(b.get("content")))
+                        for b in blocks
+                        if b.get("type") == "tool_result"
+                    ],
+                }
+            )
     tools = [t["name"] for t in body.get("tools") or []]
     choice = body.get("tool_choice")
     return Turn(system, user, history, tools, choice.get("name") if isinstance(choice, dict) else None)
@@ -258,7 +276,9 @@ class LoopbackServer:
         self._next_ticket = self._serving_ticket = 0
         self._serving = 0
         self.requests: list[Received] = []  # the requests answered normally
-        self.attempts: list[tuple[float, int, dict]] = []  # (time.monotonic(), status, body) of every request, faults too
+        self.attempts: list[
+            tuple[float, int, dict]
+        ] = []  # (time.monotonic(), status, body) of every request, faults too
         self.input_tokens = 0
         self.output_tokens = 0
         self.in_flight = 0
@@ -346,7 +366,9 @@ class LoopbackServer:
         truncated = isinstance(cap, int) and not calls and count_tokens(text) > cap
         if truncated:  # as a real server does: the answer stops at max_tokens
             text = " ".join(text.split()[:cap])
-        seen = turn.user + "".join(m.get("text", "") + json.dumps(m.get("calls", m.get("results"))) for m in turn.history)
+        seen = turn.user + "".join(
+            m.get("text", "") + json.dumps(m.get("calls", m.get("results"))) for m in turn.history
+        )
         tokens_in = count_tokens(turn.system) + count_tokens(seen)
         tokens_out = count_tokens(text) + sum(count_tokens(json.dumps(args)) for _, args in calls)
         with self._lock:
@@ -357,19 +379,42 @@ class LoopbackServer:
         if protocol == "openai":
             message: dict = {"role": "assistant", "content": text if text or not calls else None}
             if calls:
-                message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-                                         for i, (name, args) in zip(ids, calls)]
+                message["tool_calls"] = [
+                    {"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                    for i, (name, args) in zip(ids, calls, strict=True)
+                ]
             payload = {
-                "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", ""),
-                "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "length" if truncated else "stop", "message": message}],
-                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls" if calls else "length" if truncated else "stop",
+                        "message": message,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": tokens_in,
+                    "completion_tokens": tokens_out,
+                    "total_tokens": tokens_in + tokens_out,
+                },
             }
         else:
-            content = ([{"type": "text", "text": text}] if text or not calls else [])
-            content += [{"type": "tool_use", "id": i, "name": name, "input": args} for i, (name, args) in zip(ids, calls)]
+            content = [{"type": "text", "text": text}] if text or not calls else []
+            content += [
+                {"type": "tool_use", "id": i, "name": name, "input": args}
+                for i, (name, args) in zip(ids, calls, strict=True)
+            ]
             payload = {
-                "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", ""),
-                "content": content, "stop_reason": "tool_use" if calls else "max_tokens" if truncated else "end_turn", "stop_sequence": None,
+                "id": f"msg_{n}",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model", ""),
+                "content": content,
+                "stop_reason": "tool_use" if calls else "max_tokens" if truncated else "end_turn",
+                "stop_sequence": None,
                 "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
             }
         return 200, json.dumps(payload).encode(), {"content-type": "application/json"}
@@ -386,7 +431,9 @@ class LoopbackServer:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0].rstrip("/")
                 if server.props and server.slots and path == "/props":
-                    return self._send(200, json.dumps({"total_slots": server.slots}).encode(), {"content-type": "application/json"})
+                    return self._send(
+                        200, json.dumps({"total_slots": server.slots}).encode(), {"content-type": "application/json"}
+                    )
                 self._send(404, b'{"error": {"message": "not found"}}', {"content-type": "application/json"})
 
             def do_POST(self) -> None:
@@ -402,8 +449,12 @@ class LoopbackServer:
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    return self._send(400, b'{"error": {"message": "invalid JSON"}}', {"content-type": "application/json"})
-                status, payload, headers = server._answer(protocol, body, {k.lower(): v for k, v in self.headers.items()})
+                    return self._send(
+                        400, b'{"error": {"message": "invalid JSON"}}', {"content-type": "application/json"}
+                    )
+                status, payload, headers = server._answer(
+                    protocol, body, {k.lower(): v for k, v in self.headers.items()}
+                )
                 self._send(status, payload, headers)
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:

@@ -6,8 +6,9 @@ call tools). Nothing here knows about pytest: the plugin turns each into an item
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from .agent import SkillFiles, is_workspace_case, plan_for
 from .checks import CheckRegistry
@@ -39,22 +40,34 @@ class Planned(NamedTuple):
     skip: str | None = None  # the reason, for a case (or a model's share of it) that runs nothing
 
 
-def skill_trials(skill: Skill, cases: list[Case], settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry) -> Iterator[Planned]:
+def skill_trials(
+    skill: Skill, cases: list[Case], settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry
+) -> Iterator[Planned]:
     # read_skill's files are read once per skill, and only when progressive disclosure offers them
     skill_files = SkillFiles.load(skill) if settings.injection == "progressive" else None
     for case in cases:
         yield from _case_trials(skill, case, settings, checks, validators, skill_files)
 
 
-def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry,
-                 skill_files: SkillFiles | None) -> Iterator[Planned]:
+def _case_trials(
+    skill: Skill,
+    case: Case,
+    settings: Settings,
+    checks: CheckRegistry,
+    validators: ValidatorRegistry,
+    skill_files: SkillFiles | None,
+) -> Iterator[Planned]:
     validator = validators.get(case.validator) if case.validator else None
     unavailable = validator.unavailable() if validator else None
     workspace = is_workspace_case(case)
     agentic = workspace or skill_files is not None
     # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
     files_only = workspace and not case.validator and not case.output_file and skill_files is None
-    validation = Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected)) if workspace else None
+    validation = (
+        Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected))
+        if workspace
+        else None
+    )
     builtin, custom = checks.split(case.expected)
     score = functools.partial(checks.score, custom) if custom else None
     plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
@@ -71,9 +84,24 @@ def _case_trials(skill: Skill, case: Case, settings: Settings, checks: CheckRegi
             if skip:  # named as the trials it stands for, so that -k selects it with them
                 yield Planned(name + "]", case.line, None, skip)
                 continue
-            request = build_request(spec, arm, skill, case, settings.scaffold, settings.injection)  # the same for every run
+            request = build_request(
+                spec, arm, skill, case, settings.scaffold, settings.injection
+            )  # the same for every run
             agent, checked = (None, None) if note else (plans[arm], validation)
             for run in range(1, settings.runs + 1):
-                trial = Trial(skill=skill.name, case=case.key, model=spec.name, arm=arm, run=run, spec=spec, request=request,
-                              checks=builtin, score=score, agent=agent, validation=checked, judge=settings.judge, note=note)
+                trial = Trial(
+                    skill=skill.name,
+                    case=case.key,
+                    model=spec.name,
+                    arm=arm,
+                    run=run,
+                    spec=spec,
+                    request=request,
+                    checks=builtin,
+                    score=score,
+                    agent=agent,
+                    validation=checked,
+                    judge=settings.judge,
+                    note=note,
+                )
                 yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

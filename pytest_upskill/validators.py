@@ -28,9 +28,10 @@ import shutil
 import sys
 import tempfile
 import tomllib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import yaml
 
@@ -137,7 +138,9 @@ class PythonCompiles(Validator):
         if failed:
             return failed
         result = sandbox.run([sys.executable, "-I", "-m", "py_compile", *files], ctx.workspace.root, ctx.limits)
-        return CheckResult(True, f"compiles: {', '.join(files)}") if result.ok else _failed_run("does not compile", result)
+        return (
+            CheckResult(True, f"compiles: {', '.join(files)}") if result.ok else _failed_run("does not compile", result)
+        )
 
 
 class PythonTests(Validator):
@@ -169,15 +172,34 @@ class PythonTests(Validator):
             ini = Path(own, "pytest.ini")
             ini.write_text("[pytest]\n", encoding="utf-8")
             report = ".tmp/upskill-junit.xml"
-            command = [sys.executable, "-I", "-m", "pytest", "-c", str(ini), "--rootdir", str(ctx.workspace.root), "--noconftest",
-                       "-p", "no:cacheprovider", "--import-mode=append", "-q", "--no-header", f"--junitxml={report}", name]
+            command = [
+                sys.executable,
+                "-I",
+                "-m",
+                "pytest",
+                "-c",
+                str(ini),
+                "--rootdir",
+                str(ctx.workspace.root),
+                "--noconftest",
+                "-p",
+                "no:cacheprovider",
+                "--import-mode=append",
+                "-q",
+                "--no-header",
+                f"--junitxml={report}",
+                name,
+            ]
             result = sandbox.run(command, ctx.workspace.root, ctx.limits, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
         counts = _junit_counts(ctx.workspace.root / report) if result.ok else None
         if result.ok and counts and counts["passed"] > 0 and not counts["failed"]:
             return CheckResult(True, f"{name}: {counts['passed']} passed")
         if result.ok:
-            return CheckResult(False, f"{name}: pytest exited 0 without a report of passing tests ({counts or 'no report'}): "
-                                      "the code under test ended or altered the test run")
+            return CheckResult(
+                False,
+                f"{name}: pytest exited 0 without a report of passing tests ({counts or 'no report'}): "
+                "the code under test ended or altered the test run",
+            )
         if result.returncode == 5 and result.limit is None:
             return CheckResult(False, f"{name}: no tests ran")
         return CheckResult(False, f"{name} failed ({result.describe()}):\n{_tail(result.stdout + result.stderr, 25)}")
@@ -194,7 +216,9 @@ def _junit_counts(path: Path) -> dict[str, int] | None:
     except (OSError, ET.ParseError):
         return None
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    tests, failures, errors, skipped = (sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped"))
+    tests, failures, errors, skipped = (
+        sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")
+    )
     return {"passed": tests - failures - errors - skipped, "failed": failures + errors}
 
 
@@ -224,7 +248,9 @@ class NvccCompiles(Validator):
             return failed
         for file in files:
             out = f".tmp/{Path(file).stem}.o"
-            result = sandbox.run(["nvcc", f"-arch={arch}", *flags, "-c", file, "-o", out], ctx.workspace.root, ctx.limits)
+            result = sandbox.run(
+                ["nvcc", f"-arch={arch}", *flags, "-c", file, "-o", out], ctx.workspace.root, ctx.limits
+            )
             if not result.ok:
                 return _failed_run(f"{file} does not compile for {arch}", result)
         return CheckResult(True, f"nvcc compiles for {arch}: {', '.join(files)}")
@@ -283,8 +309,11 @@ class DataFileValid(Validator):
         if name is None:
             files = [f for f in ctx.workspace.files() if f.endswith(self.suffixes)]
             if len(files) != 1:
-                return CheckResult(False, f"expected one {'/'.join(self.suffixes)} file in the workspace, found {files or 'none'}; "
-                                          "name it with output_file or validator_config.file")
+                return CheckResult(
+                    False,
+                    f"expected one {'/'.join(self.suffixes)} file in the workspace, found {files or 'none'}; "
+                    "name it with output_file or validator_config.file",
+                )
             name = files[0]
         path = ctx.workspace.path(name)
         if not path.is_file():
@@ -294,14 +323,18 @@ class DataFileValid(Validator):
         try:
             data = self.parse(path.read_text(encoding="utf-8"))
         except (ValueError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-            return CheckResult(False, f"{name} is not valid {self.name.split('_')[0].upper()}: {' '.join(str(exc).split())[:300]}")
+            return CheckResult(
+                False, f"{name} is not valid {self.name.split('_')[0].upper()}: {' '.join(str(exc).split())[:300]}"
+            )
         problems = [f"no key {k!r}" for k in keys if not _lookup(data, k)]
         for key, expected in values.items():
             found = _lookup(data, key)
             if not found:
                 problems.append(f"no key {key!r}")
             elif not any(_matches(actual, expected) for actual in found):
-                problems.append(f"{key} is {_brief(found[0] if len(found) == 1 else found)}, expected {_brief(expected)}")
+                problems.append(
+                    f"{key} is {_brief(found[0] if len(found) == 1 else found)}, expected {_brief(expected)}"
+                )
         if problems:
             return CheckResult(False, f"{name}: " + "; ".join(problems))
         return CheckResult(True, f"{name} is valid")
@@ -339,20 +372,29 @@ def _yaml(text: str) -> Any:
 
 # ------------------------------------------------------------------------------------- judge
 
-VERDICT = Tool("verdict", "Record your verdict on the submission.", json.dumps({
-    "type": "object",
-    "properties": {
-        "passed": {"type": "boolean", "description": "whether the submission meets the rubric"},
-        "score": {"type": "number", "description": "how well it meets the rubric, 0 to 1"},
-        "reason": {"type": "string", "description": "one or two sentences: why"},
-    },
-    "required": ["passed", "reason"],
-}, sort_keys=True))
+VERDICT = Tool(
+    "verdict",
+    "Record your verdict on the submission.",
+    json.dumps(
+        {
+            "type": "object",
+            "properties": {
+                "passed": {"type": "boolean", "description": "whether the submission meets the rubric"},
+                "score": {"type": "number", "description": "how well it meets the rubric, 0 to 1"},
+                "reason": {"type": "string", "description": "one or two sentences: why"},
+            },
+            "required": ["passed", "reason"],
+        },
+        sort_keys=True,
+    ),
+)
 # The judge's user message, read back (pytest_upskill.testing's judge): the rubric, the submission.
 RUBRIC_PATTERN = re.compile(r"<rubric>\n?(.*?)\n?</rubric>", re.DOTALL)
 SUBMISSION_PATTERN = re.compile(r"<submission[^>]*>\n?(.*?)\n?</submission>", re.DOTALL)
-JUDGE_SYSTEM = ("You are a strict grader. Judge the submission only against the rubric, then call the verdict tool once. "
-                "passed is true only if every requirement of the rubric is met.")
+JUDGE_SYSTEM = (
+    "You are a strict grader. Judge the submission only against the rubric, then call the verdict tool once. "
+    "passed is true only if every requirement of the rubric is met."
+)
 MAX_SUBMISSION_CHARS = 50_000
 
 
@@ -369,7 +411,10 @@ class LlmJudge(Validator):
     runs_async = True
 
     def __init__(self, judge_model: str | None = None, judge_problem: str | None = None):
-        self.judge_model, self.judge_problem = judge_model, judge_problem  # judge_problem: why the judge cannot call tools
+        self.judge_model, self.judge_problem = (
+            judge_model,
+            judge_problem,
+        )  # judge_problem: why the judge cannot call tools
 
     def prepare(self, config, skill_dir):
         _keys(config, {"rubric", "file"}, {"rubric"})
@@ -380,7 +425,11 @@ class LlmJudge(Validator):
     def unavailable(self):
         if not self.judge_model:
             return "llm_judge needs a judge model: pass --upskill-judge-model NAME (or set upskill_judge_model)"
-        return f"llm_judge: the judge answers through a tool call, and {self.judge_problem}" if self.judge_problem else None
+        return (
+            f"llm_judge: the judge answers through a tool call, and {self.judge_problem}"
+            if self.judge_problem
+            else None
+        )
 
     async def validate(self, ctx):
         rubric, file = ctx.config
@@ -391,8 +440,10 @@ class LlmJudge(Validator):
             submission = ctx.workspace.read(name, MAX_SUBMISSION_CHARS)
         else:
             submission = ctx.output[:MAX_SUBMISSION_CHARS]
-        user = (f"<task>\n{ctx.task}\n</task>\n\n<rubric>\n{rubric}\n</rubric>\n\n"
-                f"<submission{f' file={json.dumps(name)}' if name else ''}>\n{submission}\n</submission>")
+        user = (
+            f"<task>\n{ctx.task}\n</task>\n\n<rubric>\n{rubric}\n</rubric>\n\n"
+            f"<submission{f' file={json.dumps(name)}' if name else ''}>\n{submission}\n</submission>"
+        )
         completion = await ctx.judge(JUDGE_SYSTEM, user, (VERDICT,), "verdict")
         if completion is None:
             return None  # the judge's request failed; the runner has recorded the error
@@ -408,8 +459,12 @@ class LlmJudge(Validator):
             raise JudgeError(f"the judge's verdict has no boolean 'passed': {calls[0].arguments_json[:200]}")
         reason = str(verdict.get("reason", "")).strip()
         score = verdict.get("score")
-        return CheckResult(passed, f"judge: {'pass' if passed else 'fail'}" + (f" (score {score})" if isinstance(score, (int, float)) else "")
-                           + (f": {reason}" if reason else ""))
+        return CheckResult(
+            passed,
+            f"judge: {'pass' if passed else 'fail'}"
+            + (f" (score {score})" if isinstance(score, (int, float)) else "")
+            + (f": {reason}" if reason else ""),
+        )
 
 
 # ---------------------------------------------------------------------------------- GPU runs
@@ -472,7 +527,9 @@ class UserValidator(Validator):
         self.name, self.function = name, function
 
     def validate(self, ctx):
-        return normalize(self.function(workspace=ctx.workspace.root, output_file=ctx.output_file or "", **(ctx.config or {})))
+        return normalize(
+            self.function(workspace=ctx.workspace.root, output_file=ctx.output_file or "", **(ctx.config or {}))
+        )
 
 
 def normalize(result: Any) -> CheckResult:
@@ -480,12 +537,18 @@ def normalize(result: Any) -> CheckResult:
     mistake in the validator, not a verdict."""
     if isinstance(result, (CheckResult, bool, tuple)) or isinstance(getattr(result, "passed", None), bool):
         return as_result(result)
-    raise TypeError(f"a validator returned {type(result).__name__}; return a bool, (bool, message) or an object with 'passed'")
+    raise TypeError(
+        f"a validator returned {type(result).__name__}; return a bool, (bool, message) or an object with 'passed'"
+    )
 
 
 def builtins(judge_model: str | None = None, judge_problem: str | None = None) -> dict[str, Validator]:
     found: list[Validator] = [
-        PythonCompiles(), PythonTests(), NvccCompiles(), CudaRuns(), LlmJudge(judge_model, judge_problem),
+        PythonCompiles(),
+        PythonTests(),
+        NvccCompiles(),
+        CudaRuns(),
+        LlmJudge(judge_model, judge_problem),
         DataFileValid("toml_valid", tomllib.loads, (".toml",)),
         DataFileValid("json_valid", _json, (".json",)),
         DataFileValid("yaml_valid", _yaml, (".yaml", ".yml")),
@@ -494,11 +557,18 @@ def builtins(judge_model: str | None = None, judge_problem: str | None = None) -
 
 
 class ValidatorRegistry:
-    def __init__(self, custom: dict[str, Callable[..., Any]] | None = None, judge_model: str | None = None, judge_problem: str | None = None):
+    def __init__(
+        self,
+        custom: dict[str, Callable[..., Any]] | None = None,
+        judge_model: str | None = None,
+        judge_problem: str | None = None,
+    ):
         self.validators = builtins(judge_model, judge_problem)
         for name, function in (custom or {}).items():
             if name in self.validators:
-                raise ValueError(f"validator {name!r} is built in and cannot be replaced; register it under another name")
+                raise ValueError(
+                    f"validator {name!r} is built in and cannot be replaced; register it under another name"
+                )
             if not callable(function):
                 raise ValueError(f"validator {name!r} is not callable")
             self.validators[name] = UserValidator(name, function)
@@ -510,7 +580,10 @@ class ValidatorRegistry:
             if upskill is not None:
                 validator = self.validators[name] = UserValidator(name, upskill)
         if validator is None:
-            raise KeyError(f"known validators: {', '.join(sorted(self.validators))}; add your own with the pytest_upskill_validators hook")
+            raise KeyError(
+                f"known validators: {', '.join(sorted(self.validators))}; add your own with the "
+                "pytest_upskill_validators hook"
+            )
         return validator
 
 

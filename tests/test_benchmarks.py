@@ -1,5 +1,6 @@
 """The benchmark harness must not rot: its quick mode runs every workload but the local model
-end to end (the one-slot server too) and prints its table. No timing is asserted here (figures come from benchmarks/)."""
+end to end (the one-slot server too) and prints its table. No timing is asserted here (figures
+come from benchmarks/)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "harness.py"
 
 def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
     out = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, str(HARNESS), "--quick", "--only", "concurrency,replay,collect,server", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--quick", "--only", "concurrency,replay,collect,server", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| workload | tool | wall s | ideal s | ratio | target | met | req/s | peak RSS MiB | note |" in done.stdout
     figures = json.loads(out.read_text())
@@ -32,5 +37,7 @@ def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):
 
 
 def test_the_harness_rejects_an_unknown_workload():
-    done = subprocess.run([sys.executable, str(HARNESS), "--only", "warp-speed"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--only", "warp-speed"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "unknown workload(s): warp-speed" in done.stderr

@@ -16,6 +16,8 @@ import pytest
 from pytest_upskill.testing import LoopbackServer
 
 BODY = "The alpha code is ZETA-42."
+
+
 def cases(skill: str) -> list[dict]:
     return [{"id": f"c{i}", "input": f"{skill} question {i}?", "expected": {"contains": "zeta-42"}} for i in range(3)]
 
@@ -36,7 +38,9 @@ def test_identical_requests_share_one_entry_across_skills(pytester, write_skill,
 
 
 def run(pytester, server, *args):
-    return pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *args)
+    return pytester.runpytest(
+        "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *args
+    )
 
 
 def test_a_second_identical_run_sends_no_request(pytester, two_skills, model_server):
@@ -65,7 +69,12 @@ def test_editing_one_skill_resends_only_its_with_skill_trials(pytester, two_skil
 def test_replay_on_an_empty_cache_fails_without_a_request(pytester, two_skills, model_server):
     result = run(pytester, model_server, "--upskill-cache", "replay")
     assert model_server.requests == []
-    result.stdout.fnmatch_lines(["*not scored (not_cached): openai:m@*: no cached response in *.upskill-cache and --upskill-cache replay never calls a model; record it with --upskill-cache rw*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*not scored (not_cached): openai:m@*: no cached response in *.upskill-cache and --upskill-cache replay "
+            "never calls a model; record it with --upskill-cache rw*"
+        ]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert json.loads((pytester.path / "r.json").read_text())["errors"] == 12
 
@@ -128,7 +137,9 @@ def test_a_misplaced_entry_is_never_served_as_another_requests_answer(pytester, 
     a, b = sorted((pytester.path / ".upskill-cache").rglob("*.json"))[:2]
     b.write_bytes(a.read_bytes())  # a valid entry, under the wrong key
     result = run(pytester, model_server)
-    result.stdout.fnmatch_lines([f"cache warning: *{b.name}: corrupt entry ignored and re-fetched (entry belongs to another key)*"])
+    result.stdout.fnmatch_lines(
+        [f"cache warning: *{b.name}: corrupt entry ignored and re-fetched (entry belongs to another key)*"]
+    )
     assert len(model_server.requests) == 13
 
 
@@ -138,7 +149,9 @@ def test_a_cache_warning_in_an_xdist_worker_reaches_the_summary(pytester, two_sk
     entry.write_text("{ truncated")
     result = run(pytester, model_server, "-n", "2")
     result.stdout.fnmatch_lines([f"cache warning: *{entry.name}: corrupt entry ignored and re-fetched*"])
-    assert json.loads((pytester.path / "r.json").read_text())["cache_problems"][0].endswith("re-fetched (Expecting property name enclosed in double quotes: line 1 column 3 (char 2))")
+    assert json.loads((pytester.path / "r.json").read_text())["cache_problems"][0].endswith(
+        "re-fetched (Expecting property name enclosed in double quotes: line 1 column 3 (char 2))"
+    )
 
 
 def _hammer(root: str, worker: int) -> list[str]:
@@ -149,7 +162,9 @@ def _hammer(root: str, worker: int) -> list[str]:
     cache, wrong = ResponseCache(Path(root)), []
     for i in range(300):
         key = f"{i % 40:064x}"
-        cache.put(key, Completion(f"answer {i % 40} " + "x" * 5000, i % 40, 7))  # every writer writes the same answer per key
+        cache.put(
+            key, Completion(f"answer {i % 40} " + "x" * 5000, i % 40, 7)
+        )  # every writer writes the same answer per key
         got = cache.get(f"{(i * 7) % 40:064x}")
         if got is not None and got.text != f"answer {(i * 7) % 40} " + "x" * 5000:
             wrong.append(got.text[:20])
@@ -172,16 +187,25 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_the_answer_is_fetched_aga
     key = victim.stem
     victim.unlink()
     # a process writing a large entry for that key, killed while it writes
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from pytest_upskill.cache import ResponseCache; "
-        "from pytest_upskill.providers.base import Completion; "
-        f"ResponseCache(Path({str(root)!r})).put({key!r}, Completion('y' * 400_000_000, 1, 1))")])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from pathlib import Path; from pytest_upskill.cache import ResponseCache; "
+                "from pytest_upskill.providers.base import Completion; "
+                f"ResponseCache(Path({str(root)!r})).put({key!r}, Completion('y' * 400_000_000, 1, 1))"
+            ),
+        ]
+    )
     deadline = time.monotonic() + 60
     while not list(victim.parent.glob(".tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.01)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    assert list(victim.parent.glob(".tmp-*")) and not victim.exists()  # killed mid-write: a stray temporary file, no entry
+    assert (
+        list(victim.parent.glob(".tmp-*")) and not victim.exists()
+    )  # killed mid-write: a stray temporary file, no entry
     assert ResponseCache(root).get(key) is None
     result = run(pytester, model_server)
     assert len(model_server.requests) == 13 and victim.exists()

@@ -20,7 +20,9 @@ def server():
 
 def run_case(pytester, write_skill, server, expected, *extra):
     write_skill("alpha-facts", [{"id": "c", "input": "x", "expected": expected}], body="B.")
-    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *extra)
+    result = pytester.runpytest(
+        "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *extra
+    )
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     return result, results[0]["with_skill"] if results else None
 
@@ -48,7 +50,11 @@ def test_builtin_checks_score_the_output(pytester, write_skill, server, expected
 
 
 def test_json_checks_accept_an_output_that_is_one_fenced_block(pytester, write_skill):
-    schema = {"type": "object", "required": ["kernel"], "properties": {"capabilities": {"type": "array", "contains": {"const": "9.0"}}}}
+    schema = {
+        "type": "object",
+        "required": ["kernel"],
+        "properties": {"capabilities": {"type": "array", "contains": {"const": "9.0"}}},
+    }
     bad_schema = {"type": "object", "required": ["missing_key"]}
     with LoopbackServer(reply=lambda s, u: '```json\n{"kernel": "x", "capabilities": ["9.0"]}\n```') as server:
         _, ok = run_case(pytester, write_skill, server, {"is_json": True, "json_schema": schema})
@@ -59,8 +65,12 @@ def test_json_checks_accept_an_output_that_is_one_fenced_block(pytester, write_s
 
 
 def test_every_failing_check_is_named(pytester, write_skill, server):
-    result, _ = run_case(pytester, write_skill, server, {"contains": "zeta", "not_contains": "sure", "regex": "layernorm"})
-    result.stdout.fnmatch_lines(["contains: missing (case-insensitive): ['zeta']; not_contains: must not contain (case-insensitive): ['sure']"])
+    result, _ = run_case(
+        pytester, write_skill, server, {"contains": "zeta", "not_contains": "sure", "regex": "layernorm"}
+    )
+    result.stdout.fnmatch_lines(
+        ["contains: missing (case-insensitive): ['zeta']; not_contains: must not contain (case-insensitive): ['sure']"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,7 +90,7 @@ def test_bad_check_values_are_collection_errors(pytester, write_skill, server, e
     assert server.requests == []
 
 
-CONFTEST = '''
+CONFTEST = """
 from pytest_upskill import Check
 
 def max_words(output, limit):
@@ -93,8 +103,11 @@ def prepare_limit(value):
     return value
 
 def pytest_upskill_checks():
-    return {"max_words": Check("max_words", max_words, prepare_limit), "mentions_kernel": lambda output, value: "kernel" in output}
-'''
+    return {
+        "max_words": Check("max_words", max_words, prepare_limit),
+        "mentions_kernel": lambda output, value: "kernel" in output,
+    }
+"""
 
 
 def test_custom_checks_registered_in_conftest_score_trials(pytester, write_skill, server):

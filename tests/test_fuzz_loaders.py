@@ -17,21 +17,60 @@ from pytest_upskill.checks import CheckRegistry
 from pytest_upskill.config import ConfigError, load_user_aliases, resolve
 from pytest_upskill.skill import SkillFileError, load_cases, load_skill
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-WORDS = st.sampled_from(["tests", "cases", "input", "expected", "contains", "regex", "id", "name", "context", "files",
-                         "thresholds", "min_lift", "validator", "output_file", "json_schema", "equals", "not_contains", "x"])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+WORDS = st.sampled_from(
+    [
+        "tests",
+        "cases",
+        "input",
+        "expected",
+        "contains",
+        "regex",
+        "id",
+        "name",
+        "context",
+        "files",
+        "thresholds",
+        "min_lift",
+        "validator",
+        "output_file",
+        "json_schema",
+        "equals",
+        "not_contains",
+        "x",
+    ]
+)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(WORDS, st.text(max_size=8)), inner, max_size=4)), max_leaves=25)
-CASE = st.fixed_dictionaries({"input": st.one_of(st.text(max_size=20), JSON_VALUES)},
-                             optional={"expected": st.one_of(st.dictionaries(WORDS, JSON_VALUES, max_size=3), JSON_VALUES),
-                                       "id": st.one_of(st.text(max_size=10), st.integers()), "context": JSON_VALUES, "x": JSON_VALUES})
-CASE_FILES = st.one_of(st.lists(CASE, max_size=5), st.fixed_dictionaries({"tests": st.lists(CASE, max_size=5)}, optional={"thresholds": JSON_VALUES}))
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(WORDS, st.text(max_size=8)), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+CASE = st.fixed_dictionaries(
+    {"input": st.one_of(st.text(max_size=20), JSON_VALUES)},
+    optional={
+        "expected": st.one_of(st.dictionaries(WORDS, JSON_VALUES, max_size=3), JSON_VALUES),
+        "id": st.one_of(st.text(max_size=10), st.integers()),
+        "context": JSON_VALUES,
+        "x": JSON_VALUES,
+    },
+)
+CASE_FILES = st.one_of(
+    st.lists(CASE, max_size=5),
+    st.fixed_dictionaries({"tests": st.lists(CASE, max_size=5)}, optional={"thresholds": JSON_VALUES}),
+)
 
 
 def mangle(text: str, data: st.DataObject) -> bytes:
     """Damage a valid file the ways files get damaged: BOM, truncation, bad bytes, duplicate keys."""
     raw = text.encode()
-    how = data.draw(st.sampled_from(["as-is", "bom", "truncate", "bad-byte", "duplicate", "deep", "huge", "empty", "utf16"]))
+    how = data.draw(
+        st.sampled_from(["as-is", "bom", "truncate", "bad-byte", "duplicate", "deep", "huge", "empty", "utf16"])
+    )
     if how == "bom":
         return b"\xef\xbb\xbf" + raw
     if how == "truncate":
@@ -78,7 +117,9 @@ def check_meta(path: Path, raw: bytes) -> None:
 @FUZZ
 @given(data=st.data(), content=CASE_FILES)
 def test_skill_meta_json_loads_or_names_the_file(tmp_path, data, content):
-    check_meta(tmp_path / "skill_meta.json", mangle(json.dumps(content, indent=data.draw(st.sampled_from([None, 2]))), data))
+    check_meta(
+        tmp_path / "skill_meta.json", mangle(json.dumps(content, indent=data.draw(st.sampled_from([None, 2]))), data)
+    )
 
 
 @FUZZ
@@ -89,7 +130,9 @@ def test_arbitrary_bytes_as_skill_meta_json(tmp_path, raw):
 
 def test_a_json_syntax_error_has_line_and_column(tmp_path):
     path = tmp_path / "skill_meta.json"
-    path.write_text('{"tests": [\n  {"input": "a", "expected": {"contains": "b"}},\n  {"input": "c" "expected": {}}\n]}\n')
+    path.write_text(
+        '{"tests": [\n  {"input": "a", "expected": {"contains": "b"}},\n  {"input": "c" "expected": {}}\n]}\n'
+    )
     with pytest.raises(SkillFileError) as info:
         load_cases(path, CheckRegistry().prepare)
     assert str(info.value).startswith(f"{path}:3:17: is not valid JSON: Expecting ',' delimiter")
@@ -97,7 +140,9 @@ def test_a_json_syntax_error_has_line_and_column(tmp_path):
 
 FRONTMATTER = st.dictionaries(
     st.sampled_from(["name", "description", "license", "compatibility", "metadata", "allowed-tools", "other"]),
-    st.one_of(st.just("demo-skill"), st.text(max_size=40), JSON_VALUES), max_size=6)
+    st.one_of(st.just("demo-skill"), st.text(max_size=40), JSON_VALUES),
+    max_size=6,
+)
 
 
 @FUZZ
@@ -118,7 +163,13 @@ def test_skill_md_loads_or_names_the_file(tmp_path, data, front, body):
     assert skill.name == "demo-skill" and skill.description
 
 
-TOML_VALUES = st.one_of(st.integers(), st.text(max_size=10), st.booleans(), st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=3))
+TOML_VALUES = st.one_of(
+    st.integers(),
+    st.text(max_size=10),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=3),
+)
 
 
 def toml_value(value) -> str:
@@ -128,7 +179,9 @@ def toml_value(value) -> str:
 @FUZZ
 @given(data=st.data())
 def test_model_config_resolves_or_is_a_config_error(tmp_path, data):
-    shape = data.draw(st.sampled_from(["tool-scalar", "upskill-scalar", "models-scalar", "alias-scalar", "alias-table", "bytes"]))
+    shape = data.draw(
+        st.sampled_from(["tool-scalar", "upskill-scalar", "models-scalar", "alias-scalar", "alias-table", "bytes"])
+    )
     if shape == "bytes":
         text = None
         (tmp_path / "pyproject.toml").write_bytes(data.draw(st.binary(max_size=200)))
@@ -139,10 +192,29 @@ def test_model_config_resolves_or_is_a_config_error(tmp_path, data):
             "upskill-scalar": f"[tool]\nupskill = {toml_value(value)}\n",
             "models-scalar": f"[tool.upskill]\nmodels = {toml_value(value)}\n",
             "alias-scalar": f"[tool.upskill.models]\nglm = {toml_value(value)}\n",
-            "alias-table": "[tool.upskill.models.glm]\n" + "".join(
+            "alias-table": "[tool.upskill.models.glm]\n"
+            + "".join(
                 f"{key} = {toml_value(data.draw(TOML_VALUES))}\n"
-                for key in data.draw(st.lists(st.sampled_from(["provider", "model", "base_url", "temperature", "max_tokens",
-                                                               "input_price", "seed", "api_key_env", "colour"]), unique=True, max_size=5))),
+                for key in data.draw(
+                    st.lists(
+                        st.sampled_from(
+                            [
+                                "provider",
+                                "model",
+                                "base_url",
+                                "temperature",
+                                "max_tokens",
+                                "input_price",
+                                "seed",
+                                "api_key_env",
+                                "colour",
+                            ]
+                        ),
+                        unique=True,
+                        max_size=5,
+                    )
+                )
+            ),
         }[shape]
         (tmp_path / "pyproject.toml").write_text(text)
     try:
@@ -159,15 +231,29 @@ def test_model_config_resolves_or_is_a_config_error(tmp_path, data):
 GOOD = [{"id": "c", "input": "q", "expected": {"contains": "zeta"}}]
 
 
-@pytest.mark.parametrize("raw, shown", [
-    (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), None),  # a BOM is accepted
-    (b"", "skills/broken/skill_meta.json:1:1: is not valid JSON: Expecting value"),
-    (b'[{"input": "q\xff", "expected": {"contains": "z"}}]', "skills/broken/skill_meta.json:1: is not valid UTF-8 (byte 13)"),
-    (b"[" * 100_000 + b"]" * 100_000, "skills/broken/skill_meta.json: is nested too deeply to parse"),
-    (b'[{"input": "a", "input": "b", "expected": {"contains": "z"}}]', "skills/broken/skill_meta.json:1: has a duplicate key 'input'"),
-    ("\n".join(json.dumps(GOOD, indent=2).split("\n")[:-1]).encode(), "skills/broken/skill_meta.json:8:*: is not valid JSON*"),
-])
-def test_a_broken_skill_is_a_collection_error_and_the_good_ones_still_run(pytester, write_skill, model_server, raw, shown):
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), None),  # a BOM is accepted
+        (b"", "skills/broken/skill_meta.json:1:1: is not valid JSON: Expecting value"),
+        (
+            b'[{"input": "q\xff", "expected": {"contains": "z"}}]',
+            "skills/broken/skill_meta.json:1: is not valid UTF-8 (byte 13)",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "skills/broken/skill_meta.json: is nested too deeply to parse"),
+        (
+            b'[{"input": "a", "input": "b", "expected": {"contains": "z"}}]',
+            "skills/broken/skill_meta.json:1: has a duplicate key 'input'",
+        ),
+        (
+            "\n".join(json.dumps(GOOD, indent=2).split("\n")[:-1]).encode(),
+            "skills/broken/skill_meta.json:8:*: is not valid JSON*",
+        ),
+    ],
+)
+def test_a_broken_skill_is_a_collection_error_and_the_good_ones_still_run(
+    pytester, write_skill, model_server, raw, shown
+):
     write_skill("good-skill", GOOD, body="zeta")
     (write_skill("broken", GOOD, body="zeta") / "skill_meta.json").write_bytes(raw)
     models = ("--upskill-models", f"openai:m@{model_server.openai_base_url}")
@@ -181,7 +267,9 @@ def test_a_broken_skill_is_a_collection_error_and_the_good_ones_still_run(pytest
     assert [r["skill"] for r in report["results"]] == ["good-skill"]
     result.assert_outcomes(passed=1, xfailed=1, errors=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert pytester.runpytest("skills", *models).ret == pytest.ExitCode.INTERRUPTED  # without the flag: pytest's own exit 2
+    assert (
+        pytester.runpytest("skills", *models).ret == pytest.ExitCode.INTERRUPTED
+    )  # without the flag: pytest's own exit 2
 
 
 def test_a_symlink_loop_in_the_skill_tree_does_not_break_collection(pytester, write_skill, model_server):
@@ -193,11 +281,20 @@ def test_a_symlink_loop_in_the_skill_tree_does_not_break_collection(pytester, wr
     assert result.ret == pytest.ExitCode.OK
 
 
-@pytest.mark.parametrize("pyproject, shown", [
-    ("[tool.upskill]\nmodels = 3\n", "*pyproject.toml: [[]tool.upskill.models[]] must hold one table per alias*"),
-    ("[tool.upskill.models.glm]\nprovider = 'openai'\nmodel = 'g'\ntemperature = 'hot'\n", "*[[]tool.upskill.models.glm[]] in *pyproject.toml: temperature: *"),
-    ("[tool.upskill.models.glm]\nprovider = 'openai'\nmodel = 'g'\ncolour = 1\n", "*unknown key(s) [[]'colour'[]]*"),
-])
+@pytest.mark.parametrize(
+    "pyproject, shown",
+    [
+        ("[tool.upskill]\nmodels = 3\n", "*pyproject.toml: [[]tool.upskill.models[]] must hold one table per alias*"),
+        (
+            "[tool.upskill.models.glm]\nprovider = 'openai'\nmodel = 'g'\ntemperature = 'hot'\n",
+            "*[[]tool.upskill.models.glm[]] in *pyproject.toml: temperature: *",
+        ),
+        (
+            "[tool.upskill.models.glm]\nprovider = 'openai'\nmodel = 'g'\ncolour = 1\n",
+            "*unknown key(s) [[]'colour'[]]*",
+        ),
+    ],
+)
 def test_a_broken_model_config_is_a_usage_error_naming_the_file(pytester, write_skill, pyproject, shown):
     write_skill("good-skill", GOOD, body="zeta")
     pytester.makefile(".toml", pyproject=pyproject)

@@ -18,7 +18,9 @@ def cases(n: int, text: str = "zeta-42") -> list[dict]:
 
 
 def run(pytester, server, *args):
-    return pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *args)
+    return pytester.runpytest(
+        "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json", *args
+    )
 
 
 def report(pytester) -> dict:
@@ -29,13 +31,15 @@ def test_min_lift_names_the_skill_below_it_and_fails_the_run(pytester, write_ski
     write_skill("strong-skill", cases(12), body=BODY)  # lift +100% over 12 cases: interval clears 0.5
     write_skill("useless-skill", cases(12, "never-said"), body="Nothing useful.")  # lift 0: interval below 0.5
     result = run(pytester, model_server, "--upskill-min-lift", "0.5")
-    result.stdout.fnmatch_lines([
-        "*upskill: gates*",
-        "PASS         strong-skill × openai:m@*: lift +100% [[]95% CI *] vs at least +50% PASS",
-        "FAIL         useless-skill × openai:m@*: lift +0% [[]95% CI -*] vs at least +50% FAIL",
-        "FAILED GATE  useless-skill × openai:m@*: lift +0% *vs at least +50%",
-        "exit status follows these verdicts: *",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*upskill: gates*",
+            "PASS         strong-skill × openai:m@*: lift +100% [[]95% CI *] vs at least +50% PASS",
+            "FAIL         useless-skill × openai:m@*: lift +0% [[]95% CI -*] vs at least +50% FAIL",
+            "FAILED GATE  useless-skill × openai:m@*: lift +0% *vs at least +50%",
+            "exit status follows these verdicts: *",
+        ]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
     assert verdicts["strong-skill"]["verdict"] == "PASS" and verdicts["useless-skill"]["verdict"] == "FAIL"
@@ -43,7 +47,9 @@ def test_min_lift_names_the_skill_below_it_and_fails_the_run(pytester, write_ski
 
 def test_with_thresholds_failed_with_skill_trials_no_longer_set_the_exit_status(pytester, write_skill, model_server):
     # 12 cases pass with the skill, 1 fails in both arms: a with-skill trial fails, the lift gate passes
-    write_skill("strong-skill", cases(12) + [{"id": "hard", "input": "x", "expected": {"contains": "never"}}], body=BODY)
+    write_skill(
+        "strong-skill", cases(12) + [{"id": "hard", "input": "x", "expected": {"contains": "never"}}], body=BODY
+    )
     result = run(pytester, model_server, "--upskill-min-lift", "0.3")
     result.assert_outcomes(passed=12, failed=1, xfailed=13)
     assert result.ret == pytest.ExitCode.OK
@@ -52,11 +58,15 @@ def test_with_thresholds_failed_with_skill_trials_no_longer_set_the_exit_status(
 def test_inconclusive_fails_only_below_the_point_estimate_or_when_strict(pytester, write_skill, model_server):
     write_skill("small-skill", cases(3), body=BODY)  # lift +100% over 3 cases: the interval straddles 0.8
     result = run(pytester, model_server, "--upskill-min-lift", "0.8")
-    result.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +100% *vs at least +80% INCONCLUSIVE, passes on the point estimate"])
+    result.stdout.fnmatch_lines(
+        ["INCONCLUSIVE small-skill × *: lift +100% *vs at least +80% INCONCLUSIVE, passes on the point estimate"]
+    )
     assert result.ret == pytest.ExitCode.OK
     strict = run(pytester, model_server, "--upskill-min-lift", "0.8", "--upskill-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
-    write_skill("small-skill", cases(2) + [{"id": "c2", "input": "x", "expected": {"contains": "never"}}], body=BODY)  # lift 67% < 80%
+    write_skill(
+        "small-skill", cases(2) + [{"id": "c2", "input": "x", "expected": {"contains": "never"}}], body=BODY
+    )  # lift 67% < 80%
     below = run(pytester, model_server, "--upskill-min-lift", "0.8")
     below.stdout.fnmatch_lines(["INCONCLUSIVE small-skill × *: lift +67% *", "FAILED GATE  small-skill × *"])
     assert below.ret == pytest.ExitCode.TESTS_FAILED
@@ -71,7 +81,10 @@ def test_pass_rate_and_token_thresholds_from_the_ini_and_per_skill(pytester, wri
     result.stdout.fnmatch_lines(["FAILED GATE  too-costly × *: token_increase +*% vs at most +10%"])
     verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
     assert verdicts["cheap-enough"]["verdict"] == "PASS"
-    assert {f["figure"]: f["verdict"] for f in verdicts["too-costly"]["findings"]} == {"pass_rate": "PASS", "token_increase": "FAIL"}
+    assert {f["figure"]: f["verdict"] for f in verdicts["too-costly"]["findings"]} == {
+        "pass_rate": "PASS",
+        "token_increase": "FAIL",
+    }
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
@@ -112,7 +125,9 @@ def test_a_broken_compare_report_is_a_usage_error(pytester, write_skill, model_s
     write_skill("alpha-facts", cases(2), body=BODY)
     (pytester.path / "main.json").write_text("{broken")
     result = run(pytester, model_server, "--upskill-compare", "main.json")
-    result.stderr.fnmatch_lines(["*--upskill-compare main.json: not a JSON report*pass a file written by --upskill-report*"])
+    result.stderr.fnmatch_lines(
+        ["*--upskill-compare main.json: not a JSON report*pass a file written by --upskill-report*"]
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
@@ -128,17 +143,23 @@ def test_markdown_goes_to_the_github_step_summary(pytester, write_skill, model_s
 
 
 def test_audit_flags_cases_that_measure_nothing(pytester, write_skill, model_server):
-    write_skill("alpha-facts", [
-        {"id": "useful", "input": "q", "expected": {"contains": "zeta"}},
-        {"id": "baseline-only", "input": "q2", "expected": {"contains": "sure"}},
-        {"id": "never", "input": "q3", "expected": {"contains": "nothing-like-this"}},
-        {"id": "both", "input": "q4", "expected": {"regex": "."}},
-    ], body=BODY)
+    write_skill(
+        "alpha-facts",
+        [
+            {"id": "useful", "input": "q", "expected": {"contains": "zeta"}},
+            {"id": "baseline-only", "input": "q2", "expected": {"contains": "sure"}},
+            {"id": "never", "input": "q3", "expected": {"contains": "nothing-like-this"}},
+            {"id": "both", "input": "q4", "expected": {"regex": "."}},
+        ],
+        body=BODY,
+    )
     result = run(pytester, model_server, "--upskill-runs", "2")
-    result.stdout.fnmatch_lines([
-        "audit: alpha-facts × *: 1 case passing in both arms in every run, measuring nothing: both",
-        "audit: alpha-facts × *: 1 case failing in both arms in every run, measuring nothing: never",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "audit: alpha-facts × *: 1 case passing in both arms in every run, measuring nothing: both",
+            "audit: alpha-facts × *: 1 case failing in both arms in every run, measuring nothing: never",
+        ]
+    )
     audit = report(pytester)["results"][0]["uninformative_cases"]
     assert [a["case"] for a in audit] == ["both", "never"]
 
@@ -150,11 +171,27 @@ def test_changed_since_keeps_only_skills_changed_since_the_ref(pytester, write_s
     git("init", "-q")
     git("add", ".")
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base")
-    (pytester.path / "skills" / "beta-rules" / "SKILL.md").write_text("---\nname: beta-rules\ndescription: changed.\n---\nZETA-42\n")
-    result = pytester.runpytest("skills", "--collect-only", "-q", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-changed-since", "HEAD")
+    (pytester.path / "skills" / "beta-rules" / "SKILL.md").write_text(
+        "---\nname: beta-rules\ndescription: changed.\n---\nZETA-42\n"
+    )
+    result = pytester.runpytest(
+        "skills",
+        "--collect-only",
+        "-q",
+        "--upskill-models",
+        f"openai:m@{model_server.openai_base_url}",
+        "--upskill-changed-since",
+        "HEAD",
+    )
     result.stdout.fnmatch_lines(["skills/beta-rules/skill_meta.json::c0*", "4 tests collected*"])
     assert "alpha-facts" not in result.stdout.str()
-    bad = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-changed-since", "no-such-ref")
+    bad = pytester.runpytest(
+        "skills",
+        "--upskill-models",
+        f"openai:m@{model_server.openai_base_url}",
+        "--upskill-changed-since",
+        "no-such-ref",
+    )
     bad.stderr.fnmatch_lines(["*--upskill-changed-since no-such-ref: unknown git ref 'no-such-ref'*"])
 
 
@@ -162,7 +199,7 @@ def test_plan_prints_requests_tokens_and_cost_without_calling(pytester, write_sk
     write_skill("alpha-facts", cases(4), body=BODY)
     (pytester.path / "pyproject.toml").write_text(
         f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{model_server.openai_base_url}"\n'
-        'max_tokens = 100\ninput_price = 1.0\noutput_price = 10.0\n'
+        "max_tokens = 100\ninput_price = 1.0\noutput_price = 10.0\n"
     )
     for xdist in ([], ["-n", "2"]):  # under xdist too: the plan is made where the items are
         result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-plan", *xdist)
@@ -176,15 +213,29 @@ def test_max_cost_stops_sending_and_keeps_what_finished(pytester, write_skill):
     with LoopbackServer() as server:
         (pytester.path / "pyproject.toml").write_text(
             f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
-            'max_tokens = 1000\ninput_price = 0\noutput_price = 100000.0\n'  # $0.1 per output token
+            "max_tokens = 1000\ninput_price = 0\noutput_price = 100000.0\n"  # $0.1 per output token
         )
-        result = pytester.runpytest("skills", "--upskill-models", "priced", "--upskill-max-cost", "3", "--upskill-concurrency", "1", "--upskill-report", "r.json")
+        result = pytester.runpytest(
+            "skills",
+            "--upskill-models",
+            "priced",
+            "--upskill-max-cost",
+            "3",
+            "--upskill-concurrency",
+            "1",
+            "--upskill-report",
+            "r.json",
+        )
         sent = len(server.requests)
     data = report(pytester)
     assert 0 < sent < 20
     assert data["errors"] == 20 - sent and data["budget"]["not_sent"] == 20 - sent
-    assert data["results"][0]["with_skill"]["error_kinds"] == {"over_budget": data["results"][0]["with_skill"]["errors"]}
-    result.stdout.fnmatch_lines(["budget: stopped sending at $* spent of $3; * trial(s) not sent*finished trials are kept"])
+    assert data["results"][0]["with_skill"]["error_kinds"] == {
+        "over_budget": data["results"][0]["with_skill"]["errors"]
+    }
+    result.stdout.fnmatch_lines(
+        ["budget: stopped sending at $* spent of $3; * trial(s) not sent*finished trials are kept"]
+    )
     assert data["budget"]["spent"] >= 3
 
 

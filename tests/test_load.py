@@ -31,9 +31,17 @@ def write_suite(pytester, skills: int, cases: int) -> None:
     for s in range(skills):
         folder = pytester.path / "skills" / f"skill-{s}"
         folder.mkdir(parents=True)
-        (folder / "SKILL.md").write_text(f"---\nname: skill-{s}\ndescription: Load test skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n")
-        tests = [{"id": f"c{c}", "input": f"skill {s} case {c}: the code?", "expected": {"contains": f"z{s}." if c % 3 else f"z{s}"}}
-                 for c in range(cases)]
+        (folder / "SKILL.md").write_text(
+            f"---\nname: skill-{s}\ndescription: Load test skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n"
+        )
+        tests = [
+            {
+                "id": f"c{c}",
+                "input": f"skill {s} case {c}: the code?",
+                "expected": {"contains": f"z{s}." if c % 3 else f"z{s}"},
+            }
+            for c in range(cases)
+        ]
         (folder / "skill_meta.json").write_text(json.dumps({"tests": tests}))
 
 
@@ -44,12 +52,35 @@ def test_ten_thousand_trials_through_faults_each_end_with_exactly_one_outcome(py
     faults = periodic({3: RATE_LIMITED, 7: SERVER_ERROR, 11: GARBAGE}, period=13)  # 3 of every 13 requests
     with LoopbackServer(fault=faults) as server:
         result = pytester.runpytest_subprocess(
-            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off",
-            "--upskill-concurrency", "32", "--upskill-retries", "4", "-o", "upskill_backoff=0.001", "--upskill-max-errors", "1%",
-            "--upskill-report", "r.json", "--junitxml", "out.xml", "-q", "-p", "no:cacheprovider", *workers, timeout=900,
+            "skills",
+            "--upskill-models",
+            f"openai:m@{server.openai_base_url}",
+            "--upskill-cache",
+            "off",
+            "--upskill-concurrency",
+            "32",
+            "--upskill-retries",
+            "4",
+            "-o",
+            "upskill_backoff=0.001",
+            "--upskill-max-errors",
+            "1%",
+            "--upskill-report",
+            "r.json",
+            "--junitxml",
+            "out.xml",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *workers,
+            timeout=900,
         )
         answered = len(server.requests)
-        faulted = sum(1 for _, status, _ in server.attempts if status != 200) + sum(1 for _, status, body in server.attempts if status == 200) - answered
+        faulted = (
+            sum(1 for _, status, _ in server.attempts if status != 200)
+            + sum(1 for _, status, body in server.attempts if status == 200)
+            - answered
+        )
     report = json.loads((pytester.path / "r.json").read_text())
     arms = [r[arm] for r in report["results"] for arm in ("baseline", "with_skill")]
     assert len(report["results"]) == SKILLS and report["missing"] == []
@@ -61,7 +92,11 @@ def test_ten_thousand_trials_through_faults_each_end_with_exactly_one_outcome(py
     kinds = report["errors_by_model"].get(f"openai:m@{server.openai_base_url}", {})
     assert set(kinds) <= {"rate_limit", "server_error", "bad_response"} and sum(kinds.values()) == report["errors"]
     # with the skill, cases c1, c2, c4, ... want "zN." and get it; c0, c3, ... want "zN" and get it: all pass
-    assert sum(r["with_skill"]["passed"] for r in report["results"]) + sum(r["with_skill"]["errors"] for r in report["results"]) == SKILLS * CASES
+    assert (
+        sum(r["with_skill"]["passed"] for r in report["results"])
+        + sum(r["with_skill"]["errors"] for r in report["results"])
+        == SKILLS * CASES
+    )
     cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
     per_case = [sum(1 for p in case.iter("property") if p.get("name") == "upskill.passed") for case in cases]
     assert len(per_case) == SKILLS * CASES * 2 and set(per_case) == {1}
@@ -86,8 +121,16 @@ def test_a_worker_killed_mid_run_loses_only_its_current_trial_and_the_report_nam
     write_suite(pytester, 4, 25)  # 200 trials
     pytester.makeconftest(KILLER)
     result = pytester.runpytest_subprocess(
-        "skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "-n", "4", "--upskill-report", "r.json",
-        "-p", "no:cacheprovider", timeout=300,
+        "skills",
+        "--upskill-models",
+        f"openai:m@{model_server.openai_base_url}",
+        "-n",
+        "4",
+        "--upskill-report",
+        "r.json",
+        "-p",
+        "no:cacheprovider",
+        timeout=300,
     )
     killed = "skills/skill-2/skill_meta.json::c7[openai-m-with_skill]"
     assert (pytester.path / "killed").read_text().startswith("gw")
@@ -97,9 +140,11 @@ def test_a_worker_killed_mid_run_loses_only_its_current_trial_and_the_report_nam
     skill2 = next(r for r in report["results"] if r["skill"] == "skill-2")
     assert skill2["with_skill"]["total"] == 24 and skill2["baseline"]["total"] == 25
     shown = "".join(f"[{c}]" if c in "[]" else c for c in killed)  # literal brackets for fnmatch
-    result.stdout.fnmatch_lines([
-        f"*worker 'gw*' crashed while running '{shown}'*",
-        f"missing: 1 trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}",
-        "error limit: 1 unscored trial(s), --upskill-max-errors allows 0 (0): the run fails",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*worker 'gw*' crashed while running '{shown}'*",
+            f"missing: 1 trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}",
+            "error limit: 1 unscored trial(s), --upskill-max-errors allows 0 (0): the run fails",
+        ]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED

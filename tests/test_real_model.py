@@ -21,7 +21,11 @@ from pytest_upskill.providers.local import model_path  # noqa: E402
 SKILL = "The secret project codename is BLUEFINCH-7. Always state the codename when asked about the project."
 CASES = [
     {"id": "codename", "input": "What is the secret project codename?", "expected": {"contains": "bluefinch"}},
-    {"id": "codename-again", "input": "Tell me the codename of the secret project.", "expected": {"contains": "bluefinch"}},
+    {
+        "id": "codename-again",
+        "input": "Tell me the codename of the secret project.",
+        "expected": {"contains": "bluefinch"},
+    },
     {"id": "arithmetic", "input": "What is 2 + 2? Answer with a number.", "expected": {"contains": "4"}},
 ]
 
@@ -42,13 +46,15 @@ def check_report(data: dict, model: str) -> dict:
 def test_smollm2_in_process_runs_both_arms_and_reports_lift(pytester, write_skill):
     write_skill("secret-project", CASES, body=SKILL)
     result = pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-report", "r.json")
-    result.stdout.fnmatch_lines([
-        "*upskill: lift per skill × model*",
-        "secret-project × smollm2  (3 cases × 1 run)",
-        "  baseline    *",
-        "  with skill  *lift *[[]95% CI *",
-        "*every trial scored*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*upskill: lift per skill × model*",
+            "secret-project × smollm2  (3 cases × 1 run)",
+            "  baseline    *",
+            "  with skill  *lift *[[]95% CI *",
+            "*every trial scored*",
+        ]
+    )
     check_report(json.loads((pytester.path / "r.json").read_text()), "smollm2")
 
 
@@ -69,9 +75,17 @@ def test_smollm2_gives_the_same_answer_to_the_same_trial_whatever_ran_before(pyt
     # The same question asked after different ones: llama.cpp's prompt-prefix cache must not leak.
     pytester.makeconftest(RECORD_OUTPUTS)
     question = "How many bytes should shared memory be aligned to in an H100 kernel?"
-    cases = [{"id": f"q{i}", "input": text, "expected": {"record": name}} for i, (text, name) in enumerate([
-        ("What is 2+2?", "other"), (question, "same"), ("Write a basic CUDA kernel template.", "other"), (question, "same"),
-    ])]
+    cases = [
+        {"id": f"q{i}", "input": text, "expected": {"record": name}}
+        for i, (text, name) in enumerate(
+            [
+                ("What is 2+2?", "other"),
+                (question, "same"),
+                ("Write a basic CUDA kernel template.", "other"),
+                (question, "same"),
+            ]
+        )
+    ]
     write_skill("secret-project", cases, body=SKILL)
     pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-runs", "3")
     outputs = [json.loads(line) for line in (pytester.path / "outputs.jsonl").read_text().splitlines()]
@@ -128,9 +142,27 @@ def llama_server(tmp_path_factory):
     log = log_path.open("wb")
     gguf = model_path(resolve("smollm2", {}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--seed", "0", "--verbose", "False"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--seed",
+            "0",
+            "--verbose",
+            "False",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60

@@ -10,10 +10,12 @@ import textwrap
 import pytest
 
 from pytest_upskill import sandbox
-from pytest_upskill.testing import LoopbackServer
 from pytest_upskill.sandbox import Limits, Workspace, WorkspaceError
+from pytest_upskill.testing import LoopbackServer
 
-confined = pytest.mark.skipif(sandbox.landlock_abi() == 0, reason="this kernel has no Landlock: writes outside are not blocked here")
+confined = pytest.mark.skipif(
+    sandbox.landlock_abi() == 0, reason="this kernel has no Landlock: writes outside are not blocked here"
+)
 
 
 @pytest.fixture
@@ -30,7 +32,9 @@ def python(workspace: Workspace, code: str, **limits) -> sandbox.Result:
 @confined
 def test_writes_land_in_the_workspace_and_nowhere_else(workspace, tmp_path):
     outside = tmp_path / "outside.txt"
-    result = python(workspace, f"""
+    result = python(
+        workspace,
+        f"""
         open("inside.txt", "w").write("ok")
         import os
         os.makedirs("build/out", exist_ok=True)
@@ -40,7 +44,8 @@ def test_writes_land_in_the_workspace_and_nowhere_else(workspace, tmp_path):
                 print("WROTE", attempt)
             except PermissionError:
                 print("denied", attempt)
-    """)
+    """,
+    )
     assert result.ok, result.stderr
     assert "WROTE" not in result.stdout and result.stdout.count("denied") == 3
     assert not outside.exists() and workspace.read("inside.txt") == "ok"
@@ -49,7 +54,9 @@ def test_writes_land_in_the_workspace_and_nowhere_else(workspace, tmp_path):
 
 @confined
 def test_a_shell_and_its_children_are_confined_too(workspace, tmp_path):
-    result = sandbox.run(["sh", "-c", f"echo x > {tmp_path}/a.txt; echo y > b.txt; rm -f {sys.executable}"], workspace.root)
+    result = sandbox.run(
+        ["sh", "-c", f"echo x > {tmp_path}/a.txt; echo y > b.txt; rm -f {sys.executable}"], workspace.root
+    )
     assert not (tmp_path / "a.txt").exists() and workspace.read("b.txt") == "y\n"
     assert "Permission denied" in result.stderr
 
@@ -57,14 +64,17 @@ def test_a_shell_and_its_children_are_confined_too(workspace, tmp_path):
 @pytest.mark.skipif(sandbox.landlock_abi() < 4, reason="TCP is confined from Landlock ABI 4 (Linux 6.7)")
 def test_no_network(workspace, model_server):
     port = model_server.url.rsplit(":", 1)[1]
-    result = python(workspace, f"""
+    result = python(
+        workspace,
+        f"""
         import socket
         try:
             socket.create_connection(("127.0.0.1", {port}), timeout=2)
             print("connected")
         except OSError as exc:
             print("refused", exc.errno)
-    """)
+    """,
+    )
     assert result.stdout.strip() == "refused 13"
 
 
@@ -140,17 +150,27 @@ def test_a_custom_check_that_runs_the_answer_keeps_it_in_the_sandbox(pytester, w
         "forever": "```python\nwhile True: pass\n```",
     }
     pytester.makeconftest(RUNS_THE_ANSWER)
-    write_skill("runner-skill", [{"id": key, "input": key, "expected": {"runs_and_prints": "hello"}} for key in answers], body="Print hello.")
+    write_skill(
+        "runner-skill",
+        [{"id": key, "input": key, "expected": {"runs_and_prints": "hello"}} for key in answers],
+        body="Print hello.",
+    )
     with LoopbackServer(reply=lambda system, user: answers[user.strip()]) as server:
-        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json")
+        result = pytester.runpytest(
+            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-report", "r.json"
+        )
     assert not target.exists()
-    cases = {c["case"]: c["with_skill"] for c in json.loads((pytester.path / "r.json").read_text())["results"][0]["cases"]}
+    cases = {
+        c["case"]: c["with_skill"] for c in json.loads((pytester.path / "r.json").read_text())["results"][0]["cases"]
+    }
     assert cases == {"hello": [True], "escape": [False], "forever": [False]}
-    result.stdout.fnmatch_lines([
-        "runs_and_prints: the answer's code exit status 1: *",
-        f"PermissionError: [[]Errno 13[]] Permission denied: '{target}'",
-        "*runs_and_prints: the answer's code stopped at the time limit (2 s)*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "runs_and_prints: the answer's code exit status 1: *",
+            f"PermissionError: [[]Errno 13[]] Permission denied: '{target}'",
+            "*runs_and_prints: the answer's code stopped at the time limit (2 s)*",
+        ]
+    )
 
 
 HANGS = """
@@ -168,13 +188,24 @@ def pytest_upskill_checks():
 def test_a_custom_check_that_never_returns_is_an_error_at_the_check_time_limit(pytester, write_skill, model_server):
     pytester.makeconftest(HANGS)
     write_skill("hang-skill", [{"input": "q", "expected": {"never_returns": True}}], body="x")
-    result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-check-timeout", "0.5")
-    result.stdout.fnmatch_lines(["upskill: not scored (check_error): a check ran longer than the check time limit (0.5 s, --upskill-check-timeout)"])
+    result = pytester.runpytest(
+        "skills", "--upskill-models", f"openai:m@{model_server.openai_base_url}", "--upskill-check-timeout", "0.5"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "upskill: not scored (check_error): a check ran longer than the check time limit (0.5 s, "
+            "--upskill-check-timeout)"
+        ]
+    )
     result.assert_outcomes(errors=2)
 
 
 def test_a_regex_that_backtracks_forever_is_stopped(pytester, write_skill):
     write_skill("regex-skill", [{"input": "q", "expected": {"regex": "(a|aa)+$"}}], body="x")
     with LoopbackServer(reply=lambda system, user: "a" * 60 + "b") as server:
-        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-o", "upskill_check_timeout=3")
-    result.stdout.fnmatch_lines(["*not scored (check_error): a check ran longer than the check time limit (3 s, --upskill-check-timeout)*"])
+        result = pytester.runpytest(
+            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-o", "upskill_check_timeout=3"
+        )
+    result.stdout.fnmatch_lines(
+        ["*not scored (check_error): a check ran longer than the check time limit (3 s, --upskill-check-timeout)*"]
+    )

@@ -11,7 +11,9 @@ from pytest_upskill.testing import Fault, LoopbackServer, default_reply
 
 CANARY = "sk-canary-5f3a9c7e1d0b"
 KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "GLM_API_KEY")
-CASES = [{"id": f"c{i}", "input": f"Question {i}: the alpha code?", "expected": {"contains": "zeta-42"}} for i in range(3)]
+CASES = [
+    {"id": f"c{i}", "input": f"Question {i}: the alpha code?", "expected": {"contains": "zeta-42"}} for i in range(3)
+]
 
 
 @pytest.fixture
@@ -30,8 +32,11 @@ def echoing_reply(system: str, user: str) -> str:
 def echo_key_in_errors(n: int, body: dict) -> Fault | None:
     """The real APIs echo a wrong key in their 401 body; this server does it for one case in three."""
     if "Question 1" in json.dumps(body):
-        return Fault(401, json.dumps({"error": {"message": f"Incorrect API key provided: {CANARY}."}}).encode(),
-                     {"content-type": "application/json"})
+        return Fault(
+            401,
+            json.dumps({"error": {"message": f"Incorrect API key provided: {CANARY}."}}).encode(),
+            {"content-type": "application/json"},
+        )
     if "Question 2" in json.dumps(body):
         return Fault(500, f"upstream said: bad key {CANARY}".encode(), {"content-type": "text/plain"})
     return None
@@ -46,11 +51,16 @@ def every_text(pytester, result) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("verbosity", ["-v", "-vv"])
-def test_a_canary_key_reaches_the_servers_and_no_output_file_log_or_error(pytester, write_skill, canary_env, verbosity, monkeypatch):
+def test_a_canary_key_reaches_the_servers_and_no_output_file_log_or_error(
+    pytester, write_skill, canary_env, verbosity, monkeypatch
+):
     write_skill("alpha-facts", {"tests": CASES}, body="The alpha code is ZETA-42.")
     summary = pytester.path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    with LoopbackServer(reply=echoing_reply, fault=echo_key_in_errors) as openai_server, LoopbackServer(reply=echoing_reply) as anthropic_server:
+    with (
+        LoopbackServer(reply=echoing_reply, fault=echo_key_in_errors) as openai_server,
+        LoopbackServer(reply=echoing_reply) as anthropic_server,
+    ):
         pytester.makepyprojecttoml(f"""
             [tool.upskill.models.glm]
             provider = "openai"
@@ -60,9 +70,25 @@ def test_a_canary_key_reaches_the_servers_and_no_output_file_log_or_error(pytest
         """)
         models = f"openai:m@{openai_server.openai_base_url},anthropic:c@{anthropic_server.anthropic_base_url},glm"
         result = pytester.runpytest(
-            "skills", "--upskill-models", models, verbosity, "-rA", "--log-level=DEBUG", "--log-file=run.log",
-            "--log-file-level=DEBUG", "--tb=long", "--showlocals", "--junitxml=out.xml", "--upskill-report", "r.json",
-            "--upskill-markdown", "pr.md", "--upskill-retries", "1", "-o", "upskill_backoff=0.01",
+            "skills",
+            "--upskill-models",
+            models,
+            verbosity,
+            "-rA",
+            "--log-level=DEBUG",
+            "--log-file=run.log",
+            "--log-file-level=DEBUG",
+            "--tb=long",
+            "--showlocals",
+            "--junitxml=out.xml",
+            "--upskill-report",
+            "r.json",
+            "--upskill-markdown",
+            "pr.md",
+            "--upskill-retries",
+            "1",
+            "-o",
+            "upskill_backoff=0.01",
         )
         sent = [{r.headers.get("authorization") for r in s.requests} for s in (openai_server, anthropic_server)]
     # the key was really used by both SDKs, so its absence below means something
@@ -73,7 +99,9 @@ def test_a_canary_key_reaches_the_servers_and_no_output_file_log_or_error(pytest
     texts = every_text(pytester, result)
     assert {"out.xml", "r.json", "pr.md", "step-summary.md", "run.log"} <= set(texts)
     cached = [text for name, text in texts.items() if name.startswith(".upskill-cache/")]
-    assert cached and all("the key is [REDACTED]." in text for text in cached if "ZETA" in text)  # the echoing model, masked
+    assert cached and all(
+        "the key is [REDACTED]." in text for text in cached if "ZETA" in text
+    )  # the echoing model, masked
     assert "DEBUG" in texts["run.log"] and "HTTP Request: POST" in texts["run.log"]  # the SDK's logs were captured
     leaks = sorted(name for name, text in texts.items() if CANARY in text)
     assert leaks == []

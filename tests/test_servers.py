@@ -11,8 +11,11 @@ CASES = 6
 
 
 def _suite(write_skill, cases: int = CASES) -> None:
-    write_skill("cite", {"tests": [{"id": f"q{i}", "input": f"Question {i}", "expected": {"contains": "CITED"}} for i in range(cases)]},
-                body="Always end the answer with the word CITED.")
+    write_skill(
+        "cite",
+        {"tests": [{"id": f"q{i}", "input": f"Question {i}", "expected": {"contains": "CITED"}} for i in range(cases)]},
+        body="Always end the answer with the word CITED.",
+    )
 
 
 def test_one_slot_server_loses_no_trial_and_wastes_no_work(pytester, write_skill):
@@ -24,8 +27,18 @@ def test_one_slot_server_loses_no_trial_and_wastes_no_work(pytester, write_skill
     machine 2.4 s of stall before the server counts as silent."""
     _suite(write_skill)
     with LoopbackServer(latency_s=0.6, slots=1) as server:
-        result = pytester.runpytest("-p", "no:cacheprovider", "--upskill-models", f"openai:m@{server.openai_base_url}",
-                                    "--upskill-timeout", "3", "--upskill-cache", "off", "--upskill-report", "r.json")
+        result = pytester.runpytest(
+            "-p",
+            "no:cacheprovider",
+            "--upskill-models",
+            f"openai:m@{server.openai_base_url}",
+            "--upskill-timeout",
+            "3",
+            "--upskill-cache",
+            "off",
+            "--upskill-report",
+            "r.json",
+        )
     report = json.loads((pytester.path / "r.json").read_text())
     assert "errors_by_model" not in report or not report["errors_by_model"], result.stdout.str()
     result.assert_outcomes(passed=CASES, xfailed=CASES)
@@ -38,11 +51,14 @@ def test_server_that_says_its_slots_gets_no_more_at_once(pytester, write_skill):
     run never sends more, and the summary says why."""
     _suite(write_skill)
     with LoopbackServer(latency_s=0.05, slots=1, props=True) as server:
-        result = pytester.runpytest("-p", "no:cacheprovider", "--upskill-models", f"openai:m@{server.openai_base_url}",
-                                    "--upskill-cache", "off")
+        result = pytester.runpytest(
+            "-p", "no:cacheprovider", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off"
+        )
     result.assert_outcomes(passed=CASES, xfailed=CASES)
     assert server.max_in_flight == 1
-    result.stdout.fnmatch_lines(["paced: openai:m@*: the server serves 1 request(s) at a time (it says so at /props); at most 1 sent at once"])
+    result.stdout.fnmatch_lines(
+        ["paced: openai:m@*: the server serves 1 request(s) at a time (it says so at /props); at most 1 sent at once"]
+    )
 
 
 def test_requests_in_flight_go_down_when_answers_queue(pytester, write_skill):
@@ -50,9 +66,14 @@ def test_requests_in_flight_go_down_when_answers_queue(pytester, write_skill):
     the bound goes down (latency-aware, as TCP Vegas), and the summary says so."""
     _suite(write_skill, cases=12)
     with LoopbackServer(latency_s=0.3, slots=1) as server:
-        result = pytester.runpytest("-p", "no:cacheprovider", "--upskill-models", f"openai:m@{server.openai_base_url}",
-                                    "--upskill-cache", "off")
+        result = pytester.runpytest(
+            "-p", "no:cacheprovider", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-cache", "off"
+        )
     result.assert_outcomes(passed=12, xfailed=12)
     assert max(server.arrivals[:8]) >= 6  # the first wave went out at the ceiling
-    assert max(server.arrivals[-12:]) <= 4, server.arrivals  # about 2 (one served, one waiting); a busy machine adds noise
-    result.stdout.fnmatch_lines(["paced: openai:m@*: answers slowed as requests queued on the server; requests in flight went down to * of 8*"])
+    assert max(server.arrivals[-12:]) <= 4, (
+        server.arrivals
+    )  # about 2 (one served, one waiting); a busy machine adds noise
+    result.stdout.fnmatch_lines(
+        ["paced: openai:m@*: answers slowed as requests queued on the server; requests in flight went down to * of 8*"]
+    )

@@ -22,12 +22,15 @@ def paired(table: tuple[int, int, int, int], runs: int = 1) -> stats.Paired:
     return stats.Paired(tuple(Fraction(s) for s in skill), tuple(Fraction(b) for b in base))
 
 
-@pytest.mark.parametrize("table, expected", [
-    ((36, 12, 2, 0), (0.0569, 0.3404)),
-    ((18, 12, 2, 18), (0.0562, 0.3290)),
-    ((0, 30, 0, 0), (0.8395, 1.0000)),
-    ((59, 6, 16, 80), (-0.1186, -0.0046)),
-])
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ((36, 12, 2, 0), (0.0569, 0.3404)),
+        ((18, 12, 2, 18), (0.0562, 0.3290)),
+        ((0, 30, 0, 0), (0.8395, 1.0000)),
+        ((59, 6, 16, 80), (-0.1186, -0.0046)),
+    ],
+)
 def test_method_10_reproduces_the_published_intervals(table, expected):
     assert stats.newcombe10(*table) == pytest.approx(expected, abs=5e-5)
     assert paired(table).lift_ci() == pytest.approx(expected, abs=5e-5)
@@ -35,7 +38,9 @@ def test_method_10_reproduces_the_published_intervals(table, expected):
 
 def test_the_corrected_phi_subtracts_half_n_and_is_zero_on_an_empty_margin():
     e, f, g, h = 18, 12, 2, 18
-    assert stats.corrected_phi(e, f, g, h) == pytest.approx((e * h - f * g - 25) / ((e + f) * (g + h) * (e + g) * (f + h)) ** 0.5)
+    assert stats.corrected_phi(e, f, g, h) == pytest.approx(
+        (e * h - f * g - 25) / ((e + f) * (g + h) * (e + g) * (f + h)) ** 0.5
+    )
     assert stats.corrected_phi(3, 1, 1, 3) == pytest.approx((9 - 1 - 4) / 16)  # the plain phi is 0.5
     assert stats.corrected_phi(2, 1, 1, 1) == 0.0  # eh - fg = 1 < n/2: 0, not negative
     assert stats.corrected_phi(1, 2, 2, 1) == pytest.approx(-3 / 9)  # negative: not corrected
@@ -74,13 +79,17 @@ def test_more_runs_of_the_same_cases_never_narrow_the_interval_below_the_cases_o
     # the same cases, each run 20 times at the rate it showed: the per-case rates are the same
     assert stats.Paired(one_run.skill, one_run.baseline).lift_ci() == one_run.lift_ci()
     # noisier per-case rates (less agreement between the arms) widen it, never narrow it
-    noisy = stats.Paired(tuple(Fraction(3, 4) if s else Fraction(1, 4) for s in one_run.skill),
-                         tuple(Fraction(3, 4) if b else Fraction(1, 4) for b in one_run.baseline))
+    noisy = stats.Paired(
+        tuple(Fraction(3, 4) if s else Fraction(1, 4) for s in one_run.skill),
+        tuple(Fraction(3, 4) if b else Fraction(1, 4) for b in one_run.baseline),
+    )
     lo, hi = noisy.lift_ci()
     assert hi - lo > one_run.lift_ci()[1] - one_run.lift_ci()[0] - 1e-9
 
 
-@pytest.mark.parametrize("passed, n, expected", [((15, 148, (0.0598, 0.1644))), (0, 20, (0.0, 0.2005)), (1, 29, (0.0018, 0.1963))])
+@pytest.mark.parametrize(
+    "passed, n, expected", [((15, 148, (0.0598, 0.1644))), (0, 20, (0.0, 0.2005)), (1, 29, (0.0018, 0.1963))]
+)
 def test_the_continuity_corrected_wilson_reproduces_newcombes_published_values(passed, n, expected):
     assert stats.wilson_cc(passed / n, n) == pytest.approx(expected, abs=5e-5)
 

@@ -54,18 +54,37 @@ def test_the_package_has_no_import_cycle():
 def test_shared_types_are_a_leaf_and_providers_know_nothing_of_skills():
     graph = _imports()
     assert graph["pytest_upskill.core"] == set()
-    for provider in ("pytest_upskill.providers.base", "pytest_upskill.providers.openai", "pytest_upskill.providers.anthropic",
-                     "pytest_upskill.providers.local"):
+    for provider in (
+        "pytest_upskill.providers.base",
+        "pytest_upskill.providers.openai",
+        "pytest_upskill.providers.anthropic",
+        "pytest_upskill.providers.local",
+    ):
         assert not _reachable(graph, provider) & {"pytest_upskill.skill", "pytest_upskill.prompt"}, provider
     assert base.Completion is core.Completion and validators.Tool is core.Tool
 
 
 def test_every_error_of_the_plugin_has_one_root():
-    errors = [config.ConfigError, skill.SkillFileError, base.ProviderError, validators.JudgeError, changes.GitError,
-              preflight.PreflightError, sandbox.WorkspaceError, checkpool.CheckTimeout, checkpool.CheckCrashed, checkpool.CheckRaised]
+    errors = [
+        config.ConfigError,
+        skill.SkillFileError,
+        base.ProviderError,
+        validators.JudgeError,
+        changes.GitError,
+        preflight.PreflightError,
+        sandbox.WorkspaceError,
+        checkpool.CheckTimeout,
+        checkpool.CheckCrashed,
+        checkpool.CheckRaised,
+    ]
     assert all(issubclass(error, core.UpskillError) for error in errors)
-    assert issubclass(preflight.PreflightError, ValueError) and issubclass(sandbox.WorkspaceError, ValueError)  # as caught before
-    assert base.ProviderError(core.ErrorKind.TIMEOUT, "m").kind == "timeout" and type(base.ProviderError("timeout", "m").kind) is str
+    assert issubclass(preflight.PreflightError, ValueError) and issubclass(
+        sandbox.WorkspaceError, ValueError
+    )  # as caught before
+    assert (
+        base.ProviderError(core.ErrorKind.TIMEOUT, "m").kind == "timeout"
+        and type(base.ProviderError("timeout", "m").kind) is str
+    )
 
 
 def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):
@@ -75,10 +94,14 @@ def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):
     import zipfile
 
     root = PACKAGE.parent
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    wheel, = tmp_path.glob("pytest_upskill-*.whl")
+    (wheel,) = tmp_path.glob("pytest_upskill-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_upskill/py.typed" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

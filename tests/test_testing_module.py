@@ -9,26 +9,34 @@ from pytest_upskill import prompt, testing, validators
 
 
 def test_a_users_suite_tests_its_skills_and_custom_check_offline(pytester, write_skill):
-    write_skill("shout", {"tests": [{"id": "loud", "input": "Say hello.", "expected": {"contains": "HELLO", "shouts": True}}]},
-                body="Answer in capitals: HELLO THERE.")
-    pytester.makeconftest(textwrap.dedent('''
+    write_skill(
+        "shout",
+        {"tests": [{"id": "loud", "input": "Say hello.", "expected": {"contains": "HELLO", "shouts": True}}]},
+        body="Answer in capitals: HELLO THERE.",
+    )
+    pytester.makeconftest(
+        textwrap.dedent("""
         pytest_plugins = ["pytest_upskill.testing"]
 
         def pytest_upskill_checks():
             return {"shouts": lambda output, wanted: (output.split(":")[-1].strip().isupper()) == wanted}
-    '''))
-    pytester.makepyfile(test_ci=textwrap.dedent('''
+    """)
+    )
+    pytester.makepyfile(
+        test_ci=textwrap.dedent("""
         import subprocess
         import sys
 
         def test_the_skills_pass_offline(upskill_model_server):
             model = f"openai:m@{upskill_model_server.openai_base_url}"
-            done = subprocess.run([sys.executable, "-m", "pytest", "skills", "-p", "no:cacheprovider", "--upskill-models", model,
-                                   "--upskill-cache", "off", "--upskill-min-lift", "0.5"], capture_output=True, text=True)
+            command = [sys.executable, "-m", "pytest", "skills", "-p", "no:cacheprovider", "--upskill-models", model,
+                       "--upskill-cache", "off", "--upskill-min-lift", "0.5"]
+            done = subprocess.run(command, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout
             assert "upskill: exit status 0: every gate passed" in done.stdout, done.stdout
             assert len(upskill_model_server.requests) == 2  # one per arm, and nothing reached the network
-    '''))
+    """)
+    )
     result = pytester.runpytest("test_ci.py", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
@@ -38,7 +46,9 @@ def test_the_server_reads_the_plugins_own_formats():
     assert testing.SKILL_BLOCK is prompt.SKILL_BLOCK_PATTERN and testing.LISTED_SKILL is prompt.LISTED_SKILL_PATTERN
     assert testing.FILE_BLOCK is prompt.FILE_BLOCK_PATTERN
     assert testing.RUBRIC is validators.RUBRIC_PATTERN and testing.SUBMISSION is validators.SUBMISSION_PATTERN
-    skill = prompt.Skill(name="s", description="d", body="Use `x`.\n\n```a.txt\nhi\n```", path="SKILL.md", frontmatter={})
+    skill = prompt.Skill(
+        name="s", description="d", body="Use `x`.\n\n```a.txt\nhi\n```", path="SKILL.md", frontmatter={}
+    )
     assert testing.SKILL_BLOCK.search(prompt.skill_block(skill)).group(1) == skill.body
     assert testing.LISTED_SKILL.search(prompt.skill_block(skill, "progressive")).group(1) == "s"
     assert testing.FILE_BLOCK.findall(skill.body) == [("a.txt", "hi")]

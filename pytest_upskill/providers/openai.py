@@ -19,7 +19,8 @@ def messages(request: Request) -> list[dict]:
             turn: dict = {"role": "assistant", "content": message.text or None}
             if message.tool_calls:
                 turn["tool_calls"] = [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}} for c in message.tool_calls
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                    for c in message.tool_calls
                 ]
             out.append(turn)
         else:
@@ -30,9 +31,12 @@ def messages(request: Request) -> list[dict]:
 def tool_params(request: Request) -> dict:
     if not request.tools:
         return {}
-    params: dict = {"tools": [
-        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}} for t in request.tools
-    ]}
+    params: dict = {
+        "tools": [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in request.tools
+        ]
+    }
     if request.tool_choice:
         params["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
     return params
@@ -43,7 +47,10 @@ class OpenAIProvider:
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
         self.client = openai.AsyncOpenAI(
-            api_key=spec.api_key() or "unused", base_url=spec.base_url, timeout=timeout, max_retries=0,
+            api_key=spec.api_key() or "unused",
+            base_url=spec.base_url,
+            timeout=timeout,
+            max_retries=0,
             http_client=bounded_http_client(openai, spec.name),
         )
 
@@ -56,7 +63,9 @@ class OpenAIProvider:
         # OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
         params["max_completion_tokens" if self.spec.base_url is None else "max_tokens"] = request.max_tokens
         try:
-            response = await self.client.chat.completions.create(model=request.model, messages=messages(request), **params)
+            response = await self.client.chat.completions.create(
+                model=request.model, messages=messages(request), **params
+            )
         except (openai.OpenAIError, ValueError) as exc:
             raise map_sdk_error(openai, exc, self.spec.name) from None
         choices = getattr(response, "choices", None)
@@ -64,14 +73,19 @@ class OpenAIProvider:
         content = message.content if message else None
         calls = tuple(
             ToolCall(c.id, c.function.name, c.function.arguments or "{}")
-            for c in (getattr(message, "tool_calls", None) or ()) if getattr(c, "function", None) is not None
+            for c in (getattr(message, "tool_calls", None) or ())
+            if getattr(c, "function", None) is not None
         )
         if not isinstance(content, str) and not calls:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
-        return Completion(content or "", token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
-                          token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name), tool_calls=calls,
-                          truncated=getattr(choices[0], "finish_reason", None) == "length")
+        return Completion(
+            content or "",
+            token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
+            token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name),
+            tool_calls=calls,
+            truncated=getattr(choices[0], "finish_reason", None) == "length",
+        )
 
     async def slots(self) -> int | None:
         """Requests the server serves at once, where a self-hosted server says (see server_slots)."""
