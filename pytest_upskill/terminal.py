@@ -1,32 +1,66 @@
-"""The terminal role: the report header and the summary a run prints, from what the controller
-gathered (pytest-xdist keeps its terminal reporting apart from the session in the same way)."""
+"""The terminal role: the report header, the plan (--upskill-plan), the summary a run prints and
+the line that says why the exit status is what it is, from what the controller gathered
+(pytest-xdist keeps its terminal reporting apart from the session in the same way)."""
 
 from __future__ import annotations
 
-from typing import Any
+import pytest
 
+from .budget import ModelPlan, plan_lines
+from .cache import cache_key
+from .collect import TrialItem
 from .config import NO_MODEL
+from .controller import Controller
+from .gate import resolution_line
 from .report import audit_lines, reliability_lines, terminal_lines
 
 
 class TerminalSummary:
-    """Registered beside the run's state (plugin.UpskillState, not imported: the plugin imports
-    this module); pytest calls its hooks."""
+    """Registered beside the controller; pytest calls its hooks."""
 
-    def __init__(self, state: Any):
-        self.state = state
+    def __init__(self, controller: Controller):
+        self.controller = controller
+        self.run = controller.run
 
     def pytest_report_header(self) -> str | None:
         """The models under test; nothing where none is named (a project that tests no skill)."""
-        state = self.state
-        return f"upskill: models {', '.join(s.name for s in state.specs)}" if state.specs else None
+        run = self.run
+        return f"upskill: models {', '.join(s.name for s in run.specs)}" if run.specs else None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """--upskill-plan: say what the run would send and cost, and run nothing."""
+        run = self.run
+        if not run.config.getoption("upskill_plan") or run.config.getoption("collectonly"):
+            return None
+        plans: dict[str, ModelPlan] = {}
+        skills: dict[str, tuple[set[str], set[int], float | None]] = {}  # skill -> cases, runs, min_lift
+        for item in session.items:
+            if not isinstance(item, TrialItem):
+                continue
+            t = item.trial
+            # a workspace trial's first turn offers its tools; when that turn is cached, so is the conversation
+            first = t.agent.first_request(t.request) if t.agent is not None else t.request
+            cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, first, t.run)) is not None
+            plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
+            min_lift = run.thresholds.merged(item.parent.thresholds).min_lift
+            cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
+            cases.add(t.case)
+            runs.add(t.run)
+        reporter = run.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_sep("=", "upskill plan")
+        for line in plan_lines(list(plans.values())):
+            reporter.write_line(line)
+        for skill, (cases, runs, min_lift) in sorted(skills.items()):
+            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift))
+        return True
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        state = self.state
+        run, state = self.run, self.controller
         results = state.aggregator.results()
         write = terminalreporter.write_line
-        unseen = state.unseen.line()
-        if not state.specs and state.ledger.expected:
+        unseen = run.unseen.line()
+        if not run.specs and state.ledger.expected:
             terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
             write(
                 f"upskill: {NO_MODEL}; the {len(state.ledger.expected)} case(s) found were skipped, and nothing was "
@@ -37,21 +71,21 @@ class TerminalSummary:
         if not results and not state.report.get("missing"):
             return
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
-        for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in state.specs}):
+        for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in run.specs}):
             write(line)
         write(
-            f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({state.cache.root})"
-            if state.cache_mode != "off"
+            f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({run.cache.root})"
+            if run.cache_mode != "off"
             else "cache off"
         )
-        for spec in state.specs:
+        for spec in run.specs:
             if spec.note:
                 write(f"note: {spec.note}")
         for line in audit_lines(results):
             write(f"audit: {line}")
         for problem in state.ledger.cache_problems:
             write(f"cache warning: {problem} (ignored and fetched again)")
-        for line in reliability_lines(state.report, state.error_limit):
+        for line in reliability_lines(state.report, run.error_limit):
             write(line)
         budget = state.report.get("budget")
         if budget and budget["not_sent"]:
@@ -69,13 +103,29 @@ class TerminalSummary:
                     "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
                     + (
                         "fails (--upskill-strict)"
-                        if state.config.getoption("upskill_strict")
+                        if run.config.getoption("upskill_strict")
                         else "is decided on the point estimate (fails below the threshold; --upskill-strict fails "
                         "every one)"
                     )
                 )
-        path = state.config.getoption("upskill_report")
+        path = run.config.getoption("upskill_report")
         if path and not any(p.startswith(f"could not write the JSON report {path}:") for p in state.write_problems):
             write(f"JSON report written to {path}")
         for problem in state.write_problems:
             write(f"upskill: {problem} (exit status 1)")
+
+
+class ExitLine:
+    """Why the exit status is what it is: the last line before pytest's counts, after pytest's own
+    short summary of failures (this wrapper's second half runs after every other summary). Its own
+    plugin object: the summary above is an ordinary implementation of the same hook."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        result = yield
+        if self.controller.exit_line:
+            terminalreporter.write_line(self.controller.exit_line, bold=True)
+        return result

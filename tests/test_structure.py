@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import tomllib
 from pathlib import Path
 
 import pytest_upskill
@@ -106,4 +107,5 @@ def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):
     assert "pytest_upskill/py.typed" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert f"\nVersion: {pytest_upskill.__version__}\n" in metadata
-    assert 'version = "' not in (root / "pyproject.toml").read_text()  # not written twice
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]  # not written twice

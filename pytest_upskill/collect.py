@@ -1,0 +1,185 @@
+"""Collection: a ``skill_meta.json`` beside a ``SKILL.md`` becomes one item per case × model ×
+arm × run (trials.py plans them); which folders are entered, and which SKILL.md files were seen but
+not collected (discovery.py). The items wait for their trial's outcome from the runner."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import pytest
+
+from .checks import CheckRegistry
+from .config import NO_MODEL
+from .discovery import is_agent_folder
+from .providers import tools_unsupported
+from .report import outcome_properties
+from .runner import Trial
+from .session import RUN
+from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
+from .trials import skill_trials
+from .validators import ValidatorRegistry
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A symlink to a folder above it (a loop) would make pytest collect the same skills again at
+    every depth until the OS gives up: skip it. Python files inside a skill folder (its scripts/,
+    a python_tests validator's test file) belong to the skill, not to this pytest run. The hidden
+    folders where agents keep skills (upskill_skill_folders) are entered, unless --ignore'd; other
+    hidden folders are not, and a SKILL.md in one is reported."""
+    if collection_path.is_symlink() and collection_path.is_dir():
+        target = collection_path.resolve()
+        if target in {p.resolve() for p in collection_path.parents}:
+            return True
+    if (
+        collection_path.name.startswith(".")
+        and collection_path.is_dir()
+        and not _ignored_by_option(collection_path, config)
+    ):
+        if is_agent_folder(collection_path, config.getini("upskill_skill_folders")):
+            return False
+        run = config.stash.get(RUN, None)
+        if run is not None:
+            run.unseen.add_hidden(collection_path, config.rootpath)
+    if (
+        collection_path.suffix == ".py"
+        and collection_path.name != "conftest.py"
+        and in_skill_folder(collection_path, config.rootpath)
+    ):
+        return True
+    return None
+
+
+def _ignored_by_option(path: Path, config: pytest.Config) -> bool:
+    """--ignore and --ignore-glob, which the user's choice wins over upskill_skill_folders."""
+    ignored = {Path(config.invocation_params.dir, p).resolve() for p in config.getoption("ignore") or []}
+    return path.resolve() in ignored or any(
+        fnmatch.fnmatch(str(path), str(g)) for g in config.getoption("ignore_glob") or []
+    )
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    run = parent.config.stash[RUN]
+    if file_path.name == "skill_meta.json" and skill_md_in(file_path.parent) is not None:
+        if run.wants(file_path.parent):
+            return SkillFile.from_parent(parent, path=file_path)
+    elif file_path.name in ("SKILL.md", "skill.md") and not (file_path.parent / "skill_meta.json").is_file():
+        run.unseen.add(file_path, "no skill_meta.json beside it: add test cases", parent.config.rootpath)
+    return None
+
+
+class SkillFile(pytest.File):
+    """``skill_meta.json`` beside a ``SKILL.md``: one item per case x model x arm x run."""
+
+    def collect(self):
+        run = self.config.stash[RUN]
+        skill_dir = self.path.parent
+        try:
+            skill = load_skill(skill_md_in(skill_dir))
+            checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
+            judge = run.settings.judge
+            validators = ValidatorRegistry(
+                _registered(self.ihook.pytest_upskill_validators()),
+                judge.name if judge else None,
+                tools_unsupported(judge) if judge else None,
+            )
+            cases, self.thresholds = load_cases(
+                self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir)
+            )
+        except SkillFileError as exc:
+            raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
+        except ValueError as exc:  # a conftest registering a bad check or validator
+            raise self.CollectError(f"{self.path}: {exc}") from None
+        if not cases:
+            yield SkippedCase.from_parent(
+                self,
+                name="no-cases",
+                case_line=1,
+                reason=(
+                    f"{_shown(self.path, self.config.rootpath)} "
+                    "has an empty list of test cases (what upskill writes when it generated none): add cases with "
+                    "'input' and 'expected'"
+                ),
+            )
+            return
+        if not run.specs:
+            for case in cases:
+                yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL, case_line=case.line)
+            return
+        for planned in skill_trials(skill, cases, run.settings, checks, validators):
+            if planned.trial is None:
+                yield SkippedCase.from_parent(self, name=planned.name, reason=planned.skip, case_line=planned.line)
+                continue
+            t = planned.trial
+            item = TrialItem.from_parent(self, name=planned.name, trial=t, case_line=planned.line)
+            item.extra_keyword_matches.update({t.skill, run.labels[t.model], t.arm})
+            yield item
+
+
+def _shown(path: Path, root: Path) -> Path:
+    """``path`` relative to the rootdir where it is inside it, as pytest shows paths."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
+def _registered(answers: list) -> dict:
+    """The merged dicts of a registration hook's implementations (checks, validators)."""
+    merged: dict = {}
+    for registered in answers:
+        merged.update(registered or {})
+    return merged
+
+
+class SkippedCase(pytest.Item):
+    """A case that runs no trial, with the reason."""
+
+    def __init__(self, *, reason: str, case_line: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+        self.case_line = case_line
+
+    def runtest(self) -> None:
+        raise pytest.skip.Exception(self.reason, _use_item_location=True)  # -rs shows the case's file, not this one
+
+    def reportinfo(self):
+        return self.path, (self.case_line or 1) - 1, self.name
+
+
+class TrialItem(pytest.Item):
+    def __init__(self, *, trial: Trial, case_line: int | None, **kwargs):
+        super().__init__(**kwargs)
+        self.trial = trial
+        self.case_line = case_line
+
+    def setup(self) -> None:
+        run = self.config.stash[RUN]
+        run.role.prefetch(self.session)
+        outcome = run.runner.outcome(self.trial)
+        self.outcome = outcome
+        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.parent.thresholds))
+        if outcome.is_error:
+            pytest.fail(f"upskill: not scored ({outcome.error_kind}): {outcome.message}", pytrace=False)
+
+    def runtest(self) -> None:
+        outcome = self.outcome
+        if outcome.passed:
+            return
+        text = f"{outcome.message}\n--- output ({self.trial.model}, {self.trial.arm}) ---\n{outcome.output[:2000]}"
+        if self.trial.arm == "baseline":
+            pytest.xfail(f"baseline failed (the point of comparison, never fails the run): {outcome.message}")
+        pytest.fail(text, pytrace=False)
+
+    def repr_failure(self, excinfo, style=None):
+        """Our own failures (and baseline xfails) carry their whole message: no traceback to format,
+        which for an xfail would cost pytest ~0.2 s of parsing source per trial."""
+        if isinstance(excinfo.value, pytest.fail.Exception):  # pytest.xfail's exception is a subclass
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        t = self.trial
+        return (
+            self.path,
+            (self.case_line - 1) if self.case_line else None,
+            f"{t.skill}::{t.case} [{t.model} {t.arm} run {t.run}]",
+        )

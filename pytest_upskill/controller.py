@@ -1,0 +1,182 @@
+"""The controller role: the process that sees every item's report (the only process without
+xdist, the xdist controller with it). It keeps the ledger of what ran, aggregates the outcomes,
+writes the reports and decides the exit status. Without xdist it also starts the trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .budget import budget_summary
+from .collect import TrialItem
+from .gate import Evaluation, evaluate
+from .options import float_option
+from .preflight import PreflightError, compared_report, write_each
+from .report import Aggregator, Progress, RunLedger, markdown, outcome_from_properties, write_text_atomic
+from .session import UpskillRun
+
+Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
+
+
+class Controller:
+    """Registered as a plugin on the controlling process; pytest calls its hooks."""
+
+    def __init__(self, run: UpskillRun):
+        self.run = run
+        self.config = run.config
+        self.aggregator = Aggregator([s.name for s in run.specs])
+        self.ledger = RunLedger()
+        self.progress = Progress(float_option(run.config, "upskill_progress") or 0.0, run.labels)
+        self.old_report = self._read_old_report()
+        self.collection_errors = 0
+        self.evaluation: Evaluation | None = None
+        self.report: dict[str, Any] = {}
+        self.write_problems: list[str] = []  # outputs that could not be written at the end
+        self.exit_line = ""  # why the exit status is what it is, the summary's last line
+        self._prefetched = False
+
+    def prefetch(self, session: pytest.Session) -> None:
+        """Without xdist this process runs every item: submit them all, so they are in flight together."""
+        if self._prefetched:
+            return
+        self._prefetched = True
+        for item in session.items:
+            if isinstance(item, TrialItem):
+                self.run.runner.submit(item.trial)
+
+    # -- what ran
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self.collection_errors += report.failed
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._expect([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """The controller of an xdist run collects nothing itself: the workers' ids say what to expect."""
+        self._expect(ids)
+
+    def _expect(self, nodeids: list[str]) -> None:
+        if not self.ledger.expected:
+            self.ledger.expect(nodeids)
+            self.progress.expect(self.ledger.expected)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """What a finished xdist worker found that is not in its reports (worker.py)."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.ledger.add_problems(output.get("upskill_cache_problems", []))
+        self.ledger.add_throttling(output.get("upskill_throttling", {}))
+        self.run.unseen.merge(output.get("upskill_unseen", {}))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = outcome_from_properties(report.user_properties)
+        if report.when == "teardown" and outcome is not None:
+            self.aggregator.add(outcome)
+        self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
+        if (report.when == "teardown" and outcome is not None) or report.skipped:
+            unscored = outcome is not None and outcome.get("passed") is None
+            line = self.progress.tick(report.nodeid, unscored, time.monotonic())
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter") if line else None
+            if reporter is not None:
+                reporter.write_line(line)
+
+    # -- the reports and the exit status
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file and the terminal summary
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        run, ledger, config = self.run, self.ledger, self.config
+        run.runner.close()
+        ledger.add_problems([f"{p.path}: {p.reason}" for p in run.cache.problems])
+        ledger.add_throttling(run.runner.throttling())
+        results = self.aggregator.results()
+        prices = {s.name: (s.input_price, s.output_price) for s in run.specs}
+        ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
+        missing = ledger.missing() if ran else []
+        budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
+        report = self.report = self.aggregator.to_json(
+            missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
+        )
+        evaluation = self.evaluation = evaluate(
+            results, report, run.thresholds, config.getoption("upskill_strict"), self.old_report
+        )
+        report["verdicts"] = [v.to_json() for v in evaluation.verdicts]
+        report["regressions"] = [g.to_json() for g in evaluation.regressions]
+        unscored = report["errors"] + len(missing)
+        allowed = run.error_limit.allowed(self.aggregator.trials + len(missing))
+        report["error_limit"] = {"unscored": unscored, "allowed": allowed, "exceeded": unscored > allowed}
+        self.write_problems = write_each(self._json_output(report) + self._markdown_outputs(results, report, prices))
+        from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
+
+        xml = config.stash.get(xml_key, None)
+        if xml is not None:
+            for name, value in self.aggregator.suite_properties():
+                xml.add_global_property(name, value)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
+            reasons = evaluation.fail_reasons(
+                unscored=unscored,
+                allowed_errors=allowed,
+                collection_errors=self.collection_errors,
+                with_skill_failed=sum(r.with_skill.failed for r in results),
+            )
+            reasons += [f"{ledger.other_failures} other test(s) failed"] if ledger.other_failures else []
+            reasons += ["an output could not be written"] if self.write_problems else []
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if reasons else pytest.ExitCode.OK
+            self.exit_line = evaluation.exit_line(reasons)
+
+    def _json_output(self, report: dict) -> list[Output]:
+        path = self.config.getoption("upskill_report")
+        if not path:
+            return []
+        return [
+            (
+                f"the JSON report {path}",
+                lambda: write_text_atomic(self.run.path(path), json.dumps(report, indent=2) + "\n"),
+            )
+        ]
+
+    def _markdown_outputs(self, results, report: dict, prices: dict) -> list[Output]:
+        path = self.config.getoption("upskill_markdown")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not path and not summary:
+            return []
+        aggregator = self.aggregator
+        text = markdown(
+            results, report["verdicts"], report["regressions"], prices, aggregator.cached, aggregator.trials
+        )
+
+        def append_summary() -> None:
+            with open(str(summary), "a", encoding="utf-8") as f:
+                f.write(text)
+
+        outputs: list[Output] = []
+        if path:
+            outputs.append((f"the Markdown summary {path}", lambda: write_text_atomic(self.run.path(path), text)))
+        if summary and results:
+            outputs.append((f"GITHUB_STEP_SUMMARY {summary}", append_summary))
+        return outputs
+
+    def _read_old_report(self) -> dict | None:
+        path = self.config.getoption("upskill_compare")
+        if not path:
+            return None
+        try:
+            report = json.loads(self.run.path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}"
+            ) from None
+        except ValueError as exc:
+            raise pytest.UsageError(
+                f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report"
+            ) from None
+        try:
+            return compared_report(report, f"--upskill-compare {path}")
+        except PreflightError as exc:
+            raise pytest.UsageError(str(exc)) from None

@@ -1,0 +1,132 @@
+"""What every process of a run shares: the settings read once from the options, the models, the
+cache, the runner, and what collection saw. The roles (controller.py, worker.py, terminal.py)
+are built on it; plugin.py registers the ones this process plays (pytest-xdist splits its
+``DSession``, ``WorkerInteractor`` and terminal reporting the same way)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from .budget import Budget
+from .cache import MODES, ResponseCache
+from .changes import GitError, changed_files, is_changed
+from .config import NO_MODEL, ModelSpec, node_ids
+from .discovery import Unseen
+from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
+from .options import float_option, int_option, option, seconds_option
+from .preflight import PreflightError, check_outputs
+from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
+from .providers import tools_unsupported
+from .redact import Redactor, secret_values
+from .runner import Runner
+from .trials import Settings
+
+RUN = pytest.StashKey["UpskillRun"]()
+
+
+class Role(Protocol):
+    """The object that decides which trials this process starts ahead of pytest's loop."""
+
+    def prefetch(self, session: pytest.Session) -> None: ...
+
+
+class UpskillRun:
+    """The run as one pytest process sees it, built in ``pytest_configure``: a bad setting is a
+    usage error here, before collection and before the first request."""
+
+    role: Role  # the controller (which also runs the trials without xdist) or an xdist worker
+
+    def __init__(self, config: pytest.Config, specs: list[ModelSpec], judge: ModelSpec | None = None):
+        self.config = config
+        self.specs = specs
+        self.labels = node_ids(specs)
+        self.is_worker = hasattr(config, "workerinput")
+        injection = option(config, "upskill_injection")
+        if injection not in INJECTIONS:
+            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
+        self.settings = Settings(
+            specs=specs,
+            labels=self.labels,
+            runs=int_option(config, "upskill_runs"),
+            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD,
+            injection=injection,
+            max_turns=int_option(config, "upskill_max_turns"),
+            judge=judge,
+            tools_unsupported=tools_unsupported,
+        )
+        self.cache_mode: str = option(config, "upskill_cache")
+        if self.cache_mode not in MODES:
+            raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
+        cache_dir = Path(option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
+        self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
+        self._preflight()
+        self.max_cost = float_option(config, "upskill_max_cost")
+        workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1  # type: ignore[attr-defined]
+        budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each worker gets its share
+        self.redact = Redactor(secret_values(s.key_env for s in [*specs, judge] if s and s.key_env))
+        self.runner = Runner(
+            concurrency=int_option(config, "upskill_concurrency"),
+            timeout=seconds_option(config, "upskill_timeout"),
+            retries=int_option(config, "upskill_retries"),
+            backoff=seconds_option(config, "upskill_backoff"),
+            check_timeout=seconds_option(config, "upskill_check_timeout"),
+            cache=self.cache,
+            cache_mode=self.cache_mode,
+            budget=budget,
+            redact=self.redact,
+        )
+        try:
+            self.error_limit: ErrorLimit = parse_error_limit(option(config, "upskill_max_errors"))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.thresholds = Thresholds(**{key: float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
+        gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
+        gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
+        if gates and not specs and not config.getoption("collectonly"):  # a CI gate that would pass on nothing measured
+            raise pytest.UsageError(
+                f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
+            )
+        self.changed = self._changed_files()
+        self.unseen = Unseen()  # SKILL.md files seen but not collected
+
+    def _changed_files(self) -> set[Path] | None:
+        ref = self.config.getoption("upskill_changed_since")
+        if not ref:
+            return None
+        try:
+            return changed_files(self.config.rootpath, ref)
+        except GitError as exc:
+            raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
+
+    def wants(self, skill_dir: Path) -> bool:
+        """Whether the skill in ``skill_dir`` is collected (--upskill-changed-since)."""
+        return self.changed is None or is_changed(skill_dir, self.changed)
+
+    def path(self, name: str) -> Path:
+        """An output path as the user gave it: relative to where pytest was started."""
+        return Path(self.config.invocation_params.dir, name)
+
+    def _preflight(self) -> None:
+        """Every place the run will write, checked before the first request (see preflight.py):
+        the cache everywhere, the reports where they are written (the controller)."""
+        config = self.config
+        names = (
+            ("upskill_report", "--upskill-report"),
+            ("upskill_markdown", "--upskill-markdown"),
+            ("xmlpath", "--junitxml"),
+        )
+        outputs = (
+            []
+            if self.is_worker
+            else [(what, self.path(v)) for name, what in names if (v := config.getoption(name, None))]
+        )
+        try:
+            check_outputs(
+                self.cache, self.cache_mode, outputs, None if self.is_worker else os.environ.get("GITHUB_STEP_SUMMARY")
+            )
+        except PreflightError as exc:
+            raise pytest.UsageError(str(exc)) from None

@@ -1,0 +1,51 @@
+"""The worker role of an xdist run: it runs the items the controller sends it, starting the trials
+of those already queued for it so that they are in flight together, and hands the controller what
+its item reports do not carry (cache problems, how its limiters moved, SKILL.md files it did not
+collect) through xdist's ``workeroutput``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .collect import TrialItem
+from .session import UpskillRun
+
+
+class Worker:
+    """Registered as a plugin on an xdist worker; pytest calls its hooks."""
+
+    def __init__(self, run: UpskillRun):
+        self.run = run
+        self._queue: Any = None  # xdist's queue of this worker's next items
+
+    def prefetch(self, session: pytest.Session) -> None:
+        """Submit the trials of the items xdist has queued for this worker (``load`` never takes
+        an item back, so none is sent twice)."""
+        if self._queue is None:
+            self._queue = _xdist_queue(self.run.config)
+            if self._queue is None:
+                return
+        with self._queue.lock() as pending:
+            indices = [i for i in pending if isinstance(i, int)]
+        for index in indices:
+            item = session.items[index]
+            if isinstance(item, TrialItem):
+                self.run.runner.submit(item.trial)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        run = self.run
+        run.runner.close()
+        output = run.config.workeroutput  # type: ignore[attr-defined]
+        output["upskill_cache_problems"] = [f"{p.path}: {p.reason}" for p in run.cache.problems]
+        output["upskill_throttling"] = run.runner.throttling()
+        output["upskill_unseen"] = run.unseen.files
+
+
+def _xdist_queue(config: pytest.Config) -> Any:
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "torun"):
+            return plugin.torun
+    return None
