@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .core import Completion
 from .prompt import Message, Request, Tool, ToolCall, ToolResult
 from .sandbox import Workspace
 from .skill import Case, Skill
@@ -216,18 +217,17 @@ def _string(args: dict, key: str, default: str | None = None) -> str:
     return value
 
 
-Send = Callable[[Request], Awaitable["object | None"]]  # a Completion, or None when the request failed
+Send = Callable[[Request], Awaitable[Completion]]  # raises the trial's error (core.TrialError) when the request failed
 
 
-async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: Send) -> AgentRun | None:
-    """The tool loop; None when a request failed (``send`` has recorded why)."""
+async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: Send) -> AgentRun:
+    """The tool loop, turn after turn, until the model answers without a tool call or the turns
+    run out; a failed request's error (raised by ``send``) ends it."""
     run = AgentRun()
     history: tuple[Message, ...] = ()
     request = plan.first_request(request)
     while run.turns < plan.max_turns:
         completion = await send(replace(request, history=history))
-        if completion is None:
-            return None
         run.turns += 1
         run.input_tokens += completion.input_tokens
         run.output_tokens += completion.output_tokens

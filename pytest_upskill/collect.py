@@ -14,10 +14,9 @@ from .config import NO_MODEL
 from .discovery import is_agent_folder
 from .providers import tools_unsupported
 from .report import outcome_properties
-from .runner import Trial
 from .session import RUN
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
-from .trials import skill_trials
+from .trials import Trial, skill_trials
 from .validators import ValidatorRegistry
 
 

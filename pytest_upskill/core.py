@@ -15,6 +15,16 @@ class UpskillError(Exception):
     """The root of every error the plugin raises on purpose (bad files, settings, providers, checks)."""
 
 
+class TrialError(UpskillError):
+    """A trial that could not be scored: ``kind`` (an :class:`ErrorKind`, as its string) says why,
+    the message says what happened. Transport and scoring raise it; the runner turns it into the
+    trial's outcome."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = str(kind)  # a plain string: it travels to xdist's controller and into the reports
+        super().__init__(message)
+
+
 class Arm(enum.StrEnum):
     """The two arms of a trial; equal to their names as strings ("baseline", "with_skill")."""
 

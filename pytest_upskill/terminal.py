@@ -39,9 +39,7 @@ class TerminalSummary:
             if not isinstance(item, TrialItem):
                 continue
             t = item.trial
-            # a workspace trial's first turn offers its tools; when that turn is cached, so is the conversation
-            first = t.agent.first_request(t.request) if t.agent is not None else t.request
-            cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, first, t.run)) is not None
+            cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, t.first_request(), t.run)) is not None
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
             min_lift = run.thresholds.merged(item.parent.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))

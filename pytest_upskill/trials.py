@@ -1,22 +1,72 @@
 """From a loaded skill and its cases to trials: one per case × model × arm × run, or a skip that
 says why a case cannot run here (its validator needs what this machine lacks, the model cannot
 call tools). Nothing here knows about pytest: the plugin turns each into an item.
+
+A trial is one of two variants: a :class:`PlainTrial` (one completion, scored by the case's
+checks) or a :class:`WorkspaceTrial` (a conversation with tools, then its checks and validator).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .agent import SkillFiles, is_workspace_case, plan_for
-from .checks import CheckRegistry
+from .agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
+from .checks import CheckRegistry, CheckResult
 from .config import ModelSpec
+from .core import Request
 from .prompt import ARMS, build_request
-from .runner import Trial, Validation
+from .scoring import Validation
 from .skill import Case, Skill
 from .validators import ValidatorRegistry
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Trial:
+    """What every trial has: who and what it is (the key), the request, and the case's checks."""
+
+    skill: str
+    case: str
+    model: str  # the model name as the user gave it
+    arm: str
+    run: int
+    spec: ModelSpec
+    request: Request
+    checks: dict = field(
+        default_factory=dict, compare=False, repr=False
+    )  # built-in checks, prepared: run in a check worker
+    score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks
+    note: str | None = field(default=None, compare=False, repr=False)  # how it runs where that differs from the case
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return self.skill, self.case, self.model, self.arm, self.run
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlainTrial(_Trial):
+    """One completion, scored by the case's checks."""
+
+    def first_request(self) -> Request:
+        return self.request
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkspaceTrial(_Trial):
+    """The tool loop (agent.py), in a fresh workspace where the case has files to work on; then the
+    checks, and the validator where the case has one."""
+
+    agent: AgentPlan = field(compare=False, repr=False)
+    validation: Validation | None = field(default=None, compare=False, repr=False)
+
+    def first_request(self) -> Request:
+        """The first turn offers the tools: when it is cached, so is the conversation."""
+        return self.agent.first_request(self.request)
+
+
+Trial = PlainTrial | WorkspaceTrial
 
 
 @dataclass(frozen=True)
@@ -64,7 +114,9 @@ def _case_trials(
     # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
     files_only = workspace and not case.validator and not case.output_file and skill_files is None
     validation = (
-        Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected))
+        Validation(
+            validator, case.prepared_validator, case.output_file, case.input, bool(case.expected), settings.judge
+        )
         if workspace
         else None
     )
@@ -87,21 +139,34 @@ def _case_trials(
             request = build_request(
                 spec, arm, skill, case, settings.scaffold, settings.injection
             )  # the same for every run
-            agent, checked = (None, None) if note else (plans[arm], validation)
+            agent = None if note else plans[arm]
             for run in range(1, settings.runs + 1):
-                trial = Trial(
-                    skill=skill.name,
-                    case=case.key,
-                    model=spec.name,
-                    arm=arm,
-                    run=run,
-                    spec=spec,
-                    request=request,
-                    checks=builtin,
-                    score=score,
-                    agent=agent,
-                    validation=checked,
-                    judge=settings.judge,
-                    note=note,
-                )
+                trial: Trial
+                if agent is None:
+                    trial = PlainTrial(
+                        skill=skill.name,
+                        case=case.key,
+                        model=spec.name,
+                        arm=arm,
+                        run=run,
+                        spec=spec,
+                        request=request,
+                        checks=builtin,
+                        score=score,
+                        note=note,
+                    )
+                else:
+                    trial = WorkspaceTrial(
+                        skill=skill.name,
+                        case=case.key,
+                        model=spec.name,
+                        arm=arm,
+                        run=run,
+                        spec=spec,
+                        request=request,
+                        checks=builtin,
+                        score=score,
+                        agent=agent,
+                        validation=validation,
+                    )
                 yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

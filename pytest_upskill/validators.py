@@ -53,8 +53,8 @@ class Context:
     task: str  # the case's input
     config: Any  # what prepare() returned
     limits: Limits
-    # judge(system, user, tools, tool_choice) -> Completion or None (the judge's request failed;
-    # the runner has recorded why). Only llm_judge uses it.
+    # judge(system, user, tools, tool_choice) -> Completion; raises the trial's error (core.TrialError)
+    # when the judge's request failed. Only llm_judge uses it.
     judge: Callable[..., Awaitable[Any]] | None = None
 
 
@@ -445,8 +445,6 @@ class LlmJudge(Validator):
             f"<submission{f' file={json.dumps(name)}' if name else ''}>\n{submission}\n</submission>"
         )
         completion = await ctx.judge(JUDGE_SYSTEM, user, (VERDICT,), "verdict")
-        if completion is None:
-            return None  # the judge's request failed; the runner has recorded the error
         calls = [c for c in completion.tool_calls if c.name == "verdict"]
         if not calls:
             raise JudgeError(f"the judge answered without calling the verdict tool: {completion.text[:200]!r}")

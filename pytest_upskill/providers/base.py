@@ -8,7 +8,7 @@ import time
 import zlib
 from typing import Protocol
 
-from ..core import Completion, ErrorKind, Request, ToolCall, UpskillError, clean_text
+from ..core import Completion, ErrorKind, Request, ToolCall, TrialError, clean_text
 
 __all__ = [
     "Completion",
@@ -64,15 +64,14 @@ def token_count(value: object, field: str, model: str) -> int:
     return value
 
 
-class ProviderError(UpskillError):
+class ProviderError(TrialError):
     """A request that produced no scorable reply. ``kind`` is one of the ErrorKind members."""
 
     def __init__(self, kind: str, message: str, retry_after: float | None = None, sent: bool = True):
-        self.kind = str(kind)  # a plain string: it travels to xdist's controller and into the reports
+        super().__init__(kind, message)
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
         self.sent = sent  # False: the runner decided not to send the request at all
         self.retryable = sent and kind in RETRYABLE
-        super().__init__(message)
 
 
 def bounded_http_client(sdk, model: str):

@@ -1,0 +1,409 @@
+"""Transport: one request to a model and its completion, from the cache, from an identical
+request in flight, or from the model, within the model's bound on requests in flight, the budget
+and the deadlines, retried on the errors worth retrying. It returns a completion or raises a
+:class:`~pytest_upskill.core.TrialError` that carries its kind; it knows nothing of checks or
+trials (runner.py dispatches them, scoring.py judges what came back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from dataclasses import dataclass, replace
+
+from .budget import OVER_BUDGET, Budget
+from .cache import ResponseCache, cache_key
+from .config import ModelSpec
+from .core import ErrorKind, Request, ToolCall, TrialError
+from .providers import Completion, Provider, ProviderError, make_provider
+from .providers.base import BAD_RESPONSE, CONNECTION, DROPPED, RATE_LIMIT, TIMEOUT
+from .redact import Redactor
+
+MAX_BACKOFF_S = 30.0  # the longest pause between two attempts of our own choosing
+MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer pause is given up on
+DEAD_AFTER = 3  # trials in a row that could not connect: the model's remaining trials are not sent
+
+
+@dataclass
+class Spent:
+    """The model's own seconds for a trial's requests (a cached answer's as when it was made),
+    counted also when a request fails."""
+
+    seconds: float = 0.0
+
+
+class ModelLimiter:
+    """Requests in flight for one model: a bound that adapts to what the server can take.
+
+    At most ``ceiling`` (``--upskill-concurrency``, or fewer where the server says how many it
+    serves at once) requests are in flight. A 429, or a request that timed out behind others of
+    ours, halves the bound (once per wave: only a request sent under the current bound lowers it
+    again). On a self-hosted server (a base URL, or an in-process model) answers that take much
+    longer than the quickest one when several were in flight mean they queued on the server: the
+    bound goes down to what the server did serve at once, plus one waiting (Vegas's idea; latency
+    per output token, so long answers do not look like queueing), and answers a little slower hold
+    it. Every ``limit`` answers in a row without any of these raise it by one, up to the ceiling.
+    Each model has its own, so a throttled or dead model never holds the slots of another.
+    """
+
+    SLOW = 2.0  # an answer this many times slower (per token) than the quickest, sent with others: it queued
+    STEADY = 1.5  # slower than this (but not SLOW): the bound holds, neither up nor down
+    NOISE_S = 0.5  # a delay shorter than this is noise (a busy machine), not a queue
+
+    def __init__(self, ceiling: int, self_hosted: bool = False):
+        self.ceiling = self.limit = self.lowest = self.requested = ceiling
+        self.self_hosted = self_hosted
+        self.in_flight = 0
+        self.throttled = 0  # 429 answers
+        self.slowed = 0  # times the bound went down because answers queued on the server
+        self.slots: int | None = None  # what the server said it serves at once (llama.cpp's /props)
+        self.quickest: float | None = (
+            None  # seconds per output token of the quickest answer: the server's pace unqueued
+        )
+        self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
+        self.opened = False  # nothing is sent before open(): until then every request queues, in order
+        self.asking: asyncio.Task | None = None  # the question to the server about its slots
+        self.dead_streak = 0  # trials in a row that ended unable to connect
+        self.last_connection_error = ""
+        self._epoch = 0
+        self._successes = 0
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()  # FIFO: wake only as many as may go
+
+    def open(self, slots: int | None = None) -> None:
+        """Start sending, the requests queued so far first, in the order they came; ``slots``: the
+        server said how many requests it serves at once, and no more are ever sent."""
+        if slots:
+            self.slots = slots
+            self.ceiling = self.limit = min(self.ceiling, slots)
+            self.lowest = min(self.lowest, self.limit)
+        self.opened = True
+        self._wake()
+
+    async def acquire(self) -> int:
+        if self.opened and self.in_flight < self.limit and not self._waiting:
+            self.in_flight += 1
+            return self._epoch
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn  # the slot is handed over by release(): in_flight already counts it
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release_slot()
+            raise
+        return self._epoch
+
+    def _release_slot(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the longest waiting requests."""
+        while self.opened and self._waiting and self.in_flight < self.limit:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                self.in_flight += 1
+                turn.set_result(None)
+
+    def _lower(self, epoch: int, to: int) -> bool:
+        if epoch != self._epoch or to >= self.limit:
+            return False
+        self.limit = max(1, to)
+        self.lowest = min(self.lowest, self.limit)
+        self._epoch += 1
+        self._successes = 0
+        return True
+
+    def release(self, epoch: int, kind: str | None, seconds: float = 0.0, sent_with: int = 1, tokens: int = 0) -> None:
+        """A request sent with ``sent_with`` of ours in flight (itself included) ended: ``kind``
+        None for an answer of ``tokens`` output tokens after ``seconds``, else its error kind."""
+        if kind == RATE_LIMIT:
+            self.throttled += 1
+            self._successes = 0
+            self._lower(epoch, self.limit // 2)
+        elif kind == TIMEOUT and sent_with > 1:  # it waited behind others: fewer at once
+            self._lower(epoch, self.limit // 2)
+        elif kind is None:
+            weight = tokens + 16  # 16: a short answer still pays for its prompt
+            pace = seconds / weight
+            # how much slower than the server's unqueued pace; 1.0 where queueing does not apply
+            slower = (
+                pace / self.quickest
+                if self.self_hosted
+                and self.quickest
+                and sent_with > 1
+                and seconds - self.quickest * weight > self.NOISE_S
+                else 1.0
+            )
+            if slower > self.SLOW:
+                served = max(1, int(sent_with / slower))  # what the server did serve at once
+                if self._lower(epoch, max(2, served + 1)):
+                    self.slowed += 1
+            elif self.limit < self.ceiling and slower <= self.STEADY:
+                self._successes += 1
+                if self._successes >= self.limit:
+                    self.limit += 1
+                    self._successes = 0
+            self.quickest = pace if self.quickest is None else min(self.quickest, pace)
+        self._release_slot()
+
+    def summary(self) -> dict:
+        return {
+            "throttled": self.throttled,
+            "slowed": self.slowed,
+            "slots": self.slots,
+            "lowest_concurrency": self.lowest,
+            "concurrency": self.requested,
+        }
+
+    def adapted(self) -> bool:
+        """Whether the summary should say how the bound moved."""
+        return bool(self.throttled or self.slowed or (self.slots is not None and self.slots < self.requested))
+
+
+class Transport:
+    """Every request of a process goes through here, on the runner's loop."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        cache: ResponseCache | None,
+        cache_mode: str,
+        budget: Budget | None,
+        redact: Redactor,
+    ):
+        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
+        self.cache, self.cache_mode = (cache, cache_mode) if cache is not None else (None, "off")
+        self.budget = budget
+        self.redact = redact
+        self.limiters: dict[str, ModelLimiter] = {}  # model name -> its limiter (created in the loop)
+        self._inflight: dict[str, asyncio.Future[Completion | None]] = {}  # cache key -> the completion being fetched
+        self._providers: dict[ModelSpec, Provider] = {}
+
+    def throttling(self) -> dict[str, dict]:
+        """Per model whose bound on requests in flight moved: 429s met, answers that queued on the
+        server, the slots the server reported, and how low the bound went."""
+        return {name: limiter.summary() for name, limiter in self.limiters.items() if limiter.adapted()}
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            try:
+                await provider.aclose()
+            except Exception:  # closing is best effort
+                pass
+        self._providers.clear()
+
+    async def complete(
+        self, spec: ModelSpec, name: str, request: Request, run: int, spent: Spent
+    ) -> tuple[Completion, bool]:
+        """The completion of ``request`` for run ``run``, and whether it came from the cache; raises
+        TrialError (kind and message) when there is none."""
+        key = cache_key(spec, request, run) if self.cache is not None and self.cache_mode != "off" else None
+        completion = self.cache.get(key) if self.cache is not None and key else None
+        if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
+            completion = await asyncio.shield(self._inflight[key])
+            if completion is None and self.cache is not None:  # it failed: this trial makes its own attempt
+                completion = self.cache.get(key)
+        if completion is not None:
+            spent.seconds = round(spent.seconds + (completion.seconds or 0.0), 4)  # the model's time when it was made
+            return completion, True
+        if self.cache is not None and self.cache_mode == "replay":
+            raise TrialError(
+                ErrorKind.NOT_CACHED,
+                f"{name}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "
+                "record it with --upskill-cache rw (the default)",
+            )
+        shared = None
+        if key:
+            shared = self._inflight[key] = asyncio.get_running_loop().create_future()
+        completion = None
+        try:
+            completion = await self._call(spec, name, request, spent)
+            if key and self.cache is not None:
+                self.cache.put(key, completion)
+        finally:
+            if shared is not None and key:
+                self._inflight.pop(key, None)
+                shared.set_result(completion)
+        return completion, False
+
+    async def _call(self, spec: ModelSpec, name: str, request: Request, spent: Spent) -> Completion:
+        """The request, retried on the errors worth retrying, within the model's bound on requests
+        in flight; on failure, the last error (with the attempts it took).
+
+        Every attempt has a deadline (``timeout`` plus a margin, over the SDK's own timeout) and
+        the pauses are bounded, so a trial always ends."""
+        limiter = self._limiter(spec, name)
+        try:
+            for attempt in range(self.retries + 1):
+                completion, error, seconds = await self._attempt(spec, name, request, limiter)
+                spent.seconds += seconds
+                if error is None and completion is not None:
+                    limiter.dead_streak = 0
+                    return completion
+                assert error is not None
+                message = str(error)
+                if not error.retryable or attempt == self.retries:
+                    break
+                pause = (
+                    error.retry_after
+                    if error.retry_after is not None
+                    else min(MAX_BACKOFF_S, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+                )
+                if pause > MAX_RETRY_AFTER_S:
+                    message += f" (the server asked to wait {pause:.0f} s; not retried)"
+                    break
+                await asyncio.sleep(pause)
+            if not error.sent:
+                raise TrialError(error.kind, message)
+            if attempt:
+                message += f" (after {attempt + 1} attempts)"
+            if error.kind == CONNECTION:
+                limiter.dead_streak += 1
+                limiter.last_connection_error = str(error)
+            elif error.kind != TIMEOUT:  # it answered, or took the request before the connection broke: it is up
+                limiter.dead_streak = 0
+            raise TrialError(error.kind, message)
+        finally:
+            spent.seconds = round(spent.seconds, 4)
+
+    def _provider(self, spec: ModelSpec) -> Provider:
+        provider = self._providers.get(spec)
+        if provider is None:
+            # A self-hosted server queues what it cannot serve yet: the runner keeps the time
+            # limit itself (see _answer), and the SDK's own only bounds the longest possible wait.
+            timeout = self.timeout * self.concurrency + 5 if spec.self_hosted else self.timeout
+            provider = self._providers[spec] = make_provider(spec, timeout=timeout)
+        return provider
+
+    def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
+        """The model's limiter: at most what the provider can serve at once (its ``capacity``: one
+        for an in-process model); the first request to a self-hosted server asks it how many
+        requests it serves at once (llama.cpp's server says); until it has answered, requests
+        queue in the limiter, in the order they came."""
+        limiter = self.limiters.get(name)
+        if limiter is None:
+            capacity = getattr(self._provider(spec), "capacity", None) or self.concurrency
+            limiter = self.limiters[name] = ModelLimiter(min(self.concurrency, capacity), self_hosted=spec.self_hosted)
+            limiter.asking = asyncio.ensure_future(self._ask_slots(spec, limiter))
+        return limiter
+
+    async def _ask_slots(self, spec: ModelSpec, limiter: ModelLimiter) -> None:
+        slots = None
+        try:
+            ask = getattr(self._provider(spec), "slots", None)
+            slots = await asyncio.wait_for(ask(), 10) if ask is not None else None
+        except Exception:  # a server that cannot say is paced by its answers
+            pass
+        finally:
+            limiter.open(slots)
+
+    async def _attempt(
+        self, spec: ModelSpec, name: str, request: Request, limiter: ModelLimiter
+    ) -> tuple[Completion | None, ProviderError | None, float]:
+        """One request once the model's limiter lets it go; returns the seconds it took (the
+        model's own, not the wait for a slot: a local model reports its generation time)."""
+        epoch = await limiter.acquire()
+        sent_with = limiter.in_flight
+        completion, error = None, None
+        start = time.perf_counter()
+        if limiter.dead_streak >= DEAD_AFTER:  # checked here, when the slot is free: the trials queued behind learn it
+            limiter.release(epoch, CONNECTION)
+            return (
+                None,
+                ProviderError(
+                    CONNECTION,
+                    sent=False,
+                    message=(
+                        f"{name}: not sent: {limiter.dead_streak} trials in a row could not connect "
+                        f"({limiter.last_connection_error}); is the server up and the base URL right?"
+                    ),
+                ),
+                0.0,
+            )
+        reservation = self.budget.reserve(spec, request) if self.budget else 0.0
+        try:
+            if reservation is None:
+                return (
+                    None,
+                    ProviderError(
+                        OVER_BUDGET,
+                        f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
+                        sent=False,
+                    ),
+                    0.0,
+                )
+            try:
+                completion = await self._answer(self._provider(spec).complete(request), name, limiter, sent_with)
+            except ProviderError as exc:
+                error = exc
+            except Exception as exc:  # an SDK or runtime failure we did not foresee is still only this trial's error
+                error = ProviderError(BAD_RESPONSE, f"{name}: {type(exc).__name__}: {exc}")
+            seconds = time.perf_counter() - start
+            if completion is not None:
+                seconds = completion.seconds if completion.seconds is not None else seconds
+                calls = tuple(ToolCall(c.id, c.name, self.redact(c.arguments_json)) for c in completion.tool_calls)
+                completion = replace(completion, text=self.redact(completion.text), tool_calls=calls, seconds=seconds)
+            return completion, error, seconds
+        finally:
+            seconds_in_flight = time.perf_counter() - start
+            if error is None or error.kind not in (TIMEOUT, CONNECTION, DROPPED):  # the server answered
+                limiter.last_answer = asyncio.get_running_loop().time()
+            limiter.release(
+                epoch,
+                error.kind if error else None,
+                seconds_in_flight,
+                sent_with,
+                completion.output_tokens if completion else 0,
+            )
+            if self.budget and reservation is not None:
+                tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
+                self.budget.settle(reservation, spec, *tokens)
+
+    async def _answer(self, call, name: str, limiter: ModelLimiter, sent_with: int) -> Completion:
+        """Await ``call`` under the time limit. A hosted API serves requests side by side: each gets
+        ``timeout`` (plus a margin over the SDK's own). A self-hosted server may queue ours behind
+        each other, and time spent waiting behind our own requests is not the server failing: an
+        attempt times out when the server has answered nothing at all for ``timeout`` seconds, or
+        when it has waited ``timeout`` for itself and for each request that was ahead of it."""
+        task = asyncio.ensure_future(call)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            if not limiter.self_hosted:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout + 5)
+                if not done:
+                    raise ProviderError(TIMEOUT, f"{name}: no answer within {self.timeout + 5:g} s")
+                return task.result()
+            longest = sent + self.timeout * sent_with
+            while True:
+                silent_until = max(sent, limiter.last_answer or sent) + self.timeout
+                remaining = min(longest, silent_until) - loop.time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=remaining)
+                if done:
+                    return task.result()
+            waited = loop.time() - sent
+            if sent_with == 1:
+                why = f"within {self.timeout:g} s (--upskill-timeout)"
+            elif silent_until <= longest:
+                why = (
+                    f"within {waited:.0f} s, and no answer to any other request "
+                    f"for {self.timeout:g} s (--upskill-timeout)"
+                )
+            else:
+                why = (
+                    f"within {waited:.0f} s: {self.timeout:g} s (--upskill-timeout) "
+                    f"for it and for each of the {sent_with - 1} sent before it"
+                )
+            raise ProviderError(TIMEOUT, f"{name}: no answer {why}")
+        finally:
+            if not task.done():
+                task.cancel()
