@@ -235,7 +235,7 @@ def supervise(
                 break
             waits = [x for x in (left, DISK_POLL_S if watch else None) if x is not None]
             if not select.select([pidfd], [], [], min(waits) if waits else None)[0]:
-                if watch and usage(workspace, disk_mb << 20) > disk_mb << 20:
+                if workspace is not None and disk_mb is not None and usage(workspace, disk_mb << 20) > disk_mb << 20:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                     sys.stderr.write(f"\n{DISK_LIMIT_MARK} ({disk_mb} MB)\n")

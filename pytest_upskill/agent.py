@@ -193,6 +193,8 @@ class Toolbox:
 
     def _read_skill(self, args: dict) -> str:
         skill = self.skill
+        if skill is None:
+            raise ValueError("no skill is offered to read in this trial")
         name = _string(args, "name")
         if name != skill.name:
             raise ValueError(f"no skill {name!r}; available: {skill.name}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .config import ModelSpec
 from .core import ErrorKind, Request
 from .report import Result, cost
+from .reportmodel import BudgetReport
 
 OVER_BUDGET = ErrorKind.OVER_BUDGET  # the error kind of a trial not sent because of the limit
 
@@ -106,10 +107,10 @@ class Budget:
         self.settled += price(spec, input_tokens, output_tokens)
 
 
-def budget_summary(results: list[Result], prices: dict[str, tuple], limit: float) -> dict:
+def budget_summary(results: list[Result], prices: dict[str, tuple], limit: float) -> BudgetReport:
     """The report's budget section, from the trials themselves so that it adds up under xdist."""
-    return {
-        "limit": limit,
-        "spent": sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
-        "not_sent": sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
-    }
+    return BudgetReport(
+        limit=limit,
+        spent=sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
+        not_sent=sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
+    )

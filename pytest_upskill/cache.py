@@ -17,6 +17,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import ModelSpec
 from .core import Completion, Request, ToolCall
@@ -39,7 +40,7 @@ def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def _request_material(request: Request) -> dict:
+def _request_material(request: Request) -> dict[str, Any]:
     """The request as data; the conversation fields only when used, so that the keys of plain
     requests stay those of earlier versions (a committed cache keeps working)."""
     material = asdict(request)
@@ -49,7 +50,7 @@ def _request_material(request: Request) -> dict:
     return material
 
 
-def _checksum(completion: dict) -> str:
+def _checksum(completion: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(completion, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -109,7 +110,7 @@ class ResponseCache:
         for optional in ("tool_calls", "truncated"):
             if not data[optional]:
                 del data[optional]  # entries of plain, complete answers stay as they were
-        entry = {"key": key, "completion": data, "checksum": _checksum(data)}
+        entry: dict[str, Any] = {"key": key, "completion": data, "checksum": _checksum(data)}
         if completion.seconds is not None:
             entry["seconds"] = round(
                 completion.seconds, 4

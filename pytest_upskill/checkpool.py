@@ -62,6 +62,8 @@ class CheckRaised(UpskillError):
 class _Worker:
     def __init__(self, process: asyncio.subprocess.Process, home: str):
         self.process, self.home = process, home
+        assert process.stdin and process.stdout and process.stderr  # started with three pipes
+        self.stdin, self.stdout, self.stderr_pipe = process.stdin, process.stdout, process.stderr
         self.stderr = b""
 
     @classmethod
@@ -88,9 +90,9 @@ class _Worker:
         return cls(process, home)
 
     async def call(self, job: bytes) -> dict:
-        self.process.stdin.write(_HEADER.pack(len(job)) + job)
-        await self.process.stdin.drain()
-        line = await self.process.stdout.readline()
+        self.stdin.write(_HEADER.pack(len(job)) + job)
+        await self.stdin.drain()
+        line = await self.stdout.readline()
         if not line:
             raise CheckCrashed(await self._ended())
         return json.loads(line)
@@ -98,7 +100,7 @@ class _Worker:
     async def _ended(self) -> str:
         """Why the worker ended: its status and the last of its stderr."""
         try:
-            self.stderr = await asyncio.wait_for(self.process.stderr.read(), 5)
+            self.stderr = await asyncio.wait_for(self.stderr_pipe.read(), 5)
         except TimeoutError:
             pass
         code = await self.process.wait()
@@ -106,7 +108,7 @@ class _Worker:
         return f"ended its worker process (exit status {code})" + (": " + " | ".join(tail) if tail else "")
 
     def kill(self) -> None:
-        self.process.stdin.close()  # the pipe's transport closes with it (not later, from a closed loop)
+        self.stdin.close()  # the pipe's transport closes with it (not later, from a closed loop)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)  # the launcher and the worker; the PID namespace takes the rest
         except ProcessLookupError:
@@ -115,12 +117,10 @@ class _Worker:
 
     async def reap(self) -> None:
         """Kill the worker and wait until its process and pipes are closed (before the loop closes)."""
-        if not self.process.stdin.is_closing():
+        if not self.stdin.is_closing():
             self.kill()
         try:
-            await asyncio.wait_for(
-                asyncio.gather(self.process.wait(), self.process.stdout.read(), self.process.stderr.read()), 5
-            )
+            await asyncio.wait_for(asyncio.gather(self.process.wait(), self.stdout.read(), self.stderr_pipe.read()), 5)
         except (TimeoutError, OSError, ValueError):
             pass
 

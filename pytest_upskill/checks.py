@@ -131,7 +131,9 @@ def _remote_refs(schema: Any):
 
     from jsonschema.validators import SPECIFICATIONS
 
-    nodes, refs, ids = [schema], [], set()
+    nodes: list = [schema]
+    refs: list[str] = []
+    ids: set[str] = set()
     while nodes:
         node = nodes.pop()
         if isinstance(node, dict):
@@ -150,7 +152,7 @@ def _remote_refs(schema: Any):
 def _no_retrieval(uri: str):
     from referencing.exceptions import NoSuchResource
 
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class: mypy misses its fields
 
 
 def _json_schema(output: str, schema: dict) -> CheckResult:
@@ -164,7 +166,8 @@ def _json_schema(output: str, schema: dict) -> CheckResult:
 
     # no retrieval: a $ref that resolves outside the schema (through an $id) is an error, not a request
     validator = jsonschema.validators.validator_for(schema)(
-        schema, registry=referencing.Registry(retrieve=_no_retrieval)
+        schema,
+        registry=referencing.Registry(retrieve=_no_retrieval),  # type: ignore[call-arg]  # attrs, as above
     )
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))

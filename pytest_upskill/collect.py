@@ -75,7 +75,9 @@ class SkillFile(pytest.File):
         run = self.config.stash[RUN]
         skill_dir = self.path.parent
         try:
-            skill = load_skill(skill_md_in(skill_dir))
+            skill_md = skill_md_in(skill_dir)
+            assert skill_md is not None  # pytest_collect_file made this node only where there is one
+            skill = load_skill(skill_md)
             checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
             judge = run.settings.judge
             validators = ValidatorRegistry(
@@ -111,7 +113,9 @@ class SkillFile(pytest.File):
                 yield SkippedCase.from_parent(self, name=planned.name, reason=planned.skip, case_line=planned.line)
                 continue
             t = planned.trial
-            item = TrialItem.from_parent(self, name=planned.name, trial=t, case_line=planned.line)
+            item = TrialItem.from_parent(
+                self, name=planned.name, trial=t, case_line=planned.line, thresholds=self.thresholds
+            )
             item.extra_keyword_matches.update({t.skill, run.labels[t.model], t.arm})
             yield item
 
@@ -145,17 +149,20 @@ class SkippedCase(pytest.Item):
 
 
 class TrialItem(pytest.Item):
-    def __init__(self, *, trial: Trial, case_line: int | None, **kwargs):
+    """One trial: its outcome, from the runner, decides the item's."""
+
+    def __init__(self, *, trial: Trial, case_line: int | None, thresholds: dict[str, float], **kwargs):
         super().__init__(**kwargs)
         self.trial = trial
         self.case_line = case_line
+        self.thresholds = thresholds  # the skill's gates from its skill_meta.json, reported with each trial
 
     def setup(self) -> None:
         run = self.config.stash[RUN]
         run.role.prefetch(self.session)
         outcome = run.runner.outcome(self.trial)
         self.outcome = outcome
-        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.parent.thresholds))
+        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.thresholds))
         if outcome.is_error:
             pytest.fail(f"upskill: not scored ({outcome.error_kind}): {outcome.message}", pytrace=False)
 

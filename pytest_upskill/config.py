@@ -177,7 +177,11 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
         temperature = None if provider == "anthropic" else 0.0
         try:
             return ModelSpec(
-                name=name, provider=provider, model=match["model"], base_url=match["base_url"], temperature=temperature
+                name=name,
+                provider=provider,  # type: ignore[arg-type]  # the pattern allows only the known providers
+                model=match["model"],
+                base_url=match["base_url"],
+                temperature=temperature,
             )
         except ValidationError as exc:
             raise ConfigError(f"model {name!r}: {exc.errors()[0]['ctx']['error']}") from None

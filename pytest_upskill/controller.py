@@ -8,7 +8,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,8 @@ from .collect import TrialItem
 from .gate import Evaluation, evaluate
 from .options import float_option
 from .preflight import PreflightError, compared_report, write_each
-from .report import Aggregator, Progress, RunLedger, markdown, outcome_from_properties, write_text_atomic
+from .report import Aggregator, Progress, Result, RunLedger, markdown, outcome_from_properties, write_text_atomic
+from .reportmodel import ErrorLimitReport, Report
 from .session import UpskillRun
 
 Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
@@ -35,7 +35,7 @@ class Controller:
         self.old_report = self._read_old_report()
         self.collection_errors = 0
         self.evaluation: Evaluation | None = None
-        self.report: dict[str, Any] = {}
+        self.report: Report | None = None  # built at the end of the session
         self.write_problems: list[str] = []  # outputs that could not be written at the end
         self.exit_line = ""  # why the exit status is what it is, the summary's last line
         self._prefetched = False
@@ -100,17 +100,18 @@ class Controller:
         ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
         missing = ledger.missing() if ran else []
         budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
-        report = self.report = self.aggregator.to_json(
+        report = self.aggregator.report(
             missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
         )
         evaluation = self.evaluation = evaluate(
             results, report, run.thresholds, config.getoption("upskill_strict"), self.old_report
         )
-        report["verdicts"] = [v.to_json() for v in evaluation.verdicts]
-        report["regressions"] = [g.to_json() for g in evaluation.regressions]
-        unscored = report["errors"] + len(missing)
+        report.verdicts = [v.to_model() for v in evaluation.verdicts]
+        report.regressions = [g.to_model() for g in evaluation.regressions]
+        unscored = report.errors + len(missing)
         allowed = run.error_limit.allowed(self.aggregator.trials + len(missing))
-        report["error_limit"] = {"unscored": unscored, "allowed": allowed, "exceeded": unscored > allowed}
+        report.error_limit = ErrorLimitReport(unscored=unscored, allowed=allowed, exceeded=unscored > allowed)
+        self.report = report
         self.write_problems = write_each(self._json_output(report) + self._markdown_outputs(results, report, prices))
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
@@ -130,26 +131,24 @@ class Controller:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if reasons else pytest.ExitCode.OK
             self.exit_line = evaluation.exit_line(reasons)
 
-    def _json_output(self, report: dict) -> list[Output]:
+    def _json_output(self, report: Report) -> list[Output]:
         path = self.config.getoption("upskill_report")
         if not path:
             return []
         return [
             (
                 f"the JSON report {path}",
-                lambda: write_text_atomic(self.run.path(path), json.dumps(report, indent=2) + "\n"),
+                lambda: write_text_atomic(self.run.path(path), json.dumps(report.to_json(), indent=2) + "\n"),
             )
         ]
 
-    def _markdown_outputs(self, results, report: dict, prices: dict) -> list[Output]:
+    def _markdown_outputs(self, results: list[Result], report: Report, prices: dict[str, tuple]) -> list[Output]:
         path = self.config.getoption("upskill_markdown")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:
             return []
         aggregator = self.aggregator
-        text = markdown(
-            results, report["verdicts"], report["regressions"], prices, aggregator.cached, aggregator.trials
-        )
+        text = markdown(results, report.verdicts, report.regressions, prices, aggregator.cached, aggregator.trials)
 
         def append_summary() -> None:
             with open(str(summary), "a", encoding="utf-8") as f:
@@ -162,7 +161,7 @@ class Controller:
             outputs.append((f"GITHUB_STEP_SUMMARY {summary}", append_summary))
         return outputs
 
-    def _read_old_report(self) -> dict | None:
+    def _read_old_report(self) -> Report | None:
         path = self.config.getoption("upskill_compare")
         if not path:
             return None

@@ -8,7 +8,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 
 class UpskillError(Exception):
@@ -71,8 +72,9 @@ class Tool:
     parameters_json: str  # a JSON schema of the arguments, as text so that a Request stays hashable
 
     @property
-    def parameters(self) -> dict:
-        return json.loads(self.parameters_json)
+    def parameters(self) -> dict[str, Any]:
+        parameters: dict[str, Any] = json.loads(self.parameters_json)
+        return parameters
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class ToolCall:
     name: str
     arguments_json: str  # as the model sent it; may be invalid JSON
 
-    def arguments(self) -> dict:
+    def arguments(self) -> dict[str, Any]:
         """The arguments, or ValueError saying why they are unusable."""
         try:
             value = json.loads(self.arguments_json or "{}")
@@ -151,3 +153,42 @@ class Completion:
                     for c in self.tool_calls
                 ),
             )
+
+
+@dataclass
+class Outcome:
+    """What one trial produced. ``passed`` is None when the trial could not be scored (an error)."""
+
+    skill: str
+    case: str
+    model: str
+    arm: str
+    run: int
+    passed: bool | None = None
+    message: str = ""
+    output: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    error_kind: str | None = None
+    cached: bool = False
+    # workspace trials (None for a plain completion)
+    turns: int | None = None
+    tool_calls: int | None = None
+    tools_used: str | None = None  # "list_files 1, write_file 2"
+    files: str | None = None  # the workspace's files at the end, comma-separated
+    skill_loaded: bool | None = None  # progressive disclosure: the model called read_skill for the skill
+    judge_input_tokens: int | None = None  # llm_judge's own tokens, apart from the model's
+    judge_output_tokens: int | None = None
+    hit_max_tokens: bool | None = None  # an answer (of any turn) stopped at max_tokens
+    note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
+
+    @property
+    def is_error(self) -> bool:
+        return self.passed is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (an ErrorKind as its string): they travel to xdist's controller."""
+        data = asdict(self)
+        data["arm"], data["error_kind"] = str(self.arm), None if self.error_kind is None else str(self.error_kind)
+        return data

@@ -31,6 +31,7 @@ from typing import Any
 
 from . import stats
 from .report import Result
+from .reportmodel import FindingReport, RegressionReport, Report, VerdictReport
 from .skill import THRESHOLD_KEYS
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -113,18 +114,18 @@ class Finding:
     def failure_note(self, strict: bool) -> str:
         return f" ({self.label(strict)})" if self.verdict == INCONCLUSIVE else ""
 
-    def to_json(self) -> dict:
-        return {
-            "figure": self.figure,
-            "verdict": self.verdict,
-            "value": None if self.value is None else float(self.value),
-            "interval": list(self.interval) if self.interval else None,
-            "threshold": float(self.threshold),
-            "fails": self.fails,
-            "cases": self.cases,
-            "cases_needed": self.cases_needed,
-            "decided_on": "point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval",
-        }
+    def to_model(self) -> FindingReport:
+        return FindingReport(
+            figure=self.figure,
+            verdict=self.verdict,
+            value=None if self.value is None else float(self.value),
+            interval=list(self.interval) if self.interval else None,
+            threshold=float(self.threshold),
+            fails=self.fails,
+            cases=self.cases,
+            cases_needed=self.cases_needed,
+            decided_on="point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval",
+        )
 
 
 @dataclass
@@ -142,14 +143,14 @@ class Verdict:
     def fails(self) -> bool:
         return any(f.fails for f in self.findings)
 
-    def to_json(self) -> dict:
-        return {
-            "skill": self.skill,
-            "model": self.model,
-            "verdict": self.verdict,
-            "fails": self.fails,
-            "findings": [f.to_json() for f in self.findings],
-        }
+    def to_model(self) -> VerdictReport:
+        return VerdictReport(
+            skill=self.skill,
+            model=self.model,
+            verdict=self.verdict,
+            fails=self.fails,
+            findings=[f.to_model() for f in self.findings],
+        )
 
 
 def _judge_interval(
@@ -210,8 +211,10 @@ class Regression:
     message: str
     case: str | None = None
 
-    def to_json(self) -> dict:
-        return {"skill": self.skill, "model": self.model, "kind": self.kind, "case": self.case, "message": self.message}
+    def to_model(self) -> RegressionReport:
+        return RegressionReport(
+            skill=self.skill, model=self.model, kind=self.kind, case=self.case, message=self.message
+        )
 
 
 def lift_difference_ci(
@@ -229,48 +232,39 @@ def _majority_passed(runs: list) -> bool | None:
     return None if not scored else sum(scored) * 2 >= len(scored) and sum(scored) > 0
 
 
-def _tokens_per_trial(arm: dict) -> float | None:
-    total = arm.get("total") or 0
-    return (arm.get("input_tokens", 0) + arm.get("output_tokens", 0)) / total if total else None
-
-
-def compare(old_report: dict, new_report: dict, token_growth: float | None) -> list[Regression]:
-    """Regressions of ``new_report`` against ``old_report`` (both in the --upskill-report format)."""
+def compare(old_report: Report, new_report: Report, token_growth: float | None) -> list[Regression]:
+    """Regressions of ``new_report`` against ``old_report`` (an earlier --upskill-report)."""
     limit = DEFAULT_TOKEN_GROWTH if token_growth is None else token_growth
-    old = {(r["skill"], r["model"]): r for r in old_report.get("results", [])}
+    old = {(r.skill, r.model): r for r in old_report.results}
     found: list[Regression] = []
-    for new in new_report["results"]:
-        before = old.get((new["skill"], new["model"]))
+    for new in new_report.results:
+        before = old.get((new.skill, new.model))
         if before is None:
             continue
-        skill, model = new["skill"], new["model"]
-        if None not in (new["lift"], before.get("lift")) and new["lift_ci"] and before.get("lift_ci"):
-            lo, hi = lift_difference_ci(new["lift"], tuple(new["lift_ci"]), before["lift"], tuple(before["lift_ci"]))
+        skill, model = new.skill, new.model
+        if new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci:
+            lo, hi = lift_difference_ci(new.lift, new.lift_ci, before.lift, before.lift_ci)
             if hi < 0:
                 found.append(
                     Regression(
                         skill,
                         model,
                         "lift",
-                        f"lift fell from {before['lift'] * 100:+.0f}% to {new['lift'] * 100:+.0f}% "
-                        f"(change {(new['lift'] - before['lift']) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to "
+                        f"lift fell from {before.lift * 100:+.0f}% to {new.lift * 100:+.0f}% "
+                        f"(change {(new.lift - before.lift) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to "
                         f"{hi * 100:+.0f}%)",
                     )
                 )
-        old_cases = {c["case"]: c for c in before.get("cases", [])}
-        for case in new.get("cases", []):
-            prior = old_cases.get(case["case"])
-            if (
-                prior
-                and _majority_passed(prior.get("with_skill", []))
-                and _majority_passed(case["with_skill"]) is False
-            ):
+        old_cases = {c.case: c for c in before.cases}
+        for case in new.cases:
+            prior = old_cases.get(case.case)
+            if prior and _majority_passed(prior.with_skill) and _majority_passed(case.with_skill) is False:
                 found.append(
                     Regression(
-                        skill, model, "flip", f"case {case['case']}: with skill passed before, fails now", case["case"]
+                        skill, model, "flip", f"case {case.case}: with skill passed before, fails now", case.case
                     )
                 )
-        old_tokens, new_tokens = _tokens_per_trial(before.get("with_skill", {})), _tokens_per_trial(new["with_skill"])
+        old_tokens, new_tokens = before.with_skill.tokens_per_trial(), new.with_skill.tokens_per_trial()
         if old_tokens and new_tokens is not None and (new_tokens - old_tokens) / old_tokens > limit:
             found.append(
                 Regression(
@@ -359,7 +353,7 @@ class Evaluation:
 
 
 def evaluate(
-    results: list[Result], report: dict, thresholds: Thresholds, strict: bool, old_report: dict | None
+    results: list[Result], report: Report, thresholds: Thresholds, strict: bool, old_report: Report | None
 ) -> Evaluation:
     verdicts = []
     for result in results:
@@ -397,10 +391,10 @@ class ErrorLimit:
     fraction: float | None = None
 
     def allowed(self, trials: int) -> int:
-        return self.count if self.count is not None else math.floor(self.fraction * trials + 1e-9)
+        return self.count if self.count is not None else math.floor((self.fraction or 0.0) * trials + 1e-9)
 
     def describe(self) -> str:
-        return f"{self.count}" if self.count is not None else f"{self.fraction * 100:g}% of the trials"
+        return f"{self.count}" if self.count is not None else f"{(self.fraction or 0.0) * 100:g}% of the trials"
 
 
 def parse_error_limit(value: str | None) -> ErrorLimit:

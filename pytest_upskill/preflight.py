@@ -10,16 +10,16 @@ the other outputs.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from .core import UpskillError
+from .reportmodel import Report
 
 
 class PreflightError(UpskillError, ValueError):
@@ -77,52 +77,11 @@ def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], 
 # ---------------------------------------------------------------------------- --upskill-compare
 
 
-def _finite(value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-class _Arm(BaseModel):
-    total: int = Field(default=0, ge=0)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-
-
-class _Case(BaseModel):
-    case: str
-    with_skill: list[bool | None] = []
-
-
-class _Result(BaseModel):
-    skill: str
-    model: str
-    lift: float | None = None
-    lift_ci: tuple[float, float] | None = None
-    with_skill: _Arm = _Arm()
-    cases: list[_Case] = []
-
-    _lift = field_validator("lift")(_finite)
-
-    @field_validator("lift_ci")
-    @classmethod
-    def _interval(cls, value):
-        if value is not None and not (all(math.isfinite(v) for v in value) and value[0] <= value[1]):
-            raise ValueError("must be [low, high]: two finite numbers, low first")
-        return value
-
-
-class ComparedReport(BaseModel):
-    """The parts of an ``--upskill-report`` file that ``--upskill-compare`` reads; the rest is free."""
-
-    model_config = ConfigDict(extra="allow")
-    results: list[_Result]
-
-
-def compared_report(data: object, where: str) -> dict:
-    """``data`` checked as a report to compare with, as a plain dict; PreflightError otherwise."""
+def compared_report(data: object, where: str) -> Report:
+    """``data`` checked as a report to compare with (the same model the run writes; every part but
+    the results' skill and model may be missing); PreflightError otherwise."""
     try:
-        return ComparedReport.model_validate(data).model_dump()
+        return Report.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "the top level"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 PROVIDER_KEY_VARS = (
     "ANTHROPIC_API_KEY",
@@ -24,10 +24,10 @@ MASK = "[REDACTED]"
 MIN_LENGTH = 8  # shorter values ("1", "true") would mask ordinary words
 
 
-def secret_values(extra_vars: Iterable[str] = (), environ: dict[str, str] | None = None) -> list[str]:
-    environ = os.environ if environ is None else environ
-    names = set(PROVIDER_KEY_VARS) | set(extra_vars) | {n for n in environ if _CREDENTIAL_NAME.search(n)}
-    values = {environ[n].strip() for n in names if environ.get(n) and len(environ[n].strip()) >= MIN_LENGTH}
+def secret_values(extra_vars: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> list[str]:
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    names = set(PROVIDER_KEY_VARS) | set(extra_vars) | {n for n in env if _CREDENTIAL_NAME.search(n)}
+    values = {env[n].strip() for n in names if env.get(n) and len(env[n].strip()) >= MIN_LENGTH}
     return sorted(values, key=len, reverse=True)  # the longest first, so a key containing another is masked whole
 
 

@@ -9,37 +9,36 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import stats
+from .core import Outcome
+from .reportmodel import (
+    REPORT_VERSION,
+    Activation,
+    AgentStats,
+    ArmReport,
+    CaseRuns,
+    CaseWhy,
+    PairedCounts,
+    RegressionReport,
+    Report,
+    ResultReport,
+    TokenDelta,
+    Tokens,
+    VerdictReport,
+)
+
+if TYPE_CHECKING:
+    from .gate import ErrorLimit
 
 PROPERTY_PREFIX = "upskill."
-# user_properties names -> Outcome fields; JUnit shows these on every trial's testcase.
-PROPERTIES = (
-    "skill",
-    "case",
-    "model",
-    "arm",
-    "run",
-    "passed",
-    "input_tokens",
-    "output_tokens",
-    "latency_s",
-    "error_kind",
-    "cached",
-    "thresholds",
-    "turns",
-    "tool_calls",
-    "tools_used",
-    "files",
-    "skill_loaded",
-    "judge_input_tokens",
-    "judge_output_tokens",
-    "hit_max_tokens",
-    "note",
-)
+# user_properties names: the Outcome's fields but its message and output (the item's own report
+# shows those), and the skill's gate thresholds; JUnit shows them on every trial's testcase.
+PROPERTIES = tuple(f.name for f in fields(Outcome) if f.name not in ("message", "output")) + ("thresholds",)
 
 
 def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
@@ -116,31 +115,34 @@ class Arm:
     def activation_rate(self) -> float | None:
         return stats.rate(self.loaded, self.offered)
 
-    def to_json(self) -> dict:
-        extra: dict = {}
+    def to_model(self, pass_rate: float | None, paired: tuple[int, int]) -> ArmReport:
+        """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
+        extra: dict[str, Any] = {}
         if self.agentic:
-            extra["agent"] = {
-                "trials": self.agentic,
-                "turns": self.turns,
-                "tool_calls": self.tool_calls,
-                "mean_turns": self.turns / self.agentic,
-                "mean_tool_calls": self.tool_calls / self.agentic,
-            }
+            extra["agent"] = AgentStats(
+                trials=self.agentic,
+                turns=self.turns,
+                tool_calls=self.tool_calls,
+                mean_turns=self.turns / self.agentic,
+                mean_tool_calls=self.tool_calls / self.agentic,
+            )
         if self.offered:
-            extra["activation"] = {"loaded": self.loaded, "offered": self.offered, "rate": self.activation_rate}
+            extra["activation"] = Activation(loaded=self.loaded, offered=self.offered, rate=self.activation_rate)
         if self.judge_input_tokens or self.judge_output_tokens:
-            extra["judge_tokens"] = {"input_tokens": self.judge_input_tokens, "output_tokens": self.judge_output_tokens}
-        return {
-            "passed": self.passed,
-            "failed": self.failed,
-            "errors": self.errors,
-            "total": self.total,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "hit_max_tokens": self.capped,
-            "error_kinds": dict(sorted(self.error_kinds.items())),
+            extra["judge_tokens"] = Tokens(input_tokens=self.judge_input_tokens, output_tokens=self.judge_output_tokens)
+        return ArmReport(
+            passed=self.passed,
+            failed=self.failed,
+            errors=self.errors,
+            total=self.total,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            hit_max_tokens=self.capped,
+            error_kinds=dict(sorted(self.error_kinds.items())),
             **extra,
-        }
+            pass_rate=pass_rate,
+            paired=PairedCounts(passed=paired[0], scored=paired[1]),
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,10 @@ class Result:
     @property
     def pairing(self) -> Pairing:
         if self._pairing is None:
-            skill, base, left_out, runs = [], [], [], set()
+            skill: list[Fraction] = []
+            base: list[Fraction] = []
+            left_out: list[tuple[str, str]] = []
+            runs: set[int] = set()
             counts = {"baseline": [0, 0], "with_skill": [0, 0]}
             for case in sorted(self.cases):
                 arms = self.cases[case]
@@ -240,48 +245,38 @@ class Result:
                 found.append((case, "fails in both arms in every run"))
         return found
 
-    def token_delta(self) -> dict:
+    def token_delta(self) -> TokenDelta:
         b, s = self.baseline, self.with_skill
-        return {
-            "input_tokens": s.input_tokens - b.input_tokens,
-            "output_tokens": s.output_tokens - b.output_tokens,
-            "input_tokens_relative": stats.relative_change(b.input_tokens, s.input_tokens),
-            "output_tokens_relative": stats.relative_change(b.output_tokens, s.output_tokens),
-        }
+        return TokenDelta(
+            input_tokens=s.input_tokens - b.input_tokens,
+            output_tokens=s.output_tokens - b.output_tokens,
+            input_tokens_relative=stats.relative_change(b.input_tokens, s.input_tokens),
+            output_tokens_relative=stats.relative_change(b.output_tokens, s.output_tokens),
+        )
 
-    def arm_json(self, arm: str) -> dict:
-        """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
-        passed, scored = self.pairing.counts[arm]
-        return {
-            **(self.baseline if arm == "baseline" else self.with_skill).to_json(),
-            "pass_rate": self.pass_rate(arm),
-            "paired": {"passed": passed, "scored": scored},
-        }
-
-    def to_json(self) -> dict:
-        ci = self.lift_ci
+    def to_model(self) -> ResultReport:
         pairing = self.pairing
-        return {
-            "skill": self.skill,
-            "model": self.model,
-            "baseline": self.arm_json("baseline"),
-            "with_skill": self.arm_json("with_skill"),
-            "paired_cases": pairing.paired.n,
-            "unpaired_cases": [{"case": c, "why": why} for c, why in pairing.left_out],
-            "lift": self.lift,
-            "lift_ci": list(ci) if ci else None,
-            "activation_rate": self.with_skill.activation_rate,
-            "token_delta": self.token_delta(),
-            "uninformative_cases": [{"case": c, "why": why} for c, why in self.uninformative_cases()],
-            "cases": [
-                {
-                    "case": case,
-                    "baseline": [arms.get("baseline", {}).get(r) for r in sorted(arms.get("baseline", {}))],
-                    "with_skill": [arms.get("with_skill", {}).get(r) for r in sorted(arms.get("with_skill", {}))],
-                }
+        return ResultReport(
+            skill=self.skill,
+            model=self.model,
+            baseline=self.baseline.to_model(self.pass_rate("baseline"), pairing.counts["baseline"]),
+            with_skill=self.with_skill.to_model(self.pass_rate("with_skill"), pairing.counts["with_skill"]),
+            paired_cases=pairing.paired.n,
+            unpaired_cases=[CaseWhy(case=c, why=why) for c, why in pairing.left_out],
+            lift=self.lift,
+            lift_ci=self.lift_ci,
+            activation_rate=self.with_skill.activation_rate,
+            token_delta=self.token_delta(),
+            uninformative_cases=[CaseWhy(case=c, why=why) for c, why in self.uninformative_cases()],
+            cases=[
+                CaseRuns(
+                    case=case,
+                    baseline=[arms.get("baseline", {}).get(r) for r in sorted(arms.get("baseline", {}))],
+                    with_skill=[arms.get("with_skill", {}).get(r) for r in sorted(arms.get("with_skill", {}))],
+                )
                 for case, arms in sorted(self.cases.items())
             ],
-        }
+        )
 
 
 STATISTICS = {
@@ -319,19 +314,19 @@ class Aggregator:
     def cached(self) -> int:
         return sum(r.baseline.cached + r.with_skill.cached for r in self.results())
 
-    def to_json(self, **sections: Any) -> dict:
-        """The report; ``sections`` (verdicts, regressions, ...) are added as they are."""
+    def report(self, **sections: Any) -> Report:
+        """The report; ``sections`` (missing, throttling, ...) are set as given."""
         results = self.results()
-        return {
-            "version": 1,
-            "statistics": STATISTICS,
-            "trials": self.trials,
-            "errors": sum(r.baseline.errors + r.with_skill.errors for r in results),
-            "cached": self.cached,
-            "errors_by_model": self.errors_by_model(),
-            "results": [r.to_json() for r in results],
+        return Report(
+            version=REPORT_VERSION,
+            statistics=STATISTICS,
+            trials=self.trials,
+            errors=sum(r.baseline.errors + r.with_skill.errors for r in results),
+            cached=self.cached,
+            errors_by_model=self.errors_by_model(),
+            results=[r.to_model() for r in results],
             **sections,
-        }
+        )
 
     def errors_by_model(self) -> dict[str, dict[str, int]]:
         """model -> error kind -> unscored trials, for every model with an error."""
@@ -354,8 +349,8 @@ class Aggregator:
                 (prefix + "with_skill", counts(r, "with_skill")),
                 (prefix + "lift", _num(r.lift)),
                 (prefix + "lift_ci", f"{_num(ci[0])},{_num(ci[1])}" if ci else ""),
-                (prefix + "input_tokens_delta", str(delta["input_tokens"])),
-                (prefix + "output_tokens_delta", str(delta["output_tokens"])),
+                (prefix + "input_tokens_delta", str(delta.input_tokens)),
+                (prefix + "output_tokens_delta", str(delta.output_tokens)),
                 (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
             ]
             if r.with_skill.offered:
@@ -406,27 +401,27 @@ class RunLedger:
             merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
 
 
-def reliability_lines(report: dict, error_limit) -> list[str]:
+def reliability_lines(report: Report, error_limit: ErrorLimit) -> list[str]:
     """Errors per model with their kinds, trials with no outcome, throttling, the error limit."""
     lines = []
-    for model, kinds in report.get("errors_by_model", {}).items():
+    for model, kinds in report.errors_by_model.items():
         lines.append(
             f"errors: {model}: {sum(kinds.values())} trial(s) not scored "
             f"({', '.join(f'{k} {n}' for k, n in kinds.items())})"
         )
-    missing = report.get("missing") or []
+    missing = report.missing
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         lines.append(
             f"missing: {len(missing)} trial(s) produced no outcome (a worker crashed or the run stopped early): {shown}"
         )
-    for model, seen in (report.get("throttling") or {}).items():
+    for model, seen in report.throttling.items():
         lines.extend(pacing_lines(model, seen))
-    limit = report.get("error_limit")
-    if limit and limit["unscored"]:
-        verdict = "the run fails" if limit["exceeded"] else "tolerated"
+    limit = report.error_limit
+    if limit and limit.unscored:
+        verdict = "the run fails" if limit.exceeded else "tolerated"
         lines.append(
-            f"error limit: {limit['unscored']} unscored trial(s), --upskill-max-errors allows {limit['allowed']} "
+            f"error limit: {limit.unscored} unscored trial(s), --upskill-max-errors allows {limit.allowed} "
             f"({error_limit.describe()}): {verdict}"
         )
     return lines
@@ -623,14 +618,14 @@ def audit_lines(results: list[Result]) -> list[str]:
 
 def markdown(
     results: list[Result],
-    verdicts: list[dict],
-    regressions: list[dict],
+    verdicts: list[VerdictReport],
+    regressions: list[RegressionReport],
     prices: dict[str, tuple],
     cached: int,
     trials: int,
 ) -> str:
     """A compact summary for a pull-request comment."""
-    by_key = {(v["skill"], v["model"]): v for v in verdicts}
+    by_key = {(v.skill, v.model): v for v in verdicts}
     activation = any(r.with_skill.offered for r in results)
     head = (
         "| skill | model | baseline | with skill | lift [95% CI] |"
@@ -652,23 +647,23 @@ def markdown(
             f"| {r.skill} | `{r.model}` | {counts(r, 'baseline')} | "
             f"{counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
             + (f"| {s.loaded}/{s.offered} " if activation else "")
-            + f"| {delta['input_tokens']:+,} / {delta['output_tokens']:+,} | "
+            + f"| {delta.input_tokens:+,} / {delta.output_tokens:+,} | "
             f"{f'${spent:.4f}' if spent is not None else '–'} "
-            f"| {('**' + verdict['verdict'] + '**') if verdict else '–'} |"
+            f"| {('**' + verdict.verdict + '**') if verdict else '–'} |"
         )
-    failing = [v for v in verdicts if v["fails"]]
+    failing = [v for v in verdicts if v.fails]
     if failing:
         out += ["", "### Failing gates", ""]
         for v in failing:
-            for f in v["findings"]:
-                if f["fails"]:
+            for f in v.findings:
+                if f.fails:
                     out.append(
-                        f"- **{v['skill']} × `{v['model']}`**: {f['figure']} {f['verdict']} (value {_fmt(f['value'])}, "
-                        f"threshold {_fmt(f['threshold'])})"
+                        f"- **{v.skill} × `{v.model}`**: {f.figure} {f.verdict} (value {_fmt(f.value)}, "
+                        f"threshold {_fmt(f.threshold)})"
                     )
     if regressions:
         out += ["", "### Regressions against the base report", ""]
-        out += [f"- **{g['skill']} × `{g['model']}`** ({g['kind']}): {g['message']}" for g in regressions]
+        out += [f"- **{g.skill} × `{g.model}`** ({g.kind}): {g.message}" for g in regressions]
     unpaired = [f"{r.skill} × `{r.model}`: {case} ({why})" for r in results for case, why in r.pairing.left_out]
     if unpaired:
         out += [

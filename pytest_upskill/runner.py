@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from dataclasses import asdict, dataclass
+from typing import Any
 
 from .agent import Toolbox, run_agent
 from .budget import Budget
 from .cache import ResponseCache
 from .checks import CheckResult
-from .core import ErrorKind, Request, TrialError
+from .core import ErrorKind, Outcome, Request, TrialError
 from .providers import Completion
 from .redact import Redactor
 from .sandbox import Workspace, WorkspaceError
@@ -27,45 +27,6 @@ from .transport import ModelLimiter, Spent, Transport
 from .trials import PlainTrial, Trial, WorkspaceTrial
 
 __all__ = ["ModelLimiter", "Outcome", "Runner"]
-
-
-@dataclass
-class Outcome:
-    """What one trial produced. ``passed`` is None when the trial could not be scored (an error)."""
-
-    skill: str
-    case: str
-    model: str
-    arm: str
-    run: int
-    passed: bool | None = None
-    message: str = ""
-    output: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-    error_kind: str | None = None
-    cached: bool = False
-    # workspace trials (None for a plain completion)
-    turns: int | None = None
-    tool_calls: int | None = None
-    tools_used: str | None = None  # "list_files 1, write_file 2"
-    files: str | None = None  # the workspace's files at the end, comma-separated
-    skill_loaded: bool | None = None  # progressive disclosure: the model called read_skill for the skill
-    judge_input_tokens: int | None = None  # llm_judge's own tokens, apart from the model's
-    judge_output_tokens: int | None = None
-    hit_max_tokens: bool | None = None  # an answer (of any turn) stopped at max_tokens
-    note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
-
-    @property
-    def is_error(self) -> bool:
-        return self.passed is None
-
-    def to_dict(self) -> dict:
-        """Plain values only (an ErrorKind as its string): they travel to xdist's controller."""
-        data = asdict(self)
-        data["arm"], data["error_kind"] = str(self.arm), None if self.error_kind is None else str(self.error_kind)
-        return data
 
 
 class Runner:
@@ -100,7 +61,7 @@ class Runner:
         self.scorer = Scorer(self.transport, check_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._futures: dict[tuple, concurrent.futures.Future[Outcome]] = {}
+        self._futures: dict[tuple[str, str, str, str, int], concurrent.futures.Future[Outcome]] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- public, called from pytest's thread
@@ -123,7 +84,7 @@ class Runner:
             with self._lock:
                 self._futures.pop(trial.key, None)
 
-    def throttling(self) -> dict[str, dict]:
+    def throttling(self) -> dict[str, dict[str, Any]]:
         return self.transport.throttling()
 
     def close(self) -> None:
@@ -233,6 +194,7 @@ class Runner:
                         f"the model did not write {validation.output_file}" + stopped,
                     )
                     return
+            assert target is not None
             if validation is None or validation.has_checks:
                 results.append(await self.scorer.checks(trial.checks, trial.score, target))
             if validation is not None and validation.validator is not None and workspace is not None:

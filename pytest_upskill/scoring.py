@@ -100,7 +100,7 @@ class Scorer:
         )
         try:
             if validator.runs_async:
-                return await validator.validate(ctx)
+                return await validator.validate(ctx)  # type: ignore[misc]  # an async validate (llm_judge)
             if validator.confined:  # parses model output in-process: a check worker's job
                 return await self._confined(validator.validate, replace(ctx, judge=None))
             # the other built-ins run model output through the sandbox, which enforces their limits; a

@@ -274,7 +274,8 @@ def _array_element_offsets(text: str, data: Any) -> list[int]:
     decoder = json.JSONDecoder()
 
     def skip(i: int) -> int:
-        return _WS.match(text, i).end()
+        blank = _WS.match(text, i)
+        return blank.end() if blank else i
 
     def elements(i: int) -> list[int]:
         offsets: list[int] = []

@@ -26,7 +26,7 @@ the covariance); they never stand in for cases. ``benchmarks/coverage.py`` measu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from statistics import NormalDist
@@ -160,7 +160,7 @@ def _rate_clears(p: float, n: float, threshold: float, above: bool) -> bool:
     return side(wilson_cc(p, n), threshold) == (1 if above else -1)
 
 
-def _smallest_n(clears, start: int) -> int | None:
+def _smallest_n(clears: Callable[[int], bool], start: int) -> int | None:
     """The smallest case count >= start at which ``clears(n)`` holds (it holds from there on)."""
     if clears(start):
         return start

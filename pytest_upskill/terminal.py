@@ -41,11 +41,13 @@ class TerminalSummary:
             t = item.trial
             cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, t.first_request(), t.run)) is not None
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
-            min_lift = run.thresholds.merged(item.parent.thresholds).min_lift
+            min_lift = run.thresholds.merged(item.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
             cases.add(t.case)
             runs.add(t.run)
         reporter = run.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:  # -p no:terminal: nothing to print, and still nothing is sent
+            return True
         reporter.write_sep("=", "upskill plan")
         for line in plan_lines(list(plans.values())):
             reporter.write_line(line)
@@ -66,7 +68,8 @@ class TerminalSummary:
             )
         if unseen:
             write(unseen)
-        if not results and not state.report.get("missing"):
+        report = state.report
+        if report is None or (not results and not report.missing):
             return
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in run.specs}):
@@ -83,13 +86,13 @@ class TerminalSummary:
             write(f"audit: {line}")
         for problem in state.ledger.cache_problems:
             write(f"cache warning: {problem} (ignored and fetched again)")
-        for line in reliability_lines(state.report, run.error_limit):
+        for line in reliability_lines(report, run.error_limit):
             write(line)
-        budget = state.report.get("budget")
-        if budget and budget["not_sent"]:
+        budget = report.budget
+        if budget and budget.not_sent:
             write(
-                f"budget: stopped sending at ${budget['spent']:.4f} spent of ${budget['limit']:g}; "
-                f"{budget['not_sent']} trial(s) not sent "
+                f"budget: stopped sending at ${budget.spent:.4f} spent of ${budget.limit:g}; "
+                f"{budget.not_sent} trial(s) not sent "
                 "(errors of kind over_budget); finished trials are kept"
             )
         if state.evaluation and (state.evaluation.verdicts or state.evaluation.regressions):

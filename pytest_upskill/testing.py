@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -235,7 +236,7 @@ def parse_anthropic(body: dict) -> Turn:
                 {
                     "role": "tool",
                     "results": [
-                        (names.get(b.get("tool_use_id"), "?"), _text(b.get("content")))
+                        (names.get(str(b.get("tool_use_id")), "?"), _text(b.get("content")))
                         for b in blocks
                         if b.get("type") == "tool_result"
                     ],
@@ -329,12 +330,13 @@ class LoopbackServer:
                 self.in_flight -= 1
 
     def _respond(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        if self.slots is None:
+        slots = self.slots
+        if slots is None:
             return self._serve(n, protocol, body, headers)
         with self._turns:  # wait for a slot, in the order the requests came
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._turns.wait_for(lambda: ticket == self._serving_ticket and self._serving < self.slots)
+            self._turns.wait_for(lambda: ticket == self._serving_ticket and self._serving < slots)
             self._serving += 1
             self._serving_ticket += 1
             self._turns.notify_all()
@@ -383,7 +385,7 @@ class LoopbackServer:
                     {"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
                     for i, (name, args) in zip(ids, calls, strict=True)
                 ]
-            payload = {
+            payload: dict[str, Any] = {
                 "id": f"chatcmpl-{n}",
                 "object": "chat.completion",
                 "created": int(time.time()),
@@ -402,7 +404,7 @@ class LoopbackServer:
                 },
             }
         else:
-            content = [{"type": "text", "text": text}] if text or not calls else []
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
             content += [
                 {"type": "tool_use", "id": i, "name": name, "input": args}
                 for i, (name, args) in zip(ids, calls, strict=True)

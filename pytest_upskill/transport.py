@@ -11,7 +11,9 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .budget import OVER_BUDGET, Budget
 from .cache import ResponseCache, cache_key
@@ -64,12 +66,14 @@ class ModelLimiter:
         )
         self.last_answer: float | None = None  # loop time of the server's last answer (any answer, errors too)
         self.opened = False  # nothing is sent before open(): until then every request queues, in order
-        self.asking: asyncio.Task | None = None  # the question to the server about its slots
+        self.asking: asyncio.Future[None] | None = None  # the question to the server about its slots
         self.dead_streak = 0  # trials in a row that ended unable to connect
         self.last_connection_error = ""
         self._epoch = 0
         self._successes = 0
-        self._waiting: collections.deque[asyncio.Future] = collections.deque()  # FIFO: wake only as many as may go
+        self._waiting: collections.deque[asyncio.Future[None]] = (
+            collections.deque()
+        )  # FIFO: wake only as many as may go
 
     def open(self, slots: int | None = None) -> None:
         """Start sending, the requests queued so far first, in the order they came; ``slots``: the
@@ -149,7 +153,7 @@ class ModelLimiter:
             self.quickest = pace if self.quickest is None else min(self.quickest, pace)
         self._release_slot()
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {
             "throttled": self.throttled,
             "slowed": self.slowed,
@@ -179,14 +183,15 @@ class Transport:
         redact: Redactor,
     ):
         self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
-        self.cache, self.cache_mode = (cache, cache_mode) if cache is not None else (None, "off")
+        self.cache: ResponseCache | None = cache
+        self.cache_mode = cache_mode if cache is not None else "off"
         self.budget = budget
         self.redact = redact
         self.limiters: dict[str, ModelLimiter] = {}  # model name -> its limiter (created in the loop)
         self._inflight: dict[str, asyncio.Future[Completion | None]] = {}  # cache key -> the completion being fetched
         self._providers: dict[ModelSpec, Provider] = {}
 
-    def throttling(self) -> dict[str, dict]:
+    def throttling(self) -> dict[str, dict[str, Any]]:
         """Per model whose bound on requests in flight moved: 429s met, answers that queued on the
         server, the slots the server reported, and how low the bound went."""
         return {name: limiter.summary() for name, limiter in self.limiters.items() if limiter.adapted()}
@@ -241,13 +246,15 @@ class Transport:
         the pauses are bounded, so a trial always ends."""
         limiter = self._limiter(spec, name)
         try:
+            error: ProviderError
             for attempt in range(self.retries + 1):
-                completion, error, seconds = await self._attempt(spec, name, request, limiter)
+                completion, failed, seconds = await self._attempt(spec, name, request, limiter)
                 spent.seconds += seconds
-                if error is None and completion is not None:
+                if failed is None and completion is not None:
                     limiter.dead_streak = 0
                     return completion
-                assert error is not None
+                assert failed is not None  # _attempt returns a completion or an error
+                error = failed
                 message = str(error)
                 if not error.retryable or attempt == self.retries:
                     break
@@ -330,11 +337,12 @@ class Transport:
         reservation = self.budget.reserve(spec, request) if self.budget else 0.0
         try:
             if reservation is None:
+                limit = self.budget.limit if self.budget else 0.0
                 return (
                     None,
                     ProviderError(
                         OVER_BUDGET,
-                        f"{name}: not sent: the estimated spend passed --upskill-max-cost ${self.budget.limit:g}",
+                        f"{name}: not sent: the estimated spend passed --upskill-max-cost ${limit:g}",
                         sent=False,
                     ),
                     0.0,
@@ -366,13 +374,15 @@ class Transport:
                 tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
                 self.budget.settle(reservation, spec, *tokens)
 
-    async def _answer(self, call, name: str, limiter: ModelLimiter, sent_with: int) -> Completion:
+    async def _answer(
+        self, call: Awaitable[Completion], name: str, limiter: ModelLimiter, sent_with: int
+    ) -> Completion:
         """Await ``call`` under the time limit. A hosted API serves requests side by side: each gets
         ``timeout`` (plus a margin over the SDK's own). A self-hosted server may queue ours behind
         each other, and time spent waiting behind our own requests is not the server failing: an
         attempt times out when the server has answered nothing at all for ``timeout`` seconds, or
         when it has waited ``timeout`` for itself and for each request that was ahead of it."""
-        task = asyncio.ensure_future(call)
+        task: asyncio.Future[Completion] = asyncio.ensure_future(call)
         loop = asyncio.get_running_loop()
         sent = loop.time()
         try:

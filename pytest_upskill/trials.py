@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
 from .checks import CheckRegistry, CheckResult
@@ -34,7 +34,7 @@ class _Trial:
     run: int
     spec: ModelSpec
     request: Request
-    checks: dict = field(
+    checks: dict[str, Any] = field(
         default_factory=dict, compare=False, repr=False
     )  # built-in checks, prepared: run in a check worker
     score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks

@@ -75,7 +75,7 @@ class Validator:
         raise NotImplementedError
 
 
-def _keys(config: dict, allowed: set[str], required: set[str] = frozenset()) -> None:
+def _keys(config: dict, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> None:
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ValueError(f"unknown validator_config key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -431,7 +431,7 @@ class LlmJudge(Validator):
             else None
         )
 
-    async def validate(self, ctx):
+    async def validate(self, ctx):  # type: ignore[override]  # runs_async: the runner awaits it
         rubric, file = ctx.config
         name = file or ctx.output_file
         if name:

@@ -68,7 +68,7 @@ class AnthropicProvider:
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=request.system,
-                messages=messages(request),
+                messages=messages(request),  # type: ignore[arg-type]  # plain dicts of the wire format
                 extra_body=extra,
                 **tool_params(request),
             )
@@ -82,7 +82,7 @@ class AnthropicProvider:
         calls = tuple(
             ToolCall(block.id, block.name, json.dumps(block.input, sort_keys=True))
             for block in message.content
-            if getattr(block, "type", "") == "tool_use"
+            if isinstance(block, anthropic.types.ToolUseBlock)
         )
         if message.usage is None or (
             not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")

@@ -6,7 +6,7 @@ import email.utils
 import sys
 import time
 import zlib
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core import Completion, ErrorKind, Request, ToolCall, TrialError, clean_text
 
@@ -79,7 +79,9 @@ def bounded_http_client(sdk, model: str):
     at most MAX_RESPONSE_BYTES of a response body, compressed or not, and raises a ProviderError
     (kind ``response_too_large``) beyond: a hostile server's endless or bomb body never fills memory."""
     client_class = sdk.DefaultAsyncHttpxClient
-    http = sys.modules[next(c for c in client_class.__mro__ if c.__name__ == "AsyncClient").__module__.split(".")[0]]
+    http: Any = sys.modules[
+        next(c for c in client_class.__mro__ if c.__name__ == "AsyncClient").__module__.split(".")[0]
+    ]
 
     def too_large(what: str) -> ProviderError:
         return ProviderError(
@@ -94,7 +96,7 @@ def bounded_http_client(sdk, model: str):
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                     raise too_large("body")
-                body = bytearray()
+                body: bytes | bytearray = bytearray()
                 async for chunk in response.stream:
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:

@@ -27,6 +27,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..config import ConfigError, ModelSpec
 from ..core import Request, ToolCall
@@ -37,7 +38,7 @@ from .openai import tool_params
 INSTALL_HINT = "install the extra: pip install 'pytest-upskill[local]'"
 N_CTX = 8192
 
-_models: dict[str, tuple[object, threading.Lock]] = {}
+_models: dict[str, tuple[Any, threading.Lock]] = {}  # a llama_cpp.Llama and its lock
 _models_lock = threading.Lock()
 
 
@@ -98,7 +99,7 @@ def own_template(spec: ModelSpec) -> str | None:
     return value
 
 
-def _load(spec: ModelSpec) -> tuple[object, threading.Lock]:
+def _load(spec: ModelSpec) -> tuple[Any, threading.Lock]:
     with _models_lock:  # also serialises gemma's one-time assembly of its file
         path = str(model_path(spec))
         key = path + "\0" + (spec.chat_template or "")
@@ -130,7 +131,7 @@ def chat_template(spec: ModelSpec) -> str:
     """The chat template in use ('' for none): the spec's own, else the GGUF's, read from its
     metadata without loading the weights."""
     if spec.chat_template:
-        return own_template(spec)
+        return own_template(spec) or ""
     from llama_cpp import Llama
 
     vocab = Llama(model_path=str(model_path(spec)), vocab_only=True, verbose=False)

@@ -64,7 +64,9 @@ class OpenAIProvider:
         params["max_completion_tokens" if self.spec.base_url is None else "max_tokens"] = request.max_tokens
         try:
             response = await self.client.chat.completions.create(
-                model=request.model, messages=messages(request), **params
+                model=request.model,
+                messages=messages(request),  # type: ignore[arg-type]  # plain dicts of the wire format
+                **params,
             )
         except (openai.OpenAIError, ValueError) as exc:
             raise map_sdk_error(openai, exc, self.spec.name) from None
@@ -84,7 +86,7 @@ class OpenAIProvider:
             token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
             token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name),
             tool_calls=calls,
-            truncated=getattr(choices[0], "finish_reason", None) == "length",
+            truncated=getattr(choices[0] if choices else None, "finish_reason", None) == "length",
         )
 
     async def slots(self) -> int | None:
