@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import stats
 from .core import Outcome
@@ -31,9 +31,6 @@ from .reportmodel import (
     Tokens,
     VerdictReport,
 )
-
-if TYPE_CHECKING:
-    from .gate import ErrorLimit
 
 PROPERTY_PREFIX = "upskill."
 # user_properties names: the Outcome's fields but its message and output (the item's own report
@@ -401,8 +398,9 @@ class RunLedger:
             merged["lowest_concurrency"] = min(merged["lowest_concurrency"], seen["lowest_concurrency"])
 
 
-def reliability_lines(report: Report, error_limit: ErrorLimit) -> list[str]:
-    """Errors per model with their kinds, trials with no outcome, throttling, the error limit."""
+def reliability_lines(report: Report, error_limit: str) -> list[str]:
+    """Errors per model with their kinds, trials with no outcome, throttling, the error limit
+    (``error_limit``: --upskill-max-errors in words)."""
     lines = []
     for model, kinds in report.errors_by_model.items():
         lines.append(
@@ -422,7 +420,7 @@ def reliability_lines(report: Report, error_limit: ErrorLimit) -> list[str]:
         verdict = "the run fails" if limit.exceeded else "tolerated"
         lines.append(
             f"error limit: {limit.unscored} unscored trial(s), --upskill-max-errors allows {limit.allowed} "
-            f"({error_limit.describe()}): {verdict}"
+            f"({error_limit}): {verdict}"
         )
     return lines
 

@@ -86,7 +86,7 @@ class TerminalSummary:
             write(f"audit: {line}")
         for problem in state.ledger.cache_problems:
             write(f"cache warning: {problem} (ignored and fetched again)")
-        for line in reliability_lines(report, run.error_limit):
+        for line in reliability_lines(report, run.error_limit.describe()):
             write(line)
         budget = report.budget
         if budget and budget.not_sent:

@@ -535,6 +535,14 @@ BAD_SETTINGS = {
         ["--upskill-timeout", "nan"],
         "--upskill-timeout / upskill_timeout must be a number of seconds above 0*",
     ),
+    "timeout empty": (
+        ["-o", "upskill_timeout="],
+        "--upskill-timeout / upskill_timeout must be a number of seconds above 0, not empty*",
+    ),
+    "backoff empty": (
+        ["-o", "upskill_backoff="],
+        "--upskill-backoff / upskill_backoff must be a number of seconds, 0 or more, not empty*",
+    ),
     "check timeout 0": (
         ["-o", "upskill_check_timeout=0"],
         "--upskill-check-timeout / upskill_check_timeout must be a number of seconds above 0*",
