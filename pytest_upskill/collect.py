@@ -12,7 +12,7 @@ import pytest
 from .checks import CheckRegistry
 from .config import NO_MODEL
 from .discovery import is_agent_folder
-from .providers import tools_unsupported
+from .providers import why_no_tools
 from .report import outcome_properties
 from .session import RUN
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
@@ -83,7 +83,7 @@ class SkillFile(pytest.File):
             validators = ValidatorRegistry(
                 _registered(self.ihook.pytest_upskill_validators()),
                 judge.name if judge else None,
-                tools_unsupported(judge) if judge else None,
+                why_no_tools(judge) if judge else None,
             )
             cases, self.thresholds = load_cases(
                 self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir)

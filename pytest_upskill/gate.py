@@ -153,7 +153,7 @@ class Verdict:
         )
 
 
-def _judge_interval(
+def _finding(
     figure: str,
     value: Fraction | None,
     interval: tuple[float, float] | None,
@@ -175,16 +175,16 @@ def token_increase(result: Result) -> Fraction | None:
     return Fraction(after - before, before) if before else None
 
 
-def judge(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdict:
+def verdict_for(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdict:
     verdict = Verdict(result.skill, result.model)
     paired = result.pairing.paired
     if thresholds.min_lift is not None:
         verdict.findings.append(
-            _judge_interval("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired)
+            _finding("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired)
         )
     if thresholds.min_pass_rate is not None:
         verdict.findings.append(
-            _judge_interval(
+            _finding(
                 "pass_rate",
                 paired.p_skill,
                 paired.pass_rate_ci(),
@@ -359,7 +359,7 @@ def evaluate(
     for result in results:
         own = thresholds.merged(result.thresholds)
         if own.any:
-            verdicts.append(judge(result, own, strict))
+            verdicts.append(verdict_for(result, own, strict))
     regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
     return Evaluation(verdicts, regressions, strict)
 

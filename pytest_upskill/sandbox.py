@@ -14,7 +14,7 @@ a custom check executing an answer) runs it here:
 * a wall-clock limit, after which the whole process group is killed;
 * an environment with nothing of the parent's but ``PATH`` and the locale: no API key can leak.
 
-:func:`run` returns a :class:`Result` whose ``limit`` names the limit that stopped the program, if
+:func:`run` returns a :class:`RunResult` whose ``limit`` names the limit that stopped the program, if
 one did, and whose ``describe()`` says so in words. ``confinement()`` says what this machine
 enforces; ``SECURITY.md`` gives the threat model.
 """
@@ -46,7 +46,7 @@ class Limits:
 
 
 @dataclass
-class Result:
+class RunResult:
     returncode: int
     stdout: str
     stderr: str
@@ -81,7 +81,7 @@ def run(
     limits: Limits = Limits(),
     env: dict[str, str] | None = None,
     writable: tuple[str, ...] = (),
-) -> Result:
+) -> RunResult:
     """Run ``command`` in ``workspace`` under ``limits`` and the confinement this machine offers.
     ``writable``: further paths the program may write (a GPU's device files)."""
     workspace = Path(workspace).resolve()
@@ -119,7 +119,7 @@ def run(
     code = process.returncode
     limit = "time" if TIME_LIMIT_MARK in err else "workspace size" if DISK_LIMIT_MARK in err else _limit_from(code, err)
     err = "\n".join(line for line in err.splitlines() if not line.startswith((TIME_LIMIT_MARK, DISK_LIMIT_MARK)))
-    return Result(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+    return RunResult(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
 
 
 def launcher(policy: dict, command: list[str]) -> list[str]:

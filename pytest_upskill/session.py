@@ -20,7 +20,7 @@ from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
 from .options import float_option, int_option, option, seconds_option
 from .preflight import PreflightError, check_outputs
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
-from .providers import tools_unsupported
+from .providers import why_no_tools
 from .redact import Redactor, secret_values
 from .runner import Runner
 from .trials import Settings
@@ -56,7 +56,7 @@ class UpskillRun:
             injection=injection,
             max_turns=int_option(config, "upskill_max_turns"),
             judge=judge,
-            tools_unsupported=tools_unsupported,
+            why_no_tools=why_no_tools,
         )
         self.cache_mode: str = option(config, "upskill_cache")
         if self.cache_mode not in MODES:

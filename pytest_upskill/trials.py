@@ -80,7 +80,7 @@ class Settings:
     injection: str
     max_turns: int
     judge: ModelSpec | None
-    tools_unsupported: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
+    why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
 
 
 class Planned(NamedTuple):
@@ -125,7 +125,7 @@ def _case_trials(
     plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
     for spec in settings.specs:
         label = settings.labels[spec.name]
-        no_tools = settings.tools_unsupported(spec) if agentic else None
+        no_tools = settings.why_no_tools(spec) if agentic else None
         skip, note = unavailable, None
         if no_tools and files_only:
             note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"

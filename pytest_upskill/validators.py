@@ -116,7 +116,7 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _failed_run(what: str, result: sandbox.Result) -> CheckResult:
+def _failed_run(what: str, result: sandbox.RunResult) -> CheckResult:
     detail = _tail(result.stderr or result.stdout)
     return CheckResult(False, f"{what}: {result.describe()}" + (f"\n{detail}" if detail else ""))
 

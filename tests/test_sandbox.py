@@ -24,7 +24,7 @@ def workspace():
         yield ws
 
 
-def python(workspace: Workspace, code: str, **limits) -> sandbox.Result:
+def python(workspace: Workspace, code: str, **limits) -> sandbox.RunResult:
     workspace.write("main.py", textwrap.dedent(code))
     return sandbox.run([sys.executable, "main.py"], workspace.root, Limits(**limits) if limits else Limits())
 

@@ -32,14 +32,14 @@ def check_available(spec: ModelSpec) -> None:
 
 
 @functools.cache  # asked for every case; a local model's answer reads its GGUF
-def tools_unsupported(spec: ModelSpec) -> str | None:
+def why_no_tools(spec: ModelSpec) -> str | None:
     """Why ``spec`` cannot take part in workspace trials (native tool calls), or None when it can.
     The APIs and OpenAI-compatible servers can (a server that cannot answers with an error)."""
     if spec.provider != "local":
         return None
-    from .local import tools_unsupported as local_reason
+    from .local import why_no_tools as local_reason
 
     return local_reason(spec)
 
 
-__all__ = ["Completion", "Provider", "ProviderError", "check_available", "make_provider", "tools_unsupported"]
+__all__ = ["Completion", "Provider", "ProviderError", "check_available", "make_provider", "why_no_tools"]

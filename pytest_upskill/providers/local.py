@@ -141,7 +141,7 @@ def chat_template(spec: ModelSpec) -> str:
         vocab.close()
 
 
-def tools_unsupported(spec: ModelSpec) -> str | None:
+def why_no_tools(spec: ModelSpec) -> str | None:
     """Workspace trials need native tool calls; a chat template that never mentions ``tools`` has
     no way to show them to the model (SmolLM2-135M's has none, Gemma 270M is a base model)."""
     hint = (
