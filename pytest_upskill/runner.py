@@ -19,11 +19,12 @@ from .budget import Budget
 from .cache import ResponseCache
 from .checks import CheckResult
 from .core import ErrorKind, Outcome, Request, TrialError
+from .limiter import ModelLimiter
 from .providers import Completion
 from .redact import Redactor
 from .sandbox import Workspace, WorkspaceError
 from .scoring import JudgeTokens, Scorer
-from .transport import ModelLimiter, Spent, Transport
+from .transport import Spent, Transport
 from .trials import PlainTrial, Trial, WorkspaceTrial
 
 __all__ = ["ModelLimiter", "Outcome", "Runner"]
