@@ -132,6 +132,7 @@ class AgentRun:
     text: str = ""  # the model's last answer
     turns: int = 0  # requests made
     tool_calls: list[str] = field(default_factory=list)  # tool names, in the order called
+    calls: list[str] = field(default_factory=list)  # each call in words, in order: "write_file build.toml"
     input_tokens: int = 0
     output_tokens: int = 0
     skill_loaded: bool = False  # read_skill returned the skill's instructions
@@ -146,6 +147,7 @@ class Toolbox:
         self.skill_loaded = False
         self.created = 0
         self.sizes: dict[Path, int] = {}  # bytes of each file the model wrote
+        self.written: list[str] = []  # the paths the model wrote, in the order first written
 
     def call(self, call: ToolCall) -> ToolResult:
         try:
@@ -188,6 +190,8 @@ class Toolbox:
                 raise ValueError(f"no more than {MAX_FILES} files may be created")
             self.created += 1
         ws.write(path, content)
+        if target not in self.sizes:
+            self.written.append(path)
         self.sizes[target] = size
         return f"wrote {len(content)} characters to {path}"
 
@@ -219,6 +223,16 @@ def _string(args: dict, key: str, default: str | None = None) -> str:
     return value
 
 
+def _in_words(call: ToolCall) -> str:
+    """A tool call as a report shows it: its name and the path or skill it named (never a file's content)."""
+    try:
+        args = call.arguments()
+    except ValueError:
+        return f"{call.name} (arguments not JSON)"
+    named = [str(args[k]) for k in ("path", "name", "file") if args.get(k)]
+    return " ".join([call.name, *named])[:200]
+
+
 Send = Callable[[Request], Awaitable[Completion]]  # raises the trial's error (core.TrialError) when the request failed
 
 
@@ -238,6 +252,7 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
             break
         results = tuple(toolbox.call(call) for call in completion.tool_calls)
         run.tool_calls += [call.name for call in completion.tool_calls]
+        run.calls += [_in_words(call) for call in completion.tool_calls]
         history += (Message("assistant", completion.text, completion.tool_calls), Message("tool", results=results))
     else:
         run.hit_max_turns = True

@@ -13,7 +13,7 @@ from .checks import CheckRegistry
 from .config import NO_MODEL
 from .discovery import is_agent_folder
 from .providers import why_no_tools
-from .report import outcome_properties
+from .report import outcome_properties, trial_detail
 from .session import RUN
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
 from .trials import Trial, skill_trials
@@ -189,3 +189,17 @@ class TrialItem(pytest.Item):
             (self.case_line - 1) if self.case_line else None,
             f"{t.skill}::{t.case} [{t.model} {t.arm} run {t.run}]",
         )
+
+
+class TrialDetail:
+    """Puts each trial's detail (its answer, failing checks and tool calls: report.trial_detail) on
+    its teardown report as ``upskill_detail``, where the controller reads it: xdist carries a
+    report's attributes to the controller, and junitxml does not write them."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        outcome = getattr(item, "outcome", None)
+        if call.when == "teardown" and isinstance(item, TrialItem) and outcome is not None:
+            report.upskill_detail = trial_detail(outcome)
+        return report

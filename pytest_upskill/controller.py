@@ -8,12 +8,15 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from .budget import budget_summary
 from .collect import TrialItem
 from .gate import Evaluation, evaluate
+from .history import add_run, read_runs, run_info
+from .html import render_html
 from .options import float_option
 from .preflight import PreflightError, compared_report, write_each
 from .report import Aggregator, Progress, Result, RunLedger, markdown, outcome_from_properties, write_text_atomic
@@ -38,6 +41,7 @@ class Controller:
         self.report: Report | None = None  # built at the end of the session
         self.write_problems: list[str] = []  # outputs that could not be written at the end
         self.exit_line = ""  # why the exit status is what it is, the summary's last line
+        self.history_written: Path | None = None  # this run's entry in --upskill-history's folder
         self._prefetched = False
 
     def prefetch(self, session: pytest.Session) -> None:
@@ -78,7 +82,7 @@ class Controller:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         outcome = outcome_from_properties(report.user_properties)
         if report.when == "teardown" and outcome is not None:
-            self.aggregator.add(outcome)
+            self.aggregator.add(outcome, getattr(report, "upskill_detail", None))
         self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
         if (report.when == "teardown" and outcome is not None) or report.skipped:
             unscored = outcome is not None and outcome.get("passed") is None
@@ -101,7 +105,7 @@ class Controller:
         missing = ledger.missing() if ran else []
         budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
         report = self.aggregator.report(
-            missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
+            prices, missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
         )
         evaluation = self.evaluation = evaluate(
             results, report, run.thresholds, config.getoption("upskill_strict"), self.old_report
@@ -111,8 +115,14 @@ class Controller:
         unscored = report.errors + len(missing)
         allowed = run.error_limit.allowed(self.aggregator.trials + len(missing))
         report.error_limit = ErrorLimitReport(unscored=unscored, allowed=allowed, exceeded=unscored > allowed)
+        report.run = run_info(config.rootpath, [s.name for s in run.specs], run.comparable_settings())
         self.report = report
-        self.write_problems = write_each(self._json_output(report) + self._markdown_outputs(results, report, prices))
+        self.write_problems = write_each(
+            self._json_output(report)
+            + self._markdown_outputs(results, report, prices)
+            + self._history_outputs(report, ran)
+            + self._html_output(report)
+        )
         from _pytest.junitxml import xml_key  # junitxml keeps its LogXML here; suite properties go through it
 
         xml = config.stash.get(xml_key, None)
@@ -141,6 +151,28 @@ class Controller:
                 lambda: write_text_atomic(self.run.path(path), json.dumps(report.to_json(), indent=2) + "\n"),
             )
         ]
+
+    def _history_outputs(self, report: Report, ran: bool) -> list[Output]:
+        """The run's report into --upskill-history's folder (not for a plan or a collection: nothing ran)."""
+        folder = self.run.history
+        if folder is None or not ran or not report.results:
+            return []
+
+        def add() -> None:
+            self.history_written = add_run(folder, report)
+
+        return [(f"the history entry in {folder}", add)]
+
+    def _html_output(self, report: Report) -> list[Output]:
+        path = self.config.getoption("upskill_html")
+        if not path:
+            return []
+
+        def write() -> None:
+            runs = read_runs(self.run.history)[0] if self.run.history and self.run.history.is_dir() else []
+            write_text_atomic(self.run.path(path), render_html(report, runs))
+
+        return [(f"the HTML report {path}", write)]
 
     def _markdown_outputs(self, results: list[Result], report: Report, prices: dict[str, tuple]) -> list[Output]:
         path = self.config.getoption("upskill_markdown")

@@ -177,6 +177,8 @@ class Outcome:
     tool_calls: int | None = None
     tools_used: str | None = None  # "list_files 1, write_file 2"
     files: str | None = None  # the workspace's files at the end, comma-separated
+    calls: list[str] | None = None  # the tool calls in order: "write_file build.toml", "list_files"
+    written: list[str] | None = None  # the files the model wrote, in the order first written
     skill_loaded: bool | None = None  # progressive disclosure: the model called read_skill for the skill
     judge_input_tokens: int | None = None  # llm_judge's own tokens, apart from the model's
     judge_output_tokens: int | None = None

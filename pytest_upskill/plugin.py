@@ -14,7 +14,7 @@ import pytest
 
 from . import hooks
 from .cache import MODES
-from .collect import pytest_collect_file, pytest_ignore_collect  # noqa: F401  (hooks of this plugin)
+from .collect import TrialDetail, pytest_collect_file, pytest_ignore_collect  # noqa: F401  (hooks of this plugin)
 from .config import ConfigError, resolve_all, split_names
 from .controller import Controller
 from .discovery import AGENT_FOLDERS
@@ -69,6 +69,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="time limit of each check and validator, and of a sandboxed run of model output (default 30)",
     )
     group.addoption("--upskill-report", default=None, metavar="PATH", help="write the JSON report here")
+    group.addoption(
+        "--upskill-html",
+        default=None,
+        metavar="PATH",
+        help="write a self-contained HTML report here: rates with intervals, verdicts, both arms' answers per case",
+    )
+    group.addoption(
+        "--upskill-history",
+        default=None,
+        metavar="DIR",
+        help="add this run's report to a history folder (time, git commit, models, settings); "
+        "see it with: pytest-upskill runs DIR",
+    )
+    parser.addini("upskill_history", "history folder, as --upskill-history (relative to the rootdir)", default="")
     group.addoption(
         "--upskill-injection",
         default=None,
@@ -205,6 +219,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     run = config.stash[RUN] = UpskillRun(config, specs, judge)
+    config.pluginmanager.register(TrialDetail(), "upskill-trial-detail")
     if run.is_worker:
         run.role = Worker(run)
         config.pluginmanager.register(run.role, "upskill-worker")

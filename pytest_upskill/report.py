@@ -17,7 +17,8 @@ from typing import Any
 from . import stats
 from .core import Outcome
 from .reportmodel import (
-    REPORT_VERSION,
+    ANSWER_CHARS,
+    SCHEMA_VERSION,
     Activation,
     AgentStats,
     ArmReport,
@@ -29,13 +30,30 @@ from .reportmodel import (
     ResultReport,
     TokenDelta,
     Tokens,
+    TrialReport,
     VerdictReport,
 )
 
 PROPERTY_PREFIX = "upskill."
-# user_properties names: the Outcome's fields but its message and output (the item's own report
-# shows those), and the skill's gate thresholds; JUnit shows them on every trial's testcase.
-PROPERTIES = tuple(f.name for f in fields(Outcome) if f.name not in ("message", "output")) + ("thresholds",)
+# What a trial's report carries apart from its user properties (trial_detail): the answer, the
+# failing checks' message and the tool calls, for the JSON and HTML reports. JUnit shows neither
+# the detail nor the item's own failure text twice.
+DETAIL = ("message", "output", "calls", "written")
+# user_properties names: the Outcome's fields but the detail, and the skill's gate thresholds; JUnit
+# shows them on every trial's testcase.
+PROPERTIES = tuple(f.name for f in fields(Outcome) if f.name not in DETAIL) + ("thresholds",)
+
+
+def trial_detail(outcome: Outcome) -> dict[str, Any]:
+    """The detail of a trial that travels on its report (to xdist's controller too): plain values,
+    the answer capped at ANSWER_CHARS (it was masked when it arrived, as the message was)."""
+    return {
+        "answer": outcome.output[:ANSWER_CHARS],
+        "answer_chars": len(outcome.output),
+        "message": outcome.message,
+        "calls": outcome.calls,
+        "written": outcome.written,
+    }
 
 
 def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
@@ -112,9 +130,18 @@ class Arm:
     def activation_rate(self) -> float | None:
         return stats.rate(self.loaded, self.offered)
 
-    def to_model(self, pass_rate: float | None, paired: tuple[int, int]) -> ArmReport:
+    def to_model(
+        self,
+        pass_rate: float | None,
+        interval: tuple[float, float] | None,
+        paired: tuple[int, int],
+        prices: tuple[float | None, float | None],
+    ) -> ArmReport:
         """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
         extra: dict[str, Any] = {}
+        spent = arm_cost(self, prices)
+        if spent is not None:
+            extra["cost"] = spent
         if self.agentic:
             extra["agent"] = AgentStats(
                 trials=self.agentic,
@@ -138,6 +165,7 @@ class Arm:
             error_kinds=dict(sorted(self.error_kinds.items())),
             **extra,
             pass_rate=pass_rate,
+            pass_rate_ci=interval,
             paired=PairedCounts(passed=paired[0], scored=paired[1]),
         )
 
@@ -175,14 +203,20 @@ class Result:
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
     thresholds: dict[str, float] = field(default_factory=dict)  # the skill's own, from skill_meta.json
+    # case -> (arm, run) -> what the trial answered (from its report's detail)
+    details: dict[str, dict[tuple[str, int], TrialReport]] = field(default_factory=lambda: defaultdict(dict))
     _pairing: Pairing | None = field(default=None, repr=False, compare=False)
 
-    def add(self, outcome: dict) -> None:
+    def add(self, outcome: dict, detail: dict | None = None) -> None:
         if outcome.get("thresholds"):
             self.thresholds = outcome["thresholds"]
-        arm = outcome["arm"]
+        arm, run = outcome["arm"], int(outcome["run"])
         (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
-        self.cases[outcome["case"]][arm][int(outcome["run"])] = outcome.get("passed")
+        self.cases[outcome["case"]][arm][run] = outcome.get("passed")
+        known = {name for name in TrialReport.model_fields if name != "run"}
+        self.details[outcome["case"]][(arm, run)] = TrialReport(
+            run=run, **{k: v for k, v in {**outcome, **(detail or {})}.items() if k in known and v is not None}
+        )
         self._pairing = None
 
     @property
@@ -220,6 +254,11 @@ class Result:
         rate = paired.p_skill if arm == "with_skill" else paired.p_baseline
         return None if rate is None else float(rate)
 
+    def pass_rate_ci(self, arm: str) -> tuple[float, float] | None:
+        """The arm's 95% interval over the paired cases (continuity-corrected Wilson)."""
+        rate, n = self.pass_rate(arm), self.pairing.paired.n
+        return stats.wilson_cc(rate, n) if rate is not None and n else None
+
     @property
     def lift(self) -> float | None:
         lift = self.pairing.paired.lift
@@ -251,13 +290,17 @@ class Result:
             output_tokens_relative=stats.relative_change(b.output_tokens, s.output_tokens),
         )
 
-    def to_model(self) -> ResultReport:
+    def to_model(self, prices: tuple[float | None, float | None] = (None, None)) -> ResultReport:
         pairing = self.pairing
+        arms = {
+            arm: getattr(self, arm).to_model(self.pass_rate(arm), self.pass_rate_ci(arm), pairing.counts[arm], prices)
+            for arm in ("baseline", "with_skill")
+        }
         return ResultReport(
             skill=self.skill,
             model=self.model,
-            baseline=self.baseline.to_model(self.pass_rate("baseline"), pairing.counts["baseline"]),
-            with_skill=self.with_skill.to_model(self.pass_rate("with_skill"), pairing.counts["with_skill"]),
+            baseline=arms["baseline"],
+            with_skill=arms["with_skill"],
             paired_cases=pairing.paired.n,
             unpaired_cases=[CaseWhy(case=c, why=why) for c, why in pairing.left_out],
             lift=self.lift,
@@ -270,6 +313,7 @@ class Result:
                     case=case,
                     baseline=[arms.get("baseline", {}).get(r) for r in sorted(arms.get("baseline", {}))],
                     with_skill=[arms.get("with_skill", {}).get(r) for r in sorted(arms.get("with_skill", {}))],
+                    trials=[self.details[case][key] for key in sorted(self.details[case])],
                 )
                 for case, arms in sorted(self.cases.items())
             ],
@@ -294,11 +338,11 @@ class Aggregator:
         self._results: dict[tuple[str, str], Result] = {}
         self.trials = 0
 
-    def add(self, outcome: dict) -> None:
+    def add(self, outcome: dict, detail: dict | None = None) -> None:
         key = (outcome["skill"], outcome["model"])
         if key not in self._results:
             self._results[key] = Result(*key)
-        self._results[key].add(outcome)
+        self._results[key].add(outcome, detail)
         self.trials += 1
 
     def results(self) -> list[Result]:
@@ -311,17 +355,18 @@ class Aggregator:
     def cached(self) -> int:
         return sum(r.baseline.cached + r.with_skill.cached for r in self.results())
 
-    def report(self, **sections: Any) -> Report:
-        """The report; ``sections`` (missing, throttling, ...) are set as given."""
+    def report(self, prices: dict[str, tuple[float | None, float | None]] | None = None, **sections: Any) -> Report:
+        """The report; ``sections`` (run, missing, throttling, ...) are set as given."""
         results = self.results()
+        prices = prices or {}
         return Report(
-            version=REPORT_VERSION,
+            schema_version=SCHEMA_VERSION,
             statistics=STATISTICS,
             trials=self.trials,
             errors=sum(r.baseline.errors + r.with_skill.errors for r in results),
             cached=self.cached,
             errors_by_model=self.errors_by_model(),
-            results=[r.to_model() for r in results],
+            results=[r.to_model(prices.get(r.model, (None, None))) for r in results],
             **sections,
         )
 

@@ -1,11 +1,20 @@
 """The JSON report (``--upskill-report``) as one typed model: the controller builds it, the JSON
-file is its dump, and the readers (``--upskill-compare``, the Markdown summary, the terminal's
-reliability lines) read its attributes instead of string keys. Reading an earlier report goes
-through the same model: every field has a default, so an older or partial file still compares,
-and what is malformed is named (preflight.compared_report).
+file is its dump, and every reader (``--upskill-compare``, ``--upskill-history`` and
+``pytest-upskill runs``, the HTML report, the Markdown summary, the terminal) reads it back through
+the same model. Every field but a result's skill and model has a default, so an older or partial
+file still reads, and what is malformed is named (preflight.compared_report).
 
 Fields that a section may leave out (``agent``, ``activation``, ``budget``, ...) are written only
 where set: the file is ``model_dump(exclude_unset=True)``.
+
+The schema is versioned (``schema_version``) and published as JSON Schema, generated from these
+classes: ``python -m pytest_upskill.reportmodel > pytest_upskill/report.schema.json`` (a test
+checks that the file is current). Version history:
+
+1. the first report (the field was called ``version``);
+2. each trial's answer, failing check messages and tool calls (``results[].cases[].trials``),
+   the run (``run``: time, git commit and branch, models, settings), pass-rate intervals and
+   cost per arm.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-REPORT_VERSION = 1
+SCHEMA_VERSION = 2
+ANSWER_CHARS = 4000  # an answer is kept up to this many characters (answer_chars says how long it was)
 
 
 class _Model(BaseModel):
@@ -66,7 +76,11 @@ class ArmReport(_Model):
     agent: AgentStats | None = None
     activation: Activation | None = None
     judge_tokens: Tokens | None = None
-    pass_rate: float | None = None
+    pass_rate: float | None = Field(default=None, description="the mean of the paired cases' pass rates")
+    pass_rate_ci: tuple[float, float] | None = Field(
+        default=None, description="95% continuity-corrected Wilson interval of pass_rate, over the paired cases"
+    )
+    cost: float | None = Field(default=None, description="USD spent on the arm's trials, from the alias's prices")
     paired: PairedCounts = PairedCounts()
 
     def tokens_per_trial(self) -> float | None:
@@ -78,12 +92,34 @@ class CaseWhy(_Model):
     why: str
 
 
+class TrialReport(_Model):
+    """One trial: what the model answered and why it passed or failed (masked like everything else)."""
+
+    arm: str = Field(description="baseline or with_skill")
+    run: int = 0
+    passed: bool | None = Field(default=None, description="None: not scored (an error, see error_kind)")
+    error_kind: str | None = None
+    answer: str = Field(default="", description=f"the model's (last) answer, its first {ANSWER_CHARS} characters")
+    answer_chars: int = Field(default=0, description="the answer's whole length, in characters")
+    message: str = Field(default="", description="the checks that failed, or the error")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False
+    hit_max_tokens: bool | None = None
+    turns: int | None = Field(default=None, description="workspace trials: requests made")
+    calls: list[str] | None = Field(default=None, description="workspace trials: the tool calls, in order")
+    written: list[str] | None = Field(default=None, description="workspace trials: the files the model wrote")
+    skill_loaded: bool | None = None
+    note: str | None = None
+
+
 class CaseRuns(_Model):
-    """A case's runs per arm: passed, failed, or None (not scored)."""
+    """A case's runs per arm: passed, failed, or None (not scored), and each trial's detail."""
 
     case: str
     baseline: list[bool | None] = []
     with_skill: list[bool | None] = []
+    trials: list[TrialReport] = []
 
 
 class TokenDelta(_Model):
@@ -159,8 +195,22 @@ class ErrorLimitReport(_Model):
     exceeded: bool
 
 
+class RunInfo(_Model):
+    """When and on what the run ran, and the settings that make two runs comparable."""
+
+    time: str = Field(description="when the run ended, ISO 8601 in UTC")
+    commit: str | None = Field(default=None, description="the git commit of the project, when in a repository")
+    branch: str | None = None
+    models: list[str] = []
+    settings: dict[str, Any] = Field(default={}, description="runs per case, gates, cache mode, and the like")
+    plugin_version: str = ""
+
+
 class Report(_Model):
-    version: int = REPORT_VERSION
+    """What a run measured, per skill × model, and what its gates decided."""
+
+    schema_version: int = SCHEMA_VERSION
+    run: RunInfo | None = None
     statistics: dict[str, Any] = {}
     trials: int = 0
     errors: int = 0
@@ -175,6 +225,29 @@ class Report(_Model):
     regressions: list[RegressionReport] = []
     error_limit: ErrorLimitReport | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_version(cls, data: Any) -> Any:
+        """A report of schema 1 called its version ``version``."""
+        if isinstance(data, dict) and "schema_version" not in data and "version" in data:
+            data = {k: v for k, v in data.items() if k != "version"}
+            data["schema_version"] = 1
+        return data
+
     def to_json(self) -> dict[str, Any]:
         """The file's content: the sections that were set, in this order."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+def json_schema() -> dict[str, Any]:
+    """The report's JSON Schema, as published in report.schema.json."""
+    schema = Report.model_json_schema(mode="serialization")
+    schema["$id"] = f"urn:pytest-upskill:report:{SCHEMA_VERSION}"
+    schema["title"] = "pytest-upskill report"
+    return schema
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))

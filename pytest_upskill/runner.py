@@ -172,6 +172,8 @@ class Runner:
             outcome.tools_used = (
                 ", ".join(f"{n} {run.tool_calls.count(n)}" for n in dict.fromkeys(run.tool_calls)) or None
             )
+            outcome.calls = run.calls or None
+            outcome.written = toolbox.written or None
             if plan.skill is not None:
                 outcome.skill_loaded = run.skill_loaded
             if workspace is not None:

@@ -6,8 +6,9 @@ are built on it; plugin.py registers the ones this process plays (pytest-xdist s
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -18,7 +19,7 @@ from .config import NO_MODEL, ModelSpec, node_ids
 from .discovery import Unseen
 from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
 from .options import float_option, int_option, option, seconds_option
-from .preflight import PreflightError, check_outputs
+from .preflight import PreflightError, check_outputs, writable_folder
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import why_no_tools
 from .redact import Redactor, secret_values
@@ -63,6 +64,12 @@ class UpskillRun:
             raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
         cache_dir = Path(option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
+        history = config.getoption("upskill_history")
+        self.history: Path | None = (
+            self.path(history)
+            if history
+            else (config.rootpath / config.getini("upskill_history") if config.getini("upskill_history") else None)
+        )
         self._preflight()
         self.max_cost = float_option(config, "upskill_max_cost")
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1  # type: ignore[attr-defined]
@@ -102,6 +109,25 @@ class UpskillRun:
         except GitError as exc:
             raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
 
+    def comparable_settings(self) -> dict[str, Any]:
+        """What makes two runs' figures comparable, for the report's ``run`` (and so the history)."""
+        config, settings = self.config, self.settings
+        found: dict[str, Any] = {
+            "runs": settings.runs,
+            "injection": settings.injection,
+            "max_turns": settings.max_turns,
+            "system_prompt": "default" if settings.scaffold == DEFAULT_SCAFFOLD else "custom",
+            "cache": self.cache_mode,
+            "strict": bool(config.getoption("upskill_strict")),
+            "max_errors": self.error_limit.describe(),
+        }
+        found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})
+        if settings.judge is not None:
+            found["judge_model"] = settings.judge.name
+        if self.max_cost is not None:
+            found["max_cost"] = self.max_cost
+        return found
+
     def wants(self, skill_dir: Path) -> bool:
         """Whether the skill in ``skill_dir`` is collected (--upskill-changed-since)."""
         return self.changed is None or is_changed(skill_dir, self.changed)
@@ -117,6 +143,7 @@ class UpskillRun:
         names = (
             ("upskill_report", "--upskill-report"),
             ("upskill_markdown", "--upskill-markdown"),
+            ("upskill_html", "--upskill-html"),
             ("xmlpath", "--junitxml"),
         )
         outputs = (
@@ -128,5 +155,7 @@ class UpskillRun:
             check_outputs(
                 self.cache, self.cache_mode, outputs, None if self.is_worker else os.environ.get("GITHUB_STEP_SUMMARY")
             )
+            if self.history is not None and not self.is_worker:
+                writable_folder(self.history, "--upskill-history (upskill_history)")
         except PreflightError as exc:
             raise pytest.UsageError(str(exc)) from None

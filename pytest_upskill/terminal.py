@@ -13,6 +13,7 @@ from .config import NO_MODEL
 from .controller import Controller
 from .gate import resolution_line
 from .report import audit_lines, reliability_lines, terminal_lines
+from .views import LEGEND, matrix_lines
 
 
 class TerminalSummary:
@@ -109,9 +110,22 @@ class TerminalSummary:
                         "every one)"
                     )
                 )
-        path = run.config.getoption("upskill_report")
-        if path and not any(p.startswith(f"could not write the JSON report {path}:") for p in state.write_problems):
-            write(f"JSON report written to {path}")
+        results_seen = report.results
+        if len({r.skill for r in results_seen}) > 1 and len({r.model for r in results_seen}) > 1:
+            terminalreporter.write_sep("=", "upskill: skill × model (pass rate baseline → with skill, lift)")
+            for line in matrix_lines(results_seen, report.verdicts):
+                write(line)
+            if report.verdicts:
+                write(LEGEND)
+        for option, what in (("upskill_report", "JSON report"), ("upskill_html", "HTML report")):
+            path = run.config.getoption(option)
+            if path and not any(p.startswith(f"could not write the {what} {path}:") for p in state.write_problems):
+                write(f"{what} written to {path}")
+        if state.history_written is not None:
+            write(
+                f"history: this run added as {state.history_written}; see the runs with: "
+                f"pytest-upskill runs {run.history}"
+            )
         for problem in state.write_problems:
             write(f"upskill: {problem} (exit status 1)")
 
