@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .history import read_runs, select, series
@@ -46,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def runs_command(args: argparse.Namespace, out=print) -> int:
+def runs_command(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     try:
         found, problems = read_runs(args.folder)
     except FileNotFoundError:

@@ -16,7 +16,7 @@ from .budget import budget_summary
 from .collect import TrialItem
 from .gate import Evaluation, evaluate
 from .history import add_run, read_runs, run_info
-from .html import render_html
+from .htmlreport import render_html
 from .options import float_option
 from .preflight import PreflightError, compared_report, write_each
 from .report import Aggregator, Progress, Result, RunLedger, markdown, outcome_from_properties, write_text_atomic

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,7 +23,7 @@ from .changes import git_head
 from .reportmodel import Report, ResultReport, RunInfo
 
 
-def run_info(root: Path, models: list[str], settings: dict, now: datetime | None = None) -> RunInfo:
+def run_info(root: Path, models: list[str], settings: dict[str, Any], now: datetime | None = None) -> RunInfo:
     commit, branch = git_head(root)
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     return RunInfo(

@@ -104,8 +104,7 @@ class TrialReport(_Model):
     message: str = Field(default="", description="the checks that failed, or the error")
     input_tokens: int = 0
     output_tokens: int = 0
-    cached: bool = False
-    hit_max_tokens: bool | None = None
+    hit_max_tokens: bool | None = None  # (whether it came from the cache is left out: that never changes a result)
     turns: int | None = Field(default=None, description="workspace trials: requests made")
     calls: list[str] | None = Field(default=None, description="workspace trials: the tool calls, in order")
     written: list[str] | None = Field(default=None, description="workspace trials: the files the model wrote")

@@ -171,7 +171,23 @@ def trend_lines(series: dict[tuple[str, str], list[tuple[Run, ResultReport]]], m
             known = [v for v in values if v is not None]
             ends = f"{show(known[0])} → {show(known[-1])}" if known else "n/a"
             lines.append(f"  {name:<10} {sparkline(values, low, high)}  {ends}")
+        lines += [f"  note       {change}" for change in setting_changes([run for run, _ in points])]
     return lines
+
+
+def setting_changes(runs: list[Run]) -> list[str]:
+    """Where the settings that make runs comparable changed from one run to the next."""
+    found = []
+    for before, after in zip(runs, runs[1:], strict=False):
+        old, new = before.info.settings, after.info.settings
+        changed = [
+            f"{key} {old.get(key, '–')} → {new.get(key, '–')}"
+            for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)
+        ]
+        if changed:
+            found.append(f"settings changed at {after.label}: {', '.join(changed)} (the figures may not compare)")
+    return found
 
 
 CSV_COLUMNS = (

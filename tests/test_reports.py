@@ -192,8 +192,8 @@ def test_history_keeps_each_run_with_its_commit_branch_models_and_settings(pytes
 
 
 def test_runs_shows_bars_the_matrix_and_trends_and_writes_csv(pytester, two_skills):
-    for _ in range(3):
-        run(pytester, "--upskill-history", "hist")
+    for runs in ("1", "1", "2"):
+        run(pytester, "--upskill-history", "hist", "--upskill-runs", runs)
     (pytester.path / "hist" / "notes.json").write_text("{not json")
     done = runs_command(pytester, "hist", "--csv", "runs.csv")
     assert done.returncode == 0, done.stderr
@@ -205,6 +205,7 @@ def test_runs_shows_bars_the_matrix_and_trends_and_writes_csv(pytester, two_skil
     assert "beta-facts   0% → 100% +100%" in out
     assert "beta-facts × gamma  (3 runs:" in out
     assert "  with skill ███  100% → 100%" in out
+    assert "  note       settings changed at " in out and ": runs 1 → 2 (the figures may not compare)" in out
     rows = (pytester.path / "runs.csv").read_text().splitlines()
     assert rows[0].startswith("time,commit,branch,skill,model,paired_cases,baseline_pass_rate")
     assert len(rows) == 1 + 3 * 4

@@ -175,9 +175,11 @@ def test_xdist_gives_the_same_report_as_a_plain_run(pytester, alpha, write_skill
     args = ["skills", *models(model_server), "--upskill-runs", "2", "--upskill-cache", "off"]
     plain = pytester.runpytest(*args, "--upskill-report", "plain.json", "--junitxml=plain.xml")
     distributed = pytester.runpytest(*args, "-n", "2", "--upskill-report", "xdist.json", "--junitxml=xdist.xml")
-    # how the bound on requests in flight moved depends on the machine's timing, not on the results
+    # how the bound on requests in flight moved depends on the machine's timing, not on the results,
+    # and the run's time is when it ran
     plain_report, xdist_report = report(pytester, "plain.json"), report(pytester, "xdist.json")
     plain_report.pop("throttling"), xdist_report.pop("throttling")
+    assert plain_report.pop("run")["settings"] == xdist_report.pop("run")["settings"]
     assert plain_report == xdist_report
     assert plain.parseoutcomes() == {k: v for k, v in distributed.parseoutcomes().items()}
     suite = lambda name: {

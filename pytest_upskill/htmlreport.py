@@ -334,8 +334,6 @@ def _arm_html(trial: TrialReport | None, answer_html: str, label: str) -> str:
     css, state = _state(trial)
     parts = [f'<div class="arm {_e(trial.arm)}"><h4>{_e(label)} · run {trial.run} · <span class="{css}">{state}</span>']
     extra = []
-    if trial.cached:
-        extra.append("cached")
     if trial.hit_max_tokens:
         extra.append("stopped at max_tokens")
     if trial.turns is not None:
