@@ -16,6 +16,6 @@ browser=$(command -v chromium || command -v chromium-browser || command -v googl
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --user-data-dir="$profile" \
-  --host-resolver-rules="MAP * ~NOTFOUND" --window-size=1280,1400 --screenshot=docs/report.png \
-  "file://$PWD/docs/report.html" 2>/dev/null
+  --host-resolver-rules="MAP * ~NOTFOUND" --window-size=1280,1500 --screenshot=docs/report.png \
+  "file://$PWD/docs/report.html#outcome=fixed&case=impact" 2>/dev/null
 echo "wrote docs/report.html and docs/report.png"

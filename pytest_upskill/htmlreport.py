@@ -46,7 +46,7 @@ nav label { color: var(--muted); } select { font: inherit; margin-left: 4px; }
 table { border-collapse: collapse; width: 100%; } th, td { text-align: left; padding: 6px 8px;
   border-bottom: 1px solid var(--line); vertical-align: middle; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
-td:nth-child(2) code { word-break: break-all; } td:nth-child(2) { max-width: 200px; }
+td:nth-child(2) code { overflow-wrap: break-word; } td:nth-child(2) { max-width: 200px; }
 .num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .verdict { font-weight: 700; } .PASS { color: var(--good); } .FAIL { color: var(--bad); }
 .INCONCLUSIVE { color: #9a6700; }
@@ -97,11 +97,17 @@ SCRIPT = """
     });
     document.getElementById("shown").textContent = shown + " of " + cases + " case(s) shown";
     var params = new URLSearchParams();
+    var opened = new URLSearchParams(location.hash.slice(1)).get("case");
+    if (opened !== null) { params.set("case", opened); }
     names.forEach(function (n) { if (select[n].value) { params.set(n, select[n].value); } });
     history.replaceState(null, "", params.toString() ? "#" + params.toString() : location.pathname);
   }
   names.forEach(function (n) { select[n].addEventListener("change", apply); });
   fromHash();
+  var opened = new URLSearchParams(location.hash.slice(1)).get("case");
+  document.querySelectorAll("details.case").forEach(function (el) {
+    if (opened !== null && el.getAttribute("data-case") === opened) { el.open = true; }
+  });
   apply();
   document.body.setAttribute("data-ready", "yes");
 })();
@@ -375,7 +381,8 @@ def case_html(result: ResultReport, case: CaseRuns) -> str:
             '<div class="arms">' + _arm_html(base, left, "baseline") + _arm_html(skill, right, "with skill") + "</div>"
         )
     return (
-        f'<details class="case" data-skill="{_e(result.skill)}" data-model="{_e(result.model)}" '
+        f'<details class="case" data-case="{_e(case.case)}" data-skill="{_e(result.skill)}" '
+        f'data-model="{_e(result.model)}" '
         f'data-outcome="{outcome}"><summary><b>{_e(case.case)}</b> · {_e(result.skill)} × <code>'
         f"{_e(result.model)}</code> · baseline {marks(case.baseline)} → with skill {marks(case.with_skill)}"
         f'<span class="tag {outcome}">{_e(OUTCOMES[outcome])}</span></summary>{"".join(body)}</details>'

@@ -149,11 +149,12 @@ def test_the_filters_and_the_trend(pytester, skills, tmp_path):
     dom, console = browse(page, tmp_path)
     assert console == []
     assert [svg.get("data-runs") for svg in dom.all("svg", **{"class": "trend"})] == ["2"] * 4
-    dom, console = browse(page, tmp_path, "#model=delta&outcome=fixed")
+    dom, console = browse(page, tmp_path, "#model=delta&outcome=fixed&case=beta")
     assert console == []
     cases = dom.all("details", **{"class": "case"})
     visible = [(c["data-skill"], c["data-model"], c["data-outcome"]) for c in cases if "hidden" not in c]
     assert visible == [("alpha-facts", "delta", "fixed"), ("beta-facts", "delta", "fixed")]
+    assert [(c["data-case"], c["data-model"]) for c in cases if "open" in c] == [("beta", "gamma"), ("beta", "delta")]
     rows = dom.all("tr", **{"class": "result"})
     assert [r["data-model"] for r in rows if "hidden" not in r] == ["delta", "delta"]
     assert "2 of 6 case(s) shown" in "".join(dom.text)
