@@ -274,3 +274,12 @@ def test_one_skill_or_one_model_prints_no_matrix(pytester, write_skill, model_se
     aliases(pytester, model_server)
     result = pytester.runpytest("skills", "--upskill-models", "gamma,delta")
     assert "upskill: skill × model" not in result.stdout.str()
+
+
+def test_the_history_folder_can_be_set_in_the_ini_file(pytester, two_skills):
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.pytest.ini_options]\nupskill_history = "ci/history"\n')
+    sub = pytester.path / "skills"
+    result = pytester.runpytest_subprocess(str(sub), "--rootdir", str(pytester.path), "--upskill-models", "gamma")
+    result.stdout.fnmatch_lines(["history: this run added as *ci/history/*.json*"])
+    assert len(list((pytester.path / "ci" / "history").glob("*.json"))) == 1
