@@ -148,7 +148,7 @@ class Controller:
         return [
             (
                 f"the JSON report {path}",
-                lambda: write_text_atomic(self.run.path(path), json.dumps(report.to_json(), indent=2) + "\n"),
+                lambda: write_text_atomic(self.run.path(path), report.to_json_text()),
             )
         ]
 

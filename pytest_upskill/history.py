@@ -49,7 +49,7 @@ def add_run(folder: Path, report: Report) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / entry_name(report.run)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(report.to_json_text(), encoding="utf-8")
     tmp.replace(path)
     return path
 
