@@ -26,7 +26,7 @@ def estimated_input_tokens(request: Request) -> int:
     chars = (
         len(request.system)
         + len(request.user)
-        + sum(len(t.description) + len(t.parameters_json) for t in request.tools)
+        + sum(len(t.description) + len(t.parameters_json) for t in (*request.tools, *filter(None, [request.output])))
     )
     chars += sum(
         len(m.text) + sum(len(c.arguments_json) for c in m.tool_calls) + sum(len(r.content) for r in m.results)

@@ -44,7 +44,7 @@ def _request_material(request: Request) -> dict[str, Any]:
     """The request as data; the conversation fields only when used, so that the keys of plain
     requests stay those of earlier versions (a committed cache keeps working)."""
     material = asdict(request)
-    for name in ("tools", "history", "tool_choice"):
+    for name in ("tools", "history", "tool_choice", "output"):
         if not material.get(name):
             material.pop(name, None)
     return material

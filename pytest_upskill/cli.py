@@ -1,5 +1,13 @@
 """``pytest-upskill``: the commands beside the pytest plugin.
 
+``pytest-upskill generate TASK`` has a teacher model draft a skill and its cases, measures it on the
+students with the plugin itself, and revises it on the failures (see generate.py);
+``pytest-upskill cases SKILL_DIR`` drafts cases for a skill, and counterexamples with an adversary.
+Both read the project's pytest configuration (ini options, ``[tool.upskill.models]`` aliases, keys,
+cache, retries, ``upskill_max_cost``) exactly as ``pytest`` does: they run inside ``pytest.main``
+as a ``pytest_cmdline_main`` hook, the way pytest's own ``--fixtures`` does, so there is no second
+configuration.
+
 ``pytest-upskill runs DIR`` reads the reports ``pytest --upskill-history DIR`` kept and prints, for
 the latest run of each skill × model, upskill-style bars (or, with several skills and several
 models, the skill × model matrix), then each figure's trend over the runs; ``--csv PATH`` writes
@@ -12,6 +20,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from .history import read_runs, select, series
 from .views import LEGEND, METRICS, bar_lines, csv_text, matrix_lines, trend_lines
@@ -25,6 +36,71 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of runs, 1 or more, not {text!r}")
     return value
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number, {least} or more, not {text!r}")
+        return value
+
+    return parse
+
+
+def _money(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be an amount in USD, 0 or more, not {text!r}")
+    return value
+
+
+TEACHER_HELP = (
+    "the model that writes (an alias, [tool.upskill.models.NAME], or PROVIDER:MODEL[@BASE_URL]); default: the ini "
+    "option upskill_teacher, else sonnet (needs ANTHROPIC_API_KEY)"
+)
+STUDENT_HELP = "a model the skill is for (repeat for more); default: the ini option upskill_models, else the teacher"
+
+
+def _teaching_options(command: argparse.ArgumentParser, cases: int) -> None:
+    command.add_argument("--teacher", metavar="MODEL", help=TEACHER_HELP)
+    command.add_argument("--student", metavar="MODEL", action="append", default=[], help=STUDENT_HELP)
+    command.add_argument(
+        "--cases", type=_count(0), default=cases, metavar="N", help=f"test cases to draft (default: {cases})"
+    )
+    command.add_argument("--runs", type=_count(1), metavar="N", help="trials per case and arm (default: upskill_runs)")
+    command.add_argument(
+        "--force", action="store_true", help="write over the skill's own files, keeping the old ones as *.orig"
+    )
+    command.add_argument(
+        "--repairs",
+        type=_count(0),
+        default=2,
+        metavar="N",
+        help="times an unusable answer of the teacher is sent back with what is wrong (default: 2)",
+    )
+    command.add_argument(
+        "--teacher-max-tokens",
+        type=_count(256),
+        default=8192,
+        metavar="N",
+        help="the longest answer of the teacher, in tokens (default: 8192)",
+    )
+    command.add_argument(
+        "--max-cost",
+        type=_money,
+        metavar="USD",
+        help="stop once the estimated spend of the teacher and the students passes this (default: upskill_max_cost)",
+    )
+    command.add_argument(
+        "--plan", action="store_true", help="print the requests, tokens and cost at most, per model; send nothing"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +120,63 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--metric", choices=METRICS, default="success", help="the figure to show (default: success)")
     runs.add_argument("--csv", type=Path, metavar="PATH", help="also write one row per run × skill × model here")
     runs.add_argument("--last", type=_positive, metavar="N", help="only the last N runs")
+
+    generate = commands.add_parser(
+        "generate",
+        help="a teacher model drafts a skill and its cases; it is measured on the students and revised on failures",
+        description="A teacher model writes SKILL.md and test cases for TASK (or distils a trace, or improves a "
+        "skill: --from). The plugin runs the skill on every student, with and without it, and while the lift on "
+        "the training cases is not PASS against --min-lift, the teacher revises the skill on those failures, up to "
+        "--attempts times. A third of the cases are held out: the teacher never sees them, and the lift on them is "
+        "reported at the end. The version kept is the best by the interval's lower bound, not the last.",
+    )
+    generate.add_argument("task", metavar="TASK", help='what the skill is for, e.g. "write build.toml for kernels"')
+    _teaching_options(generate, cases=6)
+    generate.add_argument(
+        "--example", action="append", default=[], metavar='"INPUT -> OUTPUT"', help="an example of the task (repeat)"
+    )
+    generate.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="PATH",
+        help="a trace to distil (Claude Code JSONL, OpenAI messages JSON, upskill/fast-agent history, Markdown), or "
+        "a skill folder to improve",
+    )
+    generate.add_argument(
+        "--out", type=Path, default=Path("skills"), metavar="DIR", help="where a new skill's folder goes (skills)"
+    )
+    generate.add_argument("--attempts", type=_count(0), default=3, metavar="N", help="revisions at most (default: 3)")
+    generate.add_argument(
+        "--held-out", type=_count(0), metavar="N", help="cases the teacher never sees (default: a third)"
+    )
+    generate.add_argument(
+        "--min-lift",
+        type=float,
+        metavar="X",
+        help="revise until the training lift passes this on its 95%% interval (default: upskill_min_lift, else 0)",
+    )
+    generate.add_argument(
+        "--trace-chars",
+        type=_count(1000),
+        default=60_000,
+        metavar="N",
+        help="the most characters of a trace given to the teacher; the middle of a longer one is cut (60000)",
+    )
+
+    cases = commands.add_parser(
+        "cases",
+        help="draft test cases for a skill, and counterexamples with an adversary model",
+        description="A teacher drafts test cases for the skill in SKILL_DIR; an adversary model may propose "
+        "counterexamples, kept only where a run on the students shows they discriminate. Says which drafted cases "
+        "measure nothing (pass or fail in both arms every time).",
+    )
+    cases.add_argument("folder", metavar="SKILL_DIR", type=Path, help="the skill's folder (with SKILL.md)")
+    _teaching_options(cases, cases=4)
+    cases.add_argument("--adversary", metavar="MODEL", help="a model that proposes counterexamples")
+    cases.add_argument(
+        "--adversary-cases", type=_count(1), default=4, metavar="N", help="counterexamples to propose (default: 4)"
+    )
     return main
 
 
@@ -98,11 +231,117 @@ def runs_command(args: argparse.Namespace, out: Callable[[str], None] = print) -
     return 0
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def teaching_command(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
+    """``generate`` or ``cases``, inside pytest's own configuration (see the module's docstring)."""
+    pytest_args = ["-p", "no:cacheprovider"]
+    if args.max_cost is not None:
+        pytest_args += ["--upskill-max-cost", repr(args.max_cost)]
+    found: dict[str, int] = {}
+
+    class Command:
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_cmdline_main(self, config: pytest.Config) -> int:
+            found["code"] = _in_config(args, config, out)
+            return found["code"]
+
+    code = int(pytest.main(pytest_args, plugins=[Command()]))
+    return found.get("code", 2 if code == pytest.ExitCode.USAGE_ERROR else code)
+
+
+def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[str], None]) -> int:
+    from .config import split_names
+    from .gate import THRESHOLD_KEYS  # noqa: F401  (the gate's own thresholds)
+    from .generate import GenerateError, Session, Settings, cases, generate
+    from .options import float_option
+    from .session import UpskillRun, resolve_models
+    from .teach import TeacherError
+
+    name = f"pytest-upskill {args.command}"
+    try:
+        teacher_name = args.teacher or config.getini("upskill_teacher") or "sonnet"
+        students_named = args.student or split_names(config.getini("upskill_models")) or [teacher_name]
+        adversary_name = getattr(args, "adversary", None)
+        check = not args.plan
+        teacher = resolve_models(config, [teacher_name], check)[0]
+        students = resolve_models(config, students_named, check)
+        adversary = resolve_models(config, [adversary_name], check)[0] if adversary_name else None
+        run = UpskillRun(config, [teacher, *students, *([adversary] if adversary else [])])
+        min_lift = getattr(args, "min_lift", None)
+        if min_lift is None:
+            min_lift = float_option(config, "upskill_min_lift") or 0.0
+    except pytest.UsageError as exc:
+        out(f"{name}: error: {exc}")
+        return 2
+    settings = Settings(
+        teacher=teacher,
+        students=students,
+        cases=args.cases,
+        attempts=getattr(args, "attempts", 0),
+        held_out=getattr(args, "held_out", None),
+        min_lift=min_lift,
+        runs=args.runs,
+        force=args.force,
+        repairs=args.repairs,
+        teacher_max_tokens=args.teacher_max_tokens,
+        adversary=adversary,
+        adversary_cases=getattr(args, "adversary_cases", 0) if adversary else 0,
+    )
+    session = Session(config, run, out)
+    where = f"teacher {teacher.name}" + (
+        f" (the default{'' if args.teacher else ': --teacher or upskill_teacher'})"
+        if not args.teacher and not config.getini("upskill_teacher")
+        else ""
+    )
+    out(
+        f"{name}: {where}; students {', '.join(s.name for s in students)}"
+        + (f"; adversary {adversary.name}" if adversary else "")
+    )
+    try:
+        if args.plan:
+            return _plan(args, session, settings, out)
+        if args.command == "generate":
+            source: Path | None = args.source
+            if source is not None and not source.exists():
+                out(f"{name}: error: --from {source}: no such file or folder")
+                return 2
+            if args.cases < 1 and not (source is not None and source.is_dir()):
+                out(f"{name}: error: --cases must be 1 or more for a new skill")
+                return 2
+            return generate(session, settings, args.task, args.example, source, args.out, args.trace_chars)
+        return cases(session, settings, args.folder)
+    except (GenerateError, TeacherError) as exc:
+        out(f"{name}: {exc}")
+        return exc.code if isinstance(exc, GenerateError) else 3
+    finally:
+        run.runner.close()
+
+
+def _plan(args: argparse.Namespace, session: Any, settings: Any, out: Callable[[str], None]) -> int:
+    from .generate import plan_lines
+    from .traces import cut, read_trace
+
+    if args.command == "generate":
+        trace = None
+        if args.source is not None and args.source.is_file():
+            trace = cut(read_trace(args.source)[0], args.trace_chars)[0]
+        lines = plan_lines(session, settings, args.task, args.example, trace, settings.attempts + 1, settings.cases)
+    else:
+        count = settings.cases + settings.adversary_cases
+        lines = plan_lines(session, settings, f"cases for {args.folder}", [], None, 1, count)
+    for line in lines:
+        out(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "runs":
         return runs_command(args)
-    return 2  # pragma: no cover (argparse requires a command)
+    return teaching_command(args)
 
 
 if __name__ == "__main__":

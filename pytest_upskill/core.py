@@ -63,6 +63,9 @@ class Request:
     tools: tuple[Tool, ...] = ()  # offered to the model (native tool calling); empty: a plain completion
     history: tuple[Message, ...] = ()  # the conversation after the user message
     tool_choice: str | None = None  # the name of a tool the model must call (a judge's verdict)
+    # structured output: the answer is one JSON object of this schema, in ``Completion.text``, by the
+    # provider's native way (Anthropic forced tool use, OpenAI JSON schema, a local model's grammar)
+    output: Tool | None = None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,11 @@ import pytest
 from . import hooks
 from .cache import MODES
 from .collect import TrialDetail, pytest_collect_file, pytest_ignore_collect  # noqa: F401  (hooks of this plugin)
-from .config import ConfigError, resolve_all, split_names
+from .config import split_names
 from .controller import Controller
 from .discovery import AGENT_FOLDERS
 from .prompt import INJECTIONS
-from .providers import check_available
-from .session import RUN, UpskillRun
+from .session import RUN, UpskillRun, resolve_models
 from .terminal import ExitLine, TerminalSummary
 from .worker import Worker
 
@@ -104,6 +103,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_max_turns", "requests per workspace trial at most", default="10")
     parser.addini("upskill_judge_model", "the model that grades llm_judge validators", default="")
     parser.addini("upskill_models", "models to test when --upskill-models is not given", type="args", default=[])
+    parser.addini("upskill_teacher", "the teacher model of 'pytest-upskill generate' and 'cases'", default="")
     parser.addini("upskill_runs", "trials per case, model and arm", default="1")
     parser.addini("upskill_concurrency", "requests in flight per model and process", default="8")
     parser.addini("upskill_timeout", "seconds per request attempt", default="120")
@@ -202,22 +202,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
-    pyproject = (
-        config.inipath
-        if config.inipath and config.inipath.name == "pyproject.toml"
-        else config.rootpath / "pyproject.toml"
-    )
     judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
-    try:
-        check = not config.getoption("collectonly")
-        specs = resolve_all(names, pyproject, check_keys=check, check_runtime=check_available)
-        judge = (
-            resolve_all([judge_name], pyproject, check_keys=check, check_runtime=check_available)[0]
-            if judge_name
-            else None
-        )
-    except ConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    check = not config.getoption("collectonly")
+    specs = resolve_models(config, names, check)
+    judge = resolve_models(config, [judge_name], check)[0] if judge_name else None
     run = config.stash[RUN] = UpskillRun(config, specs, judge)
     config.pluginmanager.register(TrialDetail(), "upskill-trial-detail")
     if run.is_worker:

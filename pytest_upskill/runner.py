@@ -18,6 +18,7 @@ from .agent import Toolbox, run_agent
 from .budget import Budget
 from .cache import ResponseCache
 from .checks import CheckResult
+from .config import ModelSpec
 from .core import ErrorKind, Outcome, Request, TrialError
 from .limiter import ModelLimiter
 from .providers import Completion
@@ -84,6 +85,14 @@ class Runner:
         finally:
             with self._lock:
                 self._futures.pop(trial.key, None)
+
+    def complete(self, spec: ModelSpec, request: Request, run: int = 0) -> Completion:
+        """One request outside any trial (a teacher's), through the same transport: the cache,
+        retries, limiter, budget and redaction; raises TrialError when there is no completion."""
+        future = asyncio.run_coroutine_threadsafe(
+            self.transport.complete(spec, spec.name, request, run, Spent()), self._ensure_loop()
+        )
+        return future.result()[0]
 
     def throttling(self) -> dict[str, dict[str, Any]]:
         return self.transport.throttling()

@@ -15,13 +15,13 @@ import pytest
 from .budget import Budget
 from .cache import MODES, ResponseCache
 from .changes import GitError, changed_files, is_changed
-from .config import NO_MODEL, ModelSpec, node_ids
+from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
 from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
 from .options import float_option, int_option, option, seconds_option
 from .preflight import PreflightError, check_outputs, writable_folder
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
-from .providers import why_no_tools
+from .providers import check_available, why_no_tools
 from .redact import Redactor, secret_values
 from .runner import Runner
 from .trials import Settings
@@ -33,6 +33,21 @@ class Role(Protocol):
     """The object that decides which trials this process starts ahead of pytest's loop."""
 
     def prefetch(self, session: pytest.Session) -> None: ...
+
+
+def resolve_models(config: pytest.Config, names: list[str], check: bool = True) -> list[ModelSpec]:
+    """The models named, from the built-in aliases and the project's own (``[tool.upskill.models]``
+    in pyproject.toml); with ``check``, each must be able to run (its key, its runtime). A bad
+    name or a missing key is a usage error that says what to do."""
+    pyproject = (
+        config.inipath
+        if config.inipath and config.inipath.name == "pyproject.toml"
+        else config.rootpath / "pyproject.toml"
+    )
+    try:
+        return resolve_all(names, pyproject, check_keys=check, check_runtime=check_available)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 class UpskillRun:

@@ -79,6 +79,7 @@ class Turn:
     ]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
     tools: list[str]
     tool_choice: str | None
+    schema: str | None = None  # the structured answer asked for: OpenAI's json_schema name, Anthropic's forced tool
 
     def results(self, name: str) -> list[str]:
         return [content for m in self.history if m["role"] == "tool" for tool, content in m["results"] if tool == name]
@@ -214,7 +215,9 @@ def parse_openai(body: dict) -> Turn:
                 history.append({"role": "tool", "results": [result]})
     tools = [t["function"]["name"] for t in body.get("tools") or []]
     choice = body.get("tool_choice")
-    return Turn(system, user, history, tools, choice["function"]["name"] if isinstance(choice, dict) else None)
+    form = body.get("response_format")
+    schema = form["json_schema"].get("name") if isinstance(form, dict) and form.get("type") == "json_schema" else None
+    return Turn(system, user, history, tools, choice["function"]["name"] if isinstance(choice, dict) else None, schema)
 
 
 def parse_anthropic(body: dict) -> Turn:
@@ -244,7 +247,8 @@ def parse_anthropic(body: dict) -> Turn:
             )
     tools = [t["name"] for t in body.get("tools") or []]
     choice = body.get("tool_choice")
-    return Turn(system, user, history, tools, choice.get("name") if isinstance(choice, dict) else None)
+    name = choice.get("name") if isinstance(choice, dict) else None
+    return Turn(system, user, history, tools, name, name)
 
 
 @dataclass
@@ -263,6 +267,7 @@ class LoopbackServer:
         agent: Callable[[Turn], tuple[str, list[tuple[str, dict]]]] = skill_agent,
         slots: int | None = None,
         props: bool = False,
+        teacher: Callable[[Turn], Any] | None = None,
     ):
         """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer.
         ``agent(turn)`` answers the requests that offer tools: (text, [(tool, arguments)]).
@@ -270,8 +275,14 @@ class LoopbackServer:
         ``slots``: serve at most this many requests at once, the others waiting in turn (first
         come, first served), as a llama.cpp server with that many slots does; a request whose
         client hung up is still served to the end, as such servers do. ``props``: answer
-        ``GET /props`` with ``total_slots``, as llama.cpp's server does."""
+        ``GET /props`` with ``total_slots``, as llama.cpp's server does.
+
+        ``teacher(turn)`` answers the requests for a structured answer (``turn.schema``: OpenAI's
+        ``response_format`` JSON schema, Anthropic's forced tool): a dict is sent as the JSON object
+        (the message content, or the forced tool's input), a str as the answer's raw text (to send
+        what does not parse), None leaves the request to ``reply`` and ``agent``."""
         self.reply, self.latency_s, self.fault, self.agent = reply, latency_s, fault, agent
+        self.teacher = teacher
         self.slots, self.props = slots, props
         self._turns = threading.Condition()
         self._next_ticket = self._serving_ticket = 0
@@ -360,12 +371,17 @@ class LoopbackServer:
             time.sleep(fault.delay_s)
         turn = parse_openai(body) if protocol == "openai" else parse_anthropic(body)
         calls: list[tuple[str, dict]] = []
-        if turn.tools:
+        structured = self.teacher(turn) if self.teacher is not None and turn.schema else None
+        if isinstance(structured, dict) and protocol == "anthropic":
+            text, calls = "", [(turn.schema or "", structured)]
+        elif structured is not None:
+            text = json.dumps(structured) if isinstance(structured, dict) else str(structured)
+        elif turn.tools:
             text, calls = self.agent(turn)
         else:
             text = self.reply(turn.system, turn.user)
         cap = body.get("max_tokens") or body.get("max_completion_tokens")
-        truncated = isinstance(cap, int) and not calls and count_tokens(text) > cap
+        truncated = isinstance(cap, int) and not calls and structured is None and count_tokens(text) > cap
         if truncated:  # as a real server does: the answer stops at max_tokens
             text = " ".join(text.split()[:cap])
         seen = turn.user + "".join(

@@ -39,13 +39,16 @@ def messages(request: Request) -> list[dict]:
 
 
 def tool_params(request: Request) -> dict:
-    if not request.tools:
+    """Tools offered; structured output (``request.output``) is a tool the model is made to call."""
+    tools = [*request.tools, request.output] if request.output is not None else list(request.tools)
+    if not tools:
         return {}
     params: dict = {
-        "tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+        "tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
     }
-    if request.tool_choice:
-        params["tool_choice"] = {"type": "tool", "name": request.tool_choice}
+    choice = request.output.name if request.output is not None else request.tool_choice
+    if choice:
+        params["tool_choice"] = {"type": "tool", "name": choice}
     return params
 
 
@@ -84,6 +87,9 @@ class AnthropicProvider:
             for block in message.content
             if isinstance(block, anthropic.types.ToolUseBlock)
         )
+        if request.output is not None:  # the answer is the forced call's input, as JSON text
+            chosen = [c for c in calls if c.name == request.output.name]
+            text, calls = (chosen[0].arguments_json if chosen else text), ()
         if message.usage is None or (
             not text and not calls and message.stop_reason not in ("end_turn", "max_tokens", "stop_sequence")
         ):

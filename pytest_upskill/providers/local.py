@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, ModelSpec
-from ..core import Request, ToolCall
+from ..core import Request, Tool, ToolCall
 from .base import BAD_REQUEST, BAD_RESPONSE, Completion, ProviderError
 from .openai import messages as openai_messages
 from .openai import tool_params
@@ -159,6 +159,31 @@ def why_no_tools(spec: ModelSpec) -> str | None:
     return None
 
 
+# llama.cpp writes a string of at most N characters as N nested optional rules, and its grammar parser
+# fails (or crashes) on a few hundred: string lengths are checked after the answer, not in the grammar.
+_GRAMMAR_DROPS = ("maxLength", "minLength", "title", "description", "default")
+
+
+def grammar_schema(output: Tool) -> dict[str, Any]:
+    """``output``'s schema as llama.cpp turns it into a grammar (lengths left to validation)."""
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if k not in _GRAMMAR_DROPS or isinstance(v, dict)}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    cleaned: dict[str, Any] = clean(output.parameters)
+    return cleaned
+
+
+def structured_params(output: Tool) -> dict[str, Any]:
+    """Sampling for a structured answer: a small model under a grammar otherwise tends to repeat one
+    character until max_tokens (greedy decoding has nothing else to escape a loop)."""
+    return {"repeat_penalty": 1.1}
+
+
 class LocalProvider:
     capacity = 1  # a llama.cpp context serves one request at a time (the lock): the runner sends one at a time
 
@@ -173,7 +198,9 @@ class LocalProvider:
             llm, lock = _load(self.spec)
         except ConfigError as exc:
             raise ProviderError(BAD_REQUEST, str(exc)) from None
-        params = dict(max_tokens=request.max_tokens, temperature=request.temperature or 0.0, seed=request.seed or 0)
+        params: dict[str, Any] = dict(
+            max_tokens=request.max_tokens, temperature=request.temperature or 0.0, seed=request.seed or 0
+        )
         with lock:
             start = time.perf_counter()  # the generation itself, not the wait for the lock
             # Without a reset llama.cpp reuses the KV cache of a shared prompt prefix, and the
@@ -196,14 +223,24 @@ class LocalProvider:
                         calls,
                         truncated=result["choices"][0].get("finish_reason") == "length",
                     )
+                if request.output is not None:  # structured output: generated under the schema's grammar
+                    params.update(structured_params(request.output))
                 if has_chat_template(llm):
                     messages = [
                         {"role": "system", "content": request.system},
                         {"role": "user", "content": request.user},
                     ]
+                    if request.output is not None:
+                        params["response_format"] = {"type": "json_object", "schema": grammar_schema(request.output)}
                     result = llm.create_chat_completion(messages=messages, **params)
                     text = result["choices"][0]["message"]["content"]
                 else:
+                    if request.output is not None:
+                        from llama_cpp import LlamaGrammar
+
+                        params["grammar"] = LlamaGrammar.from_json_schema(
+                            json.dumps(grammar_schema(request.output)), verbose=False
+                        )
                     prompt = f"{request.system}\n\nUser: {request.user}\n\nAssistant:"
                     result = llm.create_completion(prompt=prompt, stop=["\nUser:"], **params)
                     text = result["choices"][0]["text"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 
 from ..config import ModelSpec
-from ..core import Request, ToolCall
+from ..core import Request, Tool, ToolCall
 from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
 
 
@@ -42,6 +42,19 @@ def tool_params(request: Request) -> dict:
     return params
 
 
+def response_format(output: Tool) -> dict:
+    """The ``response_format`` that asks for one JSON object of ``output``'s schema."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": output.name,
+            "description": output.description,
+            "schema": output.parameters,
+            "strict": True,
+        },
+    }
+
+
 class OpenAIProvider:
     def __init__(self, spec: ModelSpec, *, timeout: float):
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
@@ -56,6 +69,8 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Completion:
         params: dict = tool_params(request)
+        if request.output is not None:  # structured output: OpenAI's JSON schema (strict where the schema allows)
+            params["response_format"] = response_format(request.output)
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.seed is not None:
