@@ -100,7 +100,8 @@ class SkillFile(pytest.File):
                 reason=(
                     f"{_shown(self.path, self.config.rootpath)} "
                     "has an empty list of test cases (what upskill writes when it generated none): add cases with "
-                    "'input' and 'expected'"
+                    f"'input' and 'expected', or have a teacher draft them: pytest-upskill cases "
+                    f"{_shown(skill_dir, self.config.rootpath)} --teacher MODEL"
                 ),
             )
             return

@@ -65,6 +65,7 @@ from .teach import (
     frontmatter,
     problems_of,
     revise_prompt,
+    unique_ids,
     write_skill,
 )
 from .traces import cut, read_trace
@@ -544,7 +545,7 @@ def _draft_more(
         answer_tool(DraftCases, "write_cases", "Test cases for the skill", count),
         lambda d: check_cases(d.cases, count, folder, known),
     )
-    return found.cases
+    return unique_ids(found.cases, known)
 
 
 def _improve(session: Session, settings: Settings, teacher: Teacher, task: str, folder: Path) -> int:

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import checks
 from .config import ModelSpec
@@ -76,6 +76,21 @@ class DraftCase(_Answer):
     )
 
 
+def unique_ids(cases: list[DraftCase], taken: set[str] | frozenset[str] = frozenset()) -> list[DraftCase]:
+    """The cases with every id unique (and none of ``taken``): a repeated id gets -2, -3... (a label
+    is no reason to send a whole answer back)."""
+    seen = set(taken)
+    renamed = []
+    for case in cases:
+        new, n = case.id, 1
+        while new in seen:
+            n += 1
+            new = f"{case.id[: 40 - len(str(n)) - 1]}-{n}"
+        seen.add(new)
+        renamed.append(case if new == case.id else case.model_copy(update={"id": new}))
+    return renamed
+
+
 class DraftSkill(_Answer):
     name: str = Field(pattern=NAME_PATTERN, max_length=64, description="the skill's name, lowercase-with-hyphens")
     description: str = Field(
@@ -83,6 +98,11 @@ class DraftSkill(_Answer):
     )
     instructions: str = Field(min_length=1, description="the body of SKILL.md, in Markdown")
     cases: list[DraftCase]
+
+    @model_validator(mode="after")
+    def _unique(self) -> DraftSkill:
+        self.cases = unique_ids(self.cases)
+        return self
 
 
 class Revision(_Answer):
@@ -92,6 +112,11 @@ class Revision(_Answer):
 
 class DraftCases(_Answer):
     cases: list[DraftCase]
+
+    @model_validator(mode="after")
+    def _unique(self) -> DraftCases:
+        self.cases = unique_ids(self.cases)
+        return self
 
 
 T = TypeVar("T", bound=_Answer)
@@ -358,9 +383,7 @@ def check_cases(drafts: list[DraftCase], cases: int, skill_dir: Path, known: set
     """Whether drafted cases are as many as asked, new, and load beside the skill in ``skill_dir``."""
     if len(drafts) != cases:
         return f"write exactly {cases} test case(s), not {len(drafts)}"
-    repeated = [d.id for d in drafts if d.id in known]
-    if repeated:
-        return f"these case ids are taken: {', '.join(repeated)}"
+    drafts = unique_ids(drafts, known)
     scratch = Path(tempfile.mkdtemp(prefix="upskill-cases-"))
     try:
         folder = scratch / skill_dir.name

@@ -34,6 +34,10 @@ that contains every `backticked` phrase of the rubric. The formats it reads (the
 listed skill, fenced files, the judge's rubric and submission) are the plugin's own, imported from
 :mod:`pytest_upskill.prompt` and :mod:`pytest_upskill.validators`, so the two cannot drift apart.
 
+A request for a structured answer (OpenAI's ``response_format`` JSON schema, Anthropic's forced
+tool) is answered by ``teacher(turn)`` where one is given (``turn.schema`` names the answer asked
+for): how ``pytest-upskill generate`` is tested without a real teacher.
+
 PYTEST_DONT_REWRITE: a plugin module with no test asserts.
 """
 

@@ -86,19 +86,35 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
     """OpenAI's JSON schema: the draft does not help, the revision does; the skill written collects
     and passes; the teacher never sees a held-out case; every attempt's figures are recorded."""
     cases = [draft_case(f"case-{i}", "XYZZY") for i in range(1, 6)] + [CODE_CASE]
-    draft = {"name": "magic-word", "description": "Answers with the magic word.", "instructions": "Be brief.", "cases": cases}
+    draft = {
+        "name": "magic-word",
+        "description": "Answers with the magic word.",
+        "instructions": "Be brief.",
+        "cases": cases,
+    }
     teacher = Teacher(write_skill=[draft], revise_skill=[{"changes": "taught the word", "instructions": GOOD}])
     with LoopbackServer(teacher=teacher) as server:
         url = server.openai_base_url
-        result = upskill(pytester, "generate", "answer with the magic word", "--teacher", f"openai:t@{url}",
-                         "--student", f"openai:s@{url}")
+        result = upskill(
+            pytester,
+            "generate",
+            "answer with the magic word",
+            "--teacher",
+            f"openai:t@{url}",
+            "--student",
+            f"openai:s@{url}",
+        )
         first = next(r.body for r in server.requests if r.body.get("response_format"))
     assert result.ret == 0, result.stdout.str()
     form = first["response_format"]
     assert form["type"] == "json_schema" and form["json_schema"]["name"] == "write_skill"
-    assert form["json_schema"]["strict"] is True and form["json_schema"]["schema"]["properties"]["cases"]["maxItems"] == 6
+    assert (
+        form["json_schema"]["strict"] is True and form["json_schema"]["schema"]["properties"]["cases"]["maxItems"] == 6
+    )
     out = result.stdout.str()
-    held = json.loads((pytester.path / "skills/magic-word/skill_meta.json").read_text())["metadata"]["splits"]["held_out"]
+    held = json.loads((pytester.path / "skills/magic-word/skill_meta.json").read_text())["metadata"]["splits"][
+        "held_out"
+    ]
     assert len(held) == 2
     result.stdout.fnmatch_lines(
         [
@@ -123,7 +139,10 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
     assert meta["metadata"]["kept_attempt"] == 2 and len(meta["metadata"]["attempts"]) == 2
     assert meta["metadata"]["attempts"][1]["results"][f"openai:s@{url}"]["train"]["verdict"] == "PASS"
     code = next(c for c in meta["tests"] if c["id"] == "adds")
-    assert code["validator"] == "python_tests" and (pytester.path / "skills/magic-word" / code["validator_config"]["test_file"]).is_file()
+    assert (
+        code["validator"] == "python_tests"
+        and (pytester.path / "skills/magic-word" / code["validator_config"]["test_file"]).is_file()
+    )
     assert "XYZZY" in (pytester.path / "skills/magic-word/SKILL.md").read_text()
     assert not list(pytester.path.glob("skills/.upskill-attempts-*"))  # the scratch versions are gone
     # the skill written is one the plugin collects and runs: the workspace case's validator passes with it
@@ -133,19 +152,36 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
 
 
 def test_an_unusable_answer_is_sent_back_with_what_is_wrong_anthropic_forced_tool_use(pytester):
-    good = {"name": "greeter", "description": "Greets.", "instructions": "Say XYZZY.",
-            "cases": [draft_case(f"c-{i}", "XYZZY") for i in range(3)]}
+    good = {
+        "name": "greeter",
+        "description": "Greets.",
+        "instructions": "Say XYZZY.",
+        "cases": [draft_case(f"c-{i}", "XYZZY") for i in range(3)],
+    }
     bad = {"name": "Not A Name", "description": "Greets.", "instructions": "Say XYZZY."}
     teacher = Teacher(write_skill=[bad, good])
     with LoopbackServer(teacher=teacher) as server:
         url = server.anthropic_base_url
-        result = upskill(pytester, "generate", "greet", "--teacher", f"anthropic:t@{url}", "--student",
-                         f"anthropic:s@{url}", "--cases", "3")
+        result = upskill(
+            pytester,
+            "generate",
+            "greet",
+            "--teacher",
+            f"anthropic:t@{url}",
+            "--student",
+            f"anthropic:s@{url}",
+            "--cases",
+            "3",
+        )
         forced = [r.body for r in server.requests if r.body.get("tool_choice")]
     assert result.ret == 0, result.stdout.str()
     assert forced[0]["tool_choice"] == {"type": "tool", "name": "write_skill"}
     assert [t["name"] for t in forced[0]["tools"]] == ["write_skill"]
-    result.stdout.fnmatch_lines(["  the teacher's answer cannot be used (name: String should match pattern*cases: Field required*); sent back (1/2)"])
+    result.stdout.fnmatch_lines(
+        [
+            "  the teacher's answer cannot be used (name: String should match pattern*cases: Field required*); sent back (1/2)"
+        ]
+    )
     again = teacher.asked("write_skill")[1].user
     assert "Your previous answer was:" in again and "Not A Name" in again and "cases: Field required" in again
     assert (pytester.path / "skills/greeter/SKILL.md").is_file()
@@ -158,8 +194,10 @@ def test_a_teacher_that_never_answers_usably_stops_the_command_saying_why(pytest
         result = upskill(pytester, "generate", "greet", "--teacher", f"openai:t@{url}", "--repairs", "1")
     assert result.ret == 3
     result.stdout.fnmatch_lines(
-        ["pytest-upskill generate: the teacher openai:t@* gave no usable write_skill answer in 2 attempt(s); "
-         "the last: not a JSON object: *. Try another teacher (--teacher), or more attempts (--repairs)"]
+        [
+            "pytest-upskill generate: the teacher openai:t@* gave no usable write_skill answer in 2 attempt(s); "
+            "the last: not a JSON object: *. Try another teacher (--teacher), or more attempts (--repairs)"
+        ]
     )
     assert len(teacher.asked("write_skill")) == 2
     assert not (pytester.path / "skills").exists() or not any((pytester.path / "skills").iterdir())
@@ -173,8 +211,19 @@ def test_a_revision_that_does_not_help_is_not_kept(pytester):
     teacher = Teacher(write_skill=[draft], revise_skill=[worse])
     with LoopbackServer(teacher=teacher) as server:
         url = server.openai_base_url
-        result = upskill(pytester, "generate", "half", "--teacher", f"openai:t@{url}", "--attempts", "1",
-                         "--min-lift", "0.9", "--held-out", "0")
+        result = upskill(
+            pytester,
+            "generate",
+            "half",
+            "--teacher",
+            f"openai:t@{url}",
+            "--attempts",
+            "1",
+            "--min-lift",
+            "0.9",
+            "--held-out",
+            "0",
+        )
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
@@ -192,19 +241,30 @@ def test_a_revision_that_does_not_help_is_not_kept(pytester):
 def test_a_new_skill_never_goes_into_an_existing_folder(pytester, write_skill):
     mine = write_skill("greeter", {"tests": []}, body="My own words.")
     before = (mine / "SKILL.md").read_text()
-    good = {"name": "greeter", "description": "Greets.", "instructions": "Say XYZZY.",
-            "cases": [draft_case("c-1", "XYZZY")]}
+    good = {
+        "name": "greeter",
+        "description": "Greets.",
+        "instructions": "Say XYZZY.",
+        "cases": [draft_case("c-1", "XYZZY")],
+    }
     with LoopbackServer(teacher=Teacher(write_skill=[good])) as server:
-        result = upskill(pytester, "generate", "greet", "--teacher", f"openai:t@{server.openai_base_url}", "--cases", "1")
+        result = upskill(
+            pytester, "generate", "greet", "--teacher", f"openai:t@{server.openai_base_url}", "--cases", "1"
+        )
     assert result.ret == 1, result.stdout.str()  # written, but one case cannot make the interval PASS
     result.stdout.fnmatch_lines(["exit 1: the skill was written, but *more cases or runs narrow the interval"])
-    result.stdout.fnmatch_lines(["skills/greeter exists: the new skill is named greeter-2 (nothing existing is changed)"])
+    result.stdout.fnmatch_lines(
+        ["skills/greeter exists: the new skill is named greeter-2 (nothing existing is changed)"]
+    )
     assert (mine / "SKILL.md").read_text() == before
     assert "name: greeter-2" in (pytester.path / "skills/greeter-2/SKILL.md").read_text()
 
 
 def test_improving_a_skill_writes_beside_it_or_over_it_with_force_keeping_the_old_text(pytester, write_skill):
-    cases = {"metadata": {"owner": "team-a"}, "tests": [{"id": f"k-{i}", "input": "word?", "expected": {"contains": "XYZZY"}} for i in range(3)]}
+    cases = {
+        "metadata": {"owner": "team-a"},
+        "tests": [{"id": f"k-{i}", "input": "word?", "expected": {"contains": "XYZZY"}} for i in range(3)],
+    }
     folder = write_skill("wordy", cases, body="Say hello.")
     (folder / "references").mkdir()
     (folder / "references" / "notes.md").write_text("kept with every version")
@@ -220,37 +280,90 @@ def test_improving_a_skill_writes_beside_it_or_over_it_with_force_keeping_the_ol
         assert proposed.startswith("---\nname: wordy\ndescription: Test skill wordy.\n---") and "Say XYZZY." in proposed
         meta = json.loads((folder / "skill_meta.proposed.json").read_text())
         assert meta["metadata"]["owner"] == "team-a" and meta["metadata"]["kept_attempt"] == 2
-        result.stdout.fnmatch_lines(["written beside the old files: skills/wordy/SKILL.proposed.md and skill_meta.proposed.json*"])
+        result.stdout.fnmatch_lines(
+            ["written beside the old files: skills/wordy/SKILL.proposed.md and skill_meta.proposed.json*"]
+        )
         result = upskill(pytester, *args, "--force")
     assert result.ret == 0, result.stdout.str()
     assert "Say XYZZY." in (folder / "SKILL.md").read_text()
     assert (folder / "SKILL.md.orig").read_text() == old
     assert json.loads((folder / "skill_meta.json.orig").read_text()) == cases
     assert json.loads((folder / "skill_meta.json").read_text())["metadata"]["owner"] == "team-a"
-    result.stdout.fnmatch_lines(["written: skills/wordy/SKILL.md and skill_meta.json (--force); the old files kept as SKILL.md.orig, skill_meta.json.orig"])
+    result.stdout.fnmatch_lines(
+        [
+            "written: skills/wordy/SKILL.md and skill_meta.json (--force); the old files kept as SKILL.md.orig, skill_meta.json.orig"
+        ]
+    )
 
 
 CLAUDE_CODE = [
     {"type": "user", "message": {"role": "user", "content": "Build the kernel for H100."}},
-    {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "Writing build.toml."},
-     {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "build.toml"}}]}},
-    {"type": "user", "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}},
+    {
+        "type": "assistant",
+        "message": {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Writing build.toml."},
+                {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "build.toml"}},
+            ],
+        },
+    },
+    {
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    },
 ]
 
 
 @pytest.mark.parametrize(
     "name, content, form, shown",
     [
-        ("trace.jsonl", "\n".join(json.dumps(e) for e in CLAUDE_CODE), "Claude Code transcript",
-         ["USER: Build the kernel for H100.", "[tool call Write: {\"file_path\": \"build.toml\"}]", "[tool result: ok]"]),
-        ("messages.json", json.dumps([{"role": "user", "content": "Parse YAML"}, {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
-         {"role": "tool", "tool_call_id": "1", "content": "done"}]), "messages JSON",
-         ["USER: Parse YAML", "[tool call run: {}]", "TOOL: done"]),
-        ("history.json", json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "Parse YAML"}]},
-         {"role": "assistant", "content": [], "tool_calls": {"c1": {"method": "tools/call", "params": {"name": "read", "arguments": {"p": 1}}}}},
-         {"role": "user", "content": [], "tool_results": {"c1": {"content": [{"type": "text", "text": "a: 1"}], "isError": False}}}]}),
-         "fast-agent history", ["USER: Parse YAML", "[tool call read: {\"p\": 1}]", "[tool result: a: 1]"]),
+        (
+            "trace.jsonl",
+            "\n".join(json.dumps(e) for e in CLAUDE_CODE),
+            "Claude Code transcript",
+            ["USER: Build the kernel for H100.", '[tool call Write: {"file_path": "build.toml"}]', "[tool result: ok]"],
+        ),
+        (
+            "messages.json",
+            json.dumps(
+                [
+                    {"role": "user", "content": "Parse YAML"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "1", "type": "function", "function": {"name": "run", "arguments": "{}"}}],
+                    },
+                    {"role": "tool", "tool_call_id": "1", "content": "done"},
+                ]
+            ),
+            "messages JSON",
+            ["USER: Parse YAML", "[tool call run: {}]", "TOOL: done"],
+        ),
+        (
+            "history.json",
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": [{"type": "text", "text": "Parse YAML"}]},
+                        {
+                            "role": "assistant",
+                            "content": [],
+                            "tool_calls": {
+                                "c1": {"method": "tools/call", "params": {"name": "read", "arguments": {"p": 1}}}
+                            },
+                        },
+                        {
+                            "role": "user",
+                            "content": [],
+                            "tool_results": {"c1": {"content": [{"type": "text", "text": "a: 1"}], "isError": False}},
+                        },
+                    ]
+                }
+            ),
+            "fast-agent history",
+            ["USER: Parse YAML", '[tool call read: {"p": 1}]', "[tool result: a: 1]"],
+        ),
         ("notes.md", "# How I did it\n\nRan `make`.", "text", ["# How I did it", "Ran `make`."]),
     ],
 )
@@ -266,14 +379,31 @@ def test_traces_are_read_in_the_formats_agents_write(tmp_path, name, content, fo
 def test_a_long_trace_is_cut_to_its_budget_keeping_its_beginning_and_end(pytester):
     trace = "BEGINNING " + "middle " * 5000 + " THE END"
     (pytester.path / "trace.md").write_text(trace)
-    good = {"name": "from-trace", "description": "From a trace.", "instructions": "Say XYZZY.",
-            "cases": [draft_case("c-1", "XYZZY")]}
+    good = {
+        "name": "from-trace",
+        "description": "From a trace.",
+        "instructions": "Say XYZZY.",
+        "cases": [draft_case("c-1", "XYZZY")],
+    }
     teacher = Teacher(write_skill=[good])
     with LoopbackServer(teacher=teacher) as server:
-        result = upskill(pytester, "generate", "distil", "--from", "trace.md", "--trace-chars", "2000", "--cases", "1",
-                         "--teacher", f"openai:t@{server.openai_base_url}")
+        result = upskill(
+            pytester,
+            "generate",
+            "distil",
+            "--from",
+            "trace.md",
+            "--trace-chars",
+            "2000",
+            "--cases",
+            "1",
+            "--teacher",
+            f"openai:t@{server.openai_base_url}",
+        )
     assert result.ret == 1, result.stdout.str()  # one case: written, not PASS
-    result.stdout.fnmatch_lines(["trace: trace.md read as text, 35,018 characters; cut to 2,000 (--trace-chars): 33,0* from the middle"])
+    result.stdout.fnmatch_lines(
+        ["trace: trace.md read as text, 35,018 characters; cut to 2,000 (--trace-chars): 33,0* from the middle"]
+    )
     prompt = teacher.asked("write_skill")[0].user
     assert "BEGINNING" in prompt and "THE END" in prompt and "characters of the trace cut here" in prompt
     assert len(prompt) < 2000 + 1000
@@ -289,10 +419,23 @@ def test_cases_drafts_keeps_counterexamples_that_discriminate_and_audits_the_res
     def both(turn: Turn):
         return (adversary if "counterexamples" in turn.user else teacher)(turn)
 
-    with LoopbackServer(teacher=both, reply=lambda system, user: ("Sure: " + system[-40:])) as server:
+    with LoopbackServer(teacher=both, reply=lambda system, user: "Sure: " + system[-40:]) as server:
         url = server.openai_base_url
-        result = upskill(pytester, "cases", "skills/wordy", "--teacher", f"openai:t@{url}", "--adversary",
-                         f"openai:a@{url}", "--student", f"openai:s@{url}", "--cases", "2", "--adversary-cases", "2")
+        result = upskill(
+            pytester,
+            "cases",
+            "skills/wordy",
+            "--teacher",
+            f"openai:t@{url}",
+            "--adversary",
+            f"openai:a@{url}",
+            "--student",
+            f"openai:s@{url}",
+            "--cases",
+            "2",
+            "--adversary-cases",
+            "2",
+        )
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
@@ -345,7 +488,9 @@ def test_plan_and_max_cost_cover_the_teachers_requests(pytester):
         result = upskill(pytester, "generate", "greet", "--teacher", "priced", "--max-cost", "0")
         assert not server.requests
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["pytest-upskill generate: stopped: priced: not sent: the estimated spend passed --upskill-max-cost $0*"])
+    result.stdout.fnmatch_lines(
+        ["pytest-upskill generate: stopped: priced: not sent: the estimated spend passed --upskill-max-cost $0*"]
+    )
 
 
 def test_the_bundled_local_model_as_teacher_writes_a_spec_valid_skill_that_collects(pytester):
@@ -355,12 +500,29 @@ def test_the_bundled_local_model_as_teacher_writes_a_spec_valid_skill_that_colle
     from skills_ref.validator import validate
 
     with LoopbackServer() as student:
-        result = upskill(pytester, "generate", "convert temperatures from Celsius to Fahrenheit", "--teacher",
-                         "smollm2", "--student", f"openai:s@{student.openai_base_url}", "--cases", "2",
-                         "--attempts", "0", "--teacher-max-tokens", "1024", "--repairs", "3", timeout=600)
+        result = upskill(
+            pytester,
+            "generate",
+            "convert temperatures from Celsius to Fahrenheit",
+            "--teacher",
+            "smollm2",
+            "--student",
+            f"openai:s@{student.openai_base_url}",
+            "--cases",
+            "2",
+            "--attempts",
+            "0",
+            "--teacher-max-tokens",
+            "1024",
+            "--repairs",
+            "3",
+            timeout=600,
+        )
     assert result.ret in (0, 1), result.stdout.str()
     folders = [p.parent for p in (pytester.path / "skills").glob("*/SKILL.md")]
     assert len(folders) == 1, result.stdout.str()
     assert validate(folders[0]) == []
-    collected = pytester.runpytest("--collect-only", "-q", "skills", "--upskill-models", "openai:s@http://127.0.0.1:9/v1")
+    collected = pytester.runpytest(
+        "--collect-only", "-q", "skills", "--upskill-models", "openai:s@http://127.0.0.1:9/v1"
+    )
     collected.stdout.fnmatch_lines(["4 tests collected*"])

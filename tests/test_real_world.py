@@ -81,8 +81,8 @@ def test_an_empty_list_of_cases_skips_that_skill_and_the_others_run(pytester, mo
     result.stdout.fnmatch_lines(
         [
             "SKIPPED [[]1[]] skills/drafted/skill_meta.json:1: skills/drafted/skill_meta.json has an empty list of "
-            "test "
-            "cases (what upskill writes when it generated none): add cases with 'input' and 'expected'"
+            "test cases (what upskill writes when it generated none): add cases with 'input' and 'expected', "
+            "or have a teacher draft them: pytest-upskill cases skills/drafted --teacher MODEL"
         ]
     )
 
