@@ -111,7 +111,6 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
     assert (
         form["json_schema"]["strict"] is True and form["json_schema"]["schema"]["properties"]["cases"]["maxItems"] == 6
     )
-    out = result.stdout.str()
     held = json.loads((pytester.path / "skills/magic-word/skill_meta.json").read_text())["metadata"]["splits"][
         "held_out"
     ]
@@ -179,7 +178,8 @@ def test_an_unusable_answer_is_sent_back_with_what_is_wrong_anthropic_forced_too
     assert [t["name"] for t in forced[0]["tools"]] == ["write_skill"]
     result.stdout.fnmatch_lines(
         [
-            "  the teacher's answer cannot be used (name: String should match pattern*cases: Field required*); sent back (1/2)"
+            "  the teacher's answer cannot be used (name: String should match pattern*cases: Field required*); "
+            "sent back (1/2)"
         ]
     )
     again = teacher.asked("write_skill")[1].user
@@ -291,7 +291,8 @@ def test_improving_a_skill_writes_beside_it_or_over_it_with_force_keeping_the_ol
     assert json.loads((folder / "skill_meta.json").read_text())["metadata"]["owner"] == "team-a"
     result.stdout.fnmatch_lines(
         [
-            "written: skills/wordy/SKILL.md and skill_meta.json (--force); the old files kept as SKILL.md.orig, skill_meta.json.orig"
+            "written: skills/wordy/SKILL.md and skill_meta.json (--force); "
+            "the old files kept as SKILL.md.orig, skill_meta.json.orig"
         ]
     )
 
@@ -440,7 +441,8 @@ def test_cases_drafts_keeps_counterexamples_that_discriminate_and_audits_the_res
     result.stdout.fnmatch_lines(
         [
             "  drafted case trivial measures nothing: openai:s@*: passes in both arms in every run",
-            "  counterexample impossible dropped: it does not discriminate (openai:s@*: fails in both arms in every run)",
+            "  counterexample impossible dropped: it does not discriminate "
+            "(openai:s@*: fails in both arms in every run)",
             "  counterexample edge kept: its arms differ on at least one student",
             "written: skills/wordy/skill_meta.json (3 case(s))",
             "exit 0: 2 of 3 case(s) discriminate on at least one student",
