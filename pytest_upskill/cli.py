@@ -254,7 +254,6 @@ def teaching_command(args: argparse.Namespace, out: Callable[[str], None] = _say
 
 def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[str], None]) -> int:
     from .config import split_names
-    from .gate import THRESHOLD_KEYS  # noqa: F401  (the gate's own thresholds)
     from .generate import GenerateError, Session, Settings, cases, generate
     from .options import float_option
     from .session import UpskillRun, resolve_models
@@ -291,15 +290,12 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
         adversary_cases=getattr(args, "adversary_cases", 0) if adversary else 0,
     )
     session = Session(config, run, out)
+    default = not args.teacher and not config.getini("upskill_teacher")
     where = f"teacher {teacher.name}" + (
-        f" (the default{'' if args.teacher else ': --teacher or upskill_teacher'})"
-        if not args.teacher and not config.getini("upskill_teacher")
-        else ""
+        " (the default: name one with --teacher or upskill_teacher)" if default else ""
     )
-    out(
-        f"{name}: {where}; students {', '.join(s.name for s in students)}"
-        + (f"; adversary {adversary.name}" if adversary else "")
-    )
+    roles = f"{where}; students {', '.join(s.name for s in students)}"
+    out(f"{name}: {roles}" + (f"; adversary {adversary.name}" if adversary else ""))
     try:
         if args.plan:
             return _plan(args, session, settings, out)

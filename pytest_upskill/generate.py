@@ -762,13 +762,15 @@ def plan_lines(
     teacher_in = (0 if cached else asks * first_tokens) + (evaluations - 1) * asks * revise_tokens
     teacher_out = teacher_requests * settings.teacher_max_tokens
     rows = [(settings.teacher, "teacher", teacher_requests, teacher_in, teacher_out)]
+    if settings.adversary is not None:
+        rows.append((settings.adversary, "adversary", asks, asks * first_tokens, asks * settings.teacher_max_tokens))
     runs = settings.runs or 1
     for student in settings.students:
         trials = evaluations * cases * 2 * runs
         per_in = (len(DEFAULT_SCAFFOLD) // 4) + skill_tokens // 2 + 500
         rows.append((student, "student", trials, trials * per_in, trials * student.max_tokens))
     lines = [
-        f"{'model':<34} {'role':<8} {'requests':>9} {'est. input tok':>15} {'max output tok':>15} {'est. cost':>10}"
+        f"{'model':<34} {'role':<9} {'requests':>9} {'est. input tok':>15} {'max output tok':>15} {'est. cost':>10}"
     ]
     total = 0.0
     for spec, role, requests, tokens_in, tokens_out in rows:
@@ -776,7 +778,7 @@ def plan_lines(
         cost = price(spec, tokens_in, tokens_out) if priced else None
         total += cost or 0.0
         shown = f"${cost:.4f}" if cost is not None else "no price"
-        lines.append(f"{spec.name:<34} {role:<8} {requests:>9} {tokens_in:>15,} {tokens_out:>15,} {shown:>10}")
+        lines.append(f"{spec.name:<34} {role:<9} {requests:>9} {tokens_in:>15,} {tokens_out:>15,} {shown:>10}")
     lines.append(
         f"at most {evaluations} version(s) of the skill (--attempts {settings.attempts}), each answer of the teacher "
         f"sent back at most {settings.repairs} time(s) (--repairs); "

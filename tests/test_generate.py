@@ -476,6 +476,12 @@ def test_plan_and_max_cost_cover_the_teachers_requests(pytester):
             "at most 4 version(s) of the skill (--attempts 3), *; nothing was sent",
         ]
     )
+    pytester.mkdir("skills")
+    (pytester.path / "skills/wordy").mkdir()
+    (pytester.path / "skills/wordy/SKILL.md").write_text("---\nname: wordy\ndescription: Words.\n---\nSay XYZZY.\n")
+    result = upskill(pytester, "cases", "skills/wordy", "--teacher", "priced", "--adversary", "priced", "--plan")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["priced * teacher * 3 *", "priced * adversary * 3 *", "priced * student * 16 *"])
     with LoopbackServer(teacher=Teacher(write_skill=["{}"])) as server:
         pytester.makepyprojecttoml(
             f"""
