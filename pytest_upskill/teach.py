@@ -122,10 +122,24 @@ class DraftCases(_Answer):
 T = TypeVar("T", bound=_Answer)
 
 
+def _without_lengths(node: Any) -> Any:
+    """A schema without string lengths: OpenAI's strict mode refuses them and llama.cpp's grammars
+    cannot hold long ones; the answer's lengths are checked by the model itself, after."""
+    if isinstance(node, dict):
+        return {
+            k: _without_lengths(v)
+            for k, v in node.items()
+            if k not in ("minLength", "maxLength") or isinstance(v, dict)
+        }
+    if isinstance(node, list):
+        return [_without_lengths(v) for v in node]
+    return node
+
+
 def answer_tool(model: type[_Answer], name: str, description: str, count: int | None = None) -> Tool:
     """The structured answer ``model`` as the schema sent to the teacher; ``count`` fixes the number
     of cases (a small model under a grammar then cannot stop early or run on)."""
-    schema = model.model_json_schema()
+    schema = _without_lengths(model.model_json_schema())
     if count is not None:
         schema["properties"]["cases"].update(minItems=count, maxItems=count)
     return Tool(name, description, json.dumps(schema, sort_keys=True))
