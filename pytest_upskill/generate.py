@@ -585,6 +585,16 @@ def _improve(session: Session, settings: Settings, teacher: Teacher, task: str, 
         refiner.close()
 
 
+def _write_files(folder: Path, files: dict[str, str], force: bool) -> None:
+    """A case's files (a python_tests file) into the skill's folder: beside one that differs, unless --force."""
+    for name, text in files.items():
+        path = folder / name
+        if path.exists() and path.read_text(encoding="utf-8") != text and not force:
+            path = path.with_name(path.stem + ".proposed" + path.suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
 def _write_improved(
     say: Callable[[str], None],
     folder: Path,
@@ -596,12 +606,7 @@ def _write_improved(
 ) -> None:
     from .teach import skill_md as skill_text
 
-    for name, text in extra.items():
-        path = folder / name
-        if path.exists() and path.read_text(encoding="utf-8") != text and not force:
-            path = path.with_name(path.stem + ".proposed" + path.suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    _write_files(folder, extra, force)
     meta_text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     if force:
         kept = [p for p in (_backup(folder / "SKILL.md"), _backup(folder / "skill_meta.json")) if p]
@@ -708,22 +713,26 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
         + (f", adversary {settings.adversary.name})" if settings.adversary else ")"),
         "measures_nothing": sorted(c for c in measures_nothing if c not in dropped),
     }
-    if had_cases:
-        _write_improved(say, folder, front_of(skill_md), load_skill(skill_md).body, meta, files, settings.force)
-        if not settings.force:
-            (folder / "SKILL.proposed.md").unlink(missing_ok=True)  # the skill itself is unchanged
+    _write_files(folder, files, settings.force)
+    meta_text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    if had_cases and not settings.force:
+        (folder / "skill_meta.proposed.json").write_text(meta_text, encoding="utf-8")
+        say(
+            f"written beside the old file: {folder}/skill_meta.proposed.json ({len(meta['tests'])} case(s)); review "
+            "it and move it into place, or rerun with --force"
+        )
     else:
-        for name, body in files.items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(body, encoding="utf-8")
-        _backup(folder / "skill_meta.json")
-        (folder / "skill_meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        say(f"written: {folder}/skill_meta.json ({len(meta['tests'])} case(s))")
-    useful = len(meta["tests"]) - len(meta["metadata"]["measures_nothing"])
-    if useful <= 0:
-        say("exit 1: no case discriminates on the students: every one passes or fails in both arms")
+        old = _backup(folder / "skill_meta.json")
+        (folder / "skill_meta.json").write_text(meta_text, encoding="utf-8")
+        say(
+            f"written: {folder}/skill_meta.json ({len(meta['tests'])} case(s))"
+            + (f"; the old file kept as {old.name}" if old else "")
+        )
+    useful = [d["id"] for d, _ in kept if d["id"] not in measures_nothing]
+    if not useful:
+        say("exit 1: no new case discriminates on the students: every one passes or fails in both arms")
         return 1
-    say(f"exit 0: {useful} of {len(meta['tests'])} case(s) discriminate on at least one student")
+    say(f"exit 0: {len(useful)} of {len(kept)} new case(s) discriminate on at least one student")
     return 0
 
 

@@ -444,8 +444,8 @@ def test_cases_drafts_keeps_counterexamples_that_discriminate_and_audits_the_res
             "  counterexample impossible dropped: it does not discriminate "
             "(openai:s@*: fails in both arms in every run)",
             "  counterexample edge kept: its arms differ on at least one student",
-            "written: skills/wordy/skill_meta.json (3 case(s))",
-            "exit 0: 2 of 3 case(s) discriminate on at least one student",
+            "written: skills/wordy/skill_meta.json (3 case(s)); the old file kept as skill_meta.json.orig",
+            "exit 0: 2 of 3 new case(s) discriminate on at least one student",
         ]
     )
     meta = skill_of(folder)
@@ -534,3 +534,21 @@ def test_the_bundled_local_model_as_teacher_writes_a_spec_valid_skill_that_colle
         "--collect-only", "-q", "skills", "--upskill-models", "openai:s@http://127.0.0.1:9/v1"
     )
     collected.stdout.fnmatch_lines(["4 tests collected*"])
+
+
+def test_cases_for_a_skill_that_has_some_go_beside_its_file(pytester, write_skill):
+    mine = {
+        "thresholds": {"min_lift": 0.1},
+        "tests": [{"id": "old", "input": "word?", "expected": {"contains": "XYZZY"}}],
+    }
+    folder = write_skill("wordy", mine, body="Say XYZZY.")
+    teacher = Teacher(write_cases=[{"cases": [draft_case("old", "XYZZY")]}])  # an id that is taken: renamed
+    with LoopbackServer(teacher=teacher) as server:
+        url = server.openai_base_url
+        result = upskill(pytester, "cases", "skills/wordy", "--teacher", f"openai:t@{url}", "--cases", "1")
+    assert result.ret == 0, result.stdout.str()
+    assert json.loads((folder / "skill_meta.json").read_text()) == mine
+    proposed = json.loads((folder / "skill_meta.proposed.json").read_text())
+    assert [c["id"] for c in proposed["tests"]] == ["old", "old-2"] and proposed["thresholds"] == {"min_lift": 0.1}
+    assert not (folder / "SKILL.proposed.md").exists()
+    result.stdout.fnmatch_lines(["written beside the old file: skills/wordy/skill_meta.proposed.json (2 case(s))*"])
