@@ -178,10 +178,9 @@ def grammar_schema(output: Tool) -> dict[str, Any]:
     return cleaned
 
 
-def structured_params(output: Tool) -> dict[str, Any]:
-    """Sampling for a structured answer: a small model under a grammar otherwise tends to repeat one
-    character until max_tokens (greedy decoding has nothing else to escape a loop)."""
-    return {"repeat_penalty": 1.1}
+# Sampling for a structured answer: a small model under a grammar otherwise tends to repeat one
+# character until max_tokens (greedy decoding has nothing else to escape a loop).
+STRUCTURED_SAMPLING = {"repeat_penalty": 1.1}
 
 
 class LocalProvider:
@@ -224,7 +223,7 @@ class LocalProvider:
                         truncated=result["choices"][0].get("finish_reason") == "length",
                     )
                 if request.output is not None:  # structured output: generated under the schema's grammar
-                    params.update(structured_params(request.output))
+                    params.update(STRUCTURED_SAMPLING)
                 if has_chat_template(llm):
                     messages = [
                         {"role": "system", "content": request.system},
