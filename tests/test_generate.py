@@ -552,3 +552,24 @@ def test_cases_for_a_skill_that_has_some_go_beside_its_file(pytester, write_skil
     assert [c["id"] for c in proposed["tests"]] == ["old", "old-2"] and proposed["thresholds"] == {"min_lift": 0.1}
     assert not (folder / "SKILL.proposed.md").exists()
     result.stdout.fnmatch_lines(["written beside the old file: skills/wordy/skill_meta.proposed.json (2 case(s))*"])
+
+
+def test_the_teachers_and_students_answers_are_cached_like_any_run(pytester):
+    """The same cache as the plugin's runs: the same command again does not ask the teacher again,
+    nor send the baselines; only the with-skill trials go out, the skill being named cached-2 now."""
+    good = {
+        "name": "cached",
+        "description": "Cached.",
+        "instructions": "Say XYZZY.",
+        "cases": [draft_case(f"c-{i}", "XYZZY") for i in range(3)],
+    }
+    with LoopbackServer(teacher=Teacher(write_skill=[good])) as server:
+        args = ["generate", "greet", "--teacher", f"openai:t@{server.openai_base_url}", "--cases", "3"]
+        first = upskill(pytester, *args)
+        sent = len(server.requests)
+        second = upskill(pytester, *args)
+        again = server.requests[sent:]
+    assert first.ret == second.ret == 0, second.stdout.str()
+    assert sent == 1 + 6 and any((pytester.path / ".upskill-cache").rglob("*.json"))
+    assert len(again) == 3 and all('<skill name="cached-2">' in r.body["messages"][0]["content"] for r in again)
+    second.stdout.fnmatch_lines(["skills/cached exists: the new skill is named cached-2*"])
