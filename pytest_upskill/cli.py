@@ -258,6 +258,7 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
     from .options import float_option
     from .session import UpskillRun, resolve_models
     from .teach import TeacherError
+    from .traces import TraceError
 
     name = f"pytest-upskill {args.command}"
     try:
@@ -309,6 +310,9 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
                 return 2
             return generate(session, settings, args.task, args.example, source, args.out, args.trace_chars)
         return cases(session, settings, args.folder)
+    except TraceError as exc:
+        out(f"{name}: error: {exc}")
+        return 2
     except (GenerateError, TeacherError) as exc:
         out(f"{name}: {exc}")
         return exc.code if isinstance(exc, GenerateError) else 3
