@@ -278,7 +278,7 @@ class Teacher:
             completion = self.send(self.spec, request)
             try:
                 value = model.model_validate(json.loads(completion.text, strict=False))
-            except (ValueError, ValidationError) as exc:
+            except (ValueError, ValidationError, RecursionError) as exc:
                 problem = _problem(exc)
             else:
                 found = check(value) if check is not None else None
