@@ -57,6 +57,7 @@ from .teach import (
     Teacher,
     answer_tool,
     case_files,
+    cases_meta,
     cases_prompt,
     check_cases,
     check_draft,
@@ -66,6 +67,7 @@ from .teach import (
     problems_of,
     revise_prompt,
     unique_ids,
+    write_files,
     write_skill,
 )
 from .traces import cut, read_trace
@@ -117,6 +119,10 @@ class Session:
             if exc.kind == "over_budget":
                 raise GenerateError(f"stopped: {exc} (spent: {self.spent_text()})", 1) from None
             raise GenerateError(f"the teacher's request failed: {exc}") from None
+
+    def teacher(self, spec: ModelSpec, settings: Settings) -> Teacher:
+        """``spec`` as a teacher (or adversary) whose requests go through this session."""
+        return Teacher(spec, self.send, max_tokens=settings.teacher_max_tokens, repairs=settings.repairs, say=self.say)
 
     def cached(self, spec: ModelSpec, request: Request) -> bool:
         return self.run.cache_mode != "off" and self.run.cache.get(cache_key(spec, request, 0)) is not None
@@ -468,9 +474,7 @@ def generate(
     trace_chars: int,
 ) -> int:
     say = session.say
-    teacher = Teacher(
-        settings.teacher, session.send, max_tokens=settings.teacher_max_tokens, repairs=settings.repairs, say=say
-    )
+    teacher = session.teacher(settings.teacher, settings)
     improve = source is not None and source.is_dir()
     trace_text, source_note = None, None
     if source is not None and not improve:
@@ -494,12 +498,8 @@ def generate(
     name = _free_folder(out, draft.name)
     if name != draft.name:
         say(f"{out / draft.name} exists: the new skill is named {name} (nothing existing is changed)")
-    meta: dict[str, Any] = {"tests": []}
-    extra: dict[str, str] = {}
-    for case in draft.cases:
-        data, files = case_files(case)
-        meta["tests"].append(data)
-        extra.update(files)
+    tests, extra = cases_meta(draft.cases)
+    meta: dict[str, Any] = {"tests": tests}
     front = frontmatter(name, draft.description)
     refiner = Refiner(session, settings, teacher, name, front, out)
     try:
@@ -530,8 +530,6 @@ def _existing_cases(folder: Path) -> tuple[dict[str, Any], bool]:
 
 
 def _draft_more(
-    session: Session,
-    settings: Settings,
     teacher: Teacher,
     folder: Path,
     skill_text: str,
@@ -561,13 +559,9 @@ def _improve(session: Session, settings: Settings, teacher: Teacher, task: str, 
     extra: dict[str, str] = {}
     if not had_cases:
         say(f"{folder} has no test cases: the teacher {settings.teacher.name} drafts {settings.cases}")
-        drafted = _draft_more(
-            session, settings, teacher, folder, skill_md.read_text(encoding="utf-8"), settings.cases, set(), False
-        )
-        for case in drafted:
-            data, files = case_files(case)
-            meta["tests"].append(data)
-            extra.update(files)
+        drafted = _draft_more(teacher, folder, skill_md.read_text(encoding="utf-8"), settings.cases, set(), False)
+        tests, extra = cases_meta(drafted)
+        meta["tests"] += tests
     keys = [_case_key(c, i) for i, c in enumerate(meta["tests"])]
     refiner = Refiner(session, settings, teacher, folder.name, front_of(skill_md), folder.parent)
     refiner.base = folder
@@ -642,21 +636,15 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
     meta, had_cases = _existing_cases(folder)
     known = {_case_key(c, i) for i, c in enumerate(meta["tests"])}
     text = skill_md.read_text(encoding="utf-8")
-    teacher = Teacher(
-        settings.teacher, session.send, max_tokens=settings.teacher_max_tokens, repairs=settings.repairs, say=say
-    )
+    teacher = session.teacher(settings.teacher, settings)
     say(f"teacher {settings.teacher.name} drafts {settings.cases} case(s) for {folder}")
-    drafted = (
-        _draft_more(session, settings, teacher, folder, text, settings.cases, known, False) if settings.cases else []
-    )
+    drafted = _draft_more(teacher, folder, text, settings.cases, known, False) if settings.cases else []
     known |= {d.id for d in drafted}
     proposed: list[DraftCase] = []
     if settings.adversary is not None and settings.adversary_cases:
-        adversary = Teacher(
-            settings.adversary, session.send, max_tokens=settings.teacher_max_tokens, repairs=settings.repairs, say=say
-        )
+        adversary = session.teacher(settings.adversary, settings)
         say(f"adversary {settings.adversary.name} proposes {settings.adversary_cases} counterexample(s)")
-        proposed = _draft_more(session, settings, adversary, folder, text, settings.adversary_cases, known, True)
+        proposed = _draft_more(adversary, folder, text, settings.adversary_cases, known, True)
     new = [*drafted, *proposed]
     if not new:
         raise GenerateError("nothing to draft: --cases 0 and no --adversary", 2)
@@ -664,14 +652,9 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
     try:
         trial_dir = work / "proposed" / folder.name
         shutil.copytree(folder, trial_dir, ignore=shutil.ignore_patterns(".*", "skill_meta*.json", "*.orig*"))
-        trial_meta: dict[str, Any] = {"tests": []}
-        extra: dict[str, str] = {}
-        for case in new:
-            data, files = case_files(case)
-            trial_meta["tests"].append(data)
-            extra.update(files)
-        write_skill(trial_dir, front_of(skill_md), load_skill(skill_md).body, trial_meta, extra)
-        (trial_dir / "SKILL.md").write_bytes(skill_md.read_bytes())  # the skill exactly as it is
+        tests, extra = cases_meta(new)
+        write_files(trial_dir, extra)  # SKILL.md stays exactly as it is
+        (trial_dir / "skill_meta.json").write_text(json.dumps({"tests": tests}), encoding="utf-8")
         say(
             f"running the {len(new)} new case(s) on {', '.join(m.name for m in settings.students)}, "
             "with and without the skill"
@@ -749,13 +732,7 @@ def plan_lines(
     cases: int,
 ) -> list[str]:
     """What the command would send at most, per model; nothing is sent."""
-    teacher = Teacher(
-        settings.teacher,
-        session.send,
-        max_tokens=settings.teacher_max_tokens,
-        repairs=settings.repairs,
-        say=session.say,
-    )
+    teacher = session.teacher(settings.teacher, settings)
     first = teacher.request(
         draft_prompt(task, settings.cases, examples, trace),
         answer_tool(DraftSkill, "write_skill", "The skill and its test cases", settings.cases),

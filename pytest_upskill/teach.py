@@ -327,6 +327,17 @@ def case_files(draft: DraftCase) -> tuple[dict[str, Any], dict[str, str]]:
     return case, extra
 
 
+def cases_meta(drafts: list[DraftCase]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The drafted cases in upskill's format, and the files they need in the skill folder."""
+    cases: list[dict[str, Any]] = []
+    extra: dict[str, str] = {}
+    for draft in drafts:
+        data, files = case_files(draft)
+        cases.append(data)
+        extra.update(files)
+    return cases, extra
+
+
 def frontmatter(name: str, description: str) -> str:
     """YAML frontmatter; the description double-quoted (a JSON string is a YAML double-quoted scalar),
     so that no ':' or '#' in it can break the YAML."""
@@ -346,14 +357,18 @@ def front_of(path: Path) -> str:
     return match.group(0)
 
 
+def write_files(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
 def write_skill(
     folder: Path, front: str, instructions: str, meta: dict[str, Any], extra: dict[str, str] | None = None
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (extra or {}).items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    write_files(folder, extra or {})
     (folder / "SKILL.md").write_text(skill_md(front, instructions), encoding="utf-8")
     (folder / "skill_meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -381,13 +396,14 @@ def check_draft(draft: DraftSkill, cases: int) -> str | None:
         return f"write exactly {cases} test case(s), not {len(draft.cases)}"
     scratch = Path(tempfile.mkdtemp(prefix="upskill-draft-"))
     try:
-        meta: dict[str, Any] = {"tests": []}
-        extra: dict[str, str] = {}
-        for case in draft.cases:
-            data, files = case_files(case)
-            meta["tests"].append(data)
-            extra.update(files)
-        write_skill(scratch / draft.name, frontmatter(draft.name, draft.description), draft.instructions, meta, extra)
+        tests, extra = cases_meta(draft.cases)
+        write_skill(
+            scratch / draft.name,
+            frontmatter(draft.name, draft.description),
+            draft.instructions,
+            {"tests": tests},
+            extra,
+        )
         return problems_of(scratch / draft.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -402,16 +418,9 @@ def check_cases(drafts: list[DraftCase], cases: int, skill_dir: Path, known: set
     try:
         folder = scratch / skill_dir.name
         shutil.copytree(skill_dir, folder, ignore=shutil.ignore_patterns("skill_meta*.json", ".*"))
-        meta: dict[str, Any] = {"tests": []}
-        extra: dict[str, str] = {}
-        for case in drafts:
-            data, files = case_files(case)
-            meta["tests"].append(data)
-            extra.update(files)
-        for name, text in extra.items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(text, encoding="utf-8")
-        (folder / "skill_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        tests, extra = cases_meta(drafts)
+        write_files(folder, extra)
+        (folder / "skill_meta.json").write_text(json.dumps({"tests": tests}), encoding="utf-8")
         return problems_of(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
