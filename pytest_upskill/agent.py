@@ -134,6 +134,8 @@ class AgentRun:
     tool_calls: list[str] = field(default_factory=list)  # tool names, in the order called
     calls: list[str] = field(default_factory=list)  # each call in words, in order: "write_file build.toml"
     input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     output_tokens: int = 0
     skill_loaded: bool = False  # read_skill returned the skill's instructions
     hit_max_turns: bool = False
@@ -246,6 +248,8 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         completion = await send(replace(request, history=history))
         run.turns += 1
         run.input_tokens += completion.input_tokens
+        run.cache_read_tokens += completion.cache_read_tokens
+        run.cache_write_tokens += completion.cache_write_tokens
         run.output_tokens += completion.output_tokens
         run.text = completion.text
         if not completion.tool_calls:

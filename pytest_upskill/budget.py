@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import ModelSpec
-from .core import ErrorKind, Request
+from .config import ModelSpec, Prices
+from .core import Completion, ErrorKind, Request
 from .report import Result, cost
 from .reportmodel import BudgetReport
 
@@ -35,12 +35,14 @@ def estimated_input_tokens(request: Request) -> int:
     return max(1, chars // 4)
 
 
-def price(spec: ModelSpec, input_tokens: float, output_tokens: float) -> float:
-    return (input_tokens * (spec.input_price or 0) + output_tokens * (spec.output_price or 0)) / 1e6
+def price(
+    spec: ModelSpec, input_tokens: float, output_tokens: float, cache_read: int = 0, cache_write: int = 0
+) -> float:
+    return spec.prices.cost(input_tokens, output_tokens, cache_read, cache_write)
 
 
 def has_prices(spec: ModelSpec) -> bool:
-    return spec.input_price is not None or spec.output_price is not None
+    return spec.prices.known
 
 
 @dataclass
@@ -102,15 +104,21 @@ class Budget:
         self.reserved += amount
         return amount
 
-    def settle(self, reservation: float, spec: ModelSpec, input_tokens: int, output_tokens: int) -> None:
+    def settle(self, reservation: float, spec: ModelSpec, completion: Completion) -> None:
         self.reserved -= reservation
-        self.settled += price(spec, input_tokens, output_tokens)
+        self.settled += price(
+            spec,
+            completion.input_tokens,
+            completion.output_tokens,
+            completion.cache_read_tokens,
+            completion.cache_write_tokens,
+        )
 
 
-def budget_summary(results: list[Result], prices: dict[str, tuple], limit: float) -> BudgetReport:
+def budget_summary(results: list[Result], prices: dict[str, Prices], limit: float) -> BudgetReport:
     """The report's budget section, from the trials themselves so that it adds up under xdist."""
     return BudgetReport(
         limit=limit,
-        spent=sum(cost(r, prices.get(r.model, (None, None))) or 0.0 for r in results),
+        spent=sum(cost(r, prices.get(r.model, Prices())) or 0.0 for r in results),
         not_sent=sum(r.baseline.error_kinds[OVER_BUDGET] + r.with_skill.error_kinds[OVER_BUDGET] for r in results),
     )

@@ -96,6 +96,8 @@ class ResponseCache:
                 seconds=float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e6 else None,
                 tool_calls=calls,
                 truncated=completion.get("truncated") is True,
+                cache_read_tokens=int(completion.get("cache_read_tokens") or 0),
+                cache_write_tokens=int(completion.get("cache_write_tokens") or 0),
             )
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
@@ -107,7 +109,7 @@ class ResponseCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in asdict(completion).items() if k != "seconds"}  # timing is not part of the answer
-        for optional in ("tool_calls", "truncated"):
+        for optional in ("tool_calls", "truncated", "cache_read_tokens", "cache_write_tokens"):
             if not data[optional]:
                 del data[optional]  # entries of plain, complete answers stay as they were
         entry: dict[str, Any] = {"key": key, "completion": data, "checksum": _checksum(data)}

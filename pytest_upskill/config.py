@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +32,28 @@ class ConfigError(UpskillError):
     """A usage error in model configuration; the message says what to do."""
 
 
+class Prices(NamedTuple):
+    """A model's prices in USD per million tokens (None: not given). Cached input is billed at
+    ``cache_read`` / ``cache_write`` where given, else at the input price: no discount is assumed."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.input is not None or self.output is not None
+
+    def cost(self, input_tokens: float, output_tokens: float, cache_read: float = 0, cache_write: float = 0) -> float:
+        """USD for a request's tokens; ``input_tokens`` is the whole prompt, cached parts included."""
+        price_in = self.input or 0.0
+        read = price_in if self.cache_read is None else self.cache_read
+        write = price_in if self.cache_write is None else self.cache_write
+        fresh = max(0.0, input_tokens - cache_read - cache_write)
+        return (fresh * price_in + cache_read * read + cache_write * write + output_tokens * (self.output or 0.0)) / 1e6
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +66,14 @@ class ModelSpec(BaseModel):
     max_tokens: int = Field(default=1024, ge=1)
     input_price: float | None = Field(default=None, ge=0, description="USD per million input tokens")
     output_price: float | None = Field(default=None, ge=0, description="USD per million output tokens")
+    cache_read_price: float | None = Field(
+        default=None, ge=0, description="USD per million input tokens read from the prompt cache (default: input_price)"
+    )
+    cache_write_price: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per million input tokens written to the prompt cache (default: input_price)",
+    )
     seed: int | None = 0
     note: str | None = Field(default=None, description="shown under the model's results")
     chat_template: str | None = Field(
@@ -60,6 +90,10 @@ class ModelSpec(BaseModel):
             hint = f"http://{url}" if "://" not in url else "http://HOST:PORT/v1"
             raise ValueError(f"the base URL {url!r} must start with http:// or https:// and name a host: e.g. {hint}")
         return url
+
+    @property
+    def prices(self) -> Prices:
+        return Prices(self.input_price, self.output_price, self.cache_read_price, self.cache_write_price)
 
     @property
     def key_env(self) -> str | None:
@@ -112,6 +146,8 @@ _FIELDS = {
     "max_tokens",
     "input_price",
     "output_price",
+    "cache_read_price",
+    "cache_write_price",
     "seed",
     "note",
     "chat_template",

@@ -14,6 +14,7 @@ import pytest
 
 from .budget import budget_summary
 from .collect import TrialItem
+from .config import Prices
 from .gate import Evaluation, evaluate
 from .history import add_run, read_runs, run_info
 from .htmlreport import render_html
@@ -100,7 +101,7 @@ class Controller:
         ledger.add_problems([f"{p.path}: {p.reason}" for p in run.cache.problems])
         ledger.add_throttling(run.runner.throttling())
         results = self.aggregator.results()
-        prices = {s.name: (s.input_price, s.output_price) for s in run.specs}
+        prices = {s.name: s.prices for s in run.specs}
         ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
         missing = ledger.missing() if ran else []
         budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
@@ -174,7 +175,7 @@ class Controller:
 
         return [(f"the HTML report {path}", write)]
 
-    def _markdown_outputs(self, results: list[Result], report: Report, prices: dict[str, tuple]) -> list[Output]:
+    def _markdown_outputs(self, results: list[Result], report: Report, prices: dict[str, Prices]) -> list[Output]:
         path = self.config.getoption("upskill_markdown")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:

@@ -142,6 +142,10 @@ class Completion:
     )
     tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call (a workspace trial's turn)
     truncated: bool = False  # the answer stopped at max_tokens, not where the model ended it
+    # of input_tokens (always the whole prompt): read from the provider's prompt cache (a local
+    # model's kept prefix), and written to it (Anthropic's cache_creation_input_tokens)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", clean_text(self.text))
@@ -170,8 +174,10 @@ class Outcome:
     passed: bool | None = None
     message: str = ""
     output: str = ""
-    input_tokens: int = 0
+    input_tokens: int = 0  # the whole prompt, its cached part included
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it
     latency_s: float = 0.0
     error_kind: str | None = None
     cached: bool = False

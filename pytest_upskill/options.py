@@ -46,6 +46,14 @@ def seconds_option(config: pytest.Config, name: str) -> float:
     return number
 
 
+def switch_option(config: pytest.Config, name: str) -> bool:
+    """An ``auto``/``off`` setting: True for auto."""
+    value = str(option(config, name)).strip().lower()
+    if value not in ("auto", "off"):
+        raise pytest.UsageError(f"--{name.replace('_', '-')} / {name} must be auto or off, not {value!r}")
+    return value == "auto"
+
+
 def int_option(config: pytest.Config, name: str) -> int:
     value = option(config, name)
     try:

@@ -28,6 +28,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
+SWITCH = ("auto", "off")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("upskill", "regression-test agent skills (pytest-upskill)")
     group.addoption(
@@ -142,6 +145,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="response cache folder (default: ROOTDIR/.upskill-cache)",
     )
     parser.addini("upskill_cache", "response cache mode: rw, off or replay", default="rw")
+    group.addoption(
+        "--upskill-prompt-cache",
+        default=None,
+        choices=SWITCH,
+        help="auto: mark the system prompt cacheable at providers that sell a cached prefix (Anthropic; "
+        "OpenAI caches by itself) (default); off: send no cache marks",
+    )
+    parser.addini("upskill_prompt_cache", "provider prompt caching: auto or off", default="auto")
+    group.addoption(
+        "--upskill-prefix-reuse",
+        default=None,
+        choices=SWITCH,
+        help="auto: an in-process model evaluates each prompt prefix (scaffold and skill) once and restores it "
+        "for every trial (default); off: every prompt from scratch",
+    )
+    parser.addini("upskill_prefix_reuse", "in-process models: prefix reuse, auto or off", default="auto")
     parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
     for key, text in (
         ("min_lift", "lowest acceptable lift, e.g. 0.1"),

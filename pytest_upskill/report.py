@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stats
+from .config import Prices
 from .core import Outcome
 from .reportmodel import (
     ANSWER_CHARS,
@@ -25,6 +26,7 @@ from .reportmodel import (
     CaseRuns,
     CaseWhy,
     PairedCounts,
+    PromptCache,
     RegressionReport,
     Report,
     ResultReport,
@@ -35,6 +37,7 @@ from .reportmodel import (
 )
 
 PROPERTY_PREFIX = "upskill."
+NO_PRICES = Prices()
 # What a trial's report carries apart from its user properties (trial_detail): the answer, the
 # failing checks' message and the tool calls, for the JSON and HTML reports. JUnit shows neither
 # the detail nor the item's own failure text twice.
@@ -81,6 +84,8 @@ class Arm:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it
     cached: int = 0
     error_kinds: Counter = field(default_factory=Counter)
     agentic: int = 0  # workspace / tool-loop trials among them
@@ -112,6 +117,8 @@ class Arm:
             self.failed += 1
         self.input_tokens += int(outcome.get("input_tokens") or 0)
         self.output_tokens += int(outcome.get("output_tokens") or 0)
+        self.cache_read_tokens += int(outcome.get("cache_read_tokens") or 0)
+        self.cache_write_tokens += int(outcome.get("cache_write_tokens") or 0)
         self.cached += bool(outcome.get("cached"))
         if outcome.get("turns") is not None:
             self.agentic += 1
@@ -135,7 +142,7 @@ class Arm:
         pass_rate: float | None,
         interval: tuple[float, float] | None,
         paired: tuple[int, int],
-        prices: tuple[float | None, float | None],
+        prices: Prices,
     ) -> ArmReport:
         """The arm's trial counts (all of them), and its rate over the paired cases with their trials."""
         extra: dict[str, Any] = {}
@@ -152,6 +159,12 @@ class Arm:
             )
         if self.offered:
             extra["activation"] = Activation(loaded=self.loaded, offered=self.offered, rate=self.activation_rate)
+        if self.cache_read_tokens or self.cache_write_tokens:
+            extra["prompt_cache"] = PromptCache(
+                read_tokens=self.cache_read_tokens,
+                write_tokens=self.cache_write_tokens,
+                read_share=stats.rate(self.cache_read_tokens, self.input_tokens),
+            )
         if self.judge_input_tokens or self.judge_output_tokens:
             extra["judge_tokens"] = Tokens(input_tokens=self.judge_input_tokens, output_tokens=self.judge_output_tokens)
         return ArmReport(
@@ -290,7 +303,7 @@ class Result:
             output_tokens_relative=stats.relative_change(b.output_tokens, s.output_tokens),
         )
 
-    def to_model(self, prices: tuple[float | None, float | None] = (None, None)) -> ResultReport:
+    def to_model(self, prices: Prices = NO_PRICES) -> ResultReport:
         pairing = self.pairing
         arms = {
             arm: getattr(self, arm).to_model(self.pass_rate(arm), self.pass_rate_ci(arm), pairing.counts[arm], prices)
@@ -355,7 +368,7 @@ class Aggregator:
     def cached(self) -> int:
         return sum(r.baseline.cached + r.with_skill.cached for r in self.results())
 
-    def report(self, prices: dict[str, tuple[float | None, float | None]] | None = None, **sections: Any) -> Report:
+    def report(self, prices: dict[str, Prices] | None = None, **sections: Any) -> Report:
         """The report; ``sections`` (run, missing, throttling, ...) are set as given."""
         results = self.results()
         prices = prices or {}
@@ -366,7 +379,7 @@ class Aggregator:
             errors=sum(r.baseline.errors + r.with_skill.errors for r in results),
             cached=self.cached,
             errors_by_model=self.errors_by_model(),
-            results=[r.to_model(prices.get(r.model, (None, None))) for r in results],
+            results=[r.to_model(prices.get(r.model, NO_PRICES)) for r in results],
             **sections,
         )
 
@@ -541,7 +554,7 @@ INTERVALS = (
 )
 
 
-def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None) -> list[str]:
+def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = None) -> list[str]:
     lines: list[str] = []
     for r in results:
         b, s = r.baseline, r.with_skill
@@ -566,7 +579,14 @@ def terminal_lines(results: list[Result], prices: dict[str, tuple] | None = None
                 f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out "
                 f"{_tokens(b.output_tokens, s.output_tokens)}"
             )
-        spent = [arm_cost(a, (prices or {}).get(r.model, (None, None))) for a in (b, s)]
+        if b.cache_read_tokens or s.cache_read_tokens or b.cache_write_tokens or s.cache_write_tokens:
+            shares = [pct(stats.rate(a.cache_read_tokens, a.input_tokens)) for a in (b, s)]
+            written = b.cache_write_tokens + s.cache_write_tokens
+            lines.append(
+                f"  cached in   {b.cache_read_tokens:,} → {s.cache_read_tokens:,} of the input tokens read from the "
+                f"prompt cache ({shares[0]} → {shares[1]}); {written:,} written to it"
+            )
+        spent = [arm_cost(a, (prices or {}).get(r.model, NO_PRICES)) for a in (b, s)]
         if spent[0] is not None and spent[1] is not None:
             lines.append(
                 f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
@@ -631,15 +651,14 @@ def agent_lines(r: Result) -> list[str]:
     return lines
 
 
-def arm_cost(arm: Arm, prices: tuple[float | None, float | None]) -> float | None:
-    """USD spent on one arm's trials, or None without prices."""
-    price_in, price_out = prices
-    if price_in is None and price_out is None:
+def arm_cost(arm: Arm, prices: Prices) -> float | None:
+    """USD spent on one arm's trials, or None without prices; cached input at the cache prices."""
+    if not prices.known:
         return None
-    return (arm.input_tokens * (price_in or 0) + arm.output_tokens * (price_out or 0)) / 1e6
+    return prices.cost(arm.input_tokens, arm.output_tokens, arm.cache_read_tokens, arm.cache_write_tokens)
 
 
-def cost(result: Result, prices: tuple[float | None, float | None]) -> float | None:
+def cost(result: Result, prices: Prices) -> float | None:
     """USD spent on this skill x model (both arms), or None without prices."""
     base, skill = arm_cost(result.baseline, prices), arm_cost(result.with_skill, prices)
     return None if base is None or skill is None else base + skill
@@ -663,7 +682,7 @@ def markdown(
     results: list[Result],
     verdicts: list[VerdictReport],
     regressions: list[RegressionReport],
-    prices: dict[str, tuple],
+    prices: dict[str, Prices],
     cached: int,
     trials: int,
 ) -> str:
@@ -682,7 +701,7 @@ def markdown(
         ci = r.lift_ci
         lift = pct(r.lift, True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
         delta = r.token_delta()
-        spent = cost(r, prices.get(r.model, (None, None)))
+        spent = cost(r, prices.get(r.model, NO_PRICES))
         total_cost += spent or 0
         verdict = by_key.get((r.skill, r.model))
         errors = b.errors + s.errors

@@ -57,6 +57,15 @@ class Tokens(_Model):
     output_tokens: int
 
 
+class PromptCache(_Model):
+    """The part of an arm's input tokens the provider served from its prompt cache (or an
+    in-process model restored from its kept prefix) and the part it wrote to it."""
+
+    read_tokens: int = Field(default=0, ge=0)
+    write_tokens: int = Field(default=0, ge=0)
+    read_share: float | None = Field(default=None, description="read_tokens / input_tokens")
+
+
 class PairedCounts(_Model):
     passed: int = 0
     scored: int = 0
@@ -76,6 +85,9 @@ class ArmReport(_Model):
     agent: AgentStats | None = None
     activation: Activation | None = None
     judge_tokens: Tokens | None = None
+    prompt_cache: PromptCache | None = Field(
+        default=None, description="of input_tokens (the whole prompts), the cached part; absent: none"
+    )
     pass_rate: float | None = Field(default=None, description="the mean of the paired cases' pass rates")
     pass_rate_ci: tuple[float, float] | None = Field(
         default=None, description="95% continuity-corrected Wilson interval of pass_rate, over the paired cases"
@@ -104,6 +116,8 @@ class TrialReport(_Model):
     message: str = Field(default="", description="the checks that failed, or the error")
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     hit_max_tokens: bool | None = None  # (whether it came from the cache is left out: that never changes a result)
     turns: int | None = Field(default=None, description="workspace trials: requests made")
     calls: list[str] | None = Field(default=None, description="workspace trials: the tool calls, in order")

@@ -44,6 +44,8 @@ class Runner:
         cache_mode: str = "off",
         budget: Budget | None = None,
         redact: Redactor | None = None,
+        prompt_cache: bool = True,
+        prefix_reuse: bool = True,
     ):
         """``concurrency``: requests in flight per model. ``timeout``: seconds per attempt.
         ``retries``: attempts after the first, ``backoff`` seconds apart, doubling, with jitter.
@@ -59,6 +61,8 @@ class Runner:
             cache_mode=cache_mode,
             budget=budget,
             redact=self.redact,
+            prompt_cache=prompt_cache,
+            prefix_reuse=prefix_reuse,
         )
         self.scorer = Scorer(self.transport, check_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,6 +150,10 @@ class Runner:
         )
         outcome.output = completion.text
         outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
+        outcome.cache_read_tokens, outcome.cache_write_tokens = (
+            completion.cache_read_tokens,
+            completion.cache_write_tokens,
+        )
         outcome.hit_max_tokens = completion.truncated
         result = await self.scorer.checks(trial.checks, trial.score, outcome.output)
         outcome.passed, outcome.message = result.passed, result.message
@@ -177,6 +185,7 @@ class Runner:
             outcome.turns, outcome.cached = len(cached), bool(cached) and all(cached)
             outcome.output = run.text
             outcome.input_tokens, outcome.output_tokens = run.input_tokens, run.output_tokens
+            outcome.cache_read_tokens, outcome.cache_write_tokens = run.cache_read_tokens, run.cache_write_tokens
             outcome.tool_calls = len(run.tool_calls)
             outcome.tools_used = (
                 ", ".join(f"{n} {run.tool_calls.count(n)}" for n in dict.fromkeys(run.tool_calls)) or None

@@ -18,7 +18,7 @@ from .changes import GitError, changed_files, is_changed
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
 from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
-from .options import float_option, int_option, option, seconds_option
+from .options import float_option, int_option, option, seconds_option, switch_option
 from .preflight import PreflightError, check_outputs, writable_folder
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import check_available, why_no_tools
@@ -100,6 +100,8 @@ class UpskillRun:
             cache_mode=self.cache_mode,
             budget=budget,
             redact=self.redact,
+            prompt_cache=switch_option(config, "upskill_prompt_cache"),
+            prefix_reuse=switch_option(config, "upskill_prefix_reuse"),
         )
         try:
             self.error_limit: ErrorLimit = parse_error_limit(option(config, "upskill_max_errors"))

@@ -73,7 +73,7 @@ class TerminalSummary:
         if report is None or (not results and not report.missing):
             return
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
-        for line in terminal_lines(results, {s.name: (s.input_price, s.output_price) for s in run.specs}):
+        for line in terminal_lines(results, {s.name: s.prices for s in run.specs}):
             write(line)
         write(
             f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({run.cache.root})"

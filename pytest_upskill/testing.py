@@ -272,6 +272,8 @@ class LoopbackServer:
         slots: int | None = None,
         props: bool = False,
         teacher: Callable[[Turn], Any] | None = None,
+        prompt_cache: bool = True,
+        cache_min_tokens: int = 0,
     ):
         """``fault(n, body)`` is asked for the n-th request (0-based); a Fault replaces the answer.
         ``agent(turn)`` answers the requests that offer tools: (text, [(tool, arguments)]).
@@ -284,7 +286,14 @@ class LoopbackServer:
         ``teacher(turn)`` answers the requests for a structured answer (``turn.schema``: OpenAI's
         ``response_format`` JSON schema, Anthropic's forced tool): a dict is sent as the JSON object
         (the message content, or the forced tool's input), a str as the answer's raw text (to send
-        what does not parse), None leaves the request to ``reply`` and ``agent``."""
+        what does not parse), None leaves the request to ``reply`` and ``agent``.
+
+        ``prompt_cache``: cache prompt prefixes as the APIs do, and say so in the usage. Anthropic
+        caches the tools and system prompt of a request whose system block is marked
+        ``cache_control`` (written the first time, ``cache_creation_input_tokens``; read after,
+        ``cache_read_input_tokens``; ``input_tokens`` is the rest); OpenAI caches every prompt's
+        (``prompt_tokens_details.cached_tokens``, included in ``prompt_tokens``). A prefix shorter
+        than ``cache_min_tokens`` is not cached, as the APIs have a least length."""
         self.reply, self.latency_s, self.fault, self.agent = reply, latency_s, fault, agent
         self.teacher = teacher
         self.slots, self.props = slots, props
@@ -295,8 +304,11 @@ class LoopbackServer:
         self.attempts: list[
             tuple[float, int, dict]
         ] = []  # (time.monotonic(), status, body) of every request, faults too
-        self.input_tokens = 0
+        self.input_tokens = 0  # the whole prompts, their cached parts included
         self.output_tokens = 0
+        self.prompt_cache, self.cache_min_tokens = prompt_cache, cache_min_tokens
+        self.cache_read_tokens = self.cache_write_tokens = 0
+        self._cached_prefixes: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
         self.arrivals: list[int] = []  # requests at the server (queued or served) as each request arrived
@@ -393,10 +405,24 @@ class LoopbackServer:
         )
         tokens_in = count_tokens(turn.system) + count_tokens(seen)
         tokens_out = count_tokens(text) + sum(count_tokens(json.dumps(args)) for _, args in calls)
+        prefix = count_tokens(turn.system)
+        marked = protocol == "openai" or any(
+            isinstance(b, dict) and b.get("cache_control") for b in body.get("system") or () if not isinstance(b, str)
+        )
+        cacheable = self.prompt_cache and marked and prefix and prefix >= self.cache_min_tokens
+        key = json.dumps([protocol, body.get("model"), body.get("tools"), turn.system])
+        read = written = 0
         with self._lock:
             self.requests.append(Received(protocol, body, headers))
             self.input_tokens += tokens_in
             self.output_tokens += tokens_out
+            if cacheable and key in self._cached_prefixes:
+                read = prefix
+            elif cacheable:
+                self._cached_prefixes.add(key)
+                written = prefix if protocol == "anthropic" else 0  # OpenAI's writes are not reported
+            self.cache_read_tokens += read
+            self.cache_write_tokens += written
         ids = [f"call_{n}_{i}" for i in range(len(calls))]
         if protocol == "openai":
             message: dict = {"role": "assistant", "content": text if text or not calls else None}
@@ -421,6 +447,7 @@ class LoopbackServer:
                     "prompt_tokens": tokens_in,
                     "completion_tokens": tokens_out,
                     "total_tokens": tokens_in + tokens_out,
+                    "prompt_tokens_details": {"cached_tokens": read},
                 },
             }
         else:
@@ -437,7 +464,12 @@ class LoopbackServer:
                 "content": content,
                 "stop_reason": "tool_use" if calls else "max_tokens" if truncated else "end_turn",
                 "stop_sequence": None,
-                "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+                "usage": {
+                    "input_tokens": tokens_in - read - written,
+                    "cache_creation_input_tokens": written,
+                    "cache_read_input_tokens": read,
+                    "output_tokens": tokens_out,
+                },
             }
         return 200, json.dumps(payload).encode(), {"content-type": "application/json"}
 

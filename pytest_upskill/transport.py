@@ -50,12 +50,15 @@ class Transport:
         cache_mode: str,
         budget: Budget | None,
         redact: Redactor,
+        prompt_cache: bool = True,
+        prefix_reuse: bool = True,
     ):
         self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
         self.cache: ResponseCache | None = cache
         self.cache_mode = cache_mode if cache is not None else "off"
         self.budget = budget
         self.redact = redact
+        self.prompt_cache, self.prefix_reuse = prompt_cache, prefix_reuse
         self.limiters: dict[str, ModelLimiter] = {}  # model name -> its limiter (created in the loop)
         self._inflight: dict[str, asyncio.Future[Completion | None]] = {}  # cache key -> the completion being fetched
         self._providers: dict[ModelSpec, Provider] = {}
@@ -155,7 +158,9 @@ class Transport:
             # A self-hosted server queues what it cannot serve yet: the runner keeps the time
             # limit itself (see _answer), and the SDK's own only bounds the longest possible wait.
             timeout = self.timeout * self.concurrency + 5 if spec.self_hosted else self.timeout
-            provider = self._providers[spec] = make_provider(spec, timeout=timeout)
+            provider = self._providers[spec] = make_provider(
+                spec, timeout=timeout, prompt_cache=self.prompt_cache, prefix_reuse=self.prefix_reuse
+            )
         return provider
 
     def _limiter(self, spec: ModelSpec, name: str) -> ModelLimiter:
@@ -240,8 +245,7 @@ class Transport:
                 completion.output_tokens if completion else 0,
             )
             if self.budget and reservation is not None:
-                tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
-                self.budget.settle(reservation, spec, *tokens)
+                self.budget.settle(reservation, spec, completion or Completion("", 0, 0))
 
     async def _answer(
         self, call: Awaitable[Completion], name: str, limiter: ModelLimiter, sent_with: int

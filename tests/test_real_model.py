@@ -94,6 +94,37 @@ def test_smollm2_gives_the_same_answer_to_the_same_trial_whatever_ran_before(pyt
     assert len(set(same)) == 2  # one answer per arm
 
 
+def test_smollm2_prefix_reuse_evaluates_each_prefix_once_and_answers_as_a_fresh_evaluation(pytester, write_skill):
+    """The scaffold (and, with the skill, the skill) is evaluated once per arm, and restored for
+    each later trial of the arm; the answers are those of evaluating every prompt from scratch."""
+    cases = [
+        {"id": f"q{i}", "input": text, "expected": {"contains": "bluefinch"}, "max_tokens": 24}
+        for i, text in enumerate(
+            ["What is the codename?", "Name the project.", "What is 2 + 2?", "Write one line about the project."]
+        )
+    ]
+    write_skill("secret-project", {"tests": cases}, body=SKILL)
+    answers, results = {}, {}
+    for mode in ("auto", "off"):
+        pytester.runpytest(
+            "skills", "--upskill-models", "smollm2", "--upskill-cache", "off",
+            "--upskill-prefix-reuse", mode, "--upskill-report", f"{mode}.json",
+        )  # fmt: skip
+        (results[mode],) = json.loads((pytester.path / f"{mode}.json").read_text())["results"]
+        answers[mode] = {(c["case"], t["arm"]): t["answer"] for c in results[mode]["cases"] for t in c["trials"]}
+    assert len(answers["auto"]) == 8 and answers["auto"] == answers["off"]
+    for arm in ("baseline", "with_skill"):
+        trials = [t for c in results["auto"]["cases"] for t in c["trials"] if t["arm"] == arm]
+        written = [t["cache_write_tokens"] for t in trials]
+        read = [t["cache_read_tokens"] for t in trials]
+        assert written[0] > 0 and written[1:] == [0, 0, 0] and read == [0] + [written[0]] * 3, (arm, written, read)
+        assert results["auto"][arm]["prompt_cache"]["read_tokens"] == 3 * written[0]
+        assert "prompt_cache" not in results["off"][arm]
+        assert results["auto"][arm]["input_tokens"] == results["off"][arm]["input_tokens"]
+    skill_prefix = results["auto"]["with_skill"]["prompt_cache"]["write_tokens"]
+    assert skill_prefix > results["auto"]["baseline"]["prompt_cache"]["write_tokens"]  # the skill is in the prefix
+
+
 RECORD_REQUESTS = """
 import pathlib
 from pytest_upskill.providers.local import LocalProvider

@@ -8,18 +8,20 @@ from ..config import ModelSpec
 from .base import Completion, Provider, ProviderError
 
 
-def make_provider(spec: ModelSpec, *, timeout: float) -> Provider:
+def make_provider(spec: ModelSpec, *, timeout: float, prompt_cache: bool = True, prefix_reuse: bool = True) -> Provider:
+    """``prompt_cache``: mark the prompt's shared prefix cacheable where the API has marks
+    (Anthropic). ``prefix_reuse``: an in-process model keeps each evaluated prefix (local.py)."""
     if spec.provider == "anthropic":
         from .anthropic import AnthropicProvider
 
-        return AnthropicProvider(spec, timeout=timeout)
+        return AnthropicProvider(spec, timeout=timeout, prompt_cache=prompt_cache)
     if spec.provider == "openai":
         from .openai import OpenAIProvider
 
         return OpenAIProvider(spec, timeout=timeout)
     from .local import LocalProvider
 
-    return LocalProvider(spec, timeout=timeout)
+    return LocalProvider(spec, timeout=timeout, prefix_reuse=prefix_reuse)
 
 
 def check_available(spec: ModelSpec) -> None:

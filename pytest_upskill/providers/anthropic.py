@@ -52,10 +52,21 @@ def tool_params(request: Request) -> dict:
     return params
 
 
+def system_param(request: Request, prompt_cache: bool) -> str | list[dict]:
+    """The system prompt; with ``prompt_cache``, one text block marked ``cache_control`` (the same in
+    both arms): the tools and the system prompt, with the skill in it, are then one cached prefix,
+    which Anthropic bills at a tenth of the input price when it is read again (where it is long
+    enough to be cached at all: about 1,024 tokens or more, by model)."""
+    if not prompt_cache or not request.system:
+        return request.system
+    return [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+
+
 class AnthropicProvider:
-    def __init__(self, spec: ModelSpec, *, timeout: float):
+    def __init__(self, spec: ModelSpec, *, timeout: float, prompt_cache: bool = True):
         """The runner retries (and adapts its concurrency to 429s), so the SDK does not."""
         self.spec = spec
+        self.prompt_cache = prompt_cache
         self.client = anthropic.AsyncAnthropic(
             api_key=spec.api_key() or "unused",
             base_url=spec.base_url,
@@ -70,7 +81,7 @@ class AnthropicProvider:
             message = await self.client.messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
-                system=request.system,
+                system=system_param(request, self.prompt_cache),  # type: ignore[arg-type]  # text or blocks
                 messages=messages(request),  # type: ignore[arg-type]  # plain dicts of the wire format
                 extra_body=extra,
                 **tool_params(request),
@@ -97,12 +108,20 @@ class AnthropicProvider:
                 BAD_RESPONSE, f"{self.spec.name}: response has no text content (stop_reason={message.stop_reason!r})"
             )
         usage = getattr(message, "usage", None)
+        name = self.spec.name
+        # Anthropic's input_tokens are those after the last cache mark: the prompt is all three
+        fresh, written, read = (
+            token_count(getattr(usage, field, None), f"usage.{field}", name)
+            for field in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
         return Completion(
             text,
-            token_count(getattr(usage, "input_tokens", None), "usage.input_tokens", self.spec.name),
-            token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", self.spec.name),
+            fresh + written + read,
+            token_count(getattr(usage, "output_tokens", None), "usage.output_tokens", name),
             tool_calls=calls,
             truncated=message.stop_reason == "max_tokens",
+            cache_read_tokens=read,
+            cache_write_tokens=written,
         )
 
     async def slots(self) -> int | None:

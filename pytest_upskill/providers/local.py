@@ -14,11 +14,17 @@
 * A llama.cpp context is not thread-safe: one lock per model serialises its calls, which run in
   a worker thread so the runner's event loop stays free. Temperature 0 and a fixed seed make
   the answers repeatable.
+* The prefix a request shares with others (the prompt up to the user's message: the scaffold and,
+  in the with-skill arm, the skill) is evaluated once per model and prefix, its state kept
+  (:class:`PrefixStates`), and restored for each request, which then evaluates only its own rest.
+  The state restored is always the one of the prefix evaluated alone, so an answer does not
+  depend on what ran before. ``--upskill-prefix-reuse off`` evaluates every prompt from scratch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.metadata
 import importlib.util
 import json
@@ -26,6 +32,8 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +46,7 @@ from .openai import tool_params
 INSTALL_HINT = "install the extra: pip install 'pytest-upskill[local]'"
 N_CTX = 8192
 
-_models: dict[str, tuple[Any, threading.Lock]] = {}  # a llama_cpp.Llama and its lock
+_models: dict[str, LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
@@ -99,7 +107,15 @@ def own_template(spec: ModelSpec) -> str | None:
     return value
 
 
-def _load(spec: ModelSpec) -> tuple[Any, threading.Lock]:
+@dataclass
+class LoadedModel:
+    llm: Any  # a llama_cpp.Llama
+    formatter: Any  # the Jinja2ChatFormatter of its chat template; None: no template (a plain prompt)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    prefixes: PrefixStates = field(default_factory=lambda: PrefixStates())
+
+
+def _load(spec: ModelSpec) -> LoadedModel:
     with _models_lock:  # also serialises gemma's one-time assembly of its file
         path = str(model_path(spec))
         key = path + "\0" + (spec.chat_template or "")
@@ -108,18 +124,22 @@ def _load(spec: ModelSpec) -> tuple[Any, threading.Lock]:
 
             llm = Llama(model_path=path, n_ctx=N_CTX, seed=spec.seed or 0, n_threads=_threads(), verbose=False)
             template = own_template(spec)
-            if template:
+            formatter = None
+            if template or has_chat_template(llm):
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
                 token = llm._model.token_get_text
-                llm.chat_handler = Jinja2ChatFormatter(
-                    template,
+                # the same formatter llama-cpp-python makes of the GGUF's template, kept to find a prompt's prefix
+                formatter = Jinja2ChatFormatter(
+                    template or llm.metadata["tokenizer.chat_template"],
                     eos_token=token(llm.token_eos()),
                     bos_token=token(llm.token_bos()),
                     stop_token_ids=[llm.token_eos()],
-                ).to_chat_handler()
+                )
+            if template and formatter is not None:
+                llm.chat_handler = formatter.to_chat_handler()
                 llm.metadata = {**llm.metadata, "tokenizer.chat_template": template}
-            _models[key] = (llm, threading.Lock())
+            _models[key] = LoadedModel(llm, formatter)
         return _models[key]
 
 
@@ -159,6 +179,65 @@ def why_no_tools(spec: ModelSpec) -> str | None:
     return None
 
 
+USER_MARK = "\ue000upskill-user\ue000"  # stands for the user's message while a prompt's prefix is found
+PREFIX_STATES = 16  # the prefixes kept per model: a skill's two arms, for a few skills and judges at a time
+
+
+def _save(llm) -> tuple[Any, int]:
+    """The context's state (its KV cache, the used cells only): llama.cpp's own copy of it, without
+    llama-cpp-python's ``save_state``, which also copies a logits array of hundreds of MB."""
+    import llama_cpp
+
+    size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+    buffer = (ctypes.c_uint8 * size)()
+    return buffer, llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
+
+
+class PrefixStates:
+    """The evaluated prompt prefixes of one model, each as its state when it was evaluated alone
+    from an empty context (at most PREFIX_STATES, the least recently used dropped first)."""
+
+    def __init__(self) -> None:
+        self.states: OrderedDict[tuple[int, ...], tuple[Any, int]] = OrderedDict()
+        self.evaluated = self.restored = 0  # how often a prefix was evaluated, and how often restored
+
+    def enter(self, llm, prefix: list[int]) -> bool:
+        """Leave ``llm`` holding ``prefix`` and nothing else; True when its state was restored, False
+        when it was evaluated now (and kept). Its next completion then evaluates only the rest of
+        its prompt: llama-cpp-python reuses the evaluated tokens its prompt begins with."""
+        import llama_cpp
+
+        key = tuple(prefix)
+        saved = self.states.get(key)
+        if saved is None:
+            llm.reset()
+            llm.eval(prefix)
+            self.states[key] = _save(llm)
+            while len(self.states) > PREFIX_STATES:
+                self.states.popitem(last=False)
+            self.evaluated += 1
+            return False
+        self.states.move_to_end(key)
+        buffer, size = saved
+        llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, size)
+        llm.input_ids[: len(prefix)] = prefix
+        llm.n_tokens = len(prefix)
+        llm._requires_eval = True  # the logits are the prefix's last: the rest of the prompt is evaluated
+        self.restored += 1
+        return True
+
+
+def prompt_prefix(full: list[int], head: list[int]) -> list[int]:
+    """The tokens ``full`` (a whole prompt) begins with of ``head`` (the text before the user's
+    message, tokenized alone): where the two tokenizations part, the prefix ends."""
+    n = 0
+    for a, b in zip(full, head, strict=False):
+        if a != b:
+            break
+        n += 1
+    return full[: min(n, len(full) - 1)]  # never the whole prompt: its last token is evaluated for the logits
+
+
 # llama.cpp writes a string of at most N characters as N nested optional rules, and its grammar parser
 # fails (or crashes) on a few hundred: string lengths are checked after the answer, not in the grammar.
 _GRAMMAR_DROPS = ("maxLength", "minLength", "title", "description", "default")
@@ -186,27 +265,30 @@ STRUCTURED_SAMPLING = {"repeat_penalty": 1.1}
 class LocalProvider:
     capacity = 1  # a llama.cpp context serves one request at a time (the lock): the runner sends one at a time
 
-    def __init__(self, spec: ModelSpec, *, timeout: float):
+    def __init__(self, spec: ModelSpec, *, timeout: float, prefix_reuse: bool = True):
         self.spec = spec
+        self.prefix_reuse = prefix_reuse
 
     async def complete(self, request: Request) -> Completion:
         return await asyncio.to_thread(self._complete, request)
 
     def _complete(self, request: Request) -> Completion:
         try:
-            llm, lock = _load(self.spec)
+            model = _load(self.spec)
         except ConfigError as exc:
             raise ProviderError(BAD_REQUEST, str(exc)) from None
+        llm = model.llm
         params: dict[str, Any] = dict(
             max_tokens=request.max_tokens, temperature=request.temperature or 0.0, seed=request.seed or 0
         )
-        with lock:
+        cached = written = 0  # prompt tokens restored from a kept prefix, or evaluated and kept
+        with model.lock:
             start = time.perf_counter()  # the generation itself, not the wait for the lock
-            # Without a reset llama.cpp reuses the KV cache of a shared prompt prefix, and the
-            # answer then depends on which trial ran before: not repeatable.
-            llm.reset()
             try:
                 if request.tools:
+                    # Without a reset llama.cpp reuses the KV cache of the prompt the last request
+                    # shares with this one, and the answer then depends on what ran before.
+                    llm.reset()
                     result = llm.create_chat_completion(
                         messages=openai_messages(request), **tool_params(request), **params
                     )
@@ -224,13 +306,21 @@ class LocalProvider:
                     )
                 if request.output is not None:  # structured output: generated under the schema's grammar
                     params.update(STRUCTURED_SAMPLING)
-                if has_chat_template(llm):
+                if model.formatter is not None:
                     messages = [
                         {"role": "system", "content": request.system},
                         {"role": "user", "content": request.user},
                     ]
                     if request.output is not None:
                         params["response_format"] = {"type": "json_object", "schema": grammar_schema(request.output)}
+
+                    def render(user: str) -> str:
+                        return str(model.formatter(messages=[messages[0], {"role": "user", "content": user}]).prompt)
+
+                    def tokens(text: str) -> list[int]:  # as llama-cpp-python's chat handler tokenizes a prompt
+                        return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+                    cached, written = self._enter_prefix(model, tokens, render(request.user), render(USER_MARK))
                     result = llm.create_chat_completion(messages=messages, **params)
                     text = result["choices"][0]["message"]["content"]
                 else:
@@ -240,8 +330,15 @@ class LocalProvider:
                         params["grammar"] = LlamaGrammar.from_json_schema(
                             json.dumps(grammar_schema(request.output)), verbose=False
                         )
+                    bos = [llm.token_bos()] if llm._model.add_bos_token() and llm.token_bos() >= 0 else []
+
+                    def tokens(text: str) -> list[int]:
+                        return bos + list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
                     prompt = f"{request.system}\n\nUser: {request.user}\n\nAssistant:"
-                    result = llm.create_completion(prompt=prompt, stop=["\nUser:"], **params)
+                    head = f"{request.system}\n\nUser: {USER_MARK}"
+                    cached, written = self._enter_prefix(model, tokens, prompt, head)
+                    result = llm.create_completion(prompt=tokens(prompt), stop=["\nUser:"], **params)
                     text = result["choices"][0]["text"]
             except ValueError as exc:  # llama.cpp's way of saying the prompt does not fit
                 raise ProviderError(BAD_REQUEST, f"{self.spec.name}: {exc}") from None
@@ -255,7 +352,24 @@ class LocalProvider:
             int(usage.get("completion_tokens", 0)),
             seconds,
             truncated=result["choices"][0].get("finish_reason") == "length",
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
         )
+
+    def _enter_prefix(self, model: LoadedModel, tokens, prompt: str, marked: str) -> tuple[int, int]:
+        """Set the context up for ``prompt``: its prefix (the text ``marked``, a rendering with the
+        user's message replaced by USER_MARK, has before the mark) restored or evaluated and kept,
+        or an empty context where prefix reuse is off or the template hides the message. Returns
+        the prompt tokens restored and the prompt tokens evaluated and kept."""
+        head, mark, _ = marked.partition(USER_MARK)
+        if not self.prefix_reuse or not mark or not prompt.startswith(head):
+            model.llm.reset()
+            return 0, 0
+        prefix = prompt_prefix(tokens(prompt), tokens(head))
+        if not prefix:
+            model.llm.reset()
+            return 0, 0
+        return (len(prefix), 0) if model.prefixes.enter(model.llm, prefix) else (0, len(prefix))
 
     async def aclose(self) -> None:
         unload_all()
@@ -289,7 +403,7 @@ def read_tool_calls(message: dict, prefix: str) -> tuple[str, tuple[ToolCall, ..
 def unload_all() -> None:
     """Free every loaded model now: llama.cpp's own finaliser fails at interpreter exit."""
     with _models_lock:
-        for llm, lock in _models.values():
-            with lock:
-                llm.close()
+        for model in _models.values():
+            with model.lock:
+                model.llm.close()
         _models.clear()

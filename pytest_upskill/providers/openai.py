@@ -7,7 +7,16 @@ import openai
 
 from ..config import ModelSpec
 from ..core import Request, Tool, ToolCall
-from .base import BAD_RESPONSE, Completion, ProviderError, bounded_http_client, map_sdk_error, server_slots, token_count
+from .base import (
+    BAD_RESPONSE,
+    BAD_USAGE,
+    Completion,
+    ProviderError,
+    bounded_http_client,
+    map_sdk_error,
+    server_slots,
+    token_count,
+)
 
 
 def messages(request: Request) -> list[dict]:
@@ -96,12 +105,22 @@ class OpenAIProvider:
         if not isinstance(content, str) and not calls:
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: the response has no message content")
         usage = response.usage
+        name = self.spec.name
+        prompt = token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", name)
+        # OpenAI caches a long prompt's prefix by itself; prompt_tokens count the cached ones too
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = token_count(getattr(details, "cached_tokens", None), "usage.prompt_tokens_details.cached_tokens", name)
+        if cached > prompt:
+            raise ProviderError(
+                BAD_USAGE, f"{name}: the response says {cached:,} prompt tokens were cached of {prompt:,} in all"
+            )
         return Completion(
             content or "",
-            token_count(getattr(usage, "prompt_tokens", None), "usage.prompt_tokens", self.spec.name),
-            token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", self.spec.name),
+            prompt,
+            token_count(getattr(usage, "completion_tokens", None), "usage.completion_tokens", name),
             tool_calls=calls,
             truncated=getattr(choices[0] if choices else None, "finish_reason", None) == "length",
+            cache_read_tokens=cached,
         )
 
     async def slots(self) -> int | None:
