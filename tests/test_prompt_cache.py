@@ -68,7 +68,8 @@ def test_anthropic_marks_the_system_prompt_cacheable_in_both_arms_and_the_cached
     assert arm_totals(result, "with_skill") == (s["input_tokens"], 3 * skill_prefix, skill_prefix)
     out.stdout.fnmatch_lines(
         [
-            f"  cached in   {3 * base_prefix:,} → {3 * skill_prefix:,} of the input tokens read from the prompt cache (*%)*"
+            f"  cached in   {3 * base_prefix:,} → {3 * skill_prefix:,} of the input tokens read from the prompt "
+            "cache (*%)*"
         ]
     )
 
