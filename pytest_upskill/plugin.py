@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from . import hooks
@@ -211,12 +213,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers.
-
-    (Not xdist's ``worksteal``: it takes queued items back from a worker that has already sent
-    them, so the same paid request would go out twice. ``load`` never takes an item back.)"""
+    """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers."""
     if config.getoption("upskill_plan"):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n`` (xdist's ``load``) hands each worker its whole share at once (scheduler.py); another
+    ``--dist`` the user chose is left to xdist."""
+    if config.getoption("dist", None) != "load":
+        return None
+    from .scheduler import UpskillScheduling
+
+    return UpskillScheduling(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

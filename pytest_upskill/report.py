@@ -584,7 +584,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             written = b.cache_write_tokens + s.cache_write_tokens
             lines.append(
                 f"  cached in   {b.cache_read_tokens:,} → {s.cache_read_tokens:,} of the input tokens read from the "
-                f"prompt cache ({shares[0]} → {shares[1]}); {written:,} written to it"
+                f"prompt cache ({shares[0]} → {shares[1]})" + (f"; {written:,} written to it" if written else "")
             )
         spent = [arm_cost(a, (prices or {}).get(r.model, NO_PRICES)) for a in (b, s)]
         if spent[0] is not None and spent[1] is not None:
