@@ -579,7 +579,8 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
                 f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out "
                 f"{_tokens(b.output_tokens, s.output_tokens)}"
             )
-        if b.cache_read_tokens or s.cache_read_tokens or b.cache_write_tokens or s.cache_write_tokens:
+        cache_figures = b.cache_read_tokens + s.cache_read_tokens + b.cache_write_tokens + s.cache_write_tokens
+        if cache_figures and b.total and s.total:
             shares = [pct(stats.rate(a.cache_read_tokens, a.input_tokens)) for a in (b, s)]
             written = b.cache_write_tokens + s.cache_write_tokens
             lines.append(

@@ -204,7 +204,7 @@ def test_llm_judge_grades_with_a_forced_verdict_and_reports_its_tokens_apart(pyt
         r[a].get("judge_tokens", {}).get("input_tokens", 0) for r in data["results"] for a in ("baseline", "with_skill")
     )
     assert judge_in == sum(
-        len(q.body["system"].split()) + len(q.body["messages"][0]["content"].split()) for q in judged
+        len(q.body["system"][0]["text"].split()) + len(q.body["messages"][0]["content"].split()) for q in judged
     )
     assert model_in + judge_in == model_server.input_tokens
     # the verdicts are cached: a second run asks the judge nothing
