@@ -110,21 +110,25 @@ def write_suite(root: Path, skills: int, cases: int) -> Path:
 
 
 def concurrency(work: Path, cases: int, repeat: int) -> list[Row]:
-    """The plugin at --upskill-concurrency 32, plain and under xdist (median of ``repeat`` runs),
-    and against a server that admits only 8 requests in flight and answers the rest with 429."""
+    """The plugin at --upskill-concurrency 32, plain and under xdist (median of ``repeat`` runs,
+    taken in turns so that the machine's noise falls on each alike), and against a server that
+    admits only 8 requests in flight and answers the rest with 429."""
     write_suite(work, 1, cases)
     requests = cases * 2
     ideal = math.ceil(requests / 32) * 0.2
     target = 1.3 * ideal + 1.5
     rows = []
-    for label, extra, admits in (
+    setups = (
         ("plugin", [], None),
         ("plugin -n 2", ["-n", "2"], None),
         ("plugin -n 4", ["-n", "4"], None),
         ("plugin, server admits 8 in flight (429 beyond)", [], 8),
-    ):
-        runs = []
-        for _ in range(repeat if admits is None else 1):
+    )
+    measured: dict[str, list] = {label: [] for label, _, _ in setups}
+    for turn in range(repeat):
+        for label, extra, admits in setups:
+            if admits and turn:
+                continue  # one run of the 429 workload
             with LoopbackServer(latency_s=0.2) as server:
                 if admits:
                     server.fault = capacity(server, admits)
@@ -148,11 +152,18 @@ def concurrency(work: Path, cases: int, repeat: int) -> list[Row]:
                 )
                 report = json.loads((work / "r.json").read_text())
                 assert report["trials"] == requests and report["errors"] == 0, done.stdout[-2000:]
-                runs.append((wall, rss, report, server.max_in_flight))
-        runs.sort(key=lambda run: run[0])
+                assert len(server.requests) == requests, "a request went out twice"
+                measured[label].append((wall, rss, report, server.max_in_flight))
+    one_process = sorted(run[0] for run in measured["plugin"])[len(measured["plugin"]) // 2]
+    for label, extra, admits in setups:
+        runs = sorted(measured[label], key=lambda run: run[0])
         wall, rss, report, in_flight = runs[len(runs) // 2]
         note = f"median of {len(runs)}: " + ", ".join(f"{r[0]:.2f}" for r in runs) if len(runs) > 1 else ""
         row_ideal, row_target = ideal, target
+        if extra:  # -n N: against one process, side by side (target: 1.1 x for -n 2, 1.2 x for -n 4)
+            bound = 1.1 if extra[1] == "2" else 1.2
+            row_target = bound * one_process
+            note += f"; {wall / one_process:.2f} x one process (target <= {bound} x)"
         if admits:
             row_ideal, row_target = math.ceil(requests / admits) * 0.2, None
             seen = next(iter(report.get("throttling", {}).values()), None)
@@ -313,10 +324,11 @@ def local(work: Path, quick: bool) -> list[Row]:
     selection = ["-k", "conventional"] if quick else []
     base = [*PYTEST, "skills", "--upskill-models", "smollm2", "--upskill-cache", "off", *selection]
     collect_wall, _, _ = measure([*base, "--collect-only"], work)
-    rows = []
+    rows: list[Row] = []
+    answers: dict[str, dict] = {}
     for label, extra in (
-        ("plugin, concurrency 1", ["--upskill-concurrency", "1"]),
-        ("plugin, concurrency 4", ["--upskill-concurrency", "4"]),
+        ("plugin, --upskill-prefix-reuse off (before issue 18)", ["--upskill-prefix-reuse", "off"]),
+        ("plugin (the README's main command)", []),
         ("plugin -n 2 (one model per core)", ["-n", "2"]),
     ):
         wall, rss, done = measure([*base, *extra, "--upskill-report", "r.json", "--junitxml", "r.xml"], work)
@@ -327,11 +339,28 @@ def local(work: Path, quick: bool) -> list[Row]:
         note = f"{report['trials']} trials, model time {model:.1f} s"
         if overhead is not None:
             note += f", plugin overhead {overhead:.2f} s = {overhead / model * 100:.1f}% (target <= 2%)"
+        answers[label] = {
+            (r["skill"], c["case"], t["arm"], t["run"]): t["answer"]
+            for r in report["results"]
+            for c in r["cases"]
+            for t in c["trials"]
+        }
+        target = None
+        if not extra:  # the README's command against the same without prefix reuse (target: 25% less time)
+            before_label = next(iter(answers))
+            before = rows[0].wall_s
+            target = 0.75 * before
+            same = sum(answers[label][k] == v for k, v in answers[before_label].items())
+            note += (
+                f"; {(1 - wall / before) * 100:.0f}% less time than prefix reuse off (target >= 25%); "
+                f"answers identical to it: {same} of {len(answers[before_label])}"
+            )
         rows.append(
             Row(
                 "local smollm2",
                 label,
                 wall,
+                target_s=target,
                 peak_rss_mib=rss,
                 requests=report["trials"],
                 note=note,
