@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class ResponseCache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.problems: list[CacheProblem] = []
+        # the entries this process wrote, kept to hand to xdist's controller where its cache is
+        # another folder (a remote worker: --tx socket=/ssh=); None: not kept
+        self.written: list[dict[str, Any]] | None = None
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -117,6 +121,29 @@ class ResponseCache:
             entry["seconds"] = round(
                 completion.seconds, 4
             )  # the model's time when the answer was made, shown for cached trials
+        if self.written is not None:
+            self.written.append(entry)
+        self._write(path, entry)
+
+    def add_entry(self, entry: Any) -> bool:
+        """An entry another process wrote (a remote xdist worker's), written here unless this cache
+        has the key already; False for one that is not an entry (its checksum does not match)."""
+        try:
+            key, data = str(entry["key"]), entry["completion"]
+            valid = re.fullmatch(r"[0-9a-f]{64}", key) is not None and entry.get("checksum") == _checksum(data)
+        except (TypeError, KeyError, ValueError):
+            valid = False
+        if not valid:
+            return False
+        path = self.path(key)
+        if not path.exists():
+            if not self.root.exists():
+                self._create()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write(path, entry)
+        return True
+
+    def _write(self, path: Path, entry: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -121,6 +121,17 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--csv", type=Path, metavar="PATH", help="also write one row per run × skill × model here")
     runs.add_argument("--last", type=_positive, metavar="N", help="only the last N runs")
 
+    merge = commands.add_parser(
+        "merge",
+        help="merge the --upskill-report files of a suite's shards (pytest --upskill-shard K/N) into one run's",
+        description="Merge the JSON reports of a suite's shards (each job ran pytest --upskill-shard K/N "
+        "--upskill-report shard-K.json): lifts, intervals, verdicts, gates and the exit status are computed "
+        "from the shards' trials exactly as one run computes them. Other arguments go to pytest: the outputs "
+        "(--upskill-report, --upskill-markdown, --upskill-html, --upskill-history) and the gates "
+        "(--upskill-min-lift X, --upskill-strict, ...), with the project's ini options as in any run.",
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's JSON report (all of them)")
+
     generate = commands.add_parser(
         "generate",
         help="a teacher model drafts a skill and its cases; it is measured on the students and revised on failures",
@@ -338,9 +349,15 @@ def _plan(args: argparse.Namespace, session: Any, settings: Any, out: Callable[[
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    commands = parser()
+    args, rest = commands.parse_known_args(argv)
+    if rest and args.command != "merge":
+        commands.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "runs":
         return runs_command(args)
+    if args.command == "merge":  # a pytest run that collects nothing and reads the shards' trials (merge.py)
+        given = [arg for report in args.reports for arg in ("--upskill-merge", str(report))]
+        return int(pytest.main([*given, *rest]))
     return teaching_command(args)
 
 

@@ -18,6 +18,7 @@ from .config import Prices
 from .gate import Evaluation, evaluate
 from .history import add_run, read_runs, run_info
 from .htmlreport import render_html
+from .merge import outcomes
 from .options import float_option
 from .preflight import PreflightError, compared_report, write_each
 from .report import Aggregator, Progress, Result, RunLedger, markdown, outcome_from_properties, write_text_atomic
@@ -44,6 +45,12 @@ class Controller:
         self.exit_line = ""  # why the exit status is what it is, the summary's last line
         self.history_written: Path | None = None  # this run's entry in --upskill-history's folder
         self._prefetched = False
+        if run.shards is not None:  # --upskill-merge: the shards' trials, as if they had run here
+            for report in run.shards.reports:
+                for outcome, detail in outcomes(report):
+                    self.aggregator.add(outcome, detail)
+                self.ledger.add_problems(report.cache_problems)
+                self.ledger.add_throttling(report.throttling)
 
     def prefetch(self, session: pytest.Session) -> None:
         """Without xdist this process runs every item: submit them all, so they are in flight together."""
@@ -55,6 +62,11 @@ class Controller:
                 self.run.runner.submit(item.trial)
 
     # -- what ran
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool | None:
+        """--upskill-merge collects nothing: its trials are the shards'."""
+        return True if self.run.shards is not None else None
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         self.collection_errors += report.failed
@@ -73,9 +85,18 @@ class Controller:
             self.progress.expect(self.ledger.expected)
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """Tell each xdist worker where this process's cache is: one that runs elsewhere (a remote
+        worker) hands its new entries back, to be written here (pytest_testnodedown)."""
+        node.workerinput["upskill_cache_root"] = str(self.run.cache.root)
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         """What a finished xdist worker found that is not in its reports (worker.py)."""
         output = getattr(node, "workeroutput", None) or {}
+        if self.run.cache_mode == "rw":
+            for entry in output.get("upskill_cache_entries", []):
+                self.run.cache.add_entry(entry)
         self.ledger.add_problems(output.get("upskill_cache_problems", []))
         self.ledger.add_throttling(output.get("upskill_throttling", {}))
         self.run.unseen.merge(output.get("upskill_unseen", {}))
@@ -104,6 +125,9 @@ class Controller:
         prices = {s.name: s.prices for s in run.specs}
         ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
         missing = ledger.missing() if ran else []
+        merging = run.shards is not None
+        if run.shards is not None:
+            missing = run.shards.missing
         budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
         report = self.aggregator.report(
             prices, missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
@@ -130,7 +154,9 @@ class Controller:
         if xml is not None:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
-        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and (results or missing):
+        if (merging or session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)) and (
+            results or missing
+        ):
             reasons = evaluation.fail_reasons(
                 unscored=unscored,
                 allowed_errors=allowed,

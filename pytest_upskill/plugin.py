@@ -20,6 +20,7 @@ from .collect import TrialDetail, pytest_collect_file, pytest_ignore_collect  # 
 from .config import split_names
 from .controller import Controller
 from .discovery import AGENT_FOLDERS
+from .merge import read_shards, select_shard
 from .prompt import INJECTIONS
 from .session import RUN, UpskillRun, resolve_models
 from .terminal import ExitLine, TerminalSummary
@@ -209,6 +210,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="stop sending requests once the estimated spend passes this",
     )
     parser.addini("upskill_max_cost", "spending limit in USD", default="")
+    group.addoption(
+        "--upskill-shard",
+        default=None,
+        metavar="K/N",
+        help="run only the K-th of N shares of the suite (a skill × model is never split); merge the shards' "
+        "reports with pytest-upskill merge",
+    )
+    group.addoption(
+        "--upskill-merge",
+        action="append",
+        default=[],
+        metavar="REPORT",
+        help="run nothing: merge these --upskill-report files of a suite's shards (repeat), then report, gate and "
+        "exit as one run would",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -216,6 +232,17 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     """--upskill-plan sends nothing: plan in this process, where the items are, not in xdist workers."""
     if config.getoption("upskill_plan"):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m and --deselect
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--upskill-shard K/N: deselect the items of the other shards."""
+    shard = config.stash[RUN].shard
+    if shard is not None:
+        keep, drop = select_shard(items, *shard)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -233,9 +260,12 @@ def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
     judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
     check = not config.getoption("collectonly")
+    shards = read_shards(config)
+    if shards is not None:  # nothing is sent: the models are the shards', for their labels and prices
+        names, judge_name, check = shards.models, None, False
     specs = resolve_models(config, names, check)
     judge = resolve_models(config, [judge_name], check)[0] if judge_name else None
-    run = config.stash[RUN] = UpskillRun(config, specs, judge)
+    run = config.stash[RUN] = UpskillRun(config, specs, judge, shards)
     config.pluginmanager.register(TrialDetail(), "upskill-trial-detail")
     if run.is_worker:
         run.role = Worker(run)

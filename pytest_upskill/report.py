@@ -321,6 +321,7 @@ class Result:
             activation_rate=self.with_skill.activation_rate,
             token_delta=self.token_delta(),
             uninformative_cases=[CaseWhy(case=c, why=why) for c, why in self.uninformative_cases()],
+            **({"thresholds": self.thresholds} if self.thresholds else {}),
             cases=[
                 CaseRuns(
                     case=case,

@@ -118,7 +118,11 @@ class TrialReport(_Model):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    hit_max_tokens: bool | None = None  # (whether it came from the cache is left out: that never changes a result)
+    hit_max_tokens: bool | None = None
+    cached: bool | None = Field(default=None, description="the answer came from the response cache")
+    tool_calls: int | None = None
+    judge_input_tokens: int | None = None
+    judge_output_tokens: int | None = None
     turns: int | None = Field(default=None, description="workspace trials: requests made")
     calls: list[str] | None = Field(default=None, description="workspace trials: the tool calls, in order")
     written: list[str] | None = Field(default=None, description="workspace trials: the files the model wrote")
@@ -156,6 +160,9 @@ class ResultReport(_Model):
     activation_rate: float | None = None
     token_delta: TokenDelta = TokenDelta()
     uninformative_cases: list[CaseWhy] = []
+    thresholds: dict[str, float] | None = Field(
+        default=None, description="the skill's own gate thresholds (skill_meta.json), where it has any"
+    )
     cases: list[CaseRuns] = []
 
     _lift = field_validator("lift")(_finite)

@@ -18,6 +18,7 @@ from .changes import GitError, changed_files, is_changed
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
 from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
+from .merge import Shards, parse_shard
 from .options import float_option, int_option, option, seconds_option, switch_option
 from .preflight import PreflightError, check_outputs, writable_folder
 from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
@@ -50,15 +51,30 @@ def resolve_models(config: pytest.Config, names: list[str], check: bool = True) 
         raise pytest.UsageError(str(exc)) from None
 
 
+GATE_SETTINGS = ("strict", "max_errors", *THRESHOLD_KEYS)  # the settings of a merge that are its own
+
+
 class UpskillRun:
     """The run as one pytest process sees it, built in ``pytest_configure``: a bad setting is a
     usage error here, before collection and before the first request."""
 
     role: Role  # the controller (which also runs the trials without xdist) or an xdist worker
 
-    def __init__(self, config: pytest.Config, specs: list[ModelSpec], judge: ModelSpec | None = None):
+    def __init__(
+        self,
+        config: pytest.Config,
+        specs: list[ModelSpec],
+        judge: ModelSpec | None = None,
+        shards: Shards | None = None,
+    ):
         self.config = config
         self.specs = specs
+        self.shards = shards  # --upskill-merge: the shards' reports; nothing is collected or sent
+        try:
+            shard = config.getoption("upskill_shard")
+            self.shard: tuple[int, int] | None = parse_shard(shard) if shard is not None else None
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.labels = node_ids(specs)
         self.is_worker = hasattr(config, "workerinput")
         injection = option(config, "upskill_injection")
@@ -110,7 +126,9 @@ class UpskillRun:
         self.thresholds = Thresholds(**{key: float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
         gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
         gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
-        if gates and not specs and not config.getoption("collectonly"):  # a CI gate that would pass on nothing measured
+        if (
+            gates and not specs and not config.getoption("collectonly") and shards is None
+        ):  # a CI gate that would pass on nothing measured
             raise pytest.UsageError(
                 f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
             )
@@ -143,6 +161,11 @@ class UpskillRun:
             found["judge_model"] = settings.judge.name
         if self.max_cost is not None:
             found["max_cost"] = self.max_cost
+        if self.shard is not None:
+            found["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        if self.shards is not None:  # what the shards ran with; the gates are this run's
+            ran = {k: v for k, v in self.shards.settings.items() if k not in GATE_SETTINGS}
+            found = {**ran, **{k: v for k, v in found.items() if k in GATE_SETTINGS}}
         return found
 
     def wants(self, skill_dir: Path) -> bool:

@@ -26,6 +26,9 @@ class TerminalSummary:
     def pytest_report_header(self) -> str | None:
         """The models under test; nothing where none is named (a project that tests no skill)."""
         run = self.run
+        if run.shards is not None:
+            names = ", ".join(str(p) for p in run.config.getoption("upskill_merge"))
+            return f"upskill: merging {len(run.shards.paths)} shard reports ({names}); nothing is sent"
         return f"upskill: models {', '.join(s.name for s in run.specs)}" if run.specs else None
 
     @pytest.hookimpl(tryfirst=True)
@@ -75,11 +78,15 @@ class TerminalSummary:
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results, {s.name: s.prices for s in run.specs}):
             write(line)
-        write(
-            f"{state.aggregator.cached} of {state.aggregator.trials} trial(s) came from the cache ({run.cache.root})"
-            if run.cache_mode != "off"
-            else "cache off"
-        )
+        if run.shards is not None:
+            write(f"{state.aggregator.trials} trial(s) from {len(run.shards.paths)} shard reports")
+        else:
+            cached, trials = state.aggregator.cached, state.aggregator.trials
+            write(
+                f"{cached} of {trials} trial(s) came from the cache ({run.cache.root})"
+                if run.cache_mode != "off"
+                else "cache off"
+            )
         for spec in run.specs:
             if spec.note:
                 write(f"note: {spec.note}")

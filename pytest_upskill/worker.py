@@ -19,6 +19,10 @@ class Worker:
     def __init__(self, run: UpskillRun):
         self.run = run
         self._queue: Any = None  # xdist's queue of this worker's next items
+        # a remote worker (--tx socket=/ssh=, in a folder of its own) keeps the cache entries it
+        # writes, for the controller's cache; a local one writes to the controller's cache itself
+        if run.config.workerinput.get("upskill_cache_root") != str(run.cache.root):  # type: ignore[attr-defined]
+            run.cache.written = []
 
     def prefetch(self, session: pytest.Session) -> None:
         """Submit the trials of the items xdist has queued for this worker (``load`` never takes
@@ -42,6 +46,7 @@ class Worker:
         output["upskill_cache_problems"] = [f"{p.path}: {p.reason}" for p in run.cache.problems]
         output["upskill_throttling"] = run.runner.throttling()
         output["upskill_unseen"] = run.unseen.files
+        output["upskill_cache_entries"] = run.cache.written or []
 
 
 def _xdist_queue(config: pytest.Config) -> Any:
