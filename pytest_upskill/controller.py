@@ -49,6 +49,7 @@ class Controller:
             for report in run.shards.reports:
                 for outcome, detail in outcomes(report):
                     self.aggregator.add(outcome, detail)
+                self.aggregator.cached_elsewhere += report.cached
                 self.ledger.add_problems(report.cache_problems)
                 self.ledger.add_throttling(report.throttling)
 

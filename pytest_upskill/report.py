@@ -351,6 +351,7 @@ class Aggregator:
         self.model_order = model_order or []
         self._results: dict[tuple[str, str], Result] = {}
         self.trials = 0
+        self.cached_elsewhere = 0  # trials of merged shards that came from their caches (merge.py)
 
     def add(self, outcome: dict, detail: dict | None = None) -> None:
         key = (outcome["skill"], outcome["model"])
@@ -367,7 +368,7 @@ class Aggregator:
 
     @property
     def cached(self) -> int:
-        return sum(r.baseline.cached + r.with_skill.cached for r in self.results())
+        return self.cached_elsewhere + sum(r.baseline.cached + r.with_skill.cached for r in self.results())
 
     def report(self, prices: dict[str, Prices] | None = None, **sections: Any) -> Report:
         """The report; ``sections`` (run, missing, throttling, ...) are set as given."""

@@ -118,8 +118,7 @@ class TrialReport(_Model):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    hit_max_tokens: bool | None = None
-    cached: bool | None = Field(default=None, description="the answer came from the response cache")
+    hit_max_tokens: bool | None = None  # (whether it came from the cache is left out: that never changes a result)
     tool_calls: int | None = None
     judge_input_tokens: int | None = None
     judge_output_tokens: int | None = None
