@@ -60,8 +60,11 @@ def shard_of(nodeids: Sequence[str], shards: int) -> dict[tuple[str, str], int]:
 def select_shard(items: Sequence[Any], k: int, n: int) -> tuple[list[Any], list[Any]]:
     """The items of shard ``k`` of ``n``, and the others."""
     shard = shard_of([item.nodeid for item in items], n)
-    keep = [item for item in items if shard[group_of(item.nodeid)] == k]
-    return keep, [item for item in items if shard[group_of(item.nodeid)] != k]
+    keep: list[Any] = []
+    drop: list[Any] = []
+    for item in items:
+        (keep if shard[group_of(item.nodeid)] == k else drop).append(item)
+    return keep, drop
 
 
 def outcomes(report: Report) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
