@@ -125,6 +125,42 @@ def test_smollm2_prefix_reuse_evaluates_each_prefix_once_and_answers_as_a_fresh_
     assert skill_prefix > results["auto"]["baseline"]["prompt_cache"]["write_tokens"]  # the skill is in the prefix
 
 
+def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
+    """llama.cpp computes with an OpenMP team per calling thread; once libgomp manages more threads
+    than there are CPUs (a second team, from another thread of asyncio's pool) it sleeps between
+    the steps of a token instead of spinning, and generation took twice as long. Requests that
+    arrive together (a judge beside a trial, the runner's next request racing the pool) must
+    still reach llama.cpp from one thread."""
+    import asyncio
+    import threading
+
+    from llama_cpp import Llama
+
+    from pytest_upskill.core import Request
+    from pytest_upskill.providers.local import LocalProvider, unload_all
+
+    threads: set[int] = set()
+    original = Llama.create_chat_completion
+
+    def recording(self, *args, **kwargs):
+        threads.add(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Llama, "create_chat_completion", recording)
+    provider = LocalProvider(resolve("smollm2", {}), timeout=60)
+
+    async def ask() -> list:
+        requests = [Request(SKILL, f"Say {i}.", "smollm2", 0.0, 4) for i in range(4)]
+        return await asyncio.gather(*(provider.complete(r) for r in requests))
+
+    try:
+        answers = asyncio.run(ask())
+    finally:
+        unload_all()
+    assert len(answers) == 4 and all(a.output_tokens > 0 for a in answers)
+    assert len(threads) == 1 and threading.get_ident() not in threads  # one thread, and not the caller's
+
+
 RECORD_REQUESTS = """
 import pathlib
 from pytest_upskill.providers.local import LocalProvider

@@ -11,9 +11,9 @@
   goes through llama-cpp-python's chat completion with ``tools``; a forced tool is generated under
   a JSON-schema grammar, other calls are read from the ``<tool_call>{"name": ..., "arguments":
   ...}</tool_call>`` blocks such templates ask for. Other models skip workspace trials, saying so.
-* A llama.cpp context is not thread-safe: one lock per model serialises its calls, which run in
-  a worker thread so the runner's event loop stays free. Temperature 0 and a fixed seed make
-  the answers repeatable.
+* A llama.cpp context is not thread-safe: one lock per model serialises its calls, which all run
+  on one thread of their own (:func:`_llama_thread`) so the runner's event loop stays free and
+  llama.cpp keeps one OpenMP team. Temperature 0 and a fixed seed make the answers repeatable.
 * The prefix a request shares with others (the prompt up to the user's message: the scaffold and,
   in the with-skill arm, the skill) is evaluated once per model and prefix, its state kept
   (:class:`PrefixStates`), and restored for each request, which then evaluates only its own rest.
@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,19 @@ N_CTX = 8192
 
 _models: dict[str, LoadedModel] = {}
 _models_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _llama_thread() -> ThreadPoolExecutor:
+    """The one thread that makes every llama.cpp call of this process. llama.cpp computes with an
+    OpenMP team per calling thread, and libgomp, once it manages more threads than there are CPUs
+    (a second team, left by another thread of asyncio's pool), stops spinning between the steps of
+    a token and sleeps instead: generation then took twice as long."""
+    global _executor
+    with _models_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upskill-llama")
+        return _executor
 
 
 def _packaged_file(distribution: str, suffix: str) -> Path | None:
@@ -270,7 +284,7 @@ class LocalProvider:
         self.prefix_reuse = prefix_reuse
 
     async def complete(self, request: Request) -> Completion:
-        return await asyncio.to_thread(self._complete, request)
+        return await asyncio.get_running_loop().run_in_executor(_llama_thread(), self._complete, request)
 
     def _complete(self, request: Request) -> Completion:
         try:
