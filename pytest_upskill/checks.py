@@ -7,9 +7,13 @@ scored. ``check`` returns ``bool``, ``(bool, message)`` or a :class:`CheckResult
 Custom checks come from a ``conftest.py`` through the ``pytest_upskill_checks`` hook (see
 ``hooks.py``); an unknown check name is a collection error, never ignored.
 
-The built-in checks read model output, so the runner runs them in a confined worker process under
-the check time limit (:mod:`pytest_upskill.checkpool`): a pattern that backtracks for hours on some
-output costs one worker and ``--upskill-check-timeout`` seconds, never the session.
+The built-in checks that parse model output or match patterns on it (``regex``, ``is_json``,
+``json_schema``) run in a confined worker process under the check time limit
+(:mod:`pytest_upskill.checkpool`): a pattern that backtracks for hours on some output costs one
+worker and ``--upskill-check-timeout`` seconds, never the session. ``contains``, ``not_contains``
+and ``equals`` only compare strings, in time linear in the output, and parse nothing: they run in
+the runner's process (a worker process costs a Python start-up, ~0.3 s of CPU, and a round trip
+per check).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Check:
     name: str
     check: Callable[[str, Any], Any]
     prepare: Callable[[Any], Any] = lambda value: value
+    confined: bool = True  # a built-in check that parses or matches patterns: a check worker runs it
 
 
 def _strings(value: Any) -> list[str]:
@@ -185,10 +190,10 @@ def _json_schema(output: str, schema: dict) -> CheckResult:
 BUILTIN_CHECKS: dict[str, Check] = {
     c.name: c
     for c in (
-        Check("contains", _contains, _strings),
-        Check("not_contains", _not_contains, _strings),
+        Check("contains", _contains, _strings, confined=False),
+        Check("not_contains", _not_contains, _strings, confined=False),
         Check("regex", _regex, _prepare_regex),
-        Check("equals", _equals, _prepare_equals),
+        Check("equals", _equals, _prepare_equals, confined=False),
         Check("is_json", _is_json, _prepare_is_json),
         Check("json_schema", _json_schema, _prepare_schema),
     )
@@ -226,6 +231,12 @@ class CheckRegistry:
 def score_builtin(expected: Mapping[str, Any], output: str) -> CheckResult:
     """The built-in checks of ``expected`` on ``output``: what a check worker runs."""
     return _score(BUILTIN_CHECKS, expected, output)
+
+
+def split_confined(builtin: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Built-in checks as (those that only compare strings, those a check worker runs)."""
+    inline = {name: value for name, value in builtin.items() if not BUILTIN_CHECKS[name].confined}
+    return inline, {name: value for name, value in builtin.items() if name not in inline}
 
 
 def _score(checks: Mapping[str, Check], expected: Mapping[str, Any], output: str) -> CheckResult:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .checkpool import CheckCrashed, CheckPool, CheckRaised, CheckTimeout
-from .checks import CheckResult, score_builtin
+from .checks import CheckResult, score_builtin, split_confined
 from .config import ModelSpec
 from .core import ErrorKind, Request, TrialError
 from .providers import Completion
@@ -59,8 +59,11 @@ class Scorer:
         """The case's ``expected`` checks on ``text``."""
         results = []
         try:
-            if builtin:
-                results.append(await self._confined(score_builtin, builtin, text))
+            inline, confined = split_confined(builtin)
+            if inline:
+                results.append(score_builtin(inline, text))
+            if confined:
+                results.append(await self._confined(score_builtin, confined, text))
             if custom is not None:
                 results.append(await _within(self.check_timeout, custom, text))
         except (_TooLong, CheckTimeout):

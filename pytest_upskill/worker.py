@@ -18,23 +18,26 @@ class Worker:
 
     def __init__(self, run: UpskillRun):
         self.run = run
-        self._queue: Any = None  # xdist's queue of this worker's next items
+        self._interactor: Any = None  # xdist's WorkerInteractor: the item it runs, the next one, its queue
         # a remote worker (--tx socket=/ssh=, in a folder of its own) keeps the cache entries it
         # writes, for the controller's cache; a local one writes to the controller's cache itself
         if run.config.workerinput.get("upskill_cache_root") != str(run.cache.root):  # type: ignore[attr-defined]
             run.cache.written = []
 
     def prefetch(self, session: pytest.Session) -> None:
-        """Submit the trials of the items xdist has queued for this worker (``load`` never takes
-        an item back, so none is sent twice)."""
-        if self._queue is None:
-            self._queue = _xdist_queue(self.run.config)
-            if self._queue is None:
+        """Submit the trials of the items xdist has for this worker, in their order: the one it
+        runs now and the next one (xdist has already taken both off the queue), then those still
+        queued (``load`` never takes an item back, so none is sent twice). The model's requests
+        then go out in the order the items report, and each item reports when its answer is in."""
+        if self._interactor is None:
+            self._interactor = _xdist_interactor(self.run.config)
+            if self._interactor is None:
                 return
-        with self._queue.lock() as pending:
-            indices = [i for i in pending if isinstance(i, int)]
-        for index in indices:
-            item = session.items[index]
+        interactor = self._interactor
+        with interactor.torun.lock() as pending:
+            queued = list(pending)
+        for index in (getattr(interactor, "item_index", None), getattr(interactor, "nextitem_index", None), *queued):
+            item = session.items[index] if isinstance(index, int) else None
             if isinstance(item, TrialItem):
                 self.run.runner.submit(item.trial)
 
@@ -49,8 +52,8 @@ class Worker:
         output["upskill_cache_entries"] = run.cache.written or []
 
 
-def _xdist_queue(config: pytest.Config) -> Any:
+def _xdist_interactor(config: pytest.Config) -> Any:
     for plugin in config.pluginmanager.get_plugins():
         if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "torun"):
-            return plugin.torun
+            return plugin
     return None

@@ -66,6 +66,24 @@ def test_xdist_sends_each_worker_its_whole_share_at_once(pytester):
     assert server.max_in_flight >= 20
 
 
+def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytester):
+    """xdist takes the item a worker runs, and the one after it, off the worker's queue: those two
+    went to the back of the model's queue, behind the whole share, and the worker reported nothing
+    until its share was done. With one request in flight per worker, each worker's requests go out
+    in the order of its items."""
+    write_suite(pytester, 1, 10)
+    with LoopbackServer(latency_s=0.05) as server:
+        pytester.runpytest(
+            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
+            "--upskill-concurrency", "1", "--upskill-cache", "off",
+        )  # fmt: skip
+    sent = [int(re.findall(r"case (\d+):", json.dumps(r.body))[0]) for r in server.requests]
+    assert len(sent) == 20
+    for share in (range(5), range(5, 10)):  # the cases of gw0's items, of gw1's
+        order = [case for case in sent if case in share]
+        assert order == sorted(order), order  # 0 0 1 1 2 2 ...: the order of the items
+
+
 def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester):
     write_suite(pytester, 1, 3)
     with LoopbackServer() as server:
