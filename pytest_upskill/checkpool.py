@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import CheckResult, as_result
-from .core import UpskillError
+from .core import UpskillError, cores_per_process
 from .sandbox import Limits, child_env, launcher
 
 MESSAGE_LIMIT = 4_000  # characters of a result's message, or of a raised exception's, that come back
@@ -129,7 +129,9 @@ class CheckPool:
     """At most ``size`` confined workers, started when first needed; :meth:`run` sends one job."""
 
     def __init__(self, size: int | None = None, limits: Limits = WORKER_LIMITS):
-        self.size = size or max(2, os.cpu_count() or 2)
+        # at least two in one process (a slow check holds one, never all); an xdist worker its share of the cores
+        fewest = 1 if os.environ.get("PYTEST_XDIST_WORKER_COUNT") else 2
+        self.size = size or max(fewest, cores_per_process())
         self.limits = limits
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()

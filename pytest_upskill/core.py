@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -14,6 +15,13 @@ from typing import Any
 
 class UpskillError(Exception):
     """The root of every error the plugin raises on purpose (bad files, settings, providers, checks)."""
+
+
+def cores_per_process() -> int:
+    """This machine's cores shared out among the processes of the run (xdist's workers say how
+    many there are in PYTEST_XDIST_WORKER_COUNT): what one process's own compute may use."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 class TrialError(UpskillError):

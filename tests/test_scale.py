@@ -247,3 +247,21 @@ def test_remote_workers_leave_the_report_and_the_controllers_cache_complete(pyte
     replayed = json.loads((pytester.path / "replay.json").read_text())
     assert replayed["errors"] == 0 and replayed["cached"] == 16
     replay.stdout.fnmatch_lines(["16 of 16 trial(s) came from the cache*"])
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "check_workers"), [(None, 2, 2), (None, 1, 2), ("2", 2, 1), ("4", 2, 1), ("2", 8, 4)]
+)
+def test_each_process_keeps_its_share_of_the_cores_for_check_workers(monkeypatch, workers, cores, check_workers):
+    """-n N on a machine's cores: each xdist worker keeps at most its share of them for confined
+    check workers (a Python start-up each), one process at least two (a slow check holds one)."""
+    import os
+
+    from pytest_upskill.checkpool import CheckPool
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if workers is None:
+        monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
+    assert CheckPool().size == check_workers

@@ -28,7 +28,6 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import json
-import os
 import re
 import threading
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, ModelSpec
-from ..core import Request, Tool, ToolCall
+from ..core import Request, Tool, ToolCall, cores_per_process
 from .base import BAD_REQUEST, BAD_RESPONSE, Completion, ProviderError
 from .openai import messages as openai_messages
 from .openai import tool_params
@@ -105,11 +104,6 @@ def check_available(spec: ModelSpec) -> None:
         model_path(spec)
 
 
-def _threads() -> int:
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def own_template(spec: ModelSpec) -> str | None:
     """The spec's ``chat_template``: Jinja text, or the path of a file holding it."""
     value = spec.chat_template
@@ -136,7 +130,7 @@ def _load(spec: ModelSpec) -> LoadedModel:
         if key not in _models:
             from llama_cpp import Llama
 
-            llm = Llama(model_path=path, n_ctx=N_CTX, seed=spec.seed or 0, n_threads=_threads(), verbose=False)
+            llm = Llama(model_path=path, n_ctx=N_CTX, seed=spec.seed or 0, n_threads=cores_per_process(), verbose=False)
             template = own_template(spec)
             formatter = None
             if template or has_chat_template(llm):
