@@ -317,21 +317,48 @@ def collect(work: Path, sizes: list[int], cases: int) -> list[Row]:
     return rows
 
 
+BEFORE_ISSUE_18 = "70b9346"  # the last commit before issue 18's work (prompt caching, prefix reuse, -n)
+
+
+def _checkout(commit: str, into: Path) -> Path | None:
+    """The package as it was at ``commit`` (``git archive`` of this clone), for a row of the code of
+    that day run side by side: PYTHONPATH puts it before the installed one. None without git."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "pytest_upskill"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return into
+
+
 def local(work: Path, quick: bool) -> list[Row]:
+    """The README's main command on SmolLM2 (cache off), side by side in one run: the code before
+    issue 18, today's with --upskill-prefix-reuse off, today's, and today's with -n 2. Target
+    (issue 18): the README's command at least 25% faster than the code before, with answers
+    identical to those of evaluating every prompt from scratch."""
     src = ROOT / "example_skills"
     shutil.copytree(src, work / "skills")
     (work / "pytest.ini").write_text("[pytest]\n")
     selection = ["-k", "conventional"] if quick else []
     base = [*PYTEST, "skills", "--upskill-models", "smollm2", "--upskill-cache", "off", *selection]
     collect_wall, _, _ = measure([*base, "--collect-only"], work)
+    before = _checkout(BEFORE_ISSUE_18, work / "before")
+    runs: list[tuple[str, list[str], dict]] = []
+    if before is not None:
+        label = f"plugin before issue 18 ({BEFORE_ISSUE_18}), the README's command"
+        runs.append((label, [], {"PYTHONPATH": str(before)}))
+    runs += [
+        ("plugin, --upskill-prefix-reuse off", ["--upskill-prefix-reuse", "off"], {}),
+        ("plugin (the README's main command)", [], {}),
+        ("plugin -n 2 (one model per core)", ["-n", "2"], {}),
+    ]
     rows: list[Row] = []
     answers: dict[str, dict] = {}
-    for label, extra in (
-        ("plugin, --upskill-prefix-reuse off (before issue 18)", ["--upskill-prefix-reuse", "off"]),
-        ("plugin (the README's main command)", []),
-        ("plugin -n 2 (one model per core)", ["-n", "2"]),
-    ):
-        wall, rss, done = measure([*base, *extra, "--upskill-report", "r.json", "--junitxml", "r.xml"], work)
+    walls: dict[str, float] = {}
+    for label, extra, env in runs:
+        wall, rss, done = measure([*base, *extra, "--upskill-report", "r.json", "--junitxml", "r.xml"], work, env)
         report = json.loads((work / "r.json").read_text())
         latencies = _latencies(work / "r.json")
         model = sum(latencies)
@@ -345,16 +372,18 @@ def local(work: Path, quick: bool) -> list[Row]:
             for c in r["cases"]
             for t in c["trials"]
         }
+        walls[label] = wall
         target = None
-        if not extra:  # the README's command against the same without prefix reuse (target: 25% less time)
-            before_label = next(iter(answers))
-            before = rows[0].wall_s
-            target = 0.75 * before
-            same = sum(answers[label][k] == v for k, v in answers[before_label].items())
+        if not extra and not env:  # the README's command, against the code before and against reuse off
+            off = runs[-3][0]
+            target = 0.75 * walls[runs[0][0]] if before is not None else 0.75 * walls[off]
+            same = sum(answers[label][k] == v for k, v in answers[off].items())
             note += (
-                f"; {(1 - wall / before) * 100:.0f}% less time than prefix reuse off (target >= 25%); "
-                f"answers identical to it: {same} of {len(answers[before_label])}"
+                f"; {(1 - wall / walls[off]) * 100:.0f}% less time than prefix reuse off"
+                f" (answers identical to it: {same} of {len(answers[off])})"
             )
+            if before is not None:
+                note += f"; {(1 - wall / walls[runs[0][0]]) * 100:.0f}% less time than before issue 18 (target >= 25%)"
         rows.append(
             Row(
                 "local smollm2",
