@@ -323,6 +323,7 @@ BEFORE_ISSUE_18 = "70b9346"  # the last commit before issue 18's work (prompt ca
 def _checkout(commit: str, into: Path) -> Path | None:
     """The package as it was at ``commit`` (``git archive`` of this clone), for a row of the code of
     that day run side by side: PYTHONPATH puts it before the installed one. None without git."""
+    into.mkdir(parents=True, exist_ok=True)
     try:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", commit, "pytest_upskill"], capture_output=True, check=True
