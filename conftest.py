@@ -50,3 +50,20 @@ def write_skill(pytester):
         return folder
 
     return write
+
+
+@pytest.fixture
+def code_suite(write_skill):
+    """code_suite(skills, cases, expected): skills ``skill-S`` whose body gives a code (``Z{S}``, what
+    LoopbackServer's default reply repeats), each with ``cases`` cases asking for it;
+    ``expected(s, c)`` is case ``c``'s expected checks."""
+
+    def write(skills: int, cases: int, expected) -> None:
+        for s in range(skills):
+            tests = [
+                {"id": f"c{c}", "input": f"skill {s} case {c}: the code?", "expected": expected(s, c)}
+                for c in range(cases)
+            ]
+            write_skill(f"skill-{s}", {"tests": tests}, body=f"The code of skill {s} is Z{s}.")
+
+    return write

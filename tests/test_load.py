@@ -27,27 +27,13 @@ def pytest_sessionfinish(session):
 MAX_RSS = 1 << 30  # a process of the run may use at most 1 GiB (measured: see the README)
 
 
-def write_suite(pytester, skills: int, cases: int) -> None:
-    for s in range(skills):
-        folder = pytester.path / "skills" / f"skill-{s}"
-        folder.mkdir(parents=True)
-        (folder / "SKILL.md").write_text(
-            f"---\nname: skill-{s}\ndescription: Load test skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n"
-        )
-        tests = [
-            {
-                "id": f"c{c}",
-                "input": f"skill {s} case {c}: the code?",
-                "expected": {"contains": f"z{s}." if c % 3 else f"z{s}"},
-            }
-            for c in range(cases)
-        ]
-        (folder / "skill_meta.json").write_text(json.dumps({"tests": tests}))
+def expected_code(s: int, c: int) -> dict:  # cases c0, c3, ... want the code alone, the others followed by a full stop
+    return {"contains": f"z{s}." if c % 3 else f"z{s}"}
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "4"]], ids=["one-process", "xdist-4"])
-def test_ten_thousand_trials_through_faults_each_end_with_exactly_one_outcome(pytester, workers):
-    write_suite(pytester, SKILLS, CASES)
+def test_ten_thousand_trials_through_faults_each_end_with_exactly_one_outcome(pytester, code_suite, workers):
+    code_suite(SKILLS, CASES, expected_code)
     pytester.makeconftest(RSS_CONFTEST)
     faults = periodic({3: RATE_LIMITED, 7: SERVER_ERROR, 11: GARBAGE}, period=13)  # 3 of every 13 requests
     with LoopbackServer(fault=faults) as server:
@@ -117,8 +103,10 @@ def pytest_runtest_setup(item):
 """
 
 
-def test_a_worker_killed_mid_run_loses_only_its_current_trial_and_the_report_names_it(pytester, model_server):
-    write_suite(pytester, 4, 25)  # 200 trials
+def test_a_worker_killed_mid_run_loses_only_its_current_trial_and_the_report_names_it(
+    pytester, code_suite, model_server
+):
+    code_suite(4, 25, expected_code)  # 200 trials
     pytester.makeconftest(KILLER)
     result = pytester.runpytest_subprocess(
         "skills",

@@ -16,29 +16,15 @@ import pytest
 from pytest_upskill.testing import LoopbackServer
 
 
-def write_suite(pytester, skills: int, cases: int, prefix: str = "skill") -> None:
-    for s in range(skills):
-        folder = pytester.path / "skills" / f"{prefix}-{s}"
-        folder.mkdir(parents=True)
-        (folder / "SKILL.md").write_text(
-            f"---\nname: {prefix}-{s}\ndescription: Scale test skill {s}.\n---\n\nThe code of skill {s} is Z{s}.\n"
-        )
-        tests = [
-            {
-                "id": f"c{c}",
-                "input": f"skill {s} case {c}: the code?",
-                "expected": {"contains": f"z{s}" if c % 4 else "x"},
-            }
-            for c in range(cases)
-        ]
-        (folder / "skill_meta.json").write_text(json.dumps({"tests": tests}))
+def mostly_passing(s: int, c: int) -> dict:  # case c0 fails with the skill
+    return {"contains": f"z{s}" if c % 4 else "x"}
 
 
 WORKER_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] \w+ (skills/[^:]+)::\S+\[(\S+)-(?:baseline|with_skill)\]", re.M)
 
 
-def test_xdist_keeps_each_skill_and_model_on_one_worker_and_runs_every_trial_once(pytester):
-    write_suite(pytester, 2, 6)
+def test_xdist_keeps_each_skill_and_model_on_one_worker_and_runs_every_trial_once(pytester, code_suite):
+    code_suite(2, 6, mostly_passing)
     with LoopbackServer() as server:
         models = f"openai:m@{server.openai_base_url},anthropic:c@{server.anthropic_base_url}"
         result = pytester.runpytest("skills", "--upskill-models", models, "-n", "2", "-v", "--upskill-cache", "off")
@@ -52,11 +38,11 @@ def test_xdist_keeps_each_skill_and_model_on_one_worker_and_runs_every_trial_onc
     assert sorted(sum(1 for w, _, _ in ran if w == gw) for gw in ("gw0", "gw1")) == [24, 24]
 
 
-def test_xdist_sends_each_worker_its_whole_share_at_once(pytester):
+def test_xdist_sends_each_worker_its_whole_share_at_once(pytester, code_suite):
     """Each worker starts every trial it was given together: with a second of latency and a high
     bound, one worker's share is all in flight at once (xdist's own load scheduler would have given
     it a quarter first)."""
-    write_suite(pytester, 1, 20)
+    code_suite(1, 20, mostly_passing)
     with LoopbackServer(latency_s=1.0) as server:
         pytester.runpytest(
             "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
@@ -66,12 +52,12 @@ def test_xdist_sends_each_worker_its_whole_share_at_once(pytester):
     assert server.max_in_flight >= 20
 
 
-def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytester):
+def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytester, code_suite):
     """xdist takes the item a worker runs, and the one after it, off the worker's queue: those two
     went to the back of the model's queue, behind the whole share, and the worker reported nothing
     until its share was done. With one request in flight per worker, each worker's requests go out
     in the order of its items."""
-    write_suite(pytester, 1, 10)
+    code_suite(1, 10, mostly_passing)
     with LoopbackServer(latency_s=0.05) as server:
         pytester.runpytest(
             "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
@@ -84,8 +70,8 @@ def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytes
         assert order == sorted(order), order  # 0 0 1 1 2 2 ...: the order of the items
 
 
-def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester):
-    write_suite(pytester, 1, 3)
+def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester, code_suite):
+    code_suite(1, 3, mostly_passing)
     with LoopbackServer() as server:
         result = pytester.runpytest(
             "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
@@ -95,8 +81,8 @@ def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester):
     assert len(server.requests) == 6
 
 
-def test_xdist_reports_its_scheduler(pytester):
-    write_suite(pytester, 1, 2)
+def test_xdist_reports_its_scheduler(pytester, code_suite):
+    code_suite(1, 2, mostly_passing)
     with LoopbackServer() as server:
         result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2", "-v")
     result.stdout.fnmatch_lines(["*scheduling tests via UpskillScheduling*"])
@@ -117,8 +103,8 @@ def merge(pytester, *args: str):
     return pytester.run(sys.executable, "-m", "pytest_upskill", "merge", *args)
 
 
-def test_shards_run_each_skill_and_model_whole_and_merge_into_the_report_of_one_run(pytester):
-    write_suite(pytester, 3, 5)
+def test_shards_run_each_skill_and_model_whole_and_merge_into_the_report_of_one_run(pytester, code_suite):
+    code_suite(3, 5, mostly_passing)
     with LoopbackServer(prompt_cache=False) as server:
         models = f"openai:m@{server.openai_base_url},anthropic:c@{server.anthropic_base_url}"
         common = ["skills", "--upskill-models", models, "--upskill-cache", "off", "--upskill-min-lift", "0.7"]
@@ -154,8 +140,8 @@ def test_shards_run_each_skill_and_model_whole_and_merge_into_the_report_of_one_
     )
 
 
-def test_merge_refuses_an_incomplete_or_doubled_set_of_shards_naming_the_file(pytester):
-    write_suite(pytester, 2, 2)
+def test_merge_refuses_an_incomplete_or_doubled_set_of_shards_naming_the_file(pytester, code_suite):
+    code_suite(2, 2, mostly_passing)
     with LoopbackServer() as server:
         for k in (1, 2):
             pytester.runpytest_subprocess(
@@ -174,8 +160,8 @@ def test_merge_refuses_an_incomplete_or_doubled_set_of_shards_naming_the_file(py
         result.stderr.fnmatch_lines([message])
 
 
-def test_a_bad_shard_is_a_usage_error_saying_what_it_must_be(pytester):
-    write_suite(pytester, 1, 1)
+def test_a_bad_shard_is_a_usage_error_saying_what_it_must_be(pytester, code_suite):
+    code_suite(1, 1, mostly_passing)
     result = pytester.runpytest(
         "skills", "--upskill-models", "openai:m@http://127.0.0.1:9/v1", "--upskill-shard", "3/2"
     )
@@ -221,9 +207,9 @@ def socket_servers(tmp_path):
         server.wait()
 
 
-def test_remote_workers_leave_the_report_and_the_controllers_cache_complete(pytester, socket_servers):
+def test_remote_workers_leave_the_report_and_the_controllers_cache_complete(pytester, code_suite, socket_servers):
     folders, ports = socket_servers
-    write_suite(pytester, 2, 4)
+    code_suite(2, 4, mostly_passing)
     pytester.makeini("[pytest]\n")
     with LoopbackServer() as server:
         model = f"openai:m@{server.openai_base_url}"
