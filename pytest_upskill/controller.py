@@ -127,7 +127,7 @@ class Controller:
         ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
         missing = ledger.missing() if ran else []
         merging = run.shards is not None
-        if run.shards is not None:
+        if run.shards is not None:  # the shards' own missing trials: nothing was collected here
             missing = run.shards.missing
         budget = {"budget": budget_summary(results, prices, run.max_cost)} if run.max_cost is not None else {}
         report = self.aggregator.report(

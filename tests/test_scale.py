@@ -20,6 +20,12 @@ def mostly_passing(s: int, c: int) -> dict:  # case c0 fails with the skill
     return {"contains": f"z{s}" if c % 4 else "x"}
 
 
+def run_xdist(pytester, server, *args: str):
+    """The suite against ``server``'s OpenAI endpoint with -n 2 and no cache."""
+    models = f"openai:m@{server.openai_base_url}"
+    return pytester.runpytest("skills", "--upskill-models", models, "-n", "2", "--upskill-cache", "off", *args)
+
+
 WORKER_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] \w+ (skills/[^:]+)::\S+\[(\S+)-(?:baseline|with_skill)\]", re.M)
 
 
@@ -44,10 +50,7 @@ def test_xdist_sends_each_worker_its_whole_share_at_once(pytester, code_suite):
     it a quarter first)."""
     code_suite(1, 20, mostly_passing)
     with LoopbackServer(latency_s=1.0) as server:
-        pytester.runpytest(
-            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
-            "--upskill-concurrency", "64", "--upskill-cache", "off",
-        )  # fmt: skip
+        run_xdist(pytester, server, "--upskill-concurrency", "64")
     assert len(server.requests) == 40
     assert server.max_in_flight >= 20
 
@@ -59,10 +62,7 @@ def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytes
     in the order of its items."""
     code_suite(1, 10, mostly_passing)
     with LoopbackServer(latency_s=0.05) as server:
-        pytester.runpytest(
-            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
-            "--upskill-concurrency", "1", "--upskill-cache", "off",
-        )  # fmt: skip
+        run_xdist(pytester, server, "--upskill-concurrency", "1")
     sent = [int(re.findall(r"case (\d+):", json.dumps(r.body))[0]) for r in server.requests]
     assert len(sent) == 20
     for share in (range(5), range(5, 10)):  # the cases of gw0's items, of gw1's
@@ -73,10 +73,7 @@ def test_a_worker_sends_the_item_it_runs_first_and_reports_as_answers_come(pytes
 def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester, code_suite):
     code_suite(1, 3, mostly_passing)
     with LoopbackServer() as server:
-        result = pytester.runpytest(
-            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2",
-            "--dist", "loadscope", "--upskill-cache", "off", "-v",
-        )  # fmt: skip
+        result = run_xdist(pytester, server, "--dist", "loadscope", "-v")
     result.stdout.fnmatch_lines(["*scheduling tests via LoadScopeScheduling*"])
     assert len(server.requests) == 6
 
@@ -84,9 +81,9 @@ def test_another_dist_mode_the_user_chose_is_left_to_xdist(pytester, code_suite)
 def test_xdist_reports_its_scheduler(pytester, code_suite):
     code_suite(1, 2, mostly_passing)
     with LoopbackServer() as server:
-        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "-n", "2", "-v")
+        result = run_xdist(pytester, server, "-v")
     result.stdout.fnmatch_lines(["*scheduling tests via UpskillScheduling*"])
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # case c0 fails with the skill (see write_suite)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # case c0 fails with the skill (see mostly_passing)
 
 
 # ------------------------------------------------------------------ shards across CI jobs, and their merge
