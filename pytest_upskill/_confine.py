@@ -6,13 +6,22 @@ and outlive it long enough to end everything it started.
 Runs in the child, so nothing here touches the pytest process (no ``preexec_fn`` in a threaded
 parent). In order:
 
-1. **Namespaces** where the kernel allows them: a new network namespace (no interface but a
-   loopback that is down: no network at all, UDP and DNS included) and a new PID namespace, whose
-   first process is the command: when it ends, or is killed, the kernel kills every process left in
-   the namespace, ``setsid()`` and double forks notwithstanding. Unprivileged, a user namespace
-   maps the caller's own uid and gid.
-2. **Landlock** (inherited by every descendant, cannot be undone) and **resource limits**.
-3. The command runs as this process's child, killed with it (``PR_SET_PDEATHSIG``); this process
+1. **Cgroups** made for this run by the parent, where it could make them: one bound on memory and
+   on processes for the whole tree the command starts (``RLIMIT_NPROC`` does not bind root).
+2. **Namespaces**, whoever runs pytest, root included: a user namespace (the caller's uid mapped to
+   itself: every capability from here on is the namespace's, none of the machine's), a network
+   namespace (no interface but a loopback that is down: no network at all, UDP and DNS included)
+   and a PID namespace, whose first process is the command: when it ends, or is killed, the kernel
+   kills every process left in it, ``setsid()`` and double forks notwithstanding.
+3. In the command's process, before ``exec``: a mount namespace with a **/proc of its own PID
+   namespace** (no other process of the machine, so no other environment, can be seen);
+   **Landlock** (writes beneath the workspace only, no device files, no TCP, no signals out;
+   inherited, irreversible); **resource limits**; **no capability** (bounding and ambient sets
+   emptied, root's implicit capabilities off by securebits: uid 0 gains nothing at exec); a
+   **seccomp** filter refusing Unix sockets (a socket file is reachable across namespaces).
+   A defence the kernel refuses is named on stderr (``MISSING_MARK``); one that fails after the
+   kernel offered it stops the command from running.
+4. The command runs as this process's child, killed with it (``PR_SET_PDEATHSIG``); this process
    is a child subreaper and enforces the wall-clock limit itself: at the limit, or when the command
    ends, it kills every descendant it still has (the sweep, for kernels without PID namespaces).
    It exits with the command's status, or ``TIME_LIMIT_EXIT`` at the limit.
@@ -21,6 +30,7 @@ parent). In order:
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import resource
@@ -28,12 +38,14 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from .sandbox import (
     _SYS_ADD_RULE,
     _SYS_CREATE_RULESET,
     _SYS_RESTRICT_SELF,
     DISK_LIMIT_MARK,
+    MISSING_MARK,
     TIME_LIMIT_MARK,
     landlock_abi,
 )
@@ -48,7 +60,16 @@ NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 RULE_PATH_BENEATH = 1
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 28, 47, 4
+# SECBIT_NOROOT, its lock, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE and its lock: uid 0 gains nothing at exec
+SECUREBITS = 1 | 2 | 32 | 64 | 128
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_SYS_IO_URING_SETUP = 425  # the same on every architecture
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(os.uname().machine, -1)
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, socket's number
 TIME_LIMIT_EXIT = 124  # the launcher's exit status when the wall-clock limit stopped the command
 DISK_POLL_S = 0.2  # how often the workspace's size is looked at
 
@@ -111,7 +132,8 @@ def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     device = WRITE_FILE | (TRUNCATE if abi >= 3 else 0)
-    for path, access in ((workspace, write), ("/dev/null", device), *((p, device) for p in writable)):
+    granted = write & ~(MAKE_CHAR | MAKE_BLOCK)  # no device files, even in the workspace (handled, never granted)
+    for path, access in ((workspace, granted), ("/dev/null", device), *((p, device) for p in writable)):
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         try:
             rule = _PathBeneathAttr(access, fd)
@@ -137,13 +159,15 @@ def confine(workspace: str, writable: tuple[str, ...] = ()) -> int:
 
 
 def isolate() -> list[str]:
-    """New network and PID namespaces (and a user namespace when unprivileged); the ones obtained."""
+    """New user, network and PID namespaces; the defences missing (in words) where the kernel refuses them.
+
+    The user namespace maps the caller's own uid and gid (root stays uid 0 for file access, but every
+    capability it holds from here on is the namespace's, never the machine's). Where user namespaces
+    are refused (some containers), root still gets the network and PID namespaces, and the program
+    drops every capability before it runs (:func:`drop_capabilities`)."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNET | CLONE_NEWPID | (CLONE_NEWUSER if uid != 0 else 0)
-    if libc.unshare(ctypes.c_int(flags)) != 0:
-        return []
-    if uid != 0:  # map our own ids, so the workspace stays ours inside
+    if libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)) == 0:
         for path, text in (
             ("/proc/self/setgroups", "deny"),
             ("/proc/self/uid_map", f"0 {uid} 1"),
@@ -151,7 +175,95 @@ def isolate() -> list[str]:
         ):
             with open(path, "w") as f:
                 f.write(text)
-    return ["network", "pid"]
+        return []
+    if libc.unshare(ctypes.c_int(CLONE_NEWNET | CLONE_NEWPID)) == 0:  # root without user namespaces
+        return ["user namespace"]
+    return ["user namespace", "network namespace", "PID namespace", "private /proc"]
+
+
+def private_proc() -> bool:
+    """A mount namespace of the program's own with a /proc of its PID namespace: no other process
+    of the machine is visible (so no other process's environment can be read). Called in the
+    namespace's first process, before Landlock (which forbids mounting)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
+        return False
+    if libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
+        return False
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    return libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(flags), None) == 0
+
+
+def drop_capabilities() -> None:
+    """No capability now or after ``exec``, whoever runs pytest: the bounding and ambient sets
+    emptied, root's implicit capabilities off for good (securebits), the current sets cleared.
+    Raises OSError when the kernel refuses (then the program must not run)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECUREBITS, SECUREBITS, 0, 0, 0) != 0 and os.geteuid() == 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECUREBITS) failed")
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.syscall(_SYS_CAPSET, header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def forbid_unix_sockets() -> bool:
+    """A seccomp filter: ``socket(AF_UNIX, ...)`` fails with EACCES, so no socket in the file system
+    (a Docker socket, a session bus, an X server, an ssh agent) can be reached, whatever its
+    permissions say; ``io_uring_setup`` (which could make a socket past the filter) fails with
+    ENOSYS, and so does every system call of another ABI (32-bit, x32). False where seccomp or
+    this architecture is not known (nothing installed)."""
+    arch = _SECCOMP_ARCH.get(os.uname().machine)
+    if arch is None:
+        return False
+    audit_arch, socket_nr = arch
+    ret_errno = 0x00050000
+    allow, enosys, eacces = 0x7FFF0000, ret_errno | errno.ENOSYS, ret_errno | errno.EACCES
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    program = [
+        (ld_abs, 0, 0, 4),  # arch
+        (jeq, 1, 0, audit_arch),
+        (ret, 0, 0, enosys),
+        (ld_abs, 0, 0, 0),  # the system call's number
+        (jge, 5, 0, 0x40000000),  # x32
+        (jeq, 4, 0, _SYS_IO_URING_SETUP),
+        (jeq, 0, 2, socket_nr),
+        (ld_abs, 0, 0, 16),  # socket's first argument: the address family (low 32 bits)
+        (jeq, 1, 0, 1),  # AF_UNIX
+        (ret, 0, 0, allow),
+        (ret, 0, 0, eacces),
+        (ret, 0, 0, enosys),
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*(Filter(*line) for line in program))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    prog = Program(len(program), filters)
+    return libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0
+
+
+def join_cgroups(procs_files: list[str]) -> bool:
+    """Move this process (so everything it starts) into the cgroups made for it (whole-tree memory
+    and process bounds); False when one cannot be joined."""
+    try:
+        for path in procs_files:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError:
+        return False
+    return True
 
 
 def _descendants() -> list[int]:
@@ -187,14 +299,17 @@ def sweep() -> None:
 
 
 def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> int:
-    """Bytes on disk beneath ``root``; counting stops past ``stop_bytes`` or ``stop_entries`` entries
-    (a look costs at most that many stat calls)."""
+    """Bytes on disk beneath ``root``; counting stops past ``stop_bytes``. A look costs at most
+    ``stop_entries`` stat calls: a workspace with more entries than that counts as over the limit
+    (so a program cannot hide what it writes behind a hundred thousand empty files)."""
     used, entries, folders = 0, 0, [root]
-    while folders and used <= stop_bytes and entries <= stop_entries:
+    while folders and used <= stop_bytes:
         try:
             with os.scandir(folders.pop()) as found:
                 for entry in found:
                     entries += 1
+                    if entries > stop_entries:
+                        return max(used, stop_bytes + 1)
                     info = entry.stat(follow_symlinks=False)
                     used += info.st_blocks * 512
                     if entry.is_dir(follow_symlinks=False):
@@ -205,16 +320,28 @@ def usage(root: str, stop_bytes: int, stop_entries: int = 100_000) -> int:
 
 
 def supervise(
-    command: list[str], seconds: float | None, workspace: str | None = None, disk_mb: int | None = None
+    command: list[str],
+    seconds: float | None,
+    workspace: str | None = None,
+    disk_mb: int | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> int:
     """Run the command as a child, at most ``seconds`` (None: until it ends or the launcher is
     killed), with at most ``disk_mb`` in ``workspace`` (looked at every DISK_POLL_S); end everything
-    it started; its status."""
+    it started; its status. ``prepare`` runs in the child before ``exec`` (the confinement): if it
+    raises OSError the command does not run (exit status 125)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     pid = os.fork()
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the launcher, whoever kills it
+        try:
+            if prepare is not None:
+                prepare()
+        except OSError as exc:  # never run unconfined when confinement was expected and failed
+            sys.stderr.write(f"pytest-upskill sandbox: cannot confine the program: {exc}\n")
+            sys.stderr.flush()
+            os._exit(125)
         try:
             os.execvp(command[0], command)
         except OSError as exc:
@@ -253,17 +380,32 @@ def supervise(
 def main(argv: list[str]) -> None:
     policy = json.loads(argv[0])
     command = argv[argv.index("--") + 1 :]
-    try:
-        isolate()
+    missing = [] if join_cgroups(policy.get("cgroups", [])) else ["whole-tree memory and process bound"]
+    missing += isolate()
+
+    def prepare() -> None:
+        """In the program's process, before exec: its own /proc, Landlock, limits, no capability,
+        no Unix socket."""
+        if "private /proc" not in missing and not private_proc():
+            missing.append("private /proc")
         confine(policy["workspace"], tuple(policy.get("writable", ())))
         set_limits(policy["memory_mb"], policy["cpu_s"], policy["file_mb"])
-    except OSError as exc:  # never run unconfined when confinement was expected and failed
-        sys.stderr.write(f"pytest-upskill sandbox: cannot confine the program: {exc}\n")
-        os._exit(125)
-    sys.stderr.flush()
+        drop_capabilities()
+        if not forbid_unix_sockets():
+            missing.append("Unix socket filter")
+        for name in missing:
+            sys.stderr.write(f"{MISSING_MARK} {name}\n")
+        sys.stderr.flush()
+
     seconds = policy["seconds"]
     os._exit(
-        supervise(command, float(seconds) if seconds is not None else None, policy["workspace"], policy.get("disk_mb"))
+        supervise(
+            command,
+            float(seconds) if seconds is not None else None,
+            policy["workspace"],
+            policy.get("disk_mb"),
+            prepare,
+        )
     )
 
 

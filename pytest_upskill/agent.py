@@ -20,15 +20,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .core import Completion
+from .core import Completion, ErrorKind, TrialError
 from .prompt import Message, Request, Tool, ToolCall, ToolResult
 from .sandbox import Workspace
-from .skill import Case, Skill
+from .skill import Case, Skill, files_inside
 
 MAX_READ_CHARS = 100_000  # of one read_file result
 MAX_WRITE_CHARS = 1_000_000  # of one written file
 MAX_FILES = 200  # files the model may create in one trial
 MAX_WORKSPACE_BYTES = 32 << 20  # all the files the model writes in one trial, together
+MAX_CALLS_PER_TURN = 64  # tool calls in one answer
+MAX_RESULT_CHARS = 4_000_000  # all the tool results of one trial, together (each is sent again every later turn)
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str]) -> Tool:
@@ -72,20 +74,8 @@ class SkillFiles:
 
     @classmethod
     def load(cls, skill: Skill) -> SkillFiles:
-        refs = []
-        folder = skill.path.parent
-        ref_dir = folder / "references"
-        if ref_dir.is_dir():
-            for path in sorted(p for p in ref_dir.rglob("*") if p.is_file()):
-                try:
-                    refs.append(
-                        (
-                            path.relative_to(folder).as_posix(),
-                            path.read_text(encoding="utf-8", errors="replace")[:MAX_READ_CHARS],
-                        )
-                    )
-                except OSError:
-                    continue
+        found = files_inside(skill.path.parent, "references", MAX_READ_CHARS * 4)
+        refs = [(path, data.decode("utf-8", "replace")[:MAX_READ_CHARS]) for path, data in found]
         return cls(skill.name, skill.body, tuple(refs))
 
 
@@ -139,6 +129,7 @@ class AgentRun:
     output_tokens: int = 0
     skill_loaded: bool = False  # read_skill returned the skill's instructions
     hit_max_turns: bool = False
+    result_chars: int = 0  # of all the tool results so far
 
 
 class Toolbox:
@@ -254,7 +245,20 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         run.text = completion.text
         if not completion.tool_calls:
             break
+        if len(completion.tool_calls) > MAX_CALLS_PER_TURN:
+            raise TrialError(
+                ErrorKind.TOOL_LIMIT,
+                f"the model asked for {len(completion.tool_calls):,} tool calls in one turn; a turn may have at most "
+                f"{MAX_CALLS_PER_TURN}",
+            )
         results = tuple(toolbox.call(call) for call in completion.tool_calls)
+        run.result_chars += sum(len(r.content) for r in results)
+        if run.result_chars > MAX_RESULT_CHARS:
+            raise TrialError(
+                ErrorKind.TOOL_LIMIT,
+                f"the tool results of this trial came to {run.result_chars:,} characters; a trial may have at most "
+                f"{MAX_RESULT_CHARS:,} (the model read the same large files again and again)",
+            )
         run.tool_calls += [call.name for call in completion.tool_calls]
         run.calls += [_in_words(call) for call in completion.tool_calls]
         history += (Message("assistant", completion.text, completion.tool_calls), Message("tool", results=results))

@@ -7,24 +7,87 @@ left out too. One response is one file, ``DIR/ab/abcdef....json``, written to a 
 in the same folder and renamed into place, so a reader sees a whole entry or none, and a writer
 killed mid-write leaves only a stray temporary file. Each entry repeats its key and a checksum
 of its content: a truncated, corrupted or misplaced entry is reported, ignored and re-fetched.
+
+A cache restored from another job is untrusted input: every field of an entry is checked as a
+fresh reply is (types, whole token counts in range), so a tampered entry cannot crash the run. The
+checksum only finds accidents: anyone who can write the cache can write an entry whose answer
+passes (the function is in this package). Where ``$UPSKILL_CACHE_SECRET`` is set, every entry is
+signed with it (HMAC-SHA256 of its key and checksum) and entries without a valid signature are
+refused: a CI that restores caches across trust boundaries (a pull request's job writing the
+cache main's job reads) keeps the secret where only trusted jobs have it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
-import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from .config import ModelSpec
-from .core import Completion, Request, ToolCall
+from .core import MAX_TOKENS, Completion, Request, ToolCall
 
 MODES = ("rw", "off", "replay")
 FORMAT = 1
+SECRET_ENV = "UPSKILL_CACHE_SECRET"  # where set, entries are signed (HMAC-SHA256) and unsigned ones refused
+_Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
+
+
+class _CachedCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: StrictStr
+    name: StrictStr
+    arguments_json: StrictStr
+
+
+class _CachedCompletion(BaseModel):
+    """An entry's answer, checked like a fresh reply from a provider: a cache written by another
+    job is as untrusted as a server (counts are whole numbers in range, the cached part of the
+    prompt is not more than the prompt, nothing of another type)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr
+    input_tokens: _Count
+    output_tokens: _Count
+    tool_calls: list[_CachedCall] = []
+    truncated: StrictBool = False
+    cache_read_tokens: _Count = 0
+    cache_write_tokens: _Count = 0
+
+    @model_validator(mode="after")
+    def _cached_part(self) -> _CachedCompletion:
+        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError("more cached tokens than input tokens")
+        return self
+
+
+class _Entry(BaseModel):
+    key: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    completion: _CachedCompletion
+    checksum: StrictStr
+    signature: StrictStr | None = None
+    seconds: Annotated[float, Field(ge=0, lt=1e6, allow_inf_nan=False)] | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
@@ -62,8 +125,12 @@ class CacheProblem:
 
 
 class ResponseCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, secret: str | None = None):
+        """``secret`` (default: ``$UPSKILL_CACHE_SECRET``): entries are signed with it, and entries
+        without its signature are refused (a cache restored from a job that does not hold it)."""
         self.root = Path(root)
+        secret = os.environ.get(SECRET_ENV) if secret is None else secret
+        self.secret = secret.encode() if secret else None
         self.problems: list[CacheProblem] = []
         # the entries this process wrote, kept to hand to xdist's controller where its cache is
         # another folder (a remote worker: --tx socket=/ssh=); None: not kept
@@ -82,30 +149,33 @@ class ResponseCache:
             self.problems.append(CacheProblem(path, f"unreadable: {exc.strerror or exc}"))
             return None
         try:
-            entry = json.loads(raw)
-            completion = entry["completion"]
-            if entry.get("key") != key:
+            entry = _Entry.model_validate_json(raw)
+            if entry.key != key:
                 raise ValueError("entry belongs to another key")
-            if entry.get("checksum") != _checksum(completion):
+            data = entry.completion.model_dump(exclude_unset=True)
+            if entry.checksum != _checksum(data):
                 raise ValueError("checksum mismatch")
-            calls = tuple(
-                ToolCall(str(c["id"]), str(c["name"]), str(c["arguments_json"]))
-                for c in completion.get("tool_calls") or ()
-            )
-            seconds = entry.get("seconds")
+            if self.secret is not None and not hmac.compare_digest(entry.signature or "", self._sign(key, data)):
+                raise ValueError(f"not signed with ${SECRET_ENV}")
+            c = entry.completion
             return Completion(
-                str(completion["text"]),
-                int(completion["input_tokens"]),
-                int(completion["output_tokens"]),
-                seconds=float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < 1e6 else None,
-                tool_calls=calls,
-                truncated=completion.get("truncated") is True,
-                cache_read_tokens=int(completion.get("cache_read_tokens") or 0),
-                cache_write_tokens=int(completion.get("cache_write_tokens") or 0),
+                c.text,
+                c.input_tokens,
+                c.output_tokens,
+                seconds=entry.seconds,
+                tool_calls=tuple(ToolCall(t.id, t.name, t.arguments_json) for t in c.tool_calls),
+                truncated=c.truncated,
+                cache_read_tokens=c.cache_read_tokens,
+                cache_write_tokens=c.cache_write_tokens,
             )
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({exc})"))
+        except (ValidationError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else _first_error(exc)
+            self.problems.append(CacheProblem(path, f"entry refused, re-fetched ({reason})"))
             return None
+
+    def _sign(self, key: str, data: dict[str, Any]) -> str:
+        assert self.secret is not None
+        return hmac.new(self.secret, f"{key}:{_checksum(data)}".encode(), hashlib.sha256).hexdigest()
 
     def put(self, key: str, completion: Completion) -> None:
         if not self.root.exists():
@@ -117,6 +187,8 @@ class ResponseCache:
             if not data[optional]:
                 del data[optional]  # entries of plain, complete answers stay as they were
         entry: dict[str, Any] = {"key": key, "completion": data, "checksum": _checksum(data)}
+        if self.secret is not None:
+            entry["signature"] = self._sign(key, data)
         if completion.seconds is not None:
             entry["seconds"] = round(
                 completion.seconds, 4
@@ -129,12 +201,16 @@ class ResponseCache:
         """An entry another process wrote (a remote xdist worker's), written here unless this cache
         has the key already; False for one that is not an entry (its checksum does not match)."""
         try:
-            key, data = str(entry["key"]), entry["completion"]
-            valid = re.fullmatch(r"[0-9a-f]{64}", key) is not None and entry.get("checksum") == _checksum(data)
-        except (TypeError, KeyError, ValueError):
+            checked = _Entry.model_validate(entry)
+            data = checked.completion.model_dump(exclude_unset=True)
+            valid = checked.checksum == _checksum(data) and (
+                self.secret is None or hmac.compare_digest(checked.signature or "", self._sign(checked.key, data))
+            )
+        except (ValidationError, ValueError):
             valid = False
         if not valid:
             return False
+        key = checked.key
         path = self.path(key)
         if not path.exists():
             if not self.root.exists():

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from .core import printable
 from .history import read_runs, select, series
 from .views import LEGEND, METRICS, bar_lines, csv_text, matrix_lines, trend_lines
 
@@ -191,7 +192,11 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def runs_command(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+def _say(text: str) -> None:
+    print(printable(text), flush=True)  # model text: the teacher's words, answers, names from other jobs' files
+
+
+def runs_command(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
     try:
         found, problems = read_runs(args.folder)
     except FileNotFoundError:
@@ -240,10 +245,6 @@ def runs_command(args: argparse.Namespace, out: Callable[[str], None] = print) -
             return 1
         out(f"CSV written to {args.csv} ({sum(len(r.report.results) for r in chosen)} row(s))")
     return 0
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 def teaching_command(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:

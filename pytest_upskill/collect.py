@@ -11,6 +11,7 @@ import pytest
 
 from .checks import CheckRegistry
 from .config import NO_MODEL
+from .core import printable
 from .discovery import is_agent_folder
 from .providers import why_no_tools
 from .report import outcome_properties, trial_detail
@@ -165,7 +166,7 @@ class TrialItem(pytest.Item):
         self.outcome = outcome
         self.user_properties.extend(outcome_properties(outcome.to_dict(), self.thresholds))
         if outcome.is_error:
-            pytest.fail(f"upskill: not scored ({outcome.error_kind}): {outcome.message}", pytrace=False)
+            pytest.fail(printable(f"upskill: not scored ({outcome.error_kind}): {outcome.message}"), pytrace=False)
 
     def runtest(self) -> None:
         outcome = self.outcome
@@ -173,8 +174,9 @@ class TrialItem(pytest.Item):
             return
         text = f"{outcome.message}\n--- output ({self.trial.model}, {self.trial.arm}) ---\n{outcome.output[:2000]}"
         if self.trial.arm == "baseline":
-            pytest.xfail(f"baseline failed (the point of comparison, never fails the run): {outcome.message}")
-        pytest.fail(text, pytrace=False)
+            why = f"baseline failed (the point of comparison, never fails the run): {outcome.message}"
+            pytest.xfail(printable(why))
+        pytest.fail(printable(text), pytrace=False)
 
     def repr_failure(self, excinfo, style=None):
         """Our own failures (and baseline xfails) carry their whole message: no traceback to format,

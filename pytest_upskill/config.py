@@ -21,6 +21,7 @@ from .core import UpskillError
 Provider = Literal["anthropic", "openai", "local"]
 PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "local")
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+OFFICIAL_HOSTS = {"anthropic": "api.anthropic.com", "openai": "api.openai.com"}  # where DEFAULT_KEY_ENV's keys go
 
 
 NO_MODEL = (
@@ -97,7 +98,21 @@ class ModelSpec(BaseModel):
 
     @property
     def key_env(self) -> str | None:
-        return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider)
+        """The variable whose value is sent as the key: the one the alias names; else the provider's
+        own (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``) only where the requests go to the provider's
+        own endpoint. A hosted key never goes to a self-hosted base URL (a teammate's server, a
+        shared box, a third party) unless the user named its variable for that model."""
+        if self.api_key_env:
+            return self.api_key_env
+        return DEFAULT_KEY_ENV.get(self.provider) if self.official_endpoint else None
+
+    @property
+    def official_endpoint(self) -> bool:
+        """The requests go to the provider's own API: no base URL, or ``https://`` to its own host."""
+        if self.base_url is None:
+            return True
+        parts = urlsplit(self.base_url)
+        return parts.scheme == "https" and parts.hostname == OFFICIAL_HOSTS.get(self.provider)
 
     def api_key(self) -> str | None:
         env = self.key_env
@@ -114,7 +129,7 @@ class ModelSpec(BaseModel):
         """A hosted API needs a key; a self-hosted base URL needs one only if the user named its variable."""
         if self.provider == "local":
             return False
-        return self.base_url is None or self.api_key_env is not None
+        return self.key_env is not None
 
 
 _ANTHROPIC = {"haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"}

@@ -4,7 +4,6 @@ writes the reports and decides the exit status. Without xdist it also starts the
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -226,16 +225,10 @@ class Controller:
         if not path:
             return None
         try:
-            report = json.loads(self.run.path(path).read_text(encoding="utf-8"))
+            return compared_report(self.run.path(path), f"--upskill-compare {path}")
         except OSError as exc:
             raise pytest.UsageError(
                 f"--upskill-compare {path}: cannot read the report: {exc.strerror or exc}"
             ) from None
-        except ValueError as exc:
-            raise pytest.UsageError(
-                f"--upskill-compare {path}: not a JSON report ({exc}); pass a file written by --upskill-report"
-            ) from None
-        try:
-            return compared_report(report, f"--upskill-compare {path}")
         except PreflightError as exc:
             raise pytest.UsageError(str(exc)) from None

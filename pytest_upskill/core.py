@@ -24,6 +24,9 @@ def cores_per_process() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server, cache or report
+
+
 class TrialError(UpskillError):
     """A trial that could not be scored: ``kind`` (an :class:`ErrorKind`, as its string) says why,
     the message says what happened. Transport and scoring raise it; the runner turns it into the
@@ -58,6 +61,7 @@ class ErrorKind(enum.StrEnum):
     JUDGE_ERROR = "judge_error"
     NOT_CACHED = "not_cached"  # --upskill-cache replay, and the answer is not in the cache
     OVER_BUDGET = "over_budget"  # not sent: --upskill-max-cost
+    TOOL_LIMIT = "tool_limit"  # a workspace trial asked for more tool calls, or more tool output, than a trial may have
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,19 @@ class Message:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides (text that reads other than it is)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_WORKFLOW_COMMAND = re.compile(r"^(\s*):(?=:)", re.MULTILINE)
+
+
+def printable(text: str) -> str:
+    """Text of a model (or of a file from a pull request) as it may be printed to a terminal or a
+    CI log: control characters shown as escapes (no cursor movement, colour, OSC 52 clipboard
+    write or OSC 8 link reaches the terminal, and ``\\r`` cannot overwrite a line), and a line that
+    starts with ``::`` broken up (``: :``), so GitHub Actions never reads it as a workflow command
+    (``::error``, ``::add-mask::``, ``::group::``, ``::stop-commands::``)."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    return _WORKFLOW_COMMAND.sub(r"\1: ", text)
 
 
 def clean_text(text: str) -> str:

@@ -48,8 +48,19 @@ class Thresholds:
     def any(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
 
-    def merged(self, override: dict[str, Any] | None) -> Thresholds:
-        return replace(self, **{k: v for k, v in (override or {}).items() if v is not None})
+    def merged(self, own: dict[str, Any] | None) -> Thresholds:
+        """These gates (the command line's and the ini's) with a skill's own from its
+        ``skill_meta.json`` (or a shard's report): the stricter of the two for each, so what the CI
+        sets is a floor that a file of a pull request can only raise. A value that is not a finite
+        number is left out."""
+        stricter: dict[str, float] = {}
+        for key, value in (own or {}).items():
+            if key not in THRESHOLD_KEYS or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            current = getattr(self, key)
+            pick = min if key.startswith("max_") else max
+            stricter[key] = float(value) if current is None else pick(current, float(value))
+        return replace(self, **stricter)
 
 
 assert tuple(f.name for f in fields(Thresholds)) == THRESHOLD_KEYS  # the names skill_meta.json and the options use

@@ -9,7 +9,6 @@ many runs, some of them older versions of this plugin.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .changes import git_head
-from .reportmodel import Report, ResultReport, RunInfo
+from .reportmodel import Report, ResultReport, RunInfo, read_report
 
 
 def run_info(root: Path, models: list[str], settings: dict[str, Any], now: datetime | None = None) -> RunInfo:
@@ -78,7 +77,7 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
     runs, problems = [], []
     for path in sorted(folder.glob("*.json")):
         try:
-            report = Report.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            report = read_report(path)
         except (OSError, ValueError) as exc:  # ValidationError is a ValueError
             why = (
                 f"{exc.error_count()} field(s) not as a report has them"

@@ -294,25 +294,38 @@ def result_row(
 
 # -------------------------------------------------------------------------------------- cases
 
-_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+_TOKEN = re.compile(r"\w+\s*|[^\w\s]\s*|\s+")  # a word or a sign with the spaces after it
+
+
+DIFF_WORK = 100_000  # most token pairs a word diff may compare (its cost grows with their product, or worse)
 
 
 def marked_pair(before: str, after: str) -> tuple[str, str]:
     """Both answers escaped, the words only one of them has marked (<del> in the first, <ins> in
-    the second)."""
+    the second). Answers too long to compare at a bounded cost (see DIFF_WORK: a hostile pair
+    at the answer cap would take minutes) are shown whole, unmarked."""
     a, b = _TOKEN.findall(before), _TOKEN.findall(after)
-    if not a or not b:
+    head = 0  # what both begin and end with is equal: only the middle is compared
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    middle_a, middle_b = a[head : len(a) - tail], b[head : len(b) - tail]
+    if not a or not b or len(middle_a) * len(middle_b) > DIFF_WORK:
         return _e(before), _e(after)
-    left, right = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        old, new = _e("".join(a[i1:i2])), _e("".join(b[j1:j2]))
+    left, right = [_e("".join(a[:head]))], [_e("".join(b[:head]))]
+    matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        old, new = _e("".join(middle_a[i1:i2])), _e("".join(middle_b[j1:j2]))
         if op == "equal":
             left.append(old)
             right.append(new)
         else:
             left.append(f"<del>{old}</del>" if old else "")
             right.append(f"<ins>{new}</ins>" if new else "")
-    return "".join(left), "".join(right)
+    end_a, end_b = a[len(a) - tail :], b[len(b) - tail :]
+    return "".join(left) + _e("".join(end_a)), "".join(right) + _e("".join(end_b))
 
 
 def case_outcome(case: CaseRuns) -> str:

@@ -14,14 +14,13 @@ code as in one run, from the trials (not from the shards' figures).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .reportmodel import Report
+from .reportmodel import Report, read_report
 from .scheduler import group_of
 
 SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -65,6 +64,10 @@ def select_shard(items: Sequence[Any], k: int, n: int) -> tuple[list[Any], list[
     for item in items:
         (keep if shard[group_of(item.nodeid)] == k else drop).append(item)
     return keep, drop
+
+
+SKILL_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # the Agent Skills spec's names (at most 64 characters)
+SKILL_NAME_LENGTH = 64
 
 
 def outcomes(report: Report) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -127,7 +130,7 @@ def load_shards(paths: Sequence[Path]) -> Shards:
     shards = Shards(list(paths))
     for path in paths:
         try:
-            shards.reports.append(Report.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+            shards.reports.append(read_report(path))
         except OSError as exc:
             raise MergeError(f"{path}: cannot be read: {exc.strerror or exc}") from None
         except ValueError as exc:
@@ -155,6 +158,16 @@ def load_shards(paths: Sequence[Path]) -> Shards:
             cut[k] = path
             total.add(n)
         for result in report.results:
+            if (
+                len(result.skill) > SKILL_NAME_LENGTH
+                or not SKILL_NAME.fullmatch(result.skill)
+                or result.model not in report.run.models
+            ):
+                raise MergeError(
+                    f"{path}: a result for skill {result.skill[:80]!r} × model {result.model[:80]!r}, which is not a "
+                    "skill name (lower-case letters, digits and hyphens) or not one of the shard's models: not a "
+                    "shard of this suite"
+                )
             key = (result.skill, result.model)
             if key in seen:
                 raise MergeError(

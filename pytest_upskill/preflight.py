@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .core import UpskillError
-from .reportmodel import Report
+from .reportmodel import Report, read_report
 
 
 class PreflightError(UpskillError, ValueError):
@@ -77,11 +77,12 @@ def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], 
 # ---------------------------------------------------------------------------- --upskill-compare
 
 
-def compared_report(data: object, where: str) -> Report:
-    """``data`` checked as a report to compare with (the same model the run writes; every part but
-    the results' skill and model may be missing); PreflightError otherwise."""
+def compared_report(path: Path, where: str) -> Report:
+    """The file ``path`` read and checked as a report to compare with (the same model the run
+    writes, read as untrusted input: reportmodel.read_report; every part but the results' skill and
+    model may be missing); PreflightError when it is not one, OSError when it cannot be read."""
     try:
-        return Report.model_validate(data)
+        return read_report(path)
     except ValidationError as exc:
         first = exc.errors()[0]
         at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "the top level"
@@ -90,6 +91,8 @@ def compared_report(data: object, where: str) -> Report:
             f"{where}: not a report written by --upskill-report: {at}: {first['msg']}{more}; "
             "pass the JSON file an earlier run wrote with --upskill-report"
         ) from None
+    except ValueError as exc:
+        raise PreflightError(f"{where}: {exc}; pass the JSON file an earlier run wrote with --upskill-report") from None
 
 
 # ------------------------------------------------------------------------------------ the end

@@ -8,9 +8,11 @@ the text reaches an outcome or the cache.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 PROVIDER_KEY_VARS = (
     "ANTHROPIC_API_KEY",
@@ -32,6 +34,9 @@ def secret_values(extra_vars: Iterable[str] = (), environ: Mapping[str, str] | N
 
 
 class Redactor:
+    """Masks the secrets in text, after decoding: what is matched is the text as it is stored and
+    shown (a reply, a message, a path the model named), not an encoding of it."""
+
     def __init__(self, secrets: Iterable[str]):
         self.secrets = [s for s in secrets if s]
         self._pattern = re.compile("|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
@@ -40,3 +45,25 @@ class Redactor:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
+
+    def json_text(self, text: str) -> str:
+        """JSON text (a tool call's arguments) with the secrets masked in what it decodes to: a key
+        spelled with ``\\uXXXX`` escapes is caught too. Text that is not JSON is masked as text."""
+        if self._pattern is None or not text:
+            return text
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return self(text)
+        masked = self.value(value)
+        return json.dumps(masked, ensure_ascii=False) if masked != value else self(text)
+
+    def value(self, value: Any) -> Any:
+        """Every string in a decoded JSON value (keys included) masked."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {self(str(k)): self.value(v) for k, v in value.items()}
+        return value

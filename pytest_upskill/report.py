@@ -7,6 +7,7 @@ order; everything here is sorted so that a plain run and ``-n N`` give the same 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -681,6 +682,16 @@ def audit_lines(results: list[Result]) -> list[str]:
     return lines
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>@~:&=^$])")
+
+
+def md(text: object) -> str:
+    """Text from a skill file, a model or another job's report, as Markdown shows it literally: one
+    line, every character Markdown or GitHub reads (a table's ``|``, links and images, HTML, an
+    ``@mention``, a heading, emphasis) escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def markdown(
     results: list[Result],
     verdicts: list[VerdictReport],
@@ -709,7 +720,7 @@ def markdown(
         verdict = by_key.get((r.skill, r.model))
         errors = b.errors + s.errors
         out.append(
-            f"| {r.skill} | `{r.model}` | {counts(r, 'baseline')} | "
+            f"| {md(r.skill)} | {md(r.model)} | {counts(r, 'baseline')} | "
             f"{counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
             + (f"| {s.loaded}/{s.offered} " if activation else "")
             + f"| {delta.input_tokens:+,} / {delta.output_tokens:+,} | "
@@ -723,13 +734,15 @@ def markdown(
             for f in v.findings:
                 if f.fails:
                     out.append(
-                        f"- **{v.skill} × `{v.model}`**: {f.figure} {f.verdict} (value {_fmt(f.value)}, "
+                        f"- **{md(v.skill)} × {md(v.model)}**: {f.figure} {f.verdict} (value {_fmt(f.value)}, "
                         f"threshold {_fmt(f.threshold)})"
                     )
     if regressions:
         out += ["", "### Regressions against the base report", ""]
-        out += [f"- **{g.skill} × `{g.model}`** ({g.kind}): {g.message}" for g in regressions]
-    unpaired = [f"{r.skill} × `{r.model}`: {case} ({why})" for r in results for case, why in r.pairing.left_out]
+        out += [f"- **{md(g.skill)} × {md(g.model)}** ({md(g.kind)}): {md(g.message)}" for g in regressions]
+    unpaired = [
+        f"{md(r.skill)} × {md(r.model)}: {md(case)} ({md(why)})" for r in results for case, why in r.pairing.left_out
+    ]
     if unpaired:
         out += [
             "",
@@ -741,7 +754,7 @@ def markdown(
     if audit:
         out += (
             ["", "<details><summary>Cases that measure nothing</summary>", ""]
-            + [f"- {line}" for line in audit]
+            + [f"- {md(line)}" for line in audit]
             + ["", "</details>"]
         )
     out += [

@@ -20,7 +20,8 @@ checks that the file is current). Version history:
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,8 +29,40 @@ SCHEMA_VERSION = 2
 ANSWER_CHARS = 4000  # an answer is kept up to this many characters (answer_chars says how long it was)
 
 
+MAX_NUMBER = 10**15  # larger than any count or cost a run can reach; a report from another job may hold anything
+MAX_REPORT_BYTES = 512 << 20  # of a report read back (a shard, a history file, --upskill-compare's)
+
+
+def _check_numbers(value: Any, signed: bool) -> None:
+    """Every number in a field's value (lists, tuples, dict values) finite and of a size a run can
+    reach; an integer not below 0 unless ``signed``. A report from another job is untrusted input:
+    ``10**400`` tokens, ``1e308`` intervals or ``-5000`` tokens are refused here, not met at the end
+    of a paid run as an OverflowError or a negative cost."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | BaseModel):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_NUMBER or (value < 0 and not signed):
+            raise ValueError(f"{value} is not a count a run can reach" if value >= 0 else "must not be negative")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            raise ValueError("must be a finite number of a size a run can reach")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_numbers(item, signed)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item, signed)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")  # a newer report's additions are kept, not refused
+    _signed: ClassVar[bool] = False  # whether its integers may be negative (a difference)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        _check_numbers(value, cls._signed)
+        return value
 
 
 def _finite(value: float | None) -> float | None:
@@ -139,6 +172,7 @@ class CaseRuns(_Model):
 
 
 class TokenDelta(_Model):
+    _signed = True
     input_tokens: int = 0
     output_tokens: int = 0
     input_tokens_relative: float | None = None
@@ -257,6 +291,18 @@ class Report(_Model):
         """The file: the sections that were set, in this order (pydantic's own serializer, several
         times faster than json.dumps on a report with every trial's answer)."""
         return self.model_dump_json(indent=2, exclude_unset=True) + "\n"
+
+
+def read_report(path: Path) -> Report:
+    """A report file written by another run (a shard, a history file, ``--upskill-compare``'s),
+    read as untrusted input: at most MAX_REPORT_BYTES, parsed by pydantic's own JSON parser (whose
+    nesting limit makes ``[[[[...`` a validation error, not a RecursionError), every field checked.
+    OSError when it cannot be read; ValueError (pydantic's ValidationError) when it is not a report."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_REPORT_BYTES + 1)
+    if len(data) > MAX_REPORT_BYTES:
+        raise ValueError(f"larger than {MAX_REPORT_BYTES >> 20} MB: not a report this plugin writes")
+    return Report.model_validate_json(data)
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from dataclasses import fields
 from typing import Any
 
 from .agent import Toolbox, run_agent
@@ -141,7 +142,17 @@ class Runner:
             outcome.passed, outcome.error_kind = None, ErrorKind.BAD_RESPONSE
             outcome.message = f"{trial.model}: internal error while running the trial: {type(exc).__name__}: {exc}"
         outcome.latency_s = spent.seconds
-        outcome.message = self.redact(outcome.message)
+        return self._masked(outcome)
+
+    def _masked(self, outcome: Outcome) -> Outcome:
+        """Every text of the outcome masked, as decoded and stored: the message, the answer, the
+        paths the model named (from arguments that may have spelled a key in escapes), the files."""
+        for f in fields(outcome):
+            value = getattr(outcome, f.name)
+            if isinstance(value, str):
+                setattr(outcome, f.name, self.redact(value))
+            elif isinstance(value, list):
+                setattr(outcome, f.name, [self.redact(v) if isinstance(v, str) else v for v in value])
         return outcome
 
     async def _plain(self, trial: PlainTrial, outcome: Outcome, spent: Spent) -> None:

@@ -22,6 +22,7 @@ enforces; ``SECURITY.md`` gives the threat model.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -29,7 +30,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
 
 from .core import UpskillError
@@ -52,6 +57,7 @@ class RunResult:
     stderr: str
     limit: str | None = None  # "time", "memory", "file size" or "workspace size" when a limit stopped the program
     limits: Limits = field(default_factory=Limits)
+    missing: tuple[str, ...] = ()  # the defences this machine refused (see confinement())
 
     @property
     def ok(self) -> bool:
@@ -72,6 +78,8 @@ class RunResult:
 _OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
 TIME_LIMIT_MARK = "pytest-upskill sandbox: wall-clock limit reached"  # the launcher's line when it stopped the program
 DISK_LIMIT_MARK = "pytest-upskill sandbox: workspace size limit reached"
+MISSING_MARK = "pytest-upskill sandbox: missing defence:"  # the launcher's line per defence the kernel refused
+PROCESS_LIMIT = 256  # processes and threads of one sandboxed program, all together (where cgroups allow)
 _GRACE_S = 10.0  # beyond the limit, before the launcher itself is killed (it enforces the limit)
 
 
@@ -99,6 +107,9 @@ def run(
         "seconds": limits.seconds,
         "disk_mb": limits.disk_mb,
     }
+    group = Cgroup.make(limits)
+    if group is not None:
+        policy["cgroups"] = group.procs_files
     process = subprocess.Popen(
         launcher(policy, command),
         cwd=workspace,
@@ -107,19 +118,58 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        text=True,
-        errors="replace",
     )
+    assert isinstance(process.stdout, BufferedReader) and isinstance(process.stderr, BufferedReader)
+    out, err = _Tail(process.stdout), _Tail(process.stderr)  # read as it comes, a bounded tail kept
     try:  # the launcher enforces the limit and ends every process the program started; this is the backstop
-        out, err = process.communicate(timeout=limits.seconds + _GRACE_S)
+        process.wait(timeout=limits.seconds + _GRACE_S)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        out, err = process.communicate()
-        err += f"\n{TIME_LIMIT_MARK}"
+        process.wait()
+        err.extra = f"\n{TIME_LIMIT_MARK}"
+    stdout, stderr = out.text(), err.text()
     code = process.returncode
-    limit = "time" if TIME_LIMIT_MARK in err else "workspace size" if DISK_LIMIT_MARK in err else _limit_from(code, err)
-    err = "\n".join(line for line in err.splitlines() if not line.startswith((TIME_LIMIT_MARK, DISK_LIMIT_MARK)))
-    return RunResult(code, out[-_OUTPUT_LIMIT:], err[-_OUTPUT_LIMIT:], limit, limits)
+    oom = group.cleanup() if group is not None else False
+    limit = (
+        "time"
+        if TIME_LIMIT_MARK in stderr
+        else "workspace size"
+        if DISK_LIMIT_MARK in stderr
+        else "memory"
+        if oom
+        else _limit_from(code, stderr)
+    )
+    missing = tuple(line[len(MISSING_MARK) :].strip() for line in stderr.splitlines() if line.startswith(MISSING_MARK))
+    if group is None:
+        missing += ("whole-tree memory and process bound",)
+    stderr = "\n".join(
+        line for line in stderr.splitlines() if not line.startswith((TIME_LIMIT_MARK, DISK_LIMIT_MARK, MISSING_MARK))
+    )
+    return RunResult(code, stdout, stderr, limit, limits, tuple(dict.fromkeys(missing)))
+
+
+class _Tail:
+    """Reads a pipe to its end in a thread of its own, keeping only its last ``_OUTPUT_LIMIT``
+    characters: a program that writes gigabytes costs the pytest process a bounded buffer."""
+
+    def __init__(self, pipe: BufferedReader):
+        self.pipe, self.chunks, self.size, self.extra = pipe, deque[bytes](), 0, ""
+        self.thread = threading.Thread(target=self._read, name="upskill-sandbox-output", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        limit = _OUTPUT_LIMIT * 4  # bytes: a character is at most four
+        with self.pipe:
+            for chunk in iter(lambda: self.pipe.read1(65536), b""):
+                self.chunks.append(chunk)
+                self.size += len(chunk)
+                while self.size - len(self.chunks[0]) >= limit:
+                    self.size -= len(self.chunks.popleft())
+
+    def text(self) -> str:
+        self.thread.join(timeout=_GRACE_S)
+        data = b"".join(self.chunks)
+        return (data.decode("utf-8", "replace") + self.extra)[-_OUTPUT_LIMIT:]
 
 
 def launcher(policy: dict, command: list[str]) -> list[str]:
@@ -178,6 +228,99 @@ def _limit_from(code: int, stderr: str) -> str | None:
     ):
         return "memory"
     return None
+
+
+# ------------------------------------------------------------------------------------ cgroups
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class Cgroup:
+    """Cgroups made for one sandboxed program, beneath this process's own: a bound on the memory
+    and on the processes of the whole tree it starts (an address-space limit is per process, and
+    root ignores ``RLIMIT_NPROC``). Made where this process may write its cgroup hierarchy (root on
+    cgroup v1, or a delegated cgroup v2 subtree); elsewhere :meth:`make` returns None and the run
+    says the bound is missing."""
+
+    def __init__(self, folders: list[Path]):
+        self.folders = folders
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(folder / "cgroup.procs") for folder in self.folders]
+
+    @classmethod
+    def make(cls, limits: Limits) -> Cgroup | None:
+        name = f"upskill-{os.getpid()}-{next(_cgroup_serial)}"
+        memory = str(limits.memory_mb << 20)
+        try:
+            own = _own_cgroups()
+            if "" in own:  # cgroup v2: one hierarchy, the controllers enabled for children by the parent
+                parent = _CGROUP_ROOT / own[""].lstrip("/")
+                if not {"memory", "pids"} <= set((parent / "cgroup.subtree_control").read_text().split()):
+                    return None
+                folder = parent / name
+                folder.mkdir()
+                group = cls([folder])
+                (folder / "memory.max").write_text(memory)
+                (folder / "memory.swap.max").write_text("0")
+                (folder / "pids.max").write_text(str(PROCESS_LIMIT))
+                return group
+            folders: list[Path] = []
+            for controller, settings in (
+                ("memory", {"memory.limit_in_bytes": memory}),
+                ("pids", {"pids.max": str(PROCESS_LIMIT)}),
+            ):
+                base = _CGROUP_ROOT / controller
+                if controller not in own or not (base / "cgroup.procs").exists():
+                    for folder in folders:
+                        folder.rmdir()
+                    return None
+                folder = base / own[controller].lstrip("/") / name
+                folder.mkdir()
+                folders.append(folder)
+                for key, value in settings.items():
+                    (folder / key).write_text(value)
+            return cls(folders)
+        except OSError:
+            return None
+
+    def cleanup(self) -> bool:
+        """Remove the cgroups (the program and all it started have ended); whether the memory bound
+        killed a process."""
+        oom = False
+        for folder in self.folders:
+            for events in ("memory.events", "memory.oom_control"):
+                try:
+                    text = (folder / events).read_text()
+                except OSError:
+                    continue
+                oom |= any(line.split()[:1] == ["oom_kill"] and line.split()[1] != "0" for line in text.splitlines())
+            for _ in range(50):
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)  # the last processes are still being reaped
+        return oom
+
+
+_cgroup_serial = itertools.count()
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per controller of cgroup v1 (where memory and pids are there), else its
+    cgroup v2 under the key ""; OSError where unreadable."""
+    text = Path("/proc/self/cgroup").read_text()
+    own: dict[str, str] = {}
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
+    v1 = {c for c in own if c}
+    return {c: own[c] for c in v1} if {"memory", "pids"} <= v1 else {"": own.get("", "/")}
 
 
 # ---------------------------------------------------------------------------------- workspace

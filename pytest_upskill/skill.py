@@ -10,7 +10,9 @@ import bisect
 import functools
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -114,13 +116,67 @@ def _decode(path: Path, data: bytes) -> str:
         raise SkillFileError(path, f"is not valid UTF-8 (byte {exc.start})", "save the file as UTF-8", line) from None
 
 
+MAX_FILE_BYTES = 64 << 20  # of any file read from a skill folder (a 20,000-case skill_meta.json is ~10 MB)
+
+
+def inside(folder: Path, name: str) -> Path:
+    """The regular file ``name`` of a skill folder, resolved; ValueError when it is not one or when
+    it leaves the folder: an absolute path, ``..``, or a symbolic link anywhere on the way that
+    points out (a pull request's ``notes.md -> /proc/self/environ`` reads nothing)."""
+    problem = path_problem(name)
+    if problem:
+        raise ValueError(problem.replace("the workspace", "the skill folder"))
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if not target.is_relative_to(root):
+        raise ValueError(f"{name!r} leaves the skill folder through a symbolic link")
+    if not target.is_file():  # a FIFO or a device is not a file to read either
+        raise ValueError(f"there is no file {name!r} in the skill folder {folder}")
+    return target
+
+
+def read_inside(folder: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """At most ``limit`` bytes of the file ``name`` of a skill folder (see :func:`inside`), read
+    without following a link swapped in since (``O_NOFOLLOW``) and never more than the limit."""
+    target = inside(folder, name)
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{name!r} is not a regular file")
+        return f.read(limit)
+
+
+def files_inside(folder: Path, under: str, limit: int, count: int = 200) -> list[tuple[str, bytes]]:
+    """The regular files beneath ``folder/under`` (at most ``count``, each cut at ``limit`` bytes as
+    it is read), paths relative to ``folder``; folders that are links are not walked, files that
+    are links are read only where they point inside the folder."""
+    top = folder / under
+    if top.is_symlink() or not top.is_dir():
+        return []
+    found: list[tuple[str, bytes]] = []
+    for here, dirs, files in os.walk(top, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            relative = Path(here, name).relative_to(folder).as_posix()
+            try:
+                found.append((relative, read_inside(folder, relative, limit)))
+            except (OSError, ValueError):
+                continue
+            if len(found) >= count:
+                return found
+    return found
+
+
 def _read(path: Path) -> str:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = read_inside(path.parent, path.name)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SkillFileError(
-            path, f"cannot be read: {exc.strerror or exc}", "check that the file exists and is readable"
+            path, f"cannot be read: {reason}", "check that the file exists, is readable and lies in the skill folder"
         ) from None
+    if len(data) >= MAX_FILE_BYTES:
+        raise SkillFileError(path, f"is larger than {MAX_FILE_BYTES >> 20} MB", "split the skill or its cases")
     return _decode(path, data)
 
 

@@ -11,6 +11,7 @@ from .cache import cache_key
 from .collect import TrialItem
 from .config import NO_MODEL
 from .controller import Controller
+from .core import printable
 from .gate import resolution_line
 from .report import audit_lines, reliability_lines, terminal_lines
 from .views import LEGEND, matrix_lines
@@ -62,7 +63,10 @@ class TerminalSummary:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         run, state = self.run, self.controller
         results = state.aggregator.results()
-        write = terminalreporter.write_line
+
+        def write(line: str) -> None:  # every line may hold text of a model or a pull request's file
+            terminalreporter.write_line(printable(line))
+
         unseen = run.unseen.line()
         if not run.specs and state.ledger.expected:
             terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
@@ -149,5 +153,5 @@ class ExitLine:
     def pytest_terminal_summary(self, terminalreporter):
         result = yield
         if self.controller.exit_line:
-            terminalreporter.write_line(self.controller.exit_line, bold=True)
+            terminalreporter.write_line(printable(self.controller.exit_line), bold=True)
         return result

@@ -230,7 +230,9 @@ class Transport:
             seconds = time.perf_counter() - start
             if completion is not None:
                 seconds = completion.seconds if completion.seconds is not None else seconds
-                calls = tuple(ToolCall(c.id, c.name, self.redact(c.arguments_json)) for c in completion.tool_calls)
+                calls = tuple(
+                    ToolCall(c.id, c.name, self.redact.json_text(c.arguments_json)) for c in completion.tool_calls
+                )
                 completion = replace(completion, text=self.redact(completion.text), tool_calls=calls, seconds=seconds)
             return completion, error, seconds
         finally:

@@ -39,6 +39,7 @@ from . import sandbox
 from .checks import CheckResult, as_result
 from .core import Tool, UpskillError
 from .sandbox import Limits, Workspace
+from .skill import read_inside
 
 MAX_PARSE_BYTES = 5_000_000
 
@@ -73,6 +74,15 @@ class Validator:
 
     def validate(self, ctx: Context) -> CheckResult:
         raise NotImplementedError
+
+
+def _skill_text(skill_dir: Path, name: str, key: str) -> str:
+    """A file of the skill folder a case names (``..``, absolute paths and links out refused)."""
+    try:
+        return read_inside(skill_dir, name).decode("utf-8")
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{key!r} {name!r}: {reason}") from None
 
 
 def _keys(config: dict, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> None:
@@ -155,10 +165,7 @@ class PythonTests(Validator):
         name = config["test_file"]
         if not isinstance(name, str) or not name.endswith(".py"):
             raise ValueError("'test_file' must name a .py file, relative to the skill folder")
-        path = skill_dir / name
-        if not path.is_file():
-            raise ValueError(f"'test_file' {name!r}: there is no file {path}")
-        return Path(name).name, path.read_text(encoding="utf-8")
+        return Path(name).name, _skill_text(skill_dir, name, "test_file")
 
     def validate(self, ctx):
         name, text = ctx.config
@@ -491,10 +498,10 @@ class CudaRuns(Validator):
 
     def prepare(self, config, skill_dir):
         _keys(config, {"check"}, {"check"})
-        path = skill_dir / str(config["check"])
-        if not str(config["check"]).endswith(".py") or not path.is_file():
-            raise ValueError(f"'check' must name a .py file relative to the skill folder; there is no {path}")
-        return Path(str(config["check"])).name, path.read_text(encoding="utf-8")
+        name = str(config["check"])
+        if not name.endswith(".py"):
+            raise ValueError("'check' must name a .py file, relative to the skill folder")
+        return Path(name).name, _skill_text(skill_dir, name, "check")
 
     def unavailable(self):
         return _cuda_available()

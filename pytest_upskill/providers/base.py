@@ -8,7 +8,7 @@ import time
 import zlib
 from typing import Any, Protocol
 
-from ..core import Completion, ErrorKind, Request, ToolCall, TrialError, clean_text
+from ..core import MAX_TOKENS, Completion, ErrorKind, Request, ToolCall, TrialError, clean_text
 
 __all__ = [
     "Completion",
@@ -45,7 +45,6 @@ RETRYABLE = frozenset({RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, DROPPED, BAD_RES
 # The HTTP stack's errors for a connection that was made and then lost: the server is up (it took
 # the request), so these never count toward the dead-model cut-off as "cannot connect" does.
 _DROPPED_ERRORS = frozenset({"ReadError", "RemoteProtocolError"})
-MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or hostile) server
 MAX_RESPONSE_BYTES = (
     16 << 20
 )  # a reply, tool calls with whole files included, is kilobytes; more is a broken (or hostile) server
