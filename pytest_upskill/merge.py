@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .reportmodel import Report, read_report
 from .scheduler import group_of
 
@@ -133,9 +135,14 @@ def load_shards(paths: Sequence[Path]) -> Shards:
             shards.reports.append(read_report(path))
         except OSError as exc:
             raise MergeError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+            raise MergeError(
+                f"{path}: not a report written by --upskill-report ({at or 'the top level'}: {error['msg']})"
+            ) from None
         except ValueError as exc:
-            first = str(exc).splitlines()[0]
-            raise MergeError(f"{path}: not a report written by --upskill-report ({first})") from None
+            raise MergeError(f"{path}: not a report written by --upskill-report ({exc})") from None
     seen: dict[tuple[str, str], Path] = {}
     cut: dict[int, Path] = {}
     total: set[int] = set()

@@ -12,7 +12,10 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
+
+from .core import Request
 
 PROVIDER_KEY_VARS = (
     "ANTHROPIC_API_KEY",
@@ -57,6 +60,23 @@ class Redactor:
             return self(text)
         masked = self.value(value)
         return json.dumps(masked, ensure_ascii=False) if masked != value else self(text)
+
+    def request(self, request: Request) -> Request:
+        """A request with the secrets masked in all it sends: the system prompt, the user message,
+        the conversation (answers, tool calls' arguments, tool results)."""
+        if self._pattern is None:
+            return request
+        history = tuple(
+            replace(
+                m,
+                text=self(m.text),
+                tool_calls=tuple(replace(c, arguments_json=self.json_text(c.arguments_json)) for c in m.tool_calls),
+                results=tuple(replace(r, content=self(r.content)) for r in m.results),
+            )
+            for m in request.history
+        )
+        masked = replace(request, system=self(request.system), user=self(request.user), history=history)
+        return masked if masked != request else request
 
     def value(self, value: Any) -> Any:
         """Every string in a decoded JSON value (keys included) masked."""

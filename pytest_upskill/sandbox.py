@@ -22,6 +22,7 @@ enforces; ``SECURITY.md`` gives the threat model.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import json
 import os
@@ -401,17 +402,27 @@ def landlock_abi() -> int:
     return max(0, int(version))
 
 
+@functools.cache
+def missing_defences() -> tuple[str, ...]:
+    """The defences this machine refuses a sandboxed program (found once per process, by running
+    ``true`` in the sandbox): a user, network or PID namespace, a private /proc, the Unix socket
+    filter, the whole-tree memory and process bound."""
+    with Workspace(prefix="upskill-probe-") as ws:
+        return run(["true"], ws.root, Limits(seconds=10)).missing
+
+
 def confinement() -> str:
-    """What this machine enforces on a sandboxed program, in words."""
+    """What this machine enforces on a sandboxed program, in words, and what it does not."""
     abi = landlock_abi()
+    missing = missing_defences()
+    base = "time, memory and file-size limits; namespaces, a private /proc, no capability, no Unix sockets"
     if abi == 0:
-        return (
-            "time, memory and file-size limits; no Landlock on this kernel, so writes outside the workspace are NOT "
-            "blocked"
-        )
-    parts = ["writes only inside the workspace"]
-    if abi >= 4:
-        parts.append("no TCP connections")
-    if abi >= 6:
-        parts.append("no signals to outside processes")
-    return f"time, memory and file-size limits; Landlock ABI {abi}: " + ", ".join(parts)
+        text = f"{base}; no Landlock on this kernel, so writes outside the workspace are NOT blocked"
+    else:
+        parts = ["writes only inside the workspace, no device files"]
+        if abi >= 4:
+            parts.append("no TCP connections")
+        if abi >= 6:
+            parts.append("no signals to outside processes")
+        text = f"{base}; Landlock ABI {abi}: " + ", ".join(parts)
+    return text + (f"; missing: {', '.join(missing)}" if missing else "")

@@ -315,7 +315,9 @@ def case_files(draft: DraftCase) -> tuple[dict[str, Any], dict[str, str]]:
         if draft.output_file:
             case["output_file"] = draft.output_file
         if draft.validator == "python_tests":
-            name = f"tests/test_{draft.id.replace('-', '_')}.py"
+            # a name pytest never collects (not test_*.py or *_test.py): a drafted test, the teacher's code, runs only
+            # inside python_tests' sandbox, never in a later plain pytest run with the developer's environment
+            name = f"checks/check_{draft.id.replace('-', '_')}.py"
             extra[name] = draft.test_code
             case["validator"], case["validator_config"] = "python_tests", {"test_file": name}
         elif draft.validator in ("toml_valid", "json_valid", "yaml_valid"):

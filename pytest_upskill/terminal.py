@@ -14,6 +14,7 @@ from .controller import Controller
 from .core import printable
 from .gate import resolution_line
 from .report import audit_lines, reliability_lines, terminal_lines
+from .sandbox import missing_defences
 from .views import LEGEND, matrix_lines
 
 
@@ -96,6 +97,11 @@ class TerminalSummary:
                 write(f"note: {spec.note}")
         for line in audit_lines(results):
             write(f"audit: {line}")
+        if any(r.baseline.agentic or r.with_skill.agentic for r in results) and missing_defences():
+            write(
+                f"sandbox: this machine refuses {', '.join(missing_defences())} to the programs the models wrote; "
+                "the other defences held (see SECURITY.md)"
+            )
         for problem in state.ledger.cache_problems:
             write(f"cache warning: {problem} (ignored and fetched again)")
         for line in reliability_lines(report, run.error_limit.describe()):

@@ -113,7 +113,7 @@ def rubric_judge(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
     rubric = RUBRIC.search(turn.user)
     submission = SUBMISSION.search(turn.user)
     needed = re.findall(r"`([^`]+)`", rubric.group(1)) if rubric else []
-    text = submission.group(1) if submission else ""
+    text = submission.group("text") if submission else ""
     missing = [n for n in needed if n not in text]
     reason = f"missing {missing}" if missing else "meets the rubric"
     return "", [("verdict", {"passed": not missing, "score": 0.0 if missing else 1.0, "reason": reason})]

@@ -80,7 +80,9 @@ class Transport:
         self, spec: ModelSpec, name: str, request: Request, run: int, spent: Spent
     ) -> tuple[Completion, bool]:
         """The completion of ``request`` for run ``run``, and whether it came from the cache; raises
-        TrialError (kind and message) when there is none."""
+        TrialError (kind and message) when there is none. The request is masked first: a secret in
+        a skill, a case, a ``--from`` trace or a tool result is never sent (nor part of a cache key)."""
+        request = self.redact.request(request)
         key = cache_key(spec, request, run) if self.cache is not None and self.cache_mode != "off" else None
         completion = self.cache.get(key) if self.cache is not None and key else None
         if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer

@@ -211,6 +211,13 @@ CSV_COLUMNS = (
 )
 
 
+def spreadsheet_text(text: str) -> str:
+    """Text for a spreadsheet cell that reads as text: one that starts with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return (a formula, to Excel, LibreOffice and Sheets) gets a leading
+    apostrophe (OWASP's advice against CSV injection)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def csv_text(runs: list[Run]) -> str:
     """One row per run × skill × model, oldest first."""
     out = io.StringIO()
@@ -222,11 +229,11 @@ def csv_text(runs: list[Run]) -> str:
             ci = r.lift_ci or (None, None)
             writer.writerow(
                 [
-                    run.info.time,
-                    run.info.commit or "",
-                    run.info.branch or "",
-                    r.skill,
-                    r.model,
+                    spreadsheet_text(run.info.time),
+                    spreadsheet_text(run.info.commit or ""),
+                    spreadsheet_text(run.info.branch or ""),
+                    spreadsheet_text(r.skill),
+                    spreadsheet_text(r.model),
                     r.paired_cases,
                     *("" if v is None else f"{v:.6g}" for v in (r.baseline.pass_rate, r.with_skill.pass_rate)),
                     *("" if v is None else f"{v:.6g}" for v in (r.lift, *ci)),
