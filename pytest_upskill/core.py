@@ -61,6 +61,7 @@ class ErrorKind(enum.StrEnum):
     JUDGE_ERROR = "judge_error"
     NOT_CACHED = "not_cached"  # --upskill-cache replay, and the answer is not in the cache
     OVER_BUDGET = "over_budget"  # not sent: --upskill-max-cost
+    MODEL_CRASHED = "model_crashed"  # the local model's own process died (a native crash in llama.cpp)
     TOOL_LIMIT = "tool_limit"  # a workspace trial asked for more tool calls, or more tool output, than a trial may have
 
 

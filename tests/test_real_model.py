@@ -137,7 +137,7 @@ def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
     from llama_cpp import Llama
 
     from pytest_upskill.core import Request
-    from pytest_upskill.providers.local import LocalProvider, unload_all
+    from pytest_upskill.providers.local import InProcessModel, unload_all
 
     threads: set[int] = set()
     original = Llama.create_chat_completion
@@ -147,7 +147,7 @@ def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Llama, "create_chat_completion", recording)
-    provider = LocalProvider(resolve("smollm2", {}), timeout=60)
+    provider = InProcessModel(resolve("smollm2", {}))  # as the model's own process runs it
 
     async def ask() -> list:
         requests = [Request(SKILL, f"Say {i}.", "smollm2", 0.0, 4) for i in range(4)]
@@ -163,7 +163,7 @@ def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
 
 RECORD_REQUESTS = """
 import pathlib
-from pytest_upskill.providers.local import LocalProvider
+from pytest_upskill.providers.local_process import LocalProvider
 
 complete = LocalProvider.complete
 

@@ -19,7 +19,7 @@ def make_provider(spec: ModelSpec, *, timeout: float, prompt_cache: bool = True,
         from .openai import OpenAIProvider
 
         return OpenAIProvider(spec, timeout=timeout)
-    from .local import LocalProvider
+    from .local_process import LocalProvider
 
     return LocalProvider(spec, timeout=timeout, prefix_reuse=prefix_reuse)
 

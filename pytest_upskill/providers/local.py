@@ -270,10 +270,11 @@ def grammar_schema(output: Tool) -> dict[str, Any]:
 STRUCTURED_SAMPLING = {"repeat_penalty": 1.1}
 
 
-class LocalProvider:
-    capacity = 1  # a llama.cpp context serves one request at a time (the lock): the runner sends one at a time
+class InProcessModel:
+    """The model in this process: what the model's own process (:mod:`.local_process`) runs, one
+    request at a time, on llama.cpp's thread."""
 
-    def __init__(self, spec: ModelSpec, *, timeout: float, prefix_reuse: bool = True):
+    def __init__(self, spec: ModelSpec, *, prefix_reuse: bool = True):
         self.spec = spec
         self.prefix_reuse = prefix_reuse
 
@@ -378,9 +379,6 @@ class LocalProvider:
             model.llm.reset()
             return 0, 0
         return (len(prefix), 0) if model.prefixes.enter(model.llm, prefix) else (0, len(prefix))
-
-    async def aclose(self) -> None:
-        unload_all()
 
 
 TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)

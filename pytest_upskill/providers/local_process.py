@@ -1,0 +1,181 @@
+"""The local model in a process of its own: a native crash costs its trials, never the session.
+
+llama.cpp is native code. Built for a CPU feature the machine advertises but does not allow (AMX
+under some hypervisors), it dies with SIGILL at the first prompt; a grammar bug can segfault. In
+the pytest process that ended the whole session: no report, no JUnit, nothing of the trials that
+had finished. :class:`LocalProvider` runs the model (:class:`.local.InProcessModel`, unchanged: one
+llama.cpp thread, the kept prefixes) in a child process started once per model and pytest process:
+
+    python -I -m pytest_upskill.providers.local_process SPEC_JSON PREFIX_REUSE
+
+and exchanges one request and one answer at a time with it, as length-prefixed JSON on its stdin
+and stdout (the parent never unpickles what the child says). If the child dies, the request it was
+answering, and every later one for that model, is an error of kind ``model_crashed`` that names
+the signal and what to do; every other trial, and every report, is kept.
+
+For tests, ``UPSKILL_LOCAL_CRASH_AFTER=N`` makes the child kill itself with SIGILL when asked for
+its (N+1)-th answer: the crash above, on any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import struct
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from ..config import ModelSpec
+from ..core import ErrorKind, Message, Request, Tool, ToolCall, ToolResult
+from .base import Completion, ProviderError
+
+_HEADER = struct.Struct(">Q")
+CRASH_AFTER_ENV = "UPSKILL_LOCAL_CRASH_AFTER"
+MAX_ANSWER_BYTES = 64 << 20  # of one answer from the child
+
+
+def _what_crashed(name: str, code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            signame = signal.Signals(-code).name
+        except ValueError:
+            signame = f"signal {-code}"
+        how = f"was killed by {signame}"
+    else:
+        how = f"exited (status {code})"
+    advice = (
+        "llama.cpp was built for a CPU feature this machine does not allow (a native build on a VM that "
+        "advertises AMX or AVX-512 it refuses): reinstall llama-cpp-python with the portable build the README gives "
+        '(CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON")'
+        if code == -signal.SIGILL
+        else "a crash in llama.cpp (native code, not this plugin): see the model's stderr above; the other models' "
+        "trials and every report are kept"
+    )
+    return f"{name}: the local model's process {how}; its trials are errors. {advice}"
+
+
+def request_from(data: dict[str, Any]) -> Request:
+    """A Request from its JSON (dataclasses.asdict's shape)."""
+    tools = tuple(Tool(**t) for t in data.pop("tools"))
+    output = Tool(**data.pop("output")) if data.get("output") else None
+    data.pop("output", None)
+    history = tuple(
+        Message(
+            m["role"],
+            m["text"],
+            tuple(ToolCall(**c) for c in m["tool_calls"]),
+            tuple(ToolResult(**r) for r in m["results"]),
+        )
+        for m in data.pop("history")
+    )
+    return Request(**data, tools=tools, history=history, output=output)
+
+
+class LocalProvider:
+    capacity = 1  # a llama.cpp context serves one request at a time: the runner sends one at a time
+
+    def __init__(self, spec: ModelSpec, *, timeout: float, prefix_reuse: bool = True):
+        self.spec, self.prefix_reuse = spec, prefix_reuse
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock: asyncio.Lock | None = None
+        self._crashed: str | None = None  # why, once the model's process died: later requests fail at once
+
+    async def complete(self, request: Request) -> Completion:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        # shielded: a request the runner gave up on (its timeout) still reads its own answer, so the next
+        # request never reads an answer that was not its own
+        return await asyncio.shield(self._exchange(request))
+
+    async def _exchange(self, request: Request) -> Completion:
+        assert self._lock is not None
+        async with self._lock:
+            if self._crashed is not None:
+                raise ProviderError(ErrorKind.MODEL_CRASHED, self._crashed, sent=False)
+            process = await self._started()
+            assert process.stdin is not None and process.stdout is not None
+            payload = json.dumps(asdict(request)).encode()
+            try:
+                process.stdin.write(_HEADER.pack(len(payload)) + payload)
+                await process.stdin.drain()
+                size = _HEADER.unpack(await process.stdout.readexactly(_HEADER.size))[0]
+                if size > MAX_ANSWER_BYTES:
+                    raise ProviderError(ErrorKind.BAD_RESPONSE, f"{self.spec.name}: an answer of {size:,} bytes")
+                answer = json.loads(await process.stdout.readexactly(size))
+            except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+                code = await process.wait()
+                self._crashed = _what_crashed(self.spec.name, code)
+                raise ProviderError(ErrorKind.MODEL_CRASHED, self._crashed) from None
+        if "error" in answer:
+            raise ProviderError(answer["error"]["kind"], answer["error"]["message"])
+        c = answer["completion"]
+        return Completion(
+            c["text"],
+            c["input_tokens"],
+            c["output_tokens"],
+            c["seconds"],
+            tuple(ToolCall(**t) for t in c["tool_calls"]),
+            truncated=c["truncated"],
+            cache_read_tokens=c["cache_read_tokens"],
+            cache_write_tokens=c["cache_write_tokens"],
+        )
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-m",
+                __name__,
+                self.spec.model_dump_json(),
+                "1" if self.prefix_reuse else "0",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=MAX_ANSWER_BYTES + _HEADER.size,
+            )
+        return self._process
+
+    async def aclose(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()  # the child ends when its input does
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def serve(spec: ModelSpec, prefix_reuse: bool) -> None:
+    """The child: answer requests from stdin until it closes."""
+    from .local import InProcessModel, unload_all
+
+    model = InProcessModel(spec, prefix_reuse=prefix_reuse)
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "-1"))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write on the answers' pipe
+    answered = 0
+    while header := stdin.read(_HEADER.size):
+        request = request_from(json.loads(stdin.read(_HEADER.unpack(header)[0])))
+        if answered == crash_after:
+            os.kill(os.getpid(), signal.SIGILL)
+        try:
+            completion = model._complete(request)
+            reply: dict[str, Any] = {"completion": asdict(completion)}
+        except ProviderError as exc:
+            reply = {"error": {"kind": exc.kind, "message": str(exc)}}
+        data = json.dumps(reply).encode()
+        stdout.write(_HEADER.pack(len(data)) + data)
+        stdout.flush()
+        answered += 1
+    unload_all()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGILL, signal.SIG_DFL)
+    serve(ModelSpec.model_validate_json(sys.argv[1]), sys.argv[2] == "1")
