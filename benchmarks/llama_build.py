@@ -62,7 +62,10 @@ def main() -> None:
     print("| build | runs (s) | median s | answers as the first build's |")
     print("|---|---|---|---|")
     for name in builds:
-        same = sum(a == b for a, b in zip(answers(folder / f"{first}-0.json"), answers(folder / f"{name}-0.json")))
+        same = sum(
+            a == b
+            for a, b in zip(answers(folder / f"{first}-0.json"), answers(folder / f"{name}-0.json"), strict=False)
+        )
         total = len(answers(folder / f"{first}-0.json"))
         print(
             f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {statistics.median(times[name]):.1f} "

@@ -170,7 +170,7 @@ class ResponseCache:
             )
         except (ValidationError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else _first_error(exc)
-            self.problems.append(CacheProblem(path, f"entry refused, re-fetched ({reason})"))
+            self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({reason})"))
             return None
 
     def _sign(self, key: str, data: dict[str, Any]) -> str:

@@ -682,7 +682,7 @@ def audit_lines(results: list[Result]) -> list[str]:
     return lines
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>@~:&=^$])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>@~:&])")
 
 
 def md(text: object) -> str:

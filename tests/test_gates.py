@@ -73,10 +73,11 @@ def test_inconclusive_fails_only_below_the_point_estimate_or_when_strict(pyteste
 
 
 def test_pass_rate_and_token_thresholds_from_the_ini_and_per_skill(pytester, write_skill, model_server):
-    pytester.makeini("[pytest]\nupskill_min_pass_rate = 0.5\nupskill_max_token_increase = 0.1\n")
-    meta = {"tests": cases(12), "thresholds": {"max_token_increase": 5.0}}
-    write_skill("cheap-enough", meta, body=BODY)
-    write_skill("too-costly", cases(12), body=BODY + " " + "padding " * 50)
+    # a skill's own threshold can only be stricter than the ini's (issue 27: a pull request cannot lower a gate)
+    pytester.makeini("[pytest]\nupskill_min_pass_rate = 0.5\nupskill_max_token_increase = 5.0\n")
+    write_skill("cheap-enough", {"tests": cases(12), "thresholds": {"max_token_increase": 9.0}}, body=BODY)
+    meta = {"tests": cases(12), "thresholds": {"max_token_increase": 0.1}}
+    write_skill("too-costly", meta, body=BODY + " " + "padding " * 50)
     result = run(pytester, model_server)
     result.stdout.fnmatch_lines(["FAILED GATE  too-costly × *: token_increase +*% vs at most +10%"])
     verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
@@ -105,9 +106,9 @@ def test_compare_and_markdown_name_a_skill_that_lost_its_lift(pytester, write_sk
     result.stdout.fnmatch_lines(["REGRESSION   alpha-facts × openai:m@*: lift fell from +100% to +0% *"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     md = (pytester.path / "summary.md").read_text()
-    assert "| alpha-facts | `openai:m@" in md
+    assert "| alpha-facts | openai\\:m\\@" in md  # every name escaped for Markdown
     assert "### Regressions against the base report" in md
-    assert "**alpha-facts × `openai:m@" in md and "(lift): lift fell from +100% to +0%" in md
+    assert "**alpha-facts × openai\\:m\\@" in md and "(lift): lift fell from \\+100% to \\+0%" in md
     assert "(flip): case c0: with skill passed before, fails now" in md
     kinds = {g["kind"] for g in report(pytester)["regressions"]}
     assert kinds == {"lift", "flip"}
@@ -126,7 +127,7 @@ def test_a_broken_compare_report_is_a_usage_error(pytester, write_skill, model_s
     (pytester.path / "main.json").write_text("{broken")
     result = run(pytester, model_server, "--upskill-compare", "main.json")
     result.stderr.fnmatch_lines(
-        ["*--upskill-compare main.json: not a JSON report*pass a file written by --upskill-report*"]
+        ["*--upskill-compare main.json: not a report written by --upskill-report*Invalid JSON*"]
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
