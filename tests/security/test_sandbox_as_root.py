@@ -193,10 +193,10 @@ def test_a_hundred_thousand_empty_files_do_not_hide_what_the_workspace_holds():
             ws,
             """
             import os, time
-            os.mkdir("many")
+            os.makedirs("many/deeper")  # the big file lies below the hundred thousand entries
             for i in range(100_050):
                 open(f"many/{i}", "w").close()
-            with open("big", "wb") as f:
+            with open("many/deeper/big", "wb") as f:
                 for _ in range(80):
                     f.write(b"x" * (1 << 20))
             time.sleep(30)
