@@ -205,8 +205,13 @@ def drop_capabilities() -> None:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
-            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            code = ctypes.get_errno()
+            # EPERM: an unprivileged process outside a user namespace holds no capability to drop, and
+            # NO_NEW_PRIVS (set with Landlock and seccomp) keeps exec from granting any
+            if code == errno.EINVAL or (code == errno.EPERM and os.geteuid() != 0):
+                continue
+            raise OSError(code, f"prctl(PR_CAPBSET_DROP, {cap}) failed")
     header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()
     if libc.syscall(_SYS_CAPSET, header, data) != 0:

@@ -80,7 +80,7 @@ _OUTPUT_LIMIT = 64_000  # characters of stdout/stderr kept
 TIME_LIMIT_MARK = "pytest-upskill sandbox: wall-clock limit reached"  # the launcher's line when it stopped the program
 DISK_LIMIT_MARK = "pytest-upskill sandbox: workspace size limit reached"
 MISSING_MARK = "pytest-upskill sandbox: missing defence:"  # the launcher's line per defence the kernel refused
-PROCESS_LIMIT = 256  # processes and threads of one sandboxed program, all together (where cgroups allow)
+PROCESS_LIMIT = 1024  # processes and threads of one sandboxed program, all together (where cgroups allow)
 _GRACE_S = 10.0  # beyond the limit, before the launcher itself is killed (it enforces the limit)
 
 
