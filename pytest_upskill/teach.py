@@ -21,9 +21,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from . import checks
 from .config import ModelSpec
@@ -33,6 +33,19 @@ from .validators import ValidatorRegistry
 
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # the Agent Skills spec's names (ASCII: what a teacher should write)
 ANSWER_SHOWN = 6000  # characters of an unusable answer shown back to the teacher
+
+
+def _shortened(limit: int) -> Any:
+    """A name longer than ``limit`` cut at its last hyphen within it: a label, not worth sending a
+    whole answer back for (a small model writes whole sentences as ids)."""
+
+    def shorten(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            cut = value[:limit]
+            value = cut.rsplit("-", 1)[0] if "-" in cut else cut
+        return value
+
+    return BeforeValidator(shorten)
 
 
 class TeacherError(UpskillError):
@@ -51,7 +64,9 @@ class ContextFile(_Answer):
 class DraftCase(_Answer):
     """One test case, as the teacher writes it; :func:`case_files` makes upskill's format of it."""
 
-    id: str = Field(pattern=NAME_PATTERN, max_length=40, description="short, unique, lowercase-with-hyphens")
+    id: Annotated[str, _shortened(40)] = Field(
+        pattern=NAME_PATTERN, max_length=40, description="short, unique, lowercase-with-hyphens"
+    )
     input: str = Field(min_length=1, max_length=8000, description="the user's request, as a user would write it")
     kind: Literal["text", "files"] = Field(
         description="text: the answer is checked; files: the model works in a workspace and the file it writes is "
@@ -92,7 +107,9 @@ def unique_ids(cases: list[DraftCase], taken: set[str] | frozenset[str] = frozen
 
 
 class DraftSkill(_Answer):
-    name: str = Field(pattern=NAME_PATTERN, max_length=64, description="the skill's name, lowercase-with-hyphens")
+    name: Annotated[str, _shortened(64)] = Field(
+        pattern=NAME_PATTERN, max_length=64, description="the skill's name, lowercase-with-hyphens"
+    )
     description: str = Field(
         min_length=1, max_length=1024, description="what the skill does and when to use it, one or two sentences"
     )
