@@ -5,6 +5,7 @@ not collected (discovery.py). The items wait for their trial's outcome from the 
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,9 @@ class SkillFile(pytest.File):
                 self,
                 name="no-cases",
                 case_line=1,
+                skill=skill.name,
+                models=[s.name for s in run.specs],
+                thresholds=self.thresholds,
                 reason=(
                     f"{_shown(self.path, self.config.rootpath)} "
                     "has an empty list of test cases (what upskill writes when it generated none): add cases with "
@@ -112,7 +116,15 @@ class SkillFile(pytest.File):
             return
         for planned in skill_trials(skill, cases, run.settings, checks, validators):
             if planned.trial is None:
-                yield SkippedCase.from_parent(self, name=planned.name, reason=planned.skip, case_line=planned.line)
+                yield SkippedCase.from_parent(
+                    self,
+                    name=planned.name,
+                    reason=planned.skip,
+                    case_line=planned.line,
+                    skill=skill.name,
+                    models=[planned.model] if planned.model else [],
+                    thresholds=self.thresholds,
+                )
                 continue
             t = planned.trial
             item = TrialItem.from_parent(
@@ -135,13 +147,30 @@ def _registered(answers: list) -> dict:
     return merged
 
 
-class SkippedCase(pytest.Item):
-    """A case that runs no trial, with the reason."""
+SKIPPED_PROPERTY = "upskill_skipped"  # on a skipped case's report: its skill, models, reason and gates, as JSON
 
-    def __init__(self, *, reason: str, case_line: int | None = None, **kwargs):
+
+class SkippedCase(pytest.Item):
+    """A case that runs no trial, with the reason. Where models were named, its report says which
+    skill × model it stands for (the controller counts them: a skill × model whose every trial was
+    skipped is listed, and with a gate set it is NOT EVALUATED, never green)."""
+
+    def __init__(
+        self,
+        *,
+        reason: str,
+        case_line: int | None = None,
+        skill: str | None = None,
+        models: list[str] | None = None,
+        thresholds: dict[str, float] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.reason = reason
         self.case_line = case_line
+        if skill and models:
+            about = {"skill": skill, "models": models, "reason": reason, "thresholds": thresholds or None}
+            self.user_properties.append((SKIPPED_PROPERTY, json.dumps(about, sort_keys=True)))
 
     def runtest(self) -> None:
         raise pytest.skip.Exception(self.reason, _use_item_location=True)  # -rs shows the case's file, not this one

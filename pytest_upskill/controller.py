@@ -4,6 +4,7 @@ writes the reports and decides the exit status. Without xdist it also starts the
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .budget import budget_summary
-from .collect import TrialItem
+from .collect import SKIPPED_PROPERTY, TrialItem
 from .config import Prices
 from .gate import Evaluation, evaluate
 from .history import add_run, read_runs, run_info
@@ -106,6 +107,10 @@ class Controller:
         if report.when == "teardown" and outcome is not None:
             self.aggregator.add(outcome, getattr(report, "upskill_detail", None))
         self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
+        if report.skipped:
+            for name, value in report.user_properties:
+                if name == SKIPPED_PROPERTY:
+                    self.ledger.record_skip(json.loads(str(value)))
         if (report.when == "teardown" and outcome is not None) or report.skipped:
             unscored = outcome is not None and outcome.get("passed") is None
             line = self.progress.tick(report.nodeid, unscored, time.monotonic())
@@ -132,8 +137,10 @@ class Controller:
         report = self.aggregator.report(
             prices, missing=missing, throttling=ledger.throttling, cache_problems=ledger.cache_problems, **budget
         )
+        if ran:
+            report.skipped = ledger.wholly_skipped((r.skill, r.model) for r in results)
         evaluation = self.evaluation = evaluate(
-            results, report, run.thresholds, config.getoption("upskill_strict"), self.old_report
+            results, report, run.thresholds, config.getoption("upskill_strict"), self.old_report, report.skipped
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]
@@ -155,7 +162,7 @@ class Controller:
             for name, value in self.aggregator.suite_properties():
                 xml.add_global_property(name, value)
         if (merging or session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)) and (
-            results or missing
+            results or missing or report.skipped
         ):
             reasons = evaluation.fail_reasons(
                 unscored=unscored,

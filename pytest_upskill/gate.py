@@ -25,16 +25,18 @@ trial that grew by more than the token threshold.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from . import stats
 from .report import Result
-from .reportmodel import FindingReport, RegressionReport, Report, VerdictReport
+from .reportmodel import FindingReport, RegressionReport, Report, SkippedReport, VerdictReport
 from .skill import THRESHOLD_KEYS
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+NOT_EVALUATED = "NOT EVALUATED"  # a gate was set, and no trial of the skill × model was scored: never green
 DEFAULT_TOKEN_GROWTH = 0.25  # for --upskill-compare when no --upskill-max-token-increase is set
 
 
@@ -144,15 +146,18 @@ class Verdict:
     skill: str
     model: str
     findings: list[Finding] = field(default_factory=list)
+    unevaluated: str | None = None  # NOT EVALUATED: why no figure could be measured (every trial skipped)
 
     @property
     def verdict(self) -> str:
+        if self.unevaluated is not None:
+            return NOT_EVALUATED
         verdicts = {f.verdict for f in self.findings}
         return FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
 
     @property
     def fails(self) -> bool:
-        return any(f.fails for f in self.findings)
+        return self.unevaluated is not None or any(f.fails for f in self.findings)
 
     def to_model(self) -> VerdictReport:
         return VerdictReport(
@@ -161,6 +166,7 @@ class Verdict:
             verdict=self.verdict,
             fails=self.fails,
             findings=[f.to_model() for f in self.findings],
+            **({"why": self.unevaluated} if self.unevaluated is not None else {}),
         )
 
 
@@ -316,9 +322,15 @@ class Evaluation:
         unscored trials (errors, and trials with no outcome) than ``--upskill-max-errors`` allows.
         Without a threshold a failed with-skill trial fails it too; with one, the verdicts decide."""
         reasons = []
-        failing = sum(v.fails for v in self.verdicts)
+        failing = sum(v.fails and v.unevaluated is None for v in self.verdicts)
         if failing:
             reasons.append(f"{failing} skill × model result(s) failed a gate")
+        unevaluated = sum(v.unevaluated is not None for v in self.verdicts)
+        if unevaluated:
+            reasons.append(
+                f"{unevaluated} skill × model(s) with a gate set could not be evaluated: every trial was skipped "
+                "(NOT EVALUATED above says why)"
+            )
         if self.regressions:
             reasons.append(f"{len(self.regressions)} regression(s) against --upskill-compare")
         if collection_errors:
@@ -349,6 +361,9 @@ class Evaluation:
     def lines(self) -> list[str]:
         out = []
         for v in self.verdicts:
+            if v.unevaluated is not None:
+                out.append(f"{NOT_EVALUATED} {v.skill} × {v.model}: {v.unevaluated}")
+                continue
             out.append(
                 f"{v.verdict:<12} {v.skill} × {v.model}: "
                 + "; ".join(f"{f.describe()} {f.label(self.strict)}" for f in v.findings)
@@ -364,13 +379,24 @@ class Evaluation:
 
 
 def evaluate(
-    results: list[Result], report: Report, thresholds: Thresholds, strict: bool, old_report: Report | None
+    results: list[Result],
+    report: Report,
+    thresholds: Thresholds,
+    strict: bool,
+    old_report: Report | None,
+    skipped: Sequence[SkippedReport] = (),
 ) -> Evaluation:
+    """The verdicts of every skill × model with a gate set, those that ran and those whose every
+    trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
     verdicts = []
     for result in results:
         own = thresholds.merged(result.thresholds)
         if own.any:
             verdicts.append(verdict_for(result, own, strict))
+    for gone in skipped:
+        if thresholds.merged(gone.thresholds).any:
+            why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
+            verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))
     regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
     return Evaluation(verdicts, regressions, strict)
 

@@ -461,6 +461,19 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
         if f.fails
     )
     audit = "".join(f"<li>{_e(line)}</li>" for line in _audit(report))
+    not_measured = "".join(
+        f'<li data-skill="{_e(g.skill)}" data-model="{_e(g.model)}"><b>{_e(g.skill)} × <code>{_e(g.model)}</code></b>: '
+        f"all {g.trials} trial(s) skipped: {_e('; '.join(g.reasons))}"
+        + (
+            "".join(
+                f" <b>{_e(v.verdict)}</b> (fails the run)"
+                for v in report.verdicts
+                if (v.skill, v.model) == (g.skill, g.model)
+            )
+        )
+        + "</li>"
+        for g in report.skipped
+    )
     statistics = report.statistics
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -485,6 +498,7 @@ the skill</span><span>whiskers: 95% intervals</span></p>
 <th>tokens Δ</th><th>cost</th><th>skill loaded</th>{trend_head}</tr></thead><tbody>{rows}</tbody></table>
 <p class="muted">{_e(statistics.get("unit", ""))}. Lift: {_e(statistics.get("lift_interval", ""))}. Pass rate:
 {_e(statistics.get("pass_rate_interval", ""))}.</p>
+{f'<h2>Not measured: every trial skipped</h2><ul id="skipped">{not_measured}</ul>' if not_measured else ""}
 {f'<h2>Failing gates</h2><ul id="failing">{failing}</ul>' if failing else ""}
 {f'<h2>Regressions against the base report</h2><ul id="regressions">{regressions}</ul>' if regressions else ""}
 <h2>Cases</h2>

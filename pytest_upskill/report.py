@@ -31,6 +31,7 @@ from .reportmodel import (
     RegressionReport,
     Report,
     ResultReport,
+    SkippedReport,
     TokenDelta,
     Tokens,
     TrialReport,
@@ -432,6 +433,8 @@ class RunLedger:
         self.other_failures = 0  # failed tests that are not scored trials: the user's own, a crashed worker's item
         self.cache_problems: list[str] = []  # "path: reason"
         self.throttling: dict[str, dict] = {}  # model -> 429s met and the lowest concurrency, over every process
+        # (skill, model) -> the skipped cases standing for its trials: how many, why, the skill's own gates
+        self.skipped: dict[tuple[str, str], dict[str, Any]] = {}
 
     def expect(self, nodeids: Iterable[str]) -> None:
         """The node ids collected; under xdist every worker sends the same list, the first one counts."""
@@ -446,6 +449,25 @@ class RunLedger:
 
     def missing(self) -> list[str]:
         return [nodeid for nodeid in self.expected if nodeid not in self.finished]
+
+    def record_skip(self, about: dict[str, Any]) -> None:
+        """A skipped case's report: the skill × models it stands for (collect.SkippedCase)."""
+        for model in about["models"]:
+            seen = self.skipped.setdefault(
+                (about["skill"], model), {"trials": 0, "reasons": [], "thresholds": about.get("thresholds")}
+            )
+            seen["trials"] += 1
+            if about["reason"] not in seen["reasons"]:
+                seen["reasons"].append(about["reason"])
+
+    def wholly_skipped(self, ran: Iterable[tuple[str, str]]) -> list[SkippedReport]:
+        """The skill × model pairs of which no trial ran, every one skipped (``ran``: the pairs that have results)."""
+        done = set(ran)
+        return [
+            SkippedReport(skill=skill, model=model, **seen)
+            for (skill, model), seen in sorted(self.skipped.items())
+            if (skill, model) not in done
+        ]
 
     def add_problems(self, problems: Iterable[str]) -> None:
         self.cache_problems.extend(p for p in problems if p not in self.cache_problems)
@@ -731,6 +753,8 @@ def markdown(
     if failing:
         out += ["", "### Failing gates", ""]
         for v in failing:
+            if v.why is not None:  # NOT EVALUATED: every trial skipped
+                out.append(f"- **{md(v.skill)} × {md(v.model)}**: {md(v.verdict)} ({md(v.why)})")
             for f in v.findings:
                 if f.fails:
                     out.append(

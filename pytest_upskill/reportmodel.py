@@ -223,9 +223,20 @@ class FindingReport(_Model):
 class VerdictReport(_Model):
     skill: str
     model: str
-    verdict: str
+    verdict: str = Field(description="PASS, FAIL, INCONCLUSIVE, or NOT EVALUATED (a gate set, every trial skipped)")
     fails: bool
     findings: list[FindingReport]
+    why: str | None = Field(default=None, description="NOT EVALUATED: why nothing could be measured")
+
+
+class SkippedReport(_Model):
+    """A skill × model of which no trial ran: every one was skipped (no cases, no tool calling, ...)."""
+
+    skill: str
+    model: str
+    trials: int = Field(ge=0, description="the trials (or cases) skipped")
+    reasons: list[str] = []
+    thresholds: dict[str, float] | None = None
 
 
 class RegressionReport(_Model):
@@ -270,6 +281,9 @@ class Report(_Model):
     cached: int = 0
     errors_by_model: dict[str, dict[str, int]] = {}
     results: list[ResultReport]
+    skipped: list[SkippedReport] = Field(
+        default=[], description="skill × model pairs of which every trial was skipped, with why"
+    )
     missing: list[str] = []
     throttling: dict[str, dict[str, Any]] = {}
     cache_problems: list[str] = []

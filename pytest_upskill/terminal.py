@@ -78,11 +78,19 @@ class TerminalSummary:
         if unseen:
             write(unseen)
         report = state.report
-        if report is None or (not results and not report.missing):
+        if report is None or (not results and not report.missing and not report.skipped):
             return
         terminalreporter.write_sep("=", "upskill: lift per skill × model")
         for line in terminal_lines(results, {s.name: s.prices for s in run.specs}):
             write(line)
+        wholly = {(g.skill, g.model) for g in report.skipped}
+        for (skill, model), seen in sorted(state.ledger.skipped.items()):  # partly skipped: why, without -rs
+            if (skill, model) not in wholly:
+                write(f"{skill} × {model}: {seen['trials']} trial(s) skipped: {'; '.join(seen['reasons'])}")
+        for gone in report.skipped:  # every skill is listed, with what happened to it
+            write(f"{gone.skill} × {gone.model}: not measured: all {gone.trials} of its trial(s) were skipped")
+            for reason in gone.reasons:
+                write(f"  skipped: {reason}")
         if run.shards is not None:
             write(f"{state.aggregator.trials} trial(s) from {len(run.shards.paths)} shard reports")
         else:

@@ -88,6 +88,7 @@ class Planned(NamedTuple):
     line: int | None  # the case's line in skill_meta.json
     trial: Trial | None
     skip: str | None = None  # the reason, for a case (or a model's share of it) that runs nothing
+    model: str | None = None  # a skipped one's model
 
 
 def skill_trials(
@@ -134,7 +135,7 @@ def _case_trials(
         for arm in ARMS:
             name = f"{case.key}[{label}-{arm}"
             if skip:  # named as the trials it stands for, so that -k selects it with them
-                yield Planned(name + "]", case.line, None, skip)
+                yield Planned(name + "]", case.line, None, skip, spec.name)
                 continue
             request = build_request(
                 spec, arm, skill, case, settings.scaffold, settings.injection

@@ -1,0 +1,77 @@
+"""Skipped is never green: a skill × model whose every trial was skipped is listed with why, and
+with a gate set it is a verdict of its own (NOT EVALUATED) that fails the run (issue 28)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_upskill.testing import LoopbackServer
+
+
+def test_a_suite_whose_every_case_is_skipped_fails_a_gate_and_says_why(pytester, write_skill):
+    write_skill("empty", {"tests": []})  # what upskill writes when it generated no case
+    with LoopbackServer() as server:
+        result = pytester.runpytest(
+            "skills",
+            "--upskill-models",
+            f"openai:m@{server.openai_base_url}",
+            "--upskill-min-lift",
+            "0.2",
+            "--upskill-strict",
+            "--upskill-report",
+            "r.json",
+            "--upskill-html",
+            "r.html",
+            "--upskill-markdown",
+            "pr.md",
+        )
+        assert server.requests == []
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "empty × openai:m@*: not measured: all 1 of its trial(s) were skipped",
+            "*skipped: *has an empty list of test cases*",
+            "NOT EVALUATED empty × openai:m@*: every one of its 1 trial(s) was skipped: *",
+            "*exit status 1 because 1 skill × model(s) with a gate set could not be evaluated*",
+        ]
+    )
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["skipped"][0]["skill"] == "empty" and report["skipped"][0]["trials"] == 1
+    assert report["verdicts"][0]["verdict"] == "NOT EVALUATED" and report["verdicts"][0]["fails"]
+    html = (pytester.path / "r.html").read_text()
+    assert '<ul id="skipped"><li data-skill="empty"' in html and "NOT EVALUATED</b> (fails the run)" in html
+    assert "NOT EVALUATED" in (pytester.path / "pr.md").read_text()
+
+
+def test_a_skill_skipped_beside_one_that_ran_is_listed_and_gated(pytester, write_skill):
+    write_skill("runs", [{"id": "c", "input": "q", "expected": {"contains": "Following the skill"}}], body="Do it.")
+    judged = {"id": "j", "input": "q", "expected": {}, "validator": "llm_judge", "validator_config": {"rubric": "x"}}
+    write_skill("judged", [judged])  # no judge model: every trial skipped
+    with LoopbackServer() as server:
+        result = pytester.runpytest(
+            "skills", "--upskill-models", f"openai:m@{server.openai_base_url}", "--upskill-min-pass-rate", "0.5"
+        )
+    result.stdout.fnmatch_lines(["judged × openai:m@*: not measured: all 2 of its trial(s) were skipped"])
+    result.stdout.fnmatch_lines(["NOT EVALUATED judged × openai:m@*llm_judge needs a judge model*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_without_a_gate_a_wholly_skipped_skill_is_still_listed(pytester, write_skill):
+    write_skill("empty", {"tests": []})
+    with LoopbackServer() as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.stdout.fnmatch_lines(["empty × openai:m@*: not measured: all 1 of its trial(s) were skipped"])
+    assert "NOT EVALUATED" not in result.stdout.str()
+
+
+def test_trials_skipped_beside_ones_that_ran_are_explained_without_rs(pytester, write_skill):
+    cases = [
+        {"id": "c", "input": "q", "expected": {"contains": "Following the skill"}},
+        {"id": "j", "input": "q", "expected": {}, "validator": "llm_judge", "validator_config": {"rubric": "x"}},
+    ]
+    write_skill("mixed", cases, body="Do it.")
+    with LoopbackServer() as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.stdout.fnmatch_lines(["mixed × openai:m@*: 2 trial(s) skipped: llm_judge needs a judge model*"])
