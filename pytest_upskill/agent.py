@@ -4,7 +4,7 @@ A case with ``context.files``, ``output_file`` or ``validator`` runs as an agent
 case's files are written into a fresh :class:`~pytest_upskill.sandbox.Workspace`, and the model gets
 ``read_file``, ``write_file`` and ``list_files`` through its provider's native tool calling, every
 path confined to the workspace. With ``--upskill-injection progressive`` the with-skill arm also
-gets ``read_skill`` (SKILL.md and the files under the skill's ``references/``).
+gets ``read_skill`` (SKILL.md and every other file of the skill's folder but its test cases).
 
 The loop sends the conversation, runs the tools the model asked for, appends the results and
 sends again, until the model answers without a tool call or ``max_turns`` requests were made. A
@@ -64,6 +64,11 @@ READ_SKILL = _tool(
 FILE_TOOLS = (READ_FILE, WRITE_FILE, LIST_FILES)
 
 
+# what read_skill never serves: SKILL.md (served as the instructions) and the skill's tests, whose expected
+# answers the model must not read (upskill's and skill-creator's case files, drafted tests)
+NOT_SERVED = ("SKILL.md", "skill_meta.json", "skill_meta.proposed.json", "tests.json", "evals", "checks", "tests")
+
+
 @dataclass(frozen=True)
 class SkillFiles:
     """What ``read_skill`` serves: the instructions and the reference files, read at collection."""
@@ -74,7 +79,7 @@ class SkillFiles:
 
     @classmethod
     def load(cls, skill: Skill) -> SkillFiles:
-        found = files_inside(skill.path.parent, "references", MAX_READ_CHARS * 4)
+        found = files_inside(skill.path.parent, ".", MAX_READ_CHARS * 4, count=100, leave_out=NOT_SERVED)
         refs = [(path, data.decode("utf-8", "replace")[:MAX_READ_CHARS]) for path, data in found]
         return cls(skill.name, skill.body, tuple(refs))
 

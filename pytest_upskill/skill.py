@@ -146,18 +146,24 @@ def read_inside(folder: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
         return f.read(limit)
 
 
-def files_inside(folder: Path, under: str, limit: int, count: int = 200) -> list[tuple[str, bytes]]:
+def files_inside(
+    folder: Path, under: str, limit: int, count: int = 200, leave_out: tuple[str, ...] = ()
+) -> list[tuple[str, bytes]]:
     """The regular files beneath ``folder/under`` (at most ``count``, each cut at ``limit`` bytes as
-    it is read), paths relative to ``folder``; folders that are links are not walked, files that
+    it is read), paths relative to ``folder``, hidden ones and those ``leave_out`` names (a file or
+    a folder, relative to ``folder``) left out; folders that are links are not walked, files that
     are links are read only where they point inside the folder."""
     top = folder / under
     if top.is_symlink() or not top.is_dir():
         return []
     found: list[tuple[str, bytes]] = []
     for here, dirs, files in os.walk(top, followlinks=False):
-        dirs.sort()
+        base = Path(here).relative_to(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (base / d).as_posix() not in leave_out)
         for name in sorted(files):
             relative = Path(here, name).relative_to(folder).as_posix()
+            if name.startswith(".") or relative in leave_out:
+                continue
             try:
                 found.append((relative, read_inside(folder, relative, limit)))
             except (OSError, ValueError):

