@@ -60,13 +60,22 @@ def _ignored_by_option(path: Path, config: pytest.Config) -> bool:
     )
 
 
+CASE_FILES = ("skill_meta.json", "tests.json")  # upskill's case files beside a SKILL.md, the first found is used
+NO_CASES = (
+    'no test cases beside it: add skill_meta.json ({"tests": [{"input": ..., "expected": ...}]}) or '
+    "upskill's tests.json (a list of such cases), or have a teacher draft them: "
+    "pytest-upskill cases FOLDER --teacher MODEL"
+)
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     run = parent.config.stash[RUN]
-    if file_path.name == "skill_meta.json" and skill_md_in(file_path.parent) is not None:
-        if run.wants(file_path.parent):
+    if file_path.name in CASE_FILES and skill_md_in(file_path.parent) is not None:
+        first = next(name for name in CASE_FILES if (file_path.parent / name).is_file())
+        if file_path.name == first and run.wants(file_path.parent):
             return SkillFile.from_parent(parent, path=file_path)
-    elif file_path.name in ("SKILL.md", "skill.md") and not (file_path.parent / "skill_meta.json").is_file():
-        run.unseen.add(file_path, "no skill_meta.json beside it: add test cases", parent.config.rootpath)
+    elif file_path.name in ("SKILL.md", "skill.md") and not any((file_path.parent / n).is_file() for n in CASE_FILES):
+        run.unseen.add(file_path, NO_CASES, parent.config.rootpath)
     return None
 
 

@@ -12,7 +12,7 @@ import pytest
 from pytest_upskill.testing import LoopbackServer
 
 
-def _skill(root, folder: str, name: str, tests=None) -> None:
+def _skill(root, folder: str, name: str, tests=None):
     path = root / folder / name
     path.mkdir(parents=True)
     (path / "SKILL.md").write_text(
@@ -20,6 +20,7 @@ def _skill(root, folder: str, name: str, tests=None) -> None:
     )
     if tests is not None:
         (path / "skill_meta.json").write_text(json.dumps(tests))
+    return path
 
 
 CASE = {"tests": [{"id": "q", "input": "What is the word?", "expected": {"contains": "word"}}]}
@@ -62,9 +63,17 @@ def test_a_run_that_finds_skill_md_files_it_does_not_collect_says_which_and_why(
             "upskill: 2 SKILL.md file(s) found but not collected: "
             ".cursor/skills/hidden-skill/SKILL.md (in a hidden folder: add '.cursor/skills' to the ini option "
             "upskill_skill_folders); "
-            "skills/untested-skill/SKILL.md (no skill_meta.json beside it: add test cases)",
+            "skills/untested-skill/SKILL.md (no test cases beside it: add skill_meta.json *) or upskill's tests.json "
+            "(a list of such cases), or have a teacher draft them: pytest-upskill cases FOLDER --teacher MODEL)",
         ]
     )
+
+
+def test_upskills_bare_list_tests_json_is_collected(pytester, model_server):
+    folder = _skill(pytester.path, "skills", "listed")
+    (folder / "tests.json").write_text(json.dumps([{"input": "q", "expected": {"contains": "Following"}}]))
+    result = pytester.runpytest("--upskill-models", f"openai:m@{model_server.openai_base_url}", "skills")
+    result.assert_outcomes(passed=1, xfailed=1)
 
 
 def test_an_empty_list_of_cases_skips_that_skill_and_the_others_run(pytester, model_server):
