@@ -87,6 +87,13 @@ def _teaching_options(command: argparse.ArgumentParser, cases: int) -> None:
         help="times an unusable answer of the teacher is sent back with what is wrong (default: 2)",
     )
     command.add_argument(
+        "--timeout",
+        type=_money,
+        metavar="S",
+        help="seconds per request attempt, the teacher's included (default: upskill_timeout, 120); a local model "
+        "writing a long answer on a CPU may need more",
+    )
+    command.add_argument(
         "--teacher-max-tokens",
         type=_count(256),
         default=8192,
@@ -252,6 +259,8 @@ def teaching_command(args: argparse.Namespace, out: Callable[[str], None] = _say
     pytest_args = ["-p", "no:cacheprovider"]
     if args.max_cost is not None:
         pytest_args += ["--upskill-max-cost", repr(args.max_cost)]
+    if args.timeout is not None:
+        pytest_args += ["--upskill-timeout", repr(args.timeout)]
     found: dict[str, int] = {}
 
     class Command:

@@ -130,6 +130,12 @@ class Transport:
                 assert failed is not None  # _attempt returns a completion or an error
                 error = failed
                 message = str(error)
+                if error.kind == TIMEOUT and spec.provider == "local":  # it would take as long again: not retried
+                    message += (
+                        "; an in-process model takes as long every time, so it is not retried: raise "
+                        "--upskill-timeout (or generate's --timeout), or lower the case's max_tokens"
+                    )
+                    break
                 if not error.retryable or attempt == self.retries:
                     break
                 pause = (

