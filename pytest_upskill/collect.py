@@ -88,7 +88,7 @@ class SkillFile(pytest.File):
         try:
             skill_md = skill_md_in(skill_dir)
             assert skill_md is not None  # pytest_collect_file made this node only where there is one
-            skill = load_skill(skill_md)
+            skill = load_skill(skill_md, run.settings.spec)
             checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
             judge = run.settings.judge
             validators = ValidatorRegistry(

@@ -23,6 +23,7 @@ from .discovery import AGENT_FOLDERS
 from .merge import read_shards, select_shard
 from .prompt import INJECTIONS
 from .session import RUN, UpskillRun, resolve_models
+from .skill import SPEC_MODES
 from .terminal import ExitLine, TerminalSummary
 from .worker import Worker
 
@@ -88,6 +89,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "see it with: pytest-upskill runs DIR",
     )
     parser.addini("upskill_history", "history folder, as --upskill-history (relative to the rootdir)", default="")
+    group.addoption(
+        "--upskill-spec",
+        default=None,
+        choices=SPEC_MODES,
+        help="a SKILL.md that breaks the Agent Skills spec (a description over 1,024 characters, an unknown field): "
+        "error (a collection error, default) or warn (tested anyway, the finding noted in the summary and reports)",
+    )
+    parser.addini("upskill_spec", "error or warn, as --upskill-spec", default="error")
     group.addoption(
         "--upskill-injection",
         default=None,

@@ -25,6 +25,7 @@ from .prompt import DEFAULT_SCAFFOLD, INJECTIONS
 from .providers import check_available, why_no_tools
 from .redact import Redactor, secret_values
 from .runner import Runner
+from .skill import SPEC_MODES
 from .trials import Settings
 
 RUN = pytest.StashKey["UpskillRun"]()
@@ -80,6 +81,9 @@ class UpskillRun:
         injection = option(config, "upskill_injection")
         if injection not in INJECTIONS:
             raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
+        spec_mode = option(config, "upskill_spec")
+        if spec_mode not in SPEC_MODES:
+            raise pytest.UsageError(f"upskill_spec must be one of {', '.join(SPEC_MODES)}, not {spec_mode!r}")
         self.settings = Settings(
             specs=specs,
             labels=self.labels,
@@ -89,6 +93,7 @@ class UpskillRun:
             max_turns=int_option(config, "upskill_max_turns"),
             judge=judge,
             why_no_tools=why_no_tools,
+            spec=spec_mode,
         )
         self.cache_mode: str = option(config, "upskill_cache")
         if self.cache_mode not in MODES:

@@ -58,6 +58,7 @@ class Skill(BaseModel):
     body: str
     path: Path
     frontmatter: dict[str, Any]
+    spec_findings: tuple[str, ...] = ()  # what breaks the Agent Skills spec, tested anyway (--upskill-spec warn)
 
 
 def _workspace_path(name: str) -> str:
@@ -193,8 +194,13 @@ def _key_line(lines: list[str], key: str) -> int | None:
     return None
 
 
-def load_skill(skill_md: Path) -> Skill:
-    """Parse ``SKILL.md`` and validate its frontmatter against the Agent Skills spec."""
+SPEC_MODES = ("error", "warn")
+
+
+def load_skill(skill_md: Path, spec: str = "error") -> Skill:
+    """Parse ``SKILL.md`` and validate its frontmatter against the Agent Skills spec. With ``spec``
+    "warn", a skill that breaks the spec but has a name and a description (Anthropic's ``claude-api``
+    has a 1,068-character description) is loaded, its findings in ``spec_findings``."""
     text = _read(skill_md)
     lines = text.split("\n")
     if not lines or lines[0].rstrip() != "---":
@@ -248,6 +254,16 @@ def load_skill(skill_md: Path) -> Skill:
         )
 
     problems = validate_metadata(meta, skill_md.parent)
+    usable = all(isinstance(meta.get(k), str) and meta[k].strip() for k in ("name", "description"))
+    if problems and spec == "warn" and usable:
+        return Skill(
+            name=meta["name"].strip(),
+            description=str(meta["description"]).strip(),
+            body="\n".join(lines[end + 1 :]).strip(),
+            path=skill_md,
+            frontmatter=meta,
+            spec_findings=tuple(problems),
+        )
     if problems:
         first = problems[0]
         key = next((k for k in ("description", "compatibility", "name") if k in first.lower()), None)
@@ -270,6 +286,8 @@ def load_skill(skill_md: Path) -> Skill:
                 "keep only name, description, license, compatibility, metadata and allowed-tools; move the rest "
                 "under 'metadata:'"
             )
+        if usable:
+            fix += " (or test it as it is: --upskill-spec warn)"
         raise SkillFileError(skill_md, "; ".join(problems), fix, line)
 
     body = "\n".join(lines[end + 1 :]).strip()

@@ -81,6 +81,7 @@ class Settings:
     max_turns: int
     judge: ModelSpec | None
     why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
+    spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
 
 
 class Planned(NamedTuple):
@@ -149,6 +150,12 @@ def _case_trials(
                 spec, arm, skill, case, settings.scaffold, settings.injection
             )  # the same for every run
             agent = None if note else plans[arm]
+            trial_note = note
+            if skill.spec_findings and arm == Arm.WITH_SKILL:
+                broken = "SKILL.md breaks the Agent Skills spec, tested anyway (--upskill-spec warn): " + "; ".join(
+                    skill.spec_findings
+                )
+                trial_note = f"{note}; {broken}" if note else broken
             for run in range(1, settings.runs + 1):
                 trial: Trial
                 if agent is None:
@@ -162,7 +169,7 @@ def _case_trials(
                         request=request,
                         checks=builtin,
                         score=score,
-                        note=note,
+                        note=trial_note,
                     )
                 else:
                     trial = WorkspaceTrial(
@@ -177,5 +184,6 @@ def _case_trials(
                         score=score,
                         agent=agent,
                         validation=validation,
+                        note=trial_note,
                     )
                 yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

@@ -106,3 +106,22 @@ def test_read_skill_serves_every_file_of_the_skill_but_its_tests(tmp_path):
         (folder / name).write_text(text)
     served = dict(SkillFiles.load(load_skill(folder / "SKILL.md")).references)
     assert served == {"examples/3p.md": "progress, plans, problems", "templates/t.md": "template"}
+
+
+def test_a_skill_that_breaks_the_spec_can_be_tested_with_spec_warn(pytester, write_skill):
+    """Anthropic's claude-api has a 1,068-character description: a collection error by default,
+    tested anyway with --upskill-spec warn, the finding noted in the summary and the report."""
+    write_skill(
+        "long-desc",
+        [{"id": "c", "input": "q", "expected": {"contains": "Following the skill"}}],
+        body="Do it.",
+        description="x" * 1068,
+    )
+    with LoopbackServer() as server:
+        url = f"openai:m@{server.openai_base_url}"
+        strict = pytester.runpytest("skills", "--upskill-models", url)
+        warned = pytester.runpytest("skills", "--upskill-models", url, "--upskill-spec", "warn")
+    strict.stdout.fnmatch_lines(["*SKILL.md:3: Description exceeds 1024 character*", "*--upskill-spec warn*"])
+    assert strict.ret == pytest.ExitCode.INTERRUPTED
+    warned.assert_outcomes(passed=1, xfailed=1)
+    warned.stdout.fnmatch_lines(["*note*1 trial(s): SKILL.md breaks the Agent Skills spec, tested anyway*1024*"])
