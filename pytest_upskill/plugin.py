@@ -268,7 +268,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_configure(config: pytest.Config) -> None:
     names = split_names(config.getoption("upskill_models") or config.getini("upskill_models"))
     judge_name = config.getoption("upskill_judge_model") or config.getini("upskill_judge_model")
-    check = not config.getoption("collectonly")
+    check = not (config.getoption("collectonly") or config.getoption("upskill_plan"))  # neither sends a request
     shards = read_shards(config)
     if shards is not None:  # nothing is sent: the models are the shards', for their labels and prices
         names, judge_name, check = shards.models, None, False

@@ -125,3 +125,12 @@ def test_a_skill_that_breaks_the_spec_can_be_tested_with_spec_warn(pytester, wri
     assert strict.ret == pytest.ExitCode.INTERRUPTED
     warned.assert_outcomes(passed=1, xfailed=1)
     warned.stdout.fnmatch_lines(["*note*1 trial(s): SKILL.md breaks the Agent Skills spec, tested anyway*1024*"])
+
+
+def test_the_plan_needs_no_api_key_since_it_sends_nothing(pytester, write_skill, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Do it.")
+    result = pytester.runpytest("skills", "--upskill-models", "haiku,gpt-5.5", "--upskill-plan")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*upskill plan*"])
