@@ -25,7 +25,8 @@ OFFICIAL_HOSTS = {"anthropic": "api.anthropic.com", "openai": "api.openai.com"} 
 
 
 NO_MODEL = (
-    "no model named: pass --upskill-models NAME (e.g. --upskill-models haiku) or set upskill_models in the ini file"
+    "no model named: pass --upskill-models NAME (e.g. --upskill-models smollm2, the bundled local model) every "
+    'time, or name them once in pyproject.toml: [tool.pytest.ini_options] upskill_models = ["smollm2"]'
 )
 
 

@@ -71,9 +71,12 @@ class TerminalSummary:
         unseen = run.unseen.line()
         if not run.specs and state.ledger.expected:
             terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
+            empty = sum(nodeid.endswith("::no-cases") for nodeid in state.ledger.expected)  # skills with no case
+            found = len(state.ledger.expected) - empty
             write(
-                f"upskill: {NO_MODEL}; the {len(state.ledger.expected)} case(s) found were skipped, and nothing was "
-                "measured"
+                f"upskill: {NO_MODEL}; the {found} case(s) found were skipped"
+                + (f" ({empty} skill(s) have no case at all)" if empty else "")
+                + ", and nothing was measured"
             )
         if unseen:
             write(unseen)

@@ -134,3 +134,15 @@ def test_the_plan_needs_no_api_key_since_it_sends_nothing(pytester, write_skill,
     result = pytester.runpytest("skills", "--upskill-models", "haiku,gpt-5.5", "--upskill-plan")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["*upskill plan*"])
+
+
+def test_with_no_model_named_the_summary_gives_the_ini_line_and_counts_only_cases(pytester, write_skill):
+    write_skill("empty", {"tests": []})
+    write_skill("one", [{"id": "c", "input": "q", "expected": {"contains": "x"}}])
+    result = pytester.runpytest("skills")
+    result.stdout.fnmatch_lines(
+        [
+            'upskill: no model named: *?tool.pytest.ini_options? upskill_models = ?"smollm2"?; the 1 case(s) found '
+            "were skipped (1 skill(s) have no case at all), and nothing was measured"
+        ]
+    )
