@@ -776,7 +776,12 @@ def plan_lines(
         shown = f"${cost:.4f}" if cost is not None else "no price"
         lines.append(f"{spec.name:<34} {role:<9} {requests:>9} {tokens_in:>15,} {tokens_out:>15,} {shown:>10}")
     lines.append(
-        f"at most {evaluations} version(s) of the skill (--attempts {settings.attempts}), each answer of the teacher "
+        (
+            f"at most {evaluations} version(s) of the skill (--attempts {settings.attempts}), "
+            if evaluations > 1 or settings.attempts
+            else "one version of the skill, "
+        )
+        + "each answer of the teacher "
         f"sent back at most {settings.repairs} time(s) (--repairs); "
         + ("the first draft is in the cache; " if cached else "")
         + f"at most ${total:.4f} for the priced models; nothing was sent"

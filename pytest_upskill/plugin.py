@@ -175,9 +175,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("upskill_prefix_reuse", "in-process models: prefix reuse, auto or off", default="auto")
     parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
     for key, text in (
-        ("min_lift", "lowest acceptable lift, e.g. 0.1"),
-        ("min_pass_rate", "lowest acceptable with-skill pass rate"),
-        ("max_token_increase", "highest acceptable relative token increase of the skill, e.g. 0.5"),
+        ("min_lift", "lowest acceptable lift, e.g. 0.1; judged on its 95%% interval"),
+        ("min_pass_rate", "lowest acceptable with-skill pass rate; judged on its 95%% interval"),
+        (
+            "max_token_increase",
+            "highest acceptable relative token increase of the skill, e.g. 0.5; judged on its value (token counts "
+            "are measured, not sampled)",
+        ),
     ):
         group.addoption(
             f"--upskill-{key.replace('_', '-')}",
@@ -185,9 +189,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             type=float,
             default=None,
             metavar="X",
-            help=f"gate: {text}; judged on the 95%% interval",
+            help=f"gate: {text}",
         )
-        parser.addini(f"upskill_{key}", f"gate: {text}", default="")
+        parser.addini(f"upskill_{key}", f"gate: {text.replace('%%', '%')}", default="")
     group.addoption("--upskill-strict", action="store_true", default=False, help="gates: an INCONCLUSIVE verdict fails")
     group.addoption(
         "--upskill-compare",

@@ -605,7 +605,8 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
                 f"{_tokens(b.output_tokens, s.output_tokens)}"
             )
         cache_figures = b.cache_read_tokens + s.cache_read_tokens + b.cache_write_tokens + s.cache_write_tokens
-        if cache_figures and b.total and s.total:
+        replayed = b.cached == b.total and s.cached == s.total  # every answer from the response cache: none sent now
+        if cache_figures and b.total and s.total and not replayed:
             shares = [pct(stats.rate(a.cache_read_tokens, a.input_tokens)) for a in (b, s)]
             written = b.cache_write_tokens + s.cache_write_tokens
             lines.append(
@@ -619,10 +620,10 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
                 "the alias's prices per million tokens)"
             )
         if b.capped or s.capped:
+            shown = " → ".join(f"{a.capped}/{a.total}" for a in (b, s) if a.total)  # an arm deselected is not shown
             lines.append(
-                f"  token cap   {b.capped}/{b.total} → {s.capped}/{s.total} answers stopped at max_tokens, not where "
-                "the model "
-                "ended them (set max_tokens in the case or the model's alias)"
+                f"  token cap   {shown} answers stopped at max_tokens, not where the model ended them (set max_tokens "
+                "in the case or the model's alias)"
             )
         lines += agent_lines(r)
         for note, n in sorted((b.notes + s.notes).items()):

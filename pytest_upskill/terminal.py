@@ -138,6 +138,9 @@ class TerminalSummary:
                         "every one)"
                     )
                 )
+        compared = run.config.getoption("upskill_compare")
+        if compared and state.evaluation is not None and not state.evaluation.regressions:
+            write(f"compared with {compared} (--upskill-compare): no regression of lift, case or tokens")
         results_seen = report.results
         if len({r.skill for r in results_seen}) > 1 and len({r.model for r in results_seen}) > 1:
             terminalreporter.write_sep("=", "upskill: skill × model (pass rate baseline → with skill, lift)")

@@ -121,6 +121,7 @@ def test_an_unchanged_skill_is_no_regression(pytester, write_skill, model_server
     result = run(pytester, model_server, "--upskill-compare", "main.json")
     assert report(pytester)["regressions"] == []
     assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["compared with main.json (--upskill-compare): no regression of lift, case or tokens"])
 
 
 def test_a_broken_compare_report_is_a_usage_error(pytester, write_skill, model_server):

@@ -625,3 +625,19 @@ def test_a_case_that_requires_and_forbids_the_same_string_is_sent_back(pytester,
         )
     result.stdout.fnmatch_lines(["*requires and forbids the same string(s): ?'hello'?*sent back*"])
     assert [c["id"] for c in skill_of(pytester.path / "skills" / "wordy")["tests"]] == ["fine"]
+
+
+def test_the_plan_of_cases_names_no_option_cases_does_not_have(pytester, write_skill):
+    write_skill("wordy", {"tests": []}, body="Say XYZZY.")
+    pytester.makepyprojecttoml(
+        """
+        [tool.upskill.models.priced]
+        provider = "openai"
+        model = "t"
+        base_url = "http://127.0.0.1:9/v1"
+        """
+    )
+    result = upskill(pytester, "cases", "skills/wordy", "--teacher", "priced", "--student", "priced", "--plan")
+    assert result.ret == 0, result.stdout.str()
+    assert "--attempts" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["one version of the skill, each answer of the teacher sent back at most*"])

@@ -146,3 +146,39 @@ def test_with_no_model_named_the_summary_gives_the_ini_line_and_counts_only_case
             "were skipped (1 skill(s) have no case at all), and nothing was measured"
         ]
     )
+
+
+def _outcome(arm: str, case: str, **more) -> dict:
+    from pytest_upskill.core import Outcome
+
+    return Outcome("s", case, "m", arm, 1, passed=True, input_tokens=100, output_tokens=10, **more).to_dict()
+
+
+def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():
+    from pytest_upskill.report import Aggregator, terminal_lines
+
+    aggregator = Aggregator()
+    for case in ("a", "b"):
+        aggregator.add(_outcome("with_skill", case, hit_max_tokens=True))
+    lines = terminal_lines(aggregator.results())
+    assert [line.split("answers")[0].strip() for line in lines if "token cap" in line] == ["token cap   2/2"]
+
+
+def test_a_fully_replayed_run_does_not_claim_prompt_cache_reads():
+    from pytest_upskill.report import Aggregator, terminal_lines
+
+    aggregator = Aggregator()
+    for arm in ("baseline", "with_skill"):
+        aggregator.add(_outcome(arm, "a", cache_read_tokens=50, cached=True))
+    assert not [line for line in terminal_lines(aggregator.results()) if "cached in" in line]
+    fresh = Aggregator()
+    for arm in ("baseline", "with_skill"):
+        fresh.add(_outcome(arm, "a", cache_read_tokens=50))
+    assert [line for line in terminal_lines(fresh.results()) if "cached in" in line]
+
+
+def test_the_gate_options_say_how_each_is_judged(pytester):
+    result = pytester.runpytest("--help")
+    out = " ".join(result.stdout.str().split())
+    assert "highest acceptable relative token increase of the skill, e.g. 0.5; judged on its value" in out
+    assert "lowest acceptable lift, e.g. 0.1; judged on its 95% interval" in out
