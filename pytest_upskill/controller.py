@@ -24,8 +24,36 @@ from .preflight import PreflightError, compared_report, write_each
 from .report import Aggregator, Progress, Result, RunLedger, markdown, outcome_from_properties, write_text_atomic
 from .reportmodel import ErrorLimitReport, Report
 from .session import UpskillRun
+from .trials import Trial
 
 Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
+
+
+CHARS_PER_TOKEN = 4  # a rough count, enough to see that a prompt cannot fit
+
+
+def too_long_for_context(trials: list[Trial]) -> list[str]:
+    """A line per skill × model whose prompts, with the answer's max_tokens, are about as long as or longer
+    than the local model's context (llama.cpp's n_ctx): its trials would fail or be cut, after minutes of
+    evaluating the prompt on a CPU."""
+    from .providers.local import N_CTX
+
+    longest: dict[tuple[str, str], tuple[int, int]] = {}
+    for trial in trials:
+        if trial.spec.provider != "local":
+            continue
+        request = trial.first_request()
+        tokens = (len(request.system) + len(request.user)) // CHARS_PER_TOKEN + request.max_tokens
+        key = (trial.skill, trial.model)
+        if tokens > longest.get(key, (0, 0))[0]:
+            longest[key] = (tokens, request.max_tokens)
+    return [
+        f"{skill} × {model}: a prompt of about {tokens - max_tokens:,} tokens plus max_tokens {max_tokens} fills "
+        f"the model's context of {N_CTX:,} tokens (at {CHARS_PER_TOKEN} characters a token): those trials will "
+        "fail or be cut; shorten the skill or test it on a model with a longer context"
+        for (skill, model), (tokens, max_tokens) in sorted(longest.items())
+        if tokens > N_CTX * 0.9
+    ]
 
 
 class Controller:
@@ -74,6 +102,10 @@ class Controller:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._expect([item.nodeid for item in session.items])
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in too_long_for_context([i.trial for i in session.items if isinstance(i, TrialItem)]):
+            if reporter is not None:  # before the first request: a prompt that cannot fit is said up front
+                reporter.write_line(f"upskill: warning: {line}", yellow=True)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:

