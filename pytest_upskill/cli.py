@@ -311,7 +311,7 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
         adversary=adversary,
         adversary_cases=getattr(args, "adversary_cases", 0) if adversary else 0,
     )
-    session = Session(config, run, out)
+    session = Session(config, run, out, progress_s=float_option(config, "upskill_progress") or 30.0)
     default = not args.teacher and not config.getini("upskill_teacher")
     where = f"teacher {teacher.name}" + (
         " (the default: name one with --teacher or upskill_teacher)" if default else ""

@@ -111,10 +111,14 @@ class Session:
     run: UpskillRun
     say: Callable[[str], None]
     students_spent: float = 0.0
+    progress_s: float = 30.0  # how often a line says a request is still being answered
 
     def send(self, spec: ModelSpec, request: Request) -> Completion:
+        def waiting(seconds: float) -> None:  # a local teacher may write for minutes: say that it is at work
+            self.say(f"  still waiting for {spec.name}: {seconds:.0f} s (at most --timeout per attempt)")
+
         try:
-            return self.run.runner.complete(spec, request)
+            return self.run.runner.complete(spec, request, waiting=waiting, every=self.progress_s)
         except TrialError as exc:
             if exc.kind == "over_budget":
                 raise GenerateError(f"stopped: {exc} (spent: {self.spent_text()})", 1) from None

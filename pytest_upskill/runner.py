@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -91,13 +93,27 @@ class Runner:
             with self._lock:
                 self._futures.pop(trial.key, None)
 
-    def complete(self, spec: ModelSpec, request: Request, run: int = 0) -> Completion:
+    def complete(
+        self,
+        spec: ModelSpec,
+        request: Request,
+        run: int = 0,
+        waiting: Callable[[float], None] | None = None,
+        every: float = 30.0,
+    ) -> Completion:
         """One request outside any trial (a teacher's), through the same transport: the cache,
-        retries, limiter, budget and redaction; raises TrialError when there is no completion."""
+        retries, limiter, budget and redaction; raises TrialError when there is no completion.
+        ``waiting(seconds)`` is called every ``every`` seconds while the answer is being written."""
         future = asyncio.run_coroutine_threadsafe(
             self.transport.complete(spec, spec.name, request, run, Spent()), self._ensure_loop()
         )
-        return future.result()[0]
+        started = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=every if waiting is not None else None)[0]
+            except concurrent.futures.TimeoutError:
+                assert waiting is not None
+                waiting(time.monotonic() - started)
 
     def throttling(self) -> dict[str, dict[str, Any]]:
         return self.transport.throttling()

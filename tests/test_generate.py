@@ -641,3 +641,26 @@ def test_the_plan_of_cases_names_no_option_cases_does_not_have(pytester, write_s
     assert result.ret == 0, result.stdout.str()
     assert "--attempts" not in result.stdout.str()
     result.stdout.fnmatch_lines(["one version of the skill, each answer of the teacher sent back at most*"])
+
+
+def test_a_slow_teacher_gets_progress_lines_while_it_writes(pytester):
+    """A local teacher may write for minutes (issue 28): a line every upskill_progress seconds says it is at work."""
+    pytester.makeini("[pytest]\nupskill_progress = 1\n")
+    skill = {"name": "greet", "description": "Greets.", "instructions": GOOD, "cases": [draft_case("hi", "XYZZY")]}
+    teacher = Teacher(write_skill=[skill])
+    with LoopbackServer(teacher=teacher, latency_s=2.5) as server:
+        url = server.openai_base_url
+        result = upskill(
+            pytester,
+            "generate",
+            "greet",
+            "--teacher",
+            f"openai:t@{url}",
+            "--student",
+            f"openai:s@{url}",
+            "--cases",
+            "1",
+            "--attempts",
+            "0",
+        )
+    result.stdout.fnmatch_lines(["  still waiting for openai:t@*: 1 s (at most --timeout per attempt)"])
