@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,28 @@ class Controller:
             reporter = self.config.pluginmanager.get_plugin("terminalreporter") if line else None
             if reporter is not None:
                 reporter.write_line(line)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        """While the trials run, a line every upskill_progress seconds in which no trial ended: a
+        long prompt or answer on a local model can take minutes, and silence looks like a hang."""
+        stop = threading.Event()
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        started = time.monotonic()
+
+        def watch() -> None:
+            while not stop.wait(max(1.0, self.progress.interval or 0) / 4):
+                line = self.progress.quiet(time.monotonic(), started)
+                if line and reporter is not None:
+                    reporter.write_line(line)
+
+        watcher = threading.Thread(target=watch, name="upskill-progress", daemon=True)
+        if self.progress.interval and reporter is not None and not self.run.is_worker:
+            watcher.start()
+        try:
+            return (yield)
+        finally:
+            stop.set()
 
     # -- the reports and the exit status
 

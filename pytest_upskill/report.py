@@ -811,6 +811,7 @@ class Progress:
         self.start: float | None = None
         self.last = 0.0
         self._seen: set[str] = set()  # an xfail reports twice (call and teardown): counted once
+        self._ended_at = 0.0  # when a trial last ended
 
     def label(self, nodeid: str) -> str | None:
         if not nodeid.endswith("]") or "[" not in nodeid:
@@ -835,6 +836,7 @@ class Progress:
         if label is None or not self.interval or nodeid in self._seen:
             return None
         self._seen.add(nodeid)
+        self._ended_at = now
         self.start = self.start if self.start is not None else now
         self.last = self.last or now
         self.done[label] += 1
@@ -850,6 +852,23 @@ class Progress:
             eta = "" if done >= expected or left is None else f", about {_duration(left)} left"
             parts.append(f"{self.models[label]} {done}/{expected} done ({self.errors[label]} errors{eta})")
         return "upskill progress: " + "; ".join(parts)
+
+    def quiet(self, now: float, since: float) -> str | None:
+        """The line for a long wait with no trial ending (a long prompt or answer on a local model, a
+        slow teacher): due once an interval has passed since the last line, or since ``since`` (the
+        run's start) when there was none; None when the run is done or a line is not due."""
+        total, done = sum(self.expected.values()), sum(self.done.values())
+        last = max(self.last or since, since)
+        waited = now - (self._ended_at if done else since)
+        if not self.interval or not total or done >= total or now - last < self.interval or waited < self.interval:
+            return None
+        self.last = now
+        return (
+            f"upskill progress: {done}/{total} trial(s) done; still at work: no trial has ended for {_duration(waited)}"
+        )
+
+    def ended(self, now: float) -> None:
+        self._ended_at = now
 
 
 def _duration(seconds: float) -> str:

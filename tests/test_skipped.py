@@ -194,3 +194,12 @@ def test_a_skill_too_long_for_the_bundled_models_context_is_said_before_any_requ
             "context of 8,192 tokens*"
         ]
     )
+
+
+def test_a_long_wait_with_no_trial_ending_gets_a_progress_line(pytester, write_skill):
+    """A long prompt or answer on a local model can take minutes (issue 28): silence looks like a hang."""
+    pytester.makeini("[pytest]\nupskill_progress = 1\n")
+    write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "Following"}}], body="Do it.")
+    with LoopbackServer(latency_s=3.0) as server:
+        result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
+    result.stdout.fnmatch_lines(["upskill progress: 0/2 trial(s) done; still at work: no trial has ended for *s"])
