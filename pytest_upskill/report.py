@@ -863,12 +863,7 @@ class Progress:
         if not self.interval or not total or done >= total or now - last < self.interval or waited < self.interval:
             return None
         self.last = now
-        return (
-            f"upskill progress: {done}/{total} trial(s) done; still at work: no trial has ended for {_duration(waited)}"
-        )
-
-    def ended(self, now: float) -> None:
-        self._ended_at = now
+        return f"upskill: still at work: {done}/{total} trial(s) done, none ended in the last {_duration(waited)}"
 
 
 def _duration(seconds: float) -> str:

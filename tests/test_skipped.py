@@ -202,4 +202,4 @@ def test_a_long_wait_with_no_trial_ending_gets_a_progress_line(pytester, write_s
     write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "Following"}}], body="Do it.")
     with LoopbackServer(latency_s=3.0) as server:
         result = pytester.runpytest("skills", "--upskill-models", f"openai:m@{server.openai_base_url}")
-    result.stdout.fnmatch_lines(["upskill progress: 0/2 trial(s) done; still at work: no trial has ended for *s"])
+    result.stdout.fnmatch_lines(["upskill: still at work: 0/2 trial(s) done, none ended in the last *s"])
