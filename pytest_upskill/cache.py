@@ -41,6 +41,7 @@ from pydantic import (
 
 from .config import ModelSpec
 from .core import MAX_TOKENS, Completion, Request, ToolCall
+from .reportmodel import first_problem
 
 MODES = ("rw", "off", "replay")
 FORMAT = 1
@@ -82,12 +83,6 @@ class _Entry(BaseModel):
     checksum: StrictStr
     signature: StrictStr | None = None
     seconds: Annotated[float, Field(ge=0, lt=1e6, allow_inf_nan=False)] | None = None
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
@@ -169,7 +164,7 @@ class ResponseCache:
                 cache_write_tokens=c.cache_write_tokens,
             )
         except (ValidationError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else _first_error(exc)
+            reason = str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else first_problem(exc, top=None)
             self.problems.append(CacheProblem(path, f"corrupt entry ignored and re-fetched ({reason})"))
             return None
 

@@ -18,7 +18,7 @@ from .providers import why_no_tools
 from .report import outcome_properties, trial_detail
 from .session import RUN
 from .skill import SkillFileError, in_skill_folder, load_cases, load_skill, skill_md_in
-from .trials import Trial, skill_trials
+from .trials import NO_CASES_ITEM, Trial, skill_trials
 from .validators import ValidatorRegistry
 
 
@@ -106,7 +106,7 @@ class SkillFile(pytest.File):
         if not cases:
             yield SkippedCase.from_parent(
                 self,
-                name="no-cases",
+                name=NO_CASES_ITEM,
                 case_line=1,
                 skill=skill.name,
                 models=[s.name for s in run.specs],

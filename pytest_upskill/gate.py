@@ -25,14 +25,13 @@ trial that grew by more than the token threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from . import stats
 from .report import Result
-from .reportmodel import FindingReport, RegressionReport, Report, SkippedReport, VerdictReport
+from .reportmodel import FindingReport, RegressionReport, Report, VerdictReport
 from .skill import THRESHOLD_KEYS
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -384,7 +383,6 @@ def evaluate(
     thresholds: Thresholds,
     strict: bool,
     old_report: Report | None,
-    skipped: Sequence[SkippedReport] = (),
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -393,7 +391,7 @@ def evaluate(
         own = thresholds.merged(result.thresholds)
         if own.any:
             verdicts.append(verdict_for(result, own, strict))
-    for gone in skipped:
+    for gone in report.skipped:
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
             verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))

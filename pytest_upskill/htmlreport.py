@@ -464,13 +464,7 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
     not_measured = "".join(
         f'<li data-skill="{_e(g.skill)}" data-model="{_e(g.model)}"><b>{_e(g.skill)} × <code>{_e(g.model)}</code></b>: '
         f"all {g.trials} trial(s) skipped: {_e('; '.join(g.reasons))}"
-        + (
-            "".join(
-                f" <b>{_e(v.verdict)}</b> (fails the run)"
-                for v in report.verdicts
-                if (v.skill, v.model) == (g.skill, g.model)
-            )
-        )
+        + (f" <b>{_e(v.verdict)}</b> (fails the run)" if (v := verdicts.get((g.skill, g.model))) else "")
         + "</li>"
         for g in report.skipped
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .reportmodel import Report, read_report
+from .reportmodel import Report, first_problem, read_report
 from .scheduler import group_of
 
 SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -136,11 +136,7 @@ def load_shards(paths: Sequence[Path]) -> Shards:
         except OSError as exc:
             raise MergeError(f"{path}: cannot be read: {exc.strerror or exc}") from None
         except ValidationError as exc:
-            error = exc.errors()[0]
-            at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-            raise MergeError(
-                f"{path}: not a report written by --upskill-report ({at or 'the top level'}: {error['msg']})"
-            ) from None
+            raise MergeError(f"{path}: not a report written by --upskill-report ({first_problem(exc)})") from None
         except ValueError as exc:
             raise MergeError(f"{path}: not a report written by --upskill-report ({exc})") from None
     seen: dict[tuple[str, str], Path] = {}

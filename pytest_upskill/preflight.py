@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .core import UpskillError
-from .reportmodel import Report, read_report
+from .reportmodel import Report, first_problem, read_report
 
 
 class PreflightError(UpskillError, ValueError):
@@ -84,11 +84,9 @@ def compared_report(path: Path, where: str) -> Report:
     try:
         return read_report(path)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "the top level"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise PreflightError(
-            f"{where}: not a report written by --upskill-report: {at}: {first['msg']}{more}; "
+            f"{where}: not a report written by --upskill-report: {first_problem(exc)}{more}; "
             "pass the JSON file an earlier run wrote with --upskill-report"
         ) from None
     except ValueError as exc:

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 2
 ANSWER_CHARS = 4000  # an answer is kept up to this many characters (answer_chars says how long it was)
@@ -305,6 +305,14 @@ class Report(_Model):
         """The file: the sections that were set, in this order (pydantic's own serializer, several
         times faster than json.dumps on a report with every trial's answer)."""
         return self.model_dump_json(indent=2, exclude_unset=True) + "\n"
+
+
+def first_problem(exc: ValidationError, top: str | None = "the top level") -> str:
+    """The first thing pydantic found wrong, where it is: ``results[0].lift: Value error, ...``; a
+    problem of the whole document is placed at ``top`` (None: the message alone)."""
+    error = exc.errors()[0]
+    at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or top
+    return f"{at}: {error['msg']}" if at else str(error["msg"])
 
 
 def read_report(path: Path) -> Report:

@@ -15,6 +15,7 @@ from .core import printable
 from .gate import resolution_line
 from .report import audit_lines, reliability_lines, terminal_lines
 from .sandbox import missing_defences
+from .trials import is_no_cases
 from .views import LEGEND, matrix_lines
 
 
@@ -71,7 +72,7 @@ class TerminalSummary:
         unseen = run.unseen.line()
         if not run.specs and state.ledger.expected:
             terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
-            empty = sum(nodeid.endswith("::no-cases") for nodeid in state.ledger.expected)  # skills with no case
+            empty = sum(map(is_no_cases, state.ledger.expected))  # skills with no case
             found = len(state.ledger.expected) - empty
             write(
                 f"upskill: {NO_MODEL}; the {found} case(s) found were skipped"

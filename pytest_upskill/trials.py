@@ -84,6 +84,14 @@ class Settings:
     spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
 
 
+NO_CASES_ITEM = "no-cases"  # the item of a skill whose case list is empty
+
+
+def is_no_cases(nodeid: str) -> bool:
+    """Whether ``nodeid`` is the item of a skill with no case (collect.SkippedCase named NO_CASES_ITEM)."""
+    return nodeid.endswith(f"::{NO_CASES_ITEM}")
+
+
 class Planned(NamedTuple):
     name: str  # the item's name: CASE[LABEL]
     line: int | None  # the case's line in skill_meta.json

@@ -60,8 +60,7 @@ def _what_crashed(name: str, code: int | None) -> str:
 def request_from(data: dict[str, Any]) -> Request:
     """A Request from its JSON (dataclasses.asdict's shape)."""
     tools = tuple(Tool(**t) for t in data.pop("tools"))
-    output = Tool(**data.pop("output")) if data.get("output") else None
-    data.pop("output", None)
+    output = data.pop("output")
     history = tuple(
         Message(
             m["role"],
@@ -71,7 +70,7 @@ def request_from(data: dict[str, Any]) -> Request:
         )
         for m in data.pop("history")
     )
-    return Request(**data, tools=tools, history=history, output=output)
+    return Request(**data, tools=tools, history=history, output=Tool(**output) if output else None)
 
 
 class LocalProvider:
