@@ -98,6 +98,12 @@ class ModelSpec(BaseModel):
         return Prices(self.input_price, self.output_price, self.cache_read_price, self.cache_write_price)
 
     @property
+    def list_priced(self) -> bool:
+        """Its prices are the dated list prices shipped here (not the user's own)."""
+        listed = list_prices(self.provider, self.model)
+        return bool(listed) and self.official_endpoint and all(getattr(self, k) == v for k, v in listed.items())
+
+    @property
     def key_env(self) -> str | None:
         """The variable whose value is sent as the key: the one the alias names; else the provider's
         own (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``) only where the requests go to the provider's
@@ -135,6 +141,40 @@ class ModelSpec(BaseModel):
 
 _ANTHROPIC = {"haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"}
 _OPENAI = ["gpt-5.5", "gpt-5.4-mini", "gpt-5.4-nano", "gpt-4.1-mini"]
+
+LIST_PRICES_AS_OF = "2026-12-06"
+# The providers' standard (not batch) list prices in USD per million tokens, as published on
+# platform.claude.com/docs/en/models/*/overview and developers.openai.com/api/docs/pricing on the
+# date above: input, output, cache read, cache write (Anthropic's 5-minute write; OpenAI writes free).
+# claude-haiku-5-5 is priced for prompts up to 100,000 tokens (5x above). Override any of them in
+# [tool.upskill.models.NAME]; a price that changed is a one-line edit here.
+LIST_PRICES: dict[tuple[str, str], tuple[float, float, float, float]] = {
+    ("anthropic", "claude-opus-5-5"): (4.00, 20.00, 0.20, 5.00),
+    ("anthropic", "claude-sonnet-5-5"): (2.00, 10.00, 0.10, 2.50),
+    ("anthropic", "claude-haiku-5-5"): (0.10, 0.50, 0.01, 0.125),
+    ("openai", "gpt-5.5"): (5.00, 30.00, 0.50, 0.0),
+    ("openai", "gpt-5.4-mini"): (0.75, 4.50, 0.075, 0.0),
+    ("openai", "gpt-5.4-nano"): (0.20, 1.25, 0.02, 0.0),
+    ("openai", "gpt-4.1-mini"): (0.40, 1.60, 0.10, 0.0),
+}
+_PRICE_FIELDS = ("input_price", "output_price", "cache_read_price", "cache_write_price")
+
+
+def list_prices(provider: str, model: str) -> dict[str, float]:
+    """The dated list prices of a model on its provider's own API (``{}`` for one not listed)."""
+    return dict(zip(_PRICE_FIELDS, LIST_PRICES.get((provider, model), ()), strict=False))
+
+
+def price_source(specs: list[ModelSpec]) -> str | None:
+    """One line saying which models are costed at the shipped list prices, and how to amend them."""
+    listed = [s.name for s in specs if s.list_priced]
+    if not listed:
+        return None
+    return (
+        f"prices: the providers' list prices of {LIST_PRICES_AS_OF} for {', '.join(listed)}; to use yours, set "
+        "input_price / output_price / cache_read_price / cache_write_price in [tool.upskill.models.NAME]"
+    )
+
 
 BUILTIN_ALIASES: dict[str, dict[str, Any]] = {
     **{alias: {"provider": "anthropic", "model": model} for alias, model in _ANTHROPIC.items()},
@@ -206,6 +246,9 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
     """One model name -> spec, or :class:`ConfigError` naming what is known."""
     if name in user_aliases:
         fields = dict(user_aliases[name])
+        builtin = BUILTIN_ALIASES.get(name, {})
+        if all(fields.get(key, builtin.get(key)) == builtin.get(key) for key in ("provider", "model")):
+            fields = {**builtin, **fields}  # a table named after a built-in alias amends it (e.g. its prices)
         unknown = set(fields) - _FIELDS
         if unknown:
             raise ConfigError(
@@ -213,6 +256,8 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
             )
         if fields.get("provider") in ("openai", "local"):
             fields.setdefault("temperature", 0.0)
+        if fields.get("base_url") is None and "provider" in fields and "model" in fields:
+            fields = {**list_prices(fields["provider"], fields["model"]), **fields}
         try:
             return ModelSpec(name=name, **fields)
         except ValidationError as exc:
@@ -222,11 +267,13 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
                 f"[tool.upskill.models.{name}] in {source}: {'.'.join(map(str, err['loc']))}: {msg}"
             ) from None
     if name in BUILTIN_ALIASES:
-        return ModelSpec(name=name, **BUILTIN_ALIASES[name])
+        fields = BUILTIN_ALIASES[name]
+        return ModelSpec(name=name, **list_prices(fields["provider"], fields["model"]), **fields)
     match = _INLINE.match(name)
     if match and match["provider"] in PROVIDERS:
         provider = match["provider"]
         temperature = None if provider == "anthropic" else 0.0
+        listed = list_prices(provider, match["model"]) if match["base_url"] is None else {}
         try:
             return ModelSpec(
                 name=name,
@@ -234,6 +281,7 @@ def resolve(name: str, user_aliases: dict[str, dict[str, Any]], source: str = "p
                 model=match["model"],
                 base_url=match["base_url"],
                 temperature=temperature,
+                **listed,
             )
         except ValidationError as exc:
             raise ConfigError(f"model {name!r}: {exc.errors()[0]['ctx']['error']}") from None

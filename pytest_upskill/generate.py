@@ -41,7 +41,7 @@ import pytest
 from . import __version__
 from .budget import price
 from .cache import cache_key
-from .config import ModelSpec
+from .config import ModelSpec, price_source
 from .core import Completion, Request, TrialError
 from .gate import PASS, Thresholds, verdict_for
 from .prompt import DEFAULT_SCAFFOLD
@@ -790,4 +790,5 @@ def plan_lines(
         + ("the first draft is in the cache; " if cached else "")
         + f"at most ${total:.4f} for the priced models; nothing was sent"
     )
-    return lines
+    source = price_source([spec for spec, *_ in rows])
+    return [*lines, source] if source else lines

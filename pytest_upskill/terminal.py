@@ -9,7 +9,7 @@ import pytest
 from .budget import ModelPlan, plan_lines
 from .cache import cache_key
 from .collect import TrialItem
-from .config import NO_MODEL
+from .config import NO_MODEL, price_source
 from .controller import Controller
 from .core import printable
 from .gate import resolution_line
@@ -58,6 +58,9 @@ class TerminalSummary:
         reporter.write_sep("=", "upskill plan")
         for line in plan_lines(list(plans.values())):
             reporter.write_line(line)
+        source = price_source(run.specs)
+        if source:
+            reporter.write_line(source)
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
             reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift))
         return True

@@ -136,6 +136,28 @@ def test_the_plan_needs_no_api_key_since_it_sends_nothing(pytester, write_skill,
     result.stdout.fnmatch_lines(["*upskill plan*"])
 
 
+def test_built_in_aliases_are_costed_at_dated_list_prices_that_a_table_of_the_same_name_amends(
+    pytester, write_skill, monkeypatch
+):
+    """Issue 28, item 8: the plan of a built-in alias costs something and says whose prices and
+    of when; ``[tool.upskill.models.haiku]`` with only a price keeps the alias and amends the price."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    write_skill("s", [{"id": "c", "input": "q" * 4000, "expected": {"contains": "x"}}], body="Do it.")
+    listed = pytester.runpytest("skills", "--upskill-models", "haiku,gpt-5.5", "--upskill-plan")
+    listed.stdout.fnmatch_lines(
+        [
+            "haiku * 2 * 2 * 2,047 * 2,048 * $0.0012",  # 2,047 in at $0.10/M, 2,048 out at $0.50/M
+            "gpt-5.5 * 2 * 2 * 2,047 * 2,048 * $0.0717",
+            "prices: the providers' list prices of 2026-* for haiku, gpt-5.5; to use yours, set input_price *",
+        ]
+    )
+    assert "no price" not in listed.stdout.str()
+    pytester.makepyprojecttoml("[tool.upskill.models.haiku]\ninput_price = 1000.0\noutput_price = 0\n")
+    amended = pytester.runpytest("skills", "--upskill-models", "haiku", "--upskill-plan")
+    amended.stdout.fnmatch_lines(["haiku * 2 * 2 * 2,047 * 2,048 * $2.0470"])  # 2,047 input tokens at $1000/M
+    assert "list prices" not in amended.stdout.str()
+
+
 def test_with_no_model_named_the_summary_gives_the_ini_line_and_counts_only_cases(pytester, write_skill):
     write_skill("empty", {"tests": []})
     write_skill("one", [{"id": "c", "input": "q", "expected": {"contains": "x"}}])
