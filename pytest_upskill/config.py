@@ -160,7 +160,7 @@ LIST_PRICES: dict[tuple[str, str], tuple[float, float, float, float]] = {
 _PRICE_FIELDS = ("input_price", "output_price", "cache_read_price", "cache_write_price")
 
 
-def list_prices(provider: str, model: str) -> dict[str, float]:
+def list_prices(provider: str, model: str) -> dict[str, Any]:
     """The dated list prices of a model on its provider's own API (``{}`` for one not listed)."""
     return dict(zip(_PRICE_FIELDS, LIST_PRICES.get((provider, model), ()), strict=False))
 
