@@ -5,21 +5,29 @@ give each skill x model a verdict per figure:
 
 * PASS: the whole 95% interval is on the right side of the threshold,
 * FAIL: the whole interval is on the wrong side,
-* INCONCLUSIVE: the interval straddles it. By default that is decided on the point estimate: it
-  fails the gate when the estimate is below the threshold (so a gate never passes a figure
-  measured below it) and passes otherwise; under ``strict`` it always fails. The summary says so on
-  each such verdict and estimates how many cases would decide it (``stats.cases_to_resolve``).
+* INCONCLUSIVE: the interval straddles it, and that fails the gate: a gate passes only what the
+  interval shows, so a skill whose true lift is at the threshold passes at most about 2.5% of the
+  time (``benchmarks/verdicts.py`` measures every rule's error rates). ``--upskill-lenient``
+  (``strict=False`` here) decides it on the point estimate instead: it fails below the threshold
+  and passes otherwise, so a useless skill passes up to 40% of the time at 10 cases. The summary
+  says which rule is in force and estimates how many cases would decide each INCONCLUSIVE verdict
+  (``stats.cases_to_resolve``).
 
 Figures and thresholds compare exactly: a lift or pass rate is a ratio of counts (a Fraction), a
 threshold the decimal it was written as, and an interval bound within ``stats.TOLERANCE`` of a
 threshold meets it. Token counts are measured, not sampled, so the token increase is judged on its
 value alone.
 
-A comparison with the report of an earlier run flags, per skill x model: a lift that dropped
-beyond the noise of the two measurements (the MOVER interval of Zou & Donner 2008 for the
-difference of the two lifts, built from each lift's own interval, lies wholly below zero), a case
-whose with-skill arm passed before and fails now (majority of runs), and with-skill tokens per
-trial that grew by more than the token threshold.
+A comparison with the report of an earlier run (the pull request's check) is one paired
+experiment per skill x model: the with-skill pass rate of the new run against the old one on the
+cases both scored, per case (the baseline, replayed from the cache, is the same in both and
+cancels), with the runs-aware interval of ``stats``. The change fails the run when its interval
+lies wholly below ``-max_regression`` (a drop beyond the margin is shown), and, where the pull
+request claims an improvement (``min_improvement``), when its interval does not lie wholly above
+the claim. Cases whose with-skill majority flipped are listed for the reviewer and never fail the
+run on their own; with-skill tokens per trial that grew by more than the token threshold fail it.
+An old report without per-case results falls back to the two lifts' MOVER interval (Zou & Donner
+2008), saying so.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any
 
 from . import stats
 from .report import Result
-from .reportmodel import FindingReport, RegressionReport, Report, VerdictReport
+from .reportmodel import FindingReport, RegressionReport, Report, ResultReport, VerdictReport
 from .skill import THRESHOLD_KEYS
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -102,8 +110,8 @@ class Finding:
         if self.value is None:
             return "INCONCLUSIVE, not measured: fails"
         if strict:
-            return "INCONCLUSIVE, fails under --upskill-strict"
-        return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate"
+            return "INCONCLUSIVE, fails: not shown at 95%"
+        return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate (--upskill-lenient)"
 
     def why(self, strict: bool) -> str:
         """For an INCONCLUSIVE verdict: why it is, and what would decide it."""
@@ -116,7 +124,7 @@ class Finding:
         else:
             side = "at or above" if self.value >= self.threshold else "below"
             how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
-            how += " (--upskill-strict would fail it)" if not self.fails else ""
+            how += " (without --upskill-lenient it fails)" if not self.fails else ""
         if self.cases_needed is None:
             more = "no number of cases would decide it at these rates (the estimate is at the threshold or too close)"
         else:
@@ -223,14 +231,35 @@ def verdict_for(result: Result, thresholds: Thresholds, strict: bool = False) ->
 class Regression:
     skill: str
     model: str
-    kind: str  # "lift", "flip", "tokens"
+    kind: str  # "change" (paired), "lift" (old reports), "improvement" (claimed, not shown), "flip", "tokens"
     message: str
     case: str | None = None
+    fails: bool = True  # a flip is shown to the reviewer and never fails the run
+
+    @property
+    def label(self) -> str:
+        if self.kind == "flip":
+            return "FLIP"
+        if self.kind == "improvement":
+            return "NOT SHOWN"
+        return "REGRESSION" if self.fails else "NO REGRESSION"
 
     def to_model(self) -> RegressionReport:
         return RegressionReport(
-            skill=self.skill, model=self.model, kind=self.kind, case=self.case, message=self.message
+            skill=self.skill, model=self.model, kind=self.kind, case=self.case, message=self.message, fails=self.fails
         )
+
+
+@dataclass(frozen=True)
+class CompareRule:
+    """How ``--upskill-compare`` judges a change of the with-skill pass rate on the shared cases.
+
+    ``max_regression`` (δ): the change fails the run when its 95% interval lies wholly below -δ
+    (a drop of more than δ is shown). ``min_improvement``: where the pull request claims an
+    improvement, the change passes only when its interval lies wholly above it."""
+
+    max_regression: float = 0.0
+    min_improvement: float | None = None
 
 
 def lift_difference_ci(
@@ -248,8 +277,38 @@ def _majority_passed(runs: list) -> bool | None:
     return None if not scored else sum(scored) * 2 >= len(scored) and sum(scored) > 0
 
 
-def compare(old_report: Report, new_report: Report, token_growth: float | None) -> list[Regression]:
-    """Regressions of ``new_report`` against ``old_report`` (an earlier --upskill-report)."""
+def paired_change(before: ResultReport, after: ResultReport) -> stats.Paired:
+    """The with-skill per-case rates of ``after`` (first) and ``before`` on the cases both scored:
+    its ``lift`` is the change of the with-skill pass rate, its ``lift_ci`` that change's interval.
+    The baseline, the same in both (replayed from the cache), cancels."""
+    old_cases = {c.case: c for c in before.cases}
+    new_rates: list[Fraction] = []
+    old_rates: list[Fraction] = []
+    trials = [0, 0]
+    for case in after.cases:
+        prior = old_cases.get(case.case)
+        now = [v for v in case.with_skill if v is not None]
+        then = [v for v in (prior.with_skill if prior else []) if v is not None]
+        if now and then:
+            new_rates.append(stats.case_rate(now))
+            old_rates.append(stats.case_rate(then))
+            trials[0] += len(now)
+            trials[1] += len(then)
+    return stats.Paired(tuple(new_rates), tuple(old_rates), trials[0], trials[1])
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f}%"
+
+
+def compare(
+    old_report: Report, new_report: Report, token_growth: float | None, rule: CompareRule = CompareRule()
+) -> list[Regression]:
+    """What changed in ``new_report`` against ``old_report`` (an earlier --upskill-report), per
+    skill x model: the paired change of the with-skill pass rate on the shared cases, judged by
+    ``rule``; the cases whose with-skill majority flipped from pass to fail (listed, never failing);
+    with-skill tokens per trial grown by more than ``token_growth``. An old report without per-case
+    results is compared on the two lifts (MOVER, independent samples), saying so."""
     limit = DEFAULT_TOKEN_GROWTH if token_growth is None else token_growth
     old = {(r.skill, r.model): r for r in old_report.results}
     found: list[Regression] = []
@@ -258,17 +317,48 @@ def compare(old_report: Report, new_report: Report, token_growth: float | None) 
         if before is None:
             continue
         skill, model = new.skill, new.model
-        if new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci:
+        change = paired_change(before, new)
+        if change.n:
+            d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
+            said = (
+                f"with-skill pass rate on the {change.n} shared case(s) {float(change.p_baseline) * 100:.0f}% → "  # type: ignore[arg-type]
+                f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, 95% CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
+            )
+            margin = f"{rule.max_regression * 100:.0f}%"
+            dropped = hi < -rule.max_regression - stats.TOLERANCE
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "change",
+                    f"{said}: a drop of more than {margin} is shown"
+                    if dropped
+                    else f"{said}: no drop of more than {margin} is shown",
+                    fails=dropped,
+                )
+            )
+            if rule.min_improvement is not None and stats.side((lo, hi), rule.min_improvement) != 1:
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "improvement",
+                        f"{said}: an improvement of at least {_pct(rule.min_improvement)} is not shown "
+                        "(--upskill-min-improvement)",
+                    )
+                )
+        elif new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci:
             lo, hi = lift_difference_ci(new.lift, new.lift_ci, before.lift, before.lift_ci)
-            if hi < 0:
+            if hi < -rule.max_regression - stats.TOLERANCE:
                 found.append(
                     Regression(
                         skill,
                         model,
                         "lift",
-                        f"lift fell from {before.lift * 100:+.0f}% to {new.lift * 100:+.0f}% "
-                        f"(change {(new.lift - before.lift) * 100:+.0f}%, 95% CI {lo * 100:+.0f}% to "
-                        f"{hi * 100:+.0f}%)",
+                        f"lift fell from {_pct(before.lift)} to {_pct(new.lift)} "
+                        f"(change {_pct(new.lift - before.lift)}, 95% CI {_pct(lo)} to {_pct(hi)}; the old report "
+                        "holds no per-case results, so the two lifts were compared as independent samples, a weaker "
+                        "check)",
                     )
                 )
         old_cases = {c.case: c for c in before.cases}
@@ -277,7 +367,13 @@ def compare(old_report: Report, new_report: Report, token_growth: float | None) 
             if prior and _majority_passed(prior.with_skill) and _majority_passed(case.with_skill) is False:
                 found.append(
                     Regression(
-                        skill, model, "flip", f"case {case.case}: with skill passed before, fails now", case.case
+                        skill,
+                        model,
+                        "flip",
+                        f"case {case.case}: with skill passed before, fails now (shown for review; a flip alone "
+                        "never fails the run)",
+                        case.case,
+                        fails=False,
                     )
                 )
         old_tokens, new_tokens = before.with_skill.tokens_per_trial(), new.with_skill.tokens_per_trial()
@@ -302,15 +398,21 @@ class Evaluation:
     verdicts: list[Verdict]
     regressions: list[Regression]
     strict: bool = False
+    compared: bool = False  # --upskill-compare: the pull request's check is a gate of its own
 
     @property
     def gated(self) -> bool:
-        """Any threshold set: the exit status follows the verdicts, not the with-skill trials."""
-        return bool(self.verdicts)
+        """Any threshold set, or a comparison made: the exit status follows the verdicts and the
+        comparison, not the with-skill trials one by one."""
+        return bool(self.verdicts) or self.compared
+
+    @property
+    def failing_changes(self) -> list[Regression]:
+        return [g for g in self.regressions if g.fails]
 
     @property
     def fails(self) -> bool:
-        return any(v.fails for v in self.verdicts) or bool(self.regressions)
+        return any(v.fails for v in self.verdicts) or bool(self.failing_changes)
 
     def fail_reasons(
         self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int
@@ -330,8 +432,8 @@ class Evaluation:
                 f"{unevaluated} skill × model(s) with a gate set could not be evaluated: every trial was skipped "
                 "(NOT EVALUATED above says why)"
             )
-        if self.regressions:
-            reasons.append(f"{len(self.regressions)} regression(s) against --upskill-compare")
+        if self.failing_changes:
+            reasons.append(f"{len(self.failing_changes)} regression(s) against --upskill-compare")
         if collection_errors:
             reasons.append(f"{collection_errors} file(s) could not be collected")
         if unscored > allowed_errors:
@@ -346,10 +448,28 @@ class Evaluation:
             )
         return reasons
 
+    def rule_line(self) -> str:
+        """What a verdict means, in one line under the gates."""
+        if self.strict:
+            return (
+                "exit status follows these verdicts: PASS passes (the 95% interval clears the threshold), FAIL and "
+                "INCONCLUSIVE fail (a gate passes only what the interval shows; error rates: README, Verdicts)"
+            )
+        return (
+            "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
+            "estimate (--upskill-lenient: fails below the threshold, passes at or above it; error rates: README, "
+            "Verdicts)"
+        )
+
     def exit_line(self, reasons: list[str]) -> str:
         """The summary's last line: the exit status and why (``reasons``: what fails the run)."""
         if reasons:
             return f"upskill: exit status 1 because {'; '.join(reasons)}"
+        if self.gated and not self.strict and any(f.verdict == INCONCLUSIVE for v in self.verdicts for f in v.findings):
+            return (
+                "upskill: exit status 0: every gate passed, some only on the point estimate (--upskill-lenient: not "
+                "shown at 95%)"
+            )
         if self.gated:
             return "upskill: exit status 0: every gate passed"
         return (
@@ -373,7 +493,7 @@ class Evaluation:
                 if f.fails:
                     out.append(f"FAILED GATE  {v.skill} × {v.model}: {f.describe()}{f.failure_note(self.strict)}")
         for g in self.regressions:
-            out.append(f"REGRESSION   {g.skill} × {g.model}: {g.message}")
+            out.append(f"{g.label:<12} {g.skill} × {g.model}: {g.message}")
         return out
 
 
@@ -383,6 +503,7 @@ def evaluate(
     thresholds: Thresholds,
     strict: bool,
     old_report: Report | None,
+    rule: CompareRule = CompareRule(),
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -395,8 +516,8 @@ def evaluate(
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
             verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))
-    regressions = compare(old_report, report, thresholds.max_token_increase) if old_report is not None else []
-    return Evaluation(verdicts, regressions, strict)
+    regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
+    return Evaluation(verdicts, regressions, strict, compared=old_report is not None)
 
 
 def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None) -> str:

@@ -450,7 +450,8 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
     cases = "".join(case_html(r, c) for r in report.results for c in r.cases)
     regressions = "".join(
         f'<li data-skill="{_e(g.skill)}" data-model="{_e(g.model)}"><b>{_e(g.skill)} × <code>{_e(g.model)}</code></b> '
-        f"({_e(g.kind)}{', case ' + _e(g.case) if g.case else ''}): {_e(g.message)}</li>"
+        f"({_e(g.kind)}{', case ' + _e(g.case) if g.case else ''}{', fails the run' if g.fails else ''}): "
+        f"{_e(g.message)}</li>"
         for g in report.regressions
     )
     failing = "".join(
@@ -494,7 +495,7 @@ the skill</span><span>whiskers: 95% intervals</span></p>
 {_e(statistics.get("pass_rate_interval", ""))}.</p>
 {f'<h2>Not measured: every trial skipped</h2><ul id="skipped">{not_measured}</ul>' if not_measured else ""}
 {f'<h2>Failing gates</h2><ul id="failing">{failing}</ul>' if failing else ""}
-{f'<h2>Regressions against the base report</h2><ul id="regressions">{regressions}</ul>' if regressions else ""}
+{f'<h2>Against the base report</h2><ul id="regressions">{regressions}</ul>' if regressions else ""}
 <h2>Cases</h2>
 <div id="cases">{cases or '<p class="muted">no case ran</p>'}</div>
 <h2>Audit</h2>

@@ -192,13 +192,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"gate: {text}",
         )
         parser.addini(f"upskill_{key}", f"gate: {text.replace('%%', '%')}", default="")
-    group.addoption("--upskill-strict", action="store_true", default=False, help="gates: an INCONCLUSIVE verdict fails")
+    group.addoption(
+        "--upskill-strict",
+        action="store_true",
+        default=False,
+        help="gates: an INCONCLUSIVE verdict fails (the default; kept for the command lines that name it)",
+    )
+    group.addoption(
+        "--upskill-lenient",
+        action="store_true",
+        default=False,
+        help="gates: decide an INCONCLUSIVE verdict on the point estimate (passes a useless skill up to 40%% of "
+        "the time at 10 cases: see the README's error rates)",
+    )
     group.addoption(
         "--upskill-compare",
         default=None,
         metavar="OLD.json",
-        help="flag regressions against an earlier --upskill-report",
+        help="the pull request's check: compare the with-skill pass rate, case by case, with an earlier "
+        "--upskill-report",
     )
+    group.addoption(
+        "--upskill-max-regression",
+        dest="upskill_max_regression",
+        type=float,
+        default=None,
+        metavar="X",
+        help="--upskill-compare: fail when a drop of the with-skill pass rate of more than X is shown "
+        "(default 0: any drop its 95%% interval shows)",
+    )
+    parser.addini("upskill_max_regression", "--upskill-compare: the drop tolerated, e.g. 0.05", default="")
+    group.addoption(
+        "--upskill-min-improvement",
+        dest="upskill_min_improvement",
+        type=float,
+        default=None,
+        metavar="X",
+        help="--upskill-compare: the pull request claims an improvement of at least X; fail unless its 95%% "
+        "interval shows it",
+    )
+    parser.addini("upskill_min_improvement", "--upskill-compare: an improvement claimed, e.g. 0.1", default="")
     group.addoption(
         "--upskill-changed-since",
         default=None,

@@ -256,7 +256,7 @@ class Result:
                     counts[arm][0] += sum(scored)
                     counts[arm][1] += len(scored)
             self._pairing = Pairing(
-                stats.Paired(tuple(skill), tuple(base)),
+                stats.Paired(tuple(skill), tuple(base), counts["with_skill"][1], counts["baseline"][1]),
                 {k: (v[0], v[1]) for k, v in counts.items()},
                 left_out,
                 len(runs) <= 1,
@@ -339,7 +339,8 @@ class Result:
 STATISTICS = {
     "unit": "case: each case's scored runs are averaged; only cases scored in both arms count",
     "confidence": 0.95,
-    "lift_interval": "Newcombe 1998 method 10 (hybrid score, corrected phi) on the paired table of per-case rates",
+    "lift_interval": "Newcombe 1998 method 10 (hybrid score, corrected phi) on the paired table of per-case rates, "
+    "each arm over its Kish effective number of units (the cases with one run per case)",
     "pass_rate_interval": "Wilson score with continuity correction (Newcombe 1998 method 4) over the paired cases",
     "thresholds": "compared exactly (figures are ratios of counts); an interval bound within "
     f"{stats.TOLERANCE:g} of a threshold meets it",
@@ -575,7 +576,8 @@ def _aligned(r: Result, arm: str) -> str:
 
 INTERVALS = (
     "rates and lift over the cases scored in both arms; 95% CI: Newcombe's paired score interval "
-    "(method 10) over cases; continuity-corrected Wilson for a pass rate (README: The statistics)"
+    "(method 10) over cases, narrowed by what several runs show; continuity-corrected Wilson for a pass rate "
+    "(README: The statistics)"
 )
 
 
@@ -763,8 +765,11 @@ def markdown(
                         f"threshold {_fmt(f.threshold)})"
                     )
     if regressions:
-        out += ["", "### Regressions against the base report", ""]
-        out += [f"- **{md(g.skill)} × {md(g.model)}** ({md(g.kind)}): {md(g.message)}" for g in regressions]
+        out += ["", "### Against the base report (failing the run: **fails**)", ""]
+        out += [
+            f"- **{md(g.skill)} × {md(g.model)}** ({md(g.kind)}{', **fails**' if g.fails else ''}): {md(g.message)}"
+            for g in regressions
+        ]
     unpaired = [
         f"{md(r.skill)} × {md(r.model)}: {md(case)} ({md(why)})" for r in results for case, why in r.pairing.left_out
     ]

@@ -242,9 +242,10 @@ class SkippedReport(_Model):
 class RegressionReport(_Model):
     skill: str
     model: str
-    kind: str  # "lift", "flip", "tokens"
+    kind: str  # "change", "lift", "improvement", "flip", "tokens"
     case: str | None
     message: str
+    fails: bool = True  # a flip is listed for the reviewer and never fails the run
 
 
 class BudgetReport(_Model):

@@ -17,7 +17,7 @@ from .cache import MODES, ResponseCache
 from .changes import GitError, changed_files, is_changed
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
-from .gate import THRESHOLD_KEYS, ErrorLimit, Thresholds, parse_error_limit
+from .gate import THRESHOLD_KEYS, CompareRule, ErrorLimit, Thresholds, parse_error_limit
 from .merge import Shards, parse_shard
 from .options import float_option, int_option, option, seconds_option, switch_option
 from .preflight import PreflightError, check_outputs, writable_folder
@@ -129,6 +129,13 @@ class UpskillRun:
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.thresholds = Thresholds(**{key: float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
+        if config.getoption("upskill_strict") and config.getoption("upskill_lenient"):
+            raise pytest.UsageError("--upskill-strict and --upskill-lenient contradict each other: give one")
+        # a gate passes what its 95% interval shows; --upskill-lenient decides the rest on the estimate
+        self.strict = not config.getoption("upskill_lenient")
+        self.compare_rule = CompareRule(
+            float_option(config, "upskill_max_regression") or 0.0, float_option(config, "upskill_min_improvement")
+        )
         gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
         gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
         # a CI gate that would pass on nothing measured (a merge measures the shards' trials)
@@ -150,14 +157,14 @@ class UpskillRun:
 
     def comparable_settings(self) -> dict[str, Any]:
         """What makes two runs' figures comparable, for the report's ``run`` (and so the history)."""
-        config, settings = self.config, self.settings
+        settings = self.settings
         found: dict[str, Any] = {
             "runs": settings.runs,
             "injection": settings.injection,
             "max_turns": settings.max_turns,
             "system_prompt": "default" if settings.scaffold == DEFAULT_SCAFFOLD else "custom",
             "cache": self.cache_mode,
-            "strict": bool(config.getoption("upskill_strict")),
+            "strict": self.strict,
             "max_errors": self.error_limit.describe(),
         }
         found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})

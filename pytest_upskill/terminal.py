@@ -133,18 +133,13 @@ class TerminalSummary:
             for line in state.evaluation.lines():
                 write(line)
             if state.evaluation.gated:
-                write(
-                    "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE "
-                    + (
-                        "fails (--upskill-strict)"
-                        if run.config.getoption("upskill_strict")
-                        else "is decided on the point estimate (fails below the threshold; --upskill-strict fails "
-                        "every one)"
-                    )
-                )
+                write(state.evaluation.rule_line())
         compared = run.config.getoption("upskill_compare")
-        if compared and state.evaluation is not None and not state.evaluation.regressions:
-            write(f"compared with {compared} (--upskill-compare): no regression of lift, case or tokens")
+        if compared and state.evaluation is not None and not state.evaluation.failing_changes:
+            write(
+                f"compared with {compared} (--upskill-compare): no regression shown; a flipped case is listed "
+                "for review and never fails the run"
+            )
         results_seen = report.results
         if len({r.skill for r in results_seen}) > 1 and len({r.model for r in results_seen}) > 1:
             terminalreporter.write_sep("=", "upskill: skill × model (pass rate baseline → with skill, lift)")

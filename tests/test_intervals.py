@@ -133,13 +133,13 @@ def test_several_runs_average_each_case_and_count_cases(pytester, write_skill):
 def test_a_lift_exactly_at_the_threshold_meets_it(pytester, write_skill):
     write_skill("tabled", table_cases(5, 1, 0, 4), body="Answer.")  # 6/10 - 5/10: 0.0999... in floating point
     with LoopbackServer(reply=table_reply) as server:
-        result = run(pytester, server, "--upskill-min-lift", "0.1")
+        result = run(pytester, server, "--upskill-min-lift", "0.1", "--upskill-lenient")
     result.stdout.fnmatch_lines(
         [
             "INCONCLUSIVE tabled × *: lift +10% [[]95% CI *] vs at least +10% INCONCLUSIVE, passes on the point "
-            "estimate",
+            "estimate (--upskill-lenient)",
             "             lift: the 95% interval straddles the threshold and the point estimate is at or above it "
-            "(--upskill-strict would fail it); no number of cases would decide it*",
+            "(without --upskill-lenient it fails); no number of cases would decide it*",
             "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
             "estimate*",
         ]
@@ -155,10 +155,10 @@ def test_an_inconclusive_verdict_says_how_many_cases_would_decide_it(pytester, w
         result = run(pytester, server, "--upskill-min-lift", "0.5")
     result.stdout.fnmatch_lines(
         [
-            "INCONCLUSIVE tabled × *: lift +33% *vs at least +50% INCONCLUSIVE, fails on the point estimate",
-            "             lift: the 95% interval straddles the threshold and the point estimate is below it; about * "
-            "cases like these (now 6) would decide it",
-            "FAILED GATE  tabled × *: lift +33% *vs at least +50% (INCONCLUSIVE, fails on the point estimate)",
+            "INCONCLUSIVE tabled × *: lift +33% *vs at least +50% INCONCLUSIVE, fails: not shown at 95%",
+            "             lift: the 95% interval straddles the threshold; about * cases like these (now 6) would "
+            "decide it",
+            "FAILED GATE  tabled × *: lift +33% *vs at least +50% (INCONCLUSIVE, fails: not shown at 95%)",
         ]
     )
     finding = report(pytester)["verdicts"][0]["findings"][0]
@@ -208,11 +208,11 @@ def test_a_nan_threshold_in_skill_meta_is_a_collection_error(pytester, write_ski
 def test_a_pass_rate_gate_uses_the_corrected_wilson_over_paired_cases(pytester, write_skill):
     write_skill("tabled", table_cases(3, 1, 0, 2), body="Answer.")  # 4 of 6 cases pass with the skill
     with LoopbackServer(reply=table_reply) as server:
-        result = run(pytester, server, "--upskill-min-pass-rate", "0.6")
+        result = run(pytester, server, "--upskill-min-pass-rate", "0.6", "--upskill-lenient")
     result.stdout.fnmatch_lines(
         [
             "INCONCLUSIVE tabled × *: pass_rate 67% [[]95% CI *] vs at least 60% INCONCLUSIVE, passes on the point "
-            "estimate",
+            "estimate (--upskill-lenient)",
             "             pass_rate: *the point estimate is at or above it*; about * cases like these (now 6) would "
             "decide it",
         ]

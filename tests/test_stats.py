@@ -124,3 +124,26 @@ def test_smallest_resolvable_lift_shrinks_with_cases():
     assert all(stats.newcombe10(e, 3, 0, 4 - e)[0] < 0 for e in range(5))  # 3 of 7 never clears 0
     assert stats.smallest_resolvable_lift(50) < stats.smallest_resolvable_lift(20) < seven
     assert stats.smallest_resolvable_lift(3, 0.9) is None
+
+
+def test_with_one_run_per_case_the_runs_aware_interval_is_method_10_as_published():
+    p = paired((36, 12, 2, 0))  # Newcombe 1998's example: +20% [5.69%, 34.04%]
+    assert stats.Paired(p.skill, p.baseline, p.n, p.n).lift_ci() == pytest.approx((0.0569, 0.3404), abs=5e-5)
+    assert p.n_skill == p.n_baseline == p.n
+
+
+def test_deterministic_runs_count_as_cases_and_noisy_runs_narrow_the_interval():
+    """Issue 30, item 4: several runs per case make each case's rate more exact; the arm's width is
+    taken over Kish's effective number of units, clipped to between the cases and the trials."""
+    zero_one = paired((3, 3, 1, 3))
+    five_runs = stats.Paired(zero_one.skill, zero_one.baseline, 5 * zero_one.n, 5 * zero_one.n)
+    assert five_runs.lift_ci() == zero_one.lift_ci()  # rates of 0 and 1: every run says the same
+    skill = tuple(Fraction(k, 5) for k in (5, 4, 4, 3, 5, 2, 4, 5, 3, 4))
+    base = tuple(Fraction(k, 5) for k in (2, 1, 3, 2, 2, 1, 0, 3, 2, 1))
+    cases_only, with_runs = stats.Paired(skill, base), stats.Paired(skill, base, 50, 50)
+    assert 10 < with_runs.n_skill <= 50 and 10 < with_runs.n_baseline <= 50
+    lo, hi = with_runs.lift_ci()
+    assert (lo, hi) == pytest.approx((0.2409, 0.5913), abs=5e-5)  # pinned: the values this method gives
+    assert hi - lo < 0.75 * (cases_only.lift_ci()[1] - cases_only.lift_ci()[0])
+    assert stats.effective_n([0.5] * 10, 50) == 50  # every case at its mean: the trials are the units
+    assert stats.effective_n([0.0, 1.0] * 5, 50) == 10  # all the spread between cases: the cases are
