@@ -85,6 +85,8 @@ class Finding:
     fails: bool
     cases: int = 0  # the paired cases the figure is measured on
     cases_needed: int | None = None  # INCONCLUSIVE: about how many cases would decide it (None: no number would)
+    p_value: float | None = None  # one-sided, of "the figure is at most the threshold" (lift, pass rate)
+    held_back: int = 0  # PASS on its own, not at the Holm level of a family of this many gates
 
     def describe(self) -> str:
         value = (
@@ -109,6 +111,8 @@ class Finding:
             return self.verdict
         if self.value is None:
             return "INCONCLUSIVE, not measured: fails"
+        if self.held_back and (strict or self.fails):
+            return "INCONCLUSIVE, fails: not shown at the Holm level"
         if strict:
             return "INCONCLUSIVE, fails: not shown at 95%"
         return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate (--upskill-lenient)"
@@ -119,6 +123,11 @@ class Finding:
             return ""
         if self.value is None:
             return "no case was scored in both arms"
+        if self.held_back:
+            return (
+                f"its 95% interval clears the threshold, but not at the Holm level for {self.held_back} gates "
+                f"(--upskill-family holm; one-sided p = {self.p_value:.4f})"
+            )
         if strict:
             how = "the 95% interval straddles the threshold"
         else:
@@ -145,6 +154,8 @@ class Finding:
             cases=self.cases,
             cases_needed=self.cases_needed,
             decided_on="point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval",
+            p_value=self.p_value,
+            held_back=self.held_back,
         )
 
 
@@ -190,7 +201,13 @@ def _finding(
     verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
     needed = stats.cases_to_resolve(paired, float(threshold), figure) if verdict == INCONCLUSIVE else None
-    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed)
+    bound = (
+        (lambda z: paired.lift_ci(z)[0])  # type: ignore[index]
+        if figure == "lift"
+        else (lambda z: paired.pass_rate_ci(z)[0])  # type: ignore[index]
+    )
+    p_value = stats.one_sided_p(bound, float(threshold))
+    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value)
 
 
 def token_increase(result: Result) -> Fraction | None:
@@ -399,6 +416,7 @@ class Evaluation:
     regressions: list[Regression]
     strict: bool = False
     compared: bool = False  # --upskill-compare: the pull request's check is a gate of its own
+    family: str = "none"  # "holm": the PASS verdicts hold at a family-wise 2.5% across the run's gates
 
     @property
     def gated(self) -> bool:
@@ -451,14 +469,29 @@ class Evaluation:
     def rule_line(self) -> str:
         """What a verdict means, in one line under the gates."""
         if self.strict:
-            return (
+            line = (
                 "exit status follows these verdicts: PASS passes (the 95% interval clears the threshold), FAIL and "
                 "INCONCLUSIVE fail (a gate passes only what the interval shows; error rates: README, Verdicts)"
             )
+        else:
+            line = (
+                "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
+                "estimate (--upskill-lenient: fails below the threshold, passes at or above it; error rates: README, "
+                "Verdicts)"
+            )
+        return line
+
+    def family_line(self) -> str:
+        gates = sum(f.p_value is not None for v in self.verdicts for f in v.findings)
+        if self.family == "holm":
+            return (
+                f"many gates: Holm's procedure over the {gates} lift and pass-rate gate(s): every PASS holds at a "
+                "family-wise 2.5% (--upskill-family holm)"
+            )
         return (
-            "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
-            "estimate (--upskill-lenient: fails below the threshold, passes at or above it; error rates: README, "
-            "Verdicts)"
+            f"many gates: no adjustment over the {gates} lift and pass-rate gate(s): exit status 0 claims every "
+            "gate at once, so a useless skill passes it no more often than its own gate allows "
+            "(--upskill-family holm also holds each PASS read alone)"
         )
 
     def exit_line(self, reasons: list[str]) -> str:
@@ -504,6 +537,7 @@ def evaluate(
     strict: bool,
     old_report: Report | None,
     rule: CompareRule = CompareRule(),
+    family: str = "none",
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -516,8 +550,25 @@ def evaluate(
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
             verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))
+    if family == "holm":
+        hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
-    return Evaluation(verdicts, regressions, strict, compared=old_report is not None)
+    return Evaluation(verdicts, regressions, strict, compared=old_report is not None, family=family)
+
+
+FAMILIES = ("none", "holm")
+ALPHA = 0.025  # one-sided: the lower end of the 95% interval
+
+
+def hold_back(verdicts: list[Verdict], strict: bool) -> None:
+    """Holm's procedure over every lift and pass-rate gate of the run: a PASS whose p-value is not
+    rejected at the family-wise level becomes INCONCLUSIVE (and so fails, unless lenient on an
+    estimate at or above the threshold)."""
+    findings = [f for v in verdicts for f in v.findings if f.p_value is not None]
+    for finding, rejected in zip(findings, stats.holm([f.p_value for f in findings], ALPHA), strict=True):  # type: ignore[misc]
+        if finding.verdict == PASS and not rejected:
+            finding.verdict, finding.held_back = INCONCLUSIVE, len(findings)
+            finding.fails = strict or (finding.value is not None and finding.value < finding.threshold)
 
 
 def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None) -> str:

@@ -206,6 +206,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the time at 10 cases: see the README's error rates)",
     )
     group.addoption(
+        "--upskill-family",
+        dest="upskill_family",
+        default=None,
+        choices=("none", "holm"),
+        help="many gates: holm holds every PASS at a family-wise 2.5%% across the run's lift and pass-rate gates "
+        "(default none: exit status 0 claims every gate at once)",
+    )
+    parser.addini("upskill_family", "many gates: none or holm", default="none")
+    group.addoption(
         "--upskill-compare",
         default=None,
         metavar="OLD.json",

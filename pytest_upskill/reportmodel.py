@@ -218,6 +218,8 @@ class FindingReport(_Model):
     cases: int
     cases_needed: int | None
     decided_on: str
+    p_value: float | None = None  # one-sided p of "at most the threshold" (lift and pass-rate gates)
+    held_back: int = 0  # --upskill-family holm: PASS on its own, held back in a family of this many gates
 
 
 class VerdictReport(_Model):

@@ -17,7 +17,7 @@ from .cache import MODES, ResponseCache
 from .changes import GitError, changed_files, is_changed
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
-from .gate import THRESHOLD_KEYS, CompareRule, ErrorLimit, Thresholds, parse_error_limit
+from .gate import FAMILIES, THRESHOLD_KEYS, CompareRule, ErrorLimit, Thresholds, parse_error_limit
 from .merge import Shards, parse_shard
 from .options import float_option, int_option, option, seconds_option, switch_option
 from .preflight import PreflightError, check_outputs, writable_folder
@@ -52,7 +52,7 @@ def resolve_models(config: pytest.Config, names: list[str], check: bool = True) 
         raise pytest.UsageError(str(exc)) from None
 
 
-GATE_SETTINGS = ("strict", "max_errors", *THRESHOLD_KEYS)  # the settings of a merge that are its own
+GATE_SETTINGS = ("strict", "family", "max_errors", *THRESHOLD_KEYS)  # the settings of a merge that are its own
 
 
 class UpskillRun:
@@ -133,6 +133,9 @@ class UpskillRun:
             raise pytest.UsageError("--upskill-strict and --upskill-lenient contradict each other: give one")
         # a gate passes what its 95% interval shows; --upskill-lenient decides the rest on the estimate
         self.strict = not config.getoption("upskill_lenient")
+        self.family = str(option(config, "upskill_family") or "none").strip().lower()
+        if self.family not in FAMILIES:
+            raise pytest.UsageError(f"upskill_family must be one of {', '.join(FAMILIES)}, not {self.family!r}")
         self.compare_rule = CompareRule(
             float_option(config, "upskill_max_regression") or 0.0, float_option(config, "upskill_min_improvement")
         )
@@ -165,6 +168,7 @@ class UpskillRun:
             "system_prompt": "default" if settings.scaffold == DEFAULT_SCAFFOLD else "custom",
             "cache": self.cache_mode,
             "strict": self.strict,
+            "family": self.family,
             "max_errors": self.error_limit.describe(),
         }
         found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})

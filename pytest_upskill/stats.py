@@ -261,6 +261,36 @@ def smallest_resolvable_lift(n: int, threshold: float = 0.0) -> Fraction | None:
     return Fraction(hi, n)
 
 
+# ----------------------------------------------------------------- p-values, for Holm's procedure
+
+
+def one_sided_p(bound: Callable[[float], float], threshold: float) -> float:
+    """The one-sided p-value of "the figure is at most ``threshold``" from a family of lower
+    bounds: the smallest ``alpha`` at which ``bound(z)``, the lower end of the two-sided interval
+    at ``z = z(1 - alpha)``, still clears the threshold (1 when not even ``z = 0`` clears it).
+    The 95% interval's verdict PASS is ``p <= 0.025``."""
+    if side((bound(0.0), 1.0), threshold) != 1:
+        return 1.0
+    lo, hi = 0.0, 10.0
+    if side((bound(hi), 1.0), threshold) == 1:
+        return 1 - NormalDist().cdf(hi)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if side((bound(mid), 1.0), threshold) == 1 else (lo, mid)
+    return 1 - NormalDist().cdf(lo)
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected at family-wise level ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
 # ----------------------------------------------------------------- comparing with thresholds
 
 

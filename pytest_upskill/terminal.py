@@ -134,6 +134,8 @@ class TerminalSummary:
                 write(line)
             if state.evaluation.gated:
                 write(state.evaluation.rule_line())
+                if len(state.evaluation.verdicts) > 1:
+                    write(state.evaluation.family_line())
         compared = run.config.getoption("upskill_compare")
         if compared and state.evaluation is not None and not state.evaluation.failing_changes:
             write(

@@ -227,3 +227,32 @@ def test_a_pass_rate_gate_uses_the_corrected_wilson_over_paired_cases(pytester, 
         > stats.wilson_cc(4 / 6, finding["cases_needed"] - 1)[0]
     )
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_holm_holds_back_a_pass_that_does_not_hold_for_the_family(pytester, write_skill):
+    """Issue 30: many gates at once. Two skills each pass +60% over 5 cases alone (one-sided p
+    0.019); under --upskill-family holm neither clears 0.0125, so both are held back."""
+    for name in ("alpha", "beta"):
+        write_skill(name, table_cases(0, 3, 0, 2), body="Answer.")
+    with LoopbackServer(reply=table_reply) as server:
+        alone = run(pytester, server, "--upskill-min-lift", "0")
+        family = run(pytester, server, "--upskill-min-lift", "0", "--upskill-family", "holm")
+    alone.stdout.fnmatch_lines(
+        [
+            "PASS         alpha × *: lift +60% *",
+            "PASS         beta × *: lift +60% *",
+            "many gates: no adjustment over the 2 lift and pass-rate gate(s): exit status 0 claims every gate at once*",
+        ]
+    )
+    assert alone.ret == pytest.ExitCode.OK
+    family.stdout.fnmatch_lines(
+        [
+            "INCONCLUSIVE alpha × *: lift +60% *INCONCLUSIVE, fails: not shown at the Holm level",
+            "             lift: its 95% interval clears the threshold, but not at the Holm level for 2 gates "
+            "(--upskill-family holm; one-sided p = 0.0191)",
+            "many gates: Holm's procedure over the 2 lift and pass-rate gate(s)*",
+        ]
+    )
+    assert family.ret == pytest.ExitCode.TESTS_FAILED
+    finding = report(pytester)["verdicts"][0]["findings"][0]
+    assert finding["held_back"] == 2 and finding["p_value"] == pytest.approx(0.0191, abs=1e-4)

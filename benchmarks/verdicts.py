@@ -1,0 +1,192 @@
+"""Error rates of every exit rule: how often the exit status is right, by simulation.
+
+    .venv/bin/python benchmarks/verdicts.py                  # the README's tables, 2,000 replications per cell
+    .venv/bin/python benchmarks/verdicts.py --reps 300       # a quick look
+    .venv/bin/python benchmarks/verdicts.py --json out.json
+
+Each replication draws ``n`` cases from a scenario, runs each case ``runs`` times per arm (Bernoulli
+trials at the case's true rate) and applies the plugin's own rules to what it sees
+(``pytest_upskill.stats`` for the intervals, ``pytest_upskill.gate`` for the comparison):
+
+* **the lift gate** (``--upskill-min-lift``, threshold 0.1): P(the run passes) when the true lift is
+  0, at the threshold, and at the threshold + 0.2 / + 0.3, under the default rule (PASS only when
+  the 95% interval clears the threshold), ``--upskill-lenient`` (an INCONCLUSIVE verdict decided on
+  the point estimate: the old default) and the default rule on the interval that counts cases only
+  (before the runs-aware interval);
+* **the pull request's check** (``--upskill-compare``, the skill's with-skill arm re-run, the
+  baseline replayed): P(the check fails) on an *unchanged* skill and on one whose every case lost
+  0.2, under the paired rule (``--upskill-max-regression 0``), the old flip rule (any case whose
+  with-skill majority went from pass to fail) and the old lift check (MOVER on the two lifts).
+
+Scenarios: "stochastic", every case has its own rate in each arm, spread over (0, 1) (baseline
+U(0.05, 0.95 - lift), skill = baseline + lift); "temp 0", each case always passes or always fails in
+an arm (baseline passes with probability 0.4, the skill's arm with 0.4 + lift, independently). The
+true lift is the population's: the mean over cases of skill rate - baseline rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pytest_upskill import gate, stats  # noqa: E402
+
+THRESHOLD = 0.1
+CASES = (10, 20, 50)
+RUNS = (1, 3, 5)
+SCENARIOS = ("stochastic", "temp 0")
+LIFTS = (("lift 0", 0.0), ("at the threshold", THRESHOLD), ("threshold + 0.2", THRESHOLD + 0.2))
+LIFTS += (("threshold + 0.3", THRESHOLD + 0.3),)
+DROP = 0.2  # the pull request's real regression: every case's with-skill rate falls by this
+
+
+def rates(rng: np.random.Generator, scenario: str, n: int, lift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case true rates (skill, baseline) with a population lift of ``lift``."""
+    if scenario == "stochastic":
+        base = rng.uniform(0.05, 0.95 - lift, n)
+        return base + lift, base
+    return (rng.random(n) < 0.4 + lift).astype(float), (rng.random(n) < 0.4).astype(float)
+
+
+def observe(rng: np.random.Generator, truth: np.ndarray, runs: int) -> tuple[Fraction, ...]:
+    return tuple(Fraction(int(k), runs) for k in rng.binomial(runs, np.clip(truth, 0, 1)))
+
+
+def gate_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
+    """P(pass) of the lift gate under each rule."""
+    scenario, n, runs, label, lift, reps, seed = args
+    rng = np.random.default_rng(seed)
+    passed = {"default": 0, "lenient": 0, "cases only": 0}
+    for _ in range(reps):
+        skill_truth, base_truth = rates(rng, scenario, n, lift)
+        paired = stats.Paired(observe(rng, skill_truth, runs), observe(rng, base_truth, runs), n * runs, n * runs)
+        value = float(paired.lift)  # type: ignore[arg-type]
+        where = stats.side(paired.lift_ci(), THRESHOLD)  # type: ignore[arg-type]
+        passed["default"] += where == 1
+        passed["lenient"] += where == 1 or (where == 0 and value >= THRESHOLD - stats.TOLERANCE)
+        passed["cases only"] += stats.side(stats.newcombe10(*paired.table()), THRESHOLD) == 1
+    return {"kind": "gate", "scenario": scenario, "cases": n, "runs": runs, "truth": label, "reps": reps} | {
+        f"pass_{k}": v / reps for k, v in passed.items()
+    }
+
+
+def pr_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
+    """P(the pull request's check fails) under each rule, the skill's true lift 0.3 before the change."""
+    scenario, n, runs, label, drop, reps, seed = args
+    rng = np.random.default_rng(seed)
+    failed = {"paired": 0, "flips": 0, "lift MOVER": 0}
+    for _ in range(reps):
+        skill_truth, base_truth = rates(rng, scenario, n, 0.3)
+        new_truth = np.clip(skill_truth - drop, 0, 1)
+        base = observe(rng, base_truth, runs)  # replayed from the cache: the same in both runs
+        old, new = observe(rng, skill_truth, runs), observe(rng, new_truth, runs)
+        change = stats.Paired(new, old, n * runs, n * runs)  # as gate.paired_change builds it
+        failed["paired"] += change.lift_ci()[1] < -stats.TOLERANCE  # type: ignore[index]
+        failed["flips"] += any(
+            gate._majority_passed([True] * round(o * runs) + [False] * (runs - round(o * runs)))
+            and gate._majority_passed([True] * round(w * runs) + [False] * (runs - round(w * runs))) is False
+            for o, w in zip(old, new, strict=True)
+        )
+        before, after = stats.Paired(old, base, n * runs, n * runs), stats.Paired(new, base, n * runs, n * runs)
+        lo, hi = gate.lift_difference_ci(
+            float(after.lift),  # type: ignore[arg-type]
+            after.lift_ci(),  # type: ignore[arg-type]
+            float(before.lift),  # type: ignore[arg-type]
+            before.lift_ci(),  # type: ignore[arg-type]
+        )
+        failed["lift MOVER"] += hi < 0
+    return {"kind": "pr", "scenario": scenario, "cases": n, "runs": runs, "truth": label, "reps": reps} | {
+        f"fail_{k}": v / reps for k, v in failed.items()
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def gate_table(rows: list[dict]) -> list[str]:
+    out = [
+        f"P(the run passes) with `--upskill-min-lift {THRESHOLD}`: default rule / `--upskill-lenient` / default rule "
+        "on the cases-only interval.",
+        "",
+        "| scenario | cases × runs | " + " | ".join(label for label, _ in LIFTS) + " |",
+        "|---|---|" + "---|" * len(LIFTS),
+    ]
+    for scenario in SCENARIOS:
+        for n in CASES:
+            for runs in RUNS:
+                cells = {r["truth"]: r for r in rows if (r["scenario"], r["cases"], r["runs"]) == (scenario, n, runs)}
+                shown = [
+                    " / ".join(_pct(cells[label][f"pass_{k}"]) for k in ("default", "lenient", "cases only"))
+                    for label, _ in LIFTS
+                ]
+                out.append(f"| {scenario} | {n} × {runs} | " + " | ".join(shown) + " |")
+    return out
+
+
+def pr_table(rows: list[dict]) -> list[str]:
+    out = [
+        "P(the pull request's check fails): the paired rule (default) / the old flip rule / the old lift check "
+        "(MOVER).",
+        "",
+        "| scenario | cases × runs | unchanged skill (false alarm) | every case -0.2 (power) |",
+        "|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        for n in CASES:
+            for runs in RUNS:
+                cells = {r["truth"]: r for r in rows if (r["scenario"], r["cases"], r["runs"]) == (scenario, n, runs)}
+                shown = [
+                    " / ".join(_pct(cells[label][f"fail_{k}"]) for k in ("paired", "flips", "lift MOVER"))
+                    for label in ("unchanged", "drop 0.2")
+                ]
+                out.append(f"| {scenario} | {n} × {runs} | " + " | ".join(shown) + " |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=2000, help="replications per cell (default 2000)")
+    parser.add_argument("--seed", type=int, default=20261206)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    grid = [(s, n, r) for s in SCENARIOS for n in CASES for r in RUNS]
+    gates = [(s, n, r, label, lift, args.reps, 0) for s, n, r in grid for label, lift in LIFTS]
+    prs = [
+        (s, n, r, label, d, args.reps, 0) for s, n, r in grid for label, d in (("unchanged", 0.0), ("drop 0.2", DROP))
+    ]
+    gates = [(*c[:-1], args.seed + i) for i, c in enumerate(gates)]
+    prs = [(*c[:-1], args.seed + 10_000 + i) for i, c in enumerate(prs)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        gate_rows = list(pool.map(gate_cell, gates))
+        pr_rows = list(pool.map(pr_cell, prs))
+    print(
+        f"Error rates of the exit rules, {args.reps} replications per cell (Monte Carlo SE at most "
+        f"{50 / args.reps**0.5:.1f} points), seed {args.seed}.\n"
+    )
+    print("\n".join(gate_table(gate_rows)))
+    print()
+    print("\n".join(pr_table(pr_rows)))
+    at = [r["pass_default"] for r in gate_rows if r["truth"] == "at the threshold"]
+    alarm = [r["fail_paired"] for r in pr_rows if r["truth"] == "unchanged"]
+    print(
+        f"\nDefault lift gate at the threshold: passes at most {_pct(max(at))} (target 5%). Paired PR check on an "
+        f"unchanged skill: fails at most {_pct(max(alarm))} (target 5%). {time.perf_counter() - started:.0f} s."
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": gate_rows + pr_rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
