@@ -195,7 +195,7 @@ class Controller:
         if ran:
             report.skipped = ledger.wholly_skipped((r.skill, r.model) for r in results)
         evaluation = self.evaluation = evaluate(
-            results, report, run.thresholds, run.strict, self.old_report, run.compare_rule, run.family
+            results, report, run.thresholds, run.strict, self.old_report, run.compare_rule, run.family, run.effect
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]

@@ -10,8 +10,8 @@ give each skill x model a verdict per figure:
   time (``benchmarks/verdicts.py`` measures every rule's error rates). ``--upskill-lenient``
   (``strict=False`` here) decides it on the point estimate instead: it fails below the threshold
   and passes otherwise, so a useless skill passes up to 40% of the time at 10 cases. The summary
-  says which rule is in force and estimates how many cases would decide each INCONCLUSIVE verdict
-  (``stats.cases_to_resolve``).
+  says which rule is in force and, for each INCONCLUSIVE verdict, how many cases give 80% power
+  at the threshold + ``--upskill-effect`` (``stats.cases_for_power``).
 
 Figures and thresholds compare exactly: a lift or pass rate is a ratio of counts (a Fraction), a
 threshold the decimal it was written as, and an interval bound within ``stats.TOLERANCE`` of a
@@ -45,6 +45,7 @@ from .skill import THRESHOLD_KEYS
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 NOT_EVALUATED = "NOT EVALUATED"  # a gate was set, and no trial of the skill × model was scored: never green
 DEFAULT_TOKEN_GROWTH = 0.25  # for --upskill-compare when no --upskill-max-token-increase is set
+DEFAULT_EFFECT = 0.2  # --upskill-effect: the true margin above a threshold the plan sizes runs for
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,10 @@ class Finding:
     threshold: Fraction  # exact: the decimal as written
     fails: bool
     cases: int = 0  # the paired cases the figure is measured on
-    cases_needed: int | None = None  # INCONCLUSIVE: about how many cases would decide it (None: no number would)
+    cases_needed: int | None = None  # INCONCLUSIVE: cases for 80% power at threshold + effect (None: over 2,000)
     p_value: float | None = None  # one-sided, of "the figure is at most the threshold" (lift, pass rate)
     held_back: int = 0  # PASS on its own, not at the Holm level of a family of this many gates
+    advice: str = ""  # INCONCLUSIVE: what would decide it, at 80% power
 
     def describe(self) -> str:
         value = (
@@ -134,10 +136,7 @@ class Finding:
             side = "at or above" if self.value >= self.threshold else "below"
             how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
             how += " (without --upskill-lenient it fails)" if not self.fails else ""
-        if self.cases_needed is None:
-            more = "no number of cases would decide it at these rates (the estimate is at the threshold or too close)"
-        else:
-            more = f"about {self.cases_needed} cases like these (now {self.cases}) would decide it"
+        more = f"now {self.cases} cases; {self.advice}"
         return f"{how}; {more}"
 
     def failure_note(self, strict: bool) -> str:
@@ -195,19 +194,24 @@ def _finding(
     threshold: Fraction,
     strict: bool,
     paired: stats.Paired,
+    effect: float = DEFAULT_EFFECT,
 ) -> Finding:
     if value is None or interval is None:
         return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
     verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
-    needed = stats.cases_to_resolve(paired, float(threshold), figure) if verdict == INCONCLUSIVE else None
+    runs = max(1, round(paired.skill_trials / paired.n)) if paired.skill_trials else 1
+    needed, advice = None, ""
+    if verdict == INCONCLUSIVE:
+        needed = stats.cases_for_power(float(threshold), float(threshold) + effect, runs, figure)
+        advice = power_advice(float(threshold), effect, runs, figure)
     bound = (
         (lambda z: paired.lift_ci(z)[0])  # type: ignore[index]
         if figure == "lift"
         else (lambda z: paired.pass_rate_ci(z)[0])  # type: ignore[index]
     )
     p_value = stats.one_sided_p(bound, float(threshold))
-    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value)
+    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value, advice=advice)
 
 
 def token_increase(result: Result) -> Fraction | None:
@@ -216,13 +220,14 @@ def token_increase(result: Result) -> Fraction | None:
     return Fraction(after - before, before) if before else None
 
 
-def verdict_for(result: Result, thresholds: Thresholds, strict: bool = False) -> Verdict:
+def verdict_for(
+    result: Result, thresholds: Thresholds, strict: bool = False, effect: float = DEFAULT_EFFECT
+) -> Verdict:
     verdict = Verdict(result.skill, result.model)
     paired = result.pairing.paired
     if thresholds.min_lift is not None:
-        verdict.findings.append(
-            _finding("lift", paired.lift, paired.lift_ci(), stats.exact(thresholds.min_lift), strict, paired)
-        )
+        lift_threshold = stats.exact(thresholds.min_lift)
+        verdict.findings.append(_finding("lift", paired.lift, paired.lift_ci(), lift_threshold, strict, paired, effect))
     if thresholds.min_pass_rate is not None:
         verdict.findings.append(
             _finding(
@@ -232,6 +237,7 @@ def verdict_for(result: Result, thresholds: Thresholds, strict: bool = False) ->
                 stats.exact(thresholds.min_pass_rate),
                 strict,
                 paired,
+                effect,
             )
         )
     if thresholds.max_token_increase is not None:
@@ -538,6 +544,7 @@ def evaluate(
     old_report: Report | None,
     rule: CompareRule = CompareRule(),
     family: str = "none",
+    effect: float = DEFAULT_EFFECT,
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -545,7 +552,7 @@ def evaluate(
     for result in results:
         own = thresholds.merged(result.thresholds)
         if own.any:
-            verdicts.append(verdict_for(result, own, strict))
+            verdicts.append(verdict_for(result, own, strict, effect))
     for gone in report.skipped:
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
@@ -571,19 +578,34 @@ def hold_back(verdicts: list[Verdict], strict: bool) -> None:
             finding.fails = strict or (finding.value is not None and finding.value < finding.threshold)
 
 
-def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None) -> str:
-    """``--upskill-plan``: the smallest lift these cases can resolve, against the lift threshold or 0."""
-    threshold = float(stats.exact(min_lift)) if min_lift is not None else 0.0
-    against = f"the min_lift {threshold * 100:+.0f}%" if min_lift is not None else "0"
-    head = f"resolution: {skill}: {cases} case{'s' if cases != 1 else ''} × {runs} run{'s' if runs != 1 else ''}: "
-    smallest = stats.smallest_resolvable_lift(cases, threshold)
-    if smallest is None:
-        return head + f"no lift can clear {against} with {cases} cases; add cases"
-    k = smallest * cases
+def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift") -> str:
+    """How many cases give 80% power to pass when the truth is ``effect`` above ``threshold``."""
+    truth = threshold + effect
+    shown = f"{truth * 100:.0f}%" if figure == "pass_rate" else f"{truth * 100:+.0f}%"
+    what = "pass rate" if figure == "pass_rate" else "lift"
+    needed = stats.cases_for_power(threshold, truth, runs, figure)
+    if needed is None:
+        return f"no case count up to 2,000 gives {stats.POWER:.0%} power at a true {what} of {shown}"
+    more = ""
+    if figure == "lift" and runs < 3:
+        fewer = stats.cases_for_power(threshold, truth, 3, figure)
+        more = f", or about {fewer} × 3 runs if answers vary from run to run" if fewer else ""
     return (
-        head + f"the lift's 95% interval clears {against} only for a lift of {float(smallest) * 100:+.0f}% or more "
-        f"({k} of {cases} cases passing only with the skill, none only without); more cases resolve smaller lifts, "
-        "more runs do not"
+        f"about {needed} cases × {runs} run{'s' if runs != 1 else ''} give {stats.POWER:.0%} power to pass at a true "
+        f"{what} of {shown} (the threshold + --upskill-effect {effect:g}){more}"
+    )
+
+
+def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None, effect: float = DEFAULT_EFFECT) -> str:
+    """``--upskill-plan``: the power of these cases against the lift threshold (or 0), and the
+    cases that would give 80% (simulated: ``stats.power``)."""
+    threshold = float(stats.exact(min_lift)) if min_lift is not None else 0.0
+    truth = threshold + effect
+    head = f"power: {skill}: {cases} case{'s' if cases != 1 else ''} × {runs} run{'s' if runs != 1 else ''}: "
+    now = stats.power(cases, runs, threshold, truth)
+    return (
+        head + f"a true lift of {truth * 100:+.0f}% passes the lift gate ({threshold * 100:+.0f}%) "
+        f"{now:.0%} of the time; {power_advice(threshold, effect, runs)} (simulated: cases' rates spread over (0, 1))"
     )
 
 

@@ -20,6 +20,7 @@ _AT_LEAST = {
     "upskill_check_timeout": (lambda x: x > 0, "a number of seconds above 0"),
     "upskill_backoff": (lambda x: x >= 0, "a number of seconds, 0 or more"),
     "upskill_max_cost": (lambda x: x >= 0, "an amount in USD, 0 or more"),
+    "upskill_effect": (lambda x: 0 < x < 1, "a fraction above 0 and below 1 (0.2 for 20 points)"),
     "upskill_max_regression": (lambda x: 0 <= x < 1, "a fraction from 0 up to 1 (0.05 for 5 points)"),
     "upskill_min_improvement": (lambda x: -1 < x < 1, "a fraction between -1 and 1 (0.1 for 10 points)"),
     "upskill_progress": (lambda x: x >= 0, "a number of seconds, 0 or more"),

@@ -206,6 +206,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the time at 10 cases: see the README's error rates)",
     )
     group.addoption(
+        "--upskill-effect",
+        dest="upskill_effect",
+        type=float,
+        default=None,
+        metavar="X",
+        help="planning: the true margin above a threshold to size cases for, at 80%% power (default 0.2)",
+    )
+    parser.addini(
+        "upskill_effect", "planning: the margin above a threshold to size cases for (default 0.2)", default=""
+    )
+    group.addoption(
         "--upskill-family",
         dest="upskill_family",
         default=None,

@@ -17,7 +17,7 @@ from .cache import MODES, ResponseCache
 from .changes import GitError, changed_files, is_changed
 from .config import NO_MODEL, ConfigError, ModelSpec, node_ids, resolve_all
 from .discovery import Unseen
-from .gate import FAMILIES, THRESHOLD_KEYS, CompareRule, ErrorLimit, Thresholds, parse_error_limit
+from .gate import DEFAULT_EFFECT, FAMILIES, THRESHOLD_KEYS, CompareRule, ErrorLimit, Thresholds, parse_error_limit
 from .merge import Shards, parse_shard
 from .options import float_option, int_option, option, seconds_option, switch_option
 from .preflight import PreflightError, check_outputs, writable_folder
@@ -133,6 +133,8 @@ class UpskillRun:
             raise pytest.UsageError("--upskill-strict and --upskill-lenient contradict each other: give one")
         # a gate passes what its 95% interval shows; --upskill-lenient decides the rest on the estimate
         self.strict = not config.getoption("upskill_lenient")
+        effect = float_option(config, "upskill_effect")
+        self.effect = DEFAULT_EFFECT if effect is None else effect
         self.family = str(option(config, "upskill_family") or "none").strip().lower()
         if self.family not in FAMILIES:
             raise pytest.UsageError(f"upskill_family must be one of {', '.join(FAMILIES)}, not {self.family!r}")

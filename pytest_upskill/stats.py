@@ -25,14 +25,15 @@ narrower than counting cases alone, and ``benchmarks/coverage.py`` measures its 
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from statistics import NormalDist
 
 Z95 = NormalDist().inv_cdf(0.975)
-MAX_CASES = 100_000  # the largest case count cases_to_resolve() looks at
 TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
 
 
@@ -184,7 +185,7 @@ class Paired:
         return wilson_cc(float(self.p_skill), self.n, z) if self.n else None  # type: ignore[arg-type]
 
 
-# ----------------------------------------------------------------- what more cases would decide
+# ----------------------------------------------------------------- where an interval lies
 
 
 def side(interval: tuple[float, float], threshold: float) -> int:
@@ -195,70 +196,62 @@ def side(interval: tuple[float, float], threshold: float) -> int:
     return 1 if lo >= bound else -1 if hi < bound else 0
 
 
-def _lift_clears(paired: Paired, scale: float, threshold: float, above: bool) -> bool:
-    table = tuple(cell * scale for cell in paired.table())
-    interval = paired_interval(table, paired.n_skill * scale, paired.n_baseline * scale)  # type: ignore[arg-type]
-    return side(interval, threshold) == (1 if above else -1)
+# ----------------------------------------------------------------- power, for planning
+
+POWER = 0.8  # the power the plan and the INCONCLUSIVE advice size runs for
+POWER_REPS = 400  # simulated runs per case count (Monte Carlo SE about 2 points at 80%)
 
 
-def _rate_clears(p: float, n: float, threshold: float, above: bool) -> bool:
-    return side(wilson_cc(p, n), threshold) == (1 if above else -1)
+def _spread_rates(rng: random.Random, n: int, lift: float) -> tuple[list[float], list[float]]:
+    """The planning scenario: every case has its own baseline rate, spread uniformly over
+    (0.05, 0.95 - lift), and the skill adds ``lift`` to it (the study's "stochastic" scenario; for
+    a pass rate, the with-skill rates are spread evenly around it)."""
+    base = [rng.uniform(0.05, 0.95 - lift) for _ in range(n)]
+    return [b + lift for b in base], base
 
 
-def _smallest_n(clears: Callable[[int], bool], start: int) -> int | None:
-    """The smallest case count >= start at which ``clears(n)`` holds (it holds from there on)."""
-    if clears(start):
-        return start
-    hi = start
-    while not clears(hi):
-        if hi >= MAX_CASES:
+def power(n: int, runs: int, threshold: float, truth: float, figure: str = "lift", reps: int = POWER_REPS) -> float:
+    """P(a gate passes under the default rule: the 95% interval clears ``threshold``) when the
+    true lift (or with-skill pass rate) is ``truth``, by simulation of the planning scenario with
+    the intervals of this module. Deterministic: the seed is fixed."""
+    rng = random.Random(f"{n}|{runs}|{threshold}|{truth}|{figure}")
+    lift = min(truth, 0.85) if figure == "lift" else 0.0
+    passed = 0
+    for _ in range(reps):
+        if figure == "lift":
+            skill_truth, base_truth = _spread_rates(rng, n, lift)
+        else:
+            skill_truth = [truth + rng.uniform(-1, 1) * min(truth, 1 - truth) for _ in range(n)]
+            base_truth = skill_truth
+        skill = [sum(rng.random() < t for _ in range(runs)) / runs for t in skill_truth]
+        base = [sum(rng.random() < t for _ in range(runs)) / runs for t in base_truth]
+        if figure == "lift":
+            e = sum(x * y for x, y in zip(skill, base, strict=True))
+            table = (e, sum(skill) - e, sum(base) - e, n - sum(skill) - sum(base) + e)
+            interval = paired_interval(table, effective_n(skill, n * runs), effective_n(base, n * runs))
+        else:
+            interval = wilson_cc(sum(skill) / n, n)
+        passed += side(interval, threshold) == 1
+    return passed / reps
+
+
+@functools.lru_cache(maxsize=256)
+def cases_for_power(
+    threshold: float, truth: float, runs: int, figure: str = "lift", target: float = POWER
+) -> int | None:
+    """About how many cases give ``target`` power (:func:`power`) at ``truth``; None past 2,000."""
+    if truth <= threshold:
+        return None
+    hi = 4
+    while power(hi, runs, threshold, truth, figure) < target:
+        if hi >= 2000:
             return None
-        hi = min(hi * 2, MAX_CASES)
-    lo = hi // 2 if hi // 2 >= start else start
-    while hi - lo > 1:
+        hi = min(hi * 2, 2000)
+    lo = hi // 2
+    while hi - lo > max(1, lo // 20):  # to about 5%
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if clears(mid) else (mid, hi)
+        lo, hi = (lo, mid) if power(mid, runs, threshold, truth, figure) >= target else (mid, hi)
     return hi
-
-
-def cases_to_resolve(paired: Paired, threshold: float, figure: str = "lift") -> int | None:
-    """About how many cases would make the interval clear ``threshold``, on the side of the point
-    estimate, if more cases behaved like these (same per-case rates, agreement and runs). ``None``
-    when no number would: the estimate equals the threshold, or more than ``MAX_CASES`` are needed."""
-    if not paired.n:
-        return None
-    if figure == "lift":
-        value = float(paired.lift)  # type: ignore[arg-type]
-        if value == threshold:
-            return None
-        return _smallest_n(lambda m: _lift_clears(paired, m / paired.n, threshold, value > threshold), paired.n)
-    p = float(paired.p_skill)  # type: ignore[arg-type]
-    if p == threshold:
-        return None
-    return _smallest_n(lambda m: _rate_clears(p, m, threshold, p > threshold), paired.n)
-
-
-def smallest_resolvable_lift(n: int, threshold: float = 0.0) -> Fraction | None:
-    """The smallest lift whose interval can clear ``threshold`` with ``n`` cases: ``k/n`` for the
-    fewest cases ``k`` passing only with the skill (none only without) and the best split of the
-    others between both-pass and neither. Runs do not lower it (the interval counts cases)."""
-
-    def best_lower(k: int) -> float:
-        others = n - k
-        step = max(1, others // 50)
-        candidates = set(range(0, others + 1, step)) | {others}
-        return max(newcombe10(e, k, 0, others - e)[0] for e in candidates)
-
-    def clears(k: int) -> bool:
-        return side((best_lower(k), 1.0), threshold) == 1
-
-    if n <= 0 or not clears(n):
-        return None
-    lo, hi = 0, n  # best_lower grows with k
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if clears(mid) else (mid, hi)
-    return Fraction(hi, n)
 
 
 # ----------------------------------------------------------------- p-values, for Holm's procedure

@@ -62,7 +62,7 @@ class TerminalSummary:
         if source:
             reporter.write_line(source)
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
-            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift))
+            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect))
         return True
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

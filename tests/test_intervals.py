@@ -139,7 +139,7 @@ def test_a_lift_exactly_at_the_threshold_meets_it(pytester, write_skill):
             "INCONCLUSIVE tabled × *: lift +10% [[]95% CI *] vs at least +10% INCONCLUSIVE, passes on the point "
             "estimate (--upskill-lenient)",
             "             lift: the 95% interval straddles the threshold and the point estimate is at or above it "
-            "(without --upskill-lenient it fails); no number of cases would decide it*",
+            "(without --upskill-lenient it fails); now 10 cases; about * cases × 1 run give 80% power*",
             "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
             "estimate*",
         ]
@@ -156,30 +156,29 @@ def test_an_inconclusive_verdict_says_how_many_cases_would_decide_it(pytester, w
     result.stdout.fnmatch_lines(
         [
             "INCONCLUSIVE tabled × *: lift +33% *vs at least +50% INCONCLUSIVE, fails: not shown at 95%",
-            "             lift: the 95% interval straddles the threshold; about * cases like these (now 6) would "
-            "decide it",
+            "             lift: the 95% interval straddles the threshold; now 6 cases; about * cases × 1 run give 80% "
+            "power to pass at a true lift of +70% (the threshold + --upskill-effect 0.2), or about * × 3 runs if "
+            "answers vary from run to run",
             "FAILED GATE  tabled × *: lift +33% *vs at least +50% (INCONCLUSIVE, fails: not shown at 95%)",
         ]
     )
     finding = report(pytester)["verdicts"][0]["findings"][0]
     from pytest_upskill import stats
 
-    assert finding["cases_needed"] > 6
-    scaled = [cell * finding["cases_needed"] / 6 for cell in (2, 2, 0, 2)]
-    assert stats.newcombe10(*scaled)[1] < 0.5  # that many cases like these put the interval below the threshold
+    assert finding["cases_needed"] == stats.cases_for_power(0.5, 0.7, 1) and finding["cases_needed"] > 6
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_the_plan_prints_the_smallest_lift_the_cases_can_resolve(pytester, write_skill):
+def test_the_plan_prints_the_power_of_these_cases_and_the_cases_for_80_percent(pytester, write_skill):
     write_skill("tabled", table_cases(2, 3, 0, 2), body="Answer.")
     with LoopbackServer(reply=table_reply) as server:
         result = run(pytester, server, "--upskill-plan", "--upskill-runs", "2")
         assert not server.requests
     result.stdout.fnmatch_lines(
         [
-            "resolution: tabled: 7 cases × 2 runs: the lift's 95% interval clears 0 only for a lift of +57% or more "
-            "(4 of 7 cases passing only with the skill, none only without); more cases resolve smaller lifts, more "
-            "runs do not"
+            "power: tabled: 7 cases × 2 runs: a true lift of +20% passes the lift gate (+0%) *% of the time; about * "
+            "cases × 2 runs give 80% power to pass at a true lift of +20% (the threshold + --upskill-effect 0.2), or "
+            "about * × 3 runs if answers vary from run to run (simulated: cases' rates spread over (0, 1))"
         ]
     )
 
@@ -213,19 +212,15 @@ def test_a_pass_rate_gate_uses_the_corrected_wilson_over_paired_cases(pytester, 
         [
             "INCONCLUSIVE tabled × *: pass_rate 67% [[]95% CI *] vs at least 60% INCONCLUSIVE, passes on the point "
             "estimate (--upskill-lenient)",
-            "             pass_rate: *the point estimate is at or above it*; about * cases like these (now 6) would "
-            "decide it",
+            "             pass_rate: *the point estimate is at or above it*; now 6 cases; about * cases × 1 run give "
+            "80% power to pass at a true pass rate of 80% (the threshold + --upskill-effect 0.2)",
         ]
     )
     from pytest_upskill import stats
 
     finding = report(pytester)["verdicts"][0]["findings"][0]
     assert finding["interval"] == pytest.approx(list(stats.wilson_cc(4 / 6, 6)))
-    assert (
-        stats.wilson_cc(4 / 6, finding["cases_needed"])[0]
-        >= 0.6
-        > stats.wilson_cc(4 / 6, finding["cases_needed"] - 1)[0]
-    )
+    assert finding["cases_needed"] == stats.cases_for_power(0.6, 0.8, 1, "pass_rate")
     assert result.ret == pytest.ExitCode.OK
 
 

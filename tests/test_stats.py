@@ -105,25 +105,15 @@ def test_no_paired_case_gives_no_figure():
     assert p.lift is None and p.lift_ci() is None and p.pass_rate_ci() is None
 
 
-def test_cases_to_resolve_finds_the_case_count_where_the_interval_clears():
-    p = paired((2, 2, 0, 2))  # +33% over 6 cases: the interval straddles 0
-    needed = stats.cases_to_resolve(p, 0.0)
-    assert needed is not None and needed > 6
-    scaled = [cell * needed / 6 for cell in p.table()]
-    assert stats.newcombe10(*scaled)[0] >= 0 > stats.newcombe10(*[cell * (needed - 1) / 6 for cell in p.table()])[0]
-    below = paired((2, 0, 1, 3))  # -17%: more cases would put the interval below a +10% threshold
-    needed_below = stats.cases_to_resolve(below, 0.1)
-    assert needed_below is not None and stats.newcombe10(*[c * needed_below / 6 for c in below.table()])[1] < 0.1
-    assert stats.cases_to_resolve(paired((5, 1, 0, 4)), 0.1) is None  # exactly at the threshold: no number would
-
-
-def test_smallest_resolvable_lift_shrinks_with_cases():
-    seven = stats.smallest_resolvable_lift(7)
-    assert seven == Fraction(4, 7)
-    assert stats.newcombe10(3, 4, 0, 0)[0] >= 0 or stats.newcombe10(0, 4, 0, 3)[0] >= 0
-    assert all(stats.newcombe10(e, 3, 0, 4 - e)[0] < 0 for e in range(5))  # 3 of 7 never clears 0
-    assert stats.smallest_resolvable_lift(50) < stats.smallest_resolvable_lift(20) < seven
-    assert stats.smallest_resolvable_lift(3, 0.9) is None
+def test_power_is_what_the_verdicts_study_measures_and_cases_for_power_reaches_80_percent():
+    """Issue 30, item 5: the plan advises cases for 80% power, not for 50%."""
+    assert stats.power(10, 1, 0.1, 0.1) <= 0.05  # at the threshold the default rule passes rarely
+    assert stats.power(20, 5, 0.1, 0.3) > stats.power(20, 1, 0.1, 0.3) + 0.2  # runs buy power when answers vary
+    needed = stats.cases_for_power(0.1, 0.3, 1)
+    assert needed is not None and 50 < needed < 120
+    assert stats.power(needed, 1, 0.1, 0.3) >= 0.8 > stats.power(needed // 2, 1, 0.1, 0.3)
+    assert stats.cases_for_power(0.1, 0.1, 1) is None  # no power to pass a lift at the threshold
+    assert stats.cases_for_power(0.6, 0.8, 1, "pass_rate") is not None
 
 
 def test_with_one_run_per_case_the_runs_aware_interval_is_method_10_as_published():
