@@ -167,7 +167,12 @@ def parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--attempts", type=_count(0), default=3, metavar="N", help="revisions at most (default: 3)")
     generate.add_argument(
-        "--held-out", type=_count(0), metavar="N", help="cases the teacher never sees (default: a third)"
+        "--held-out",
+        type=_count(0),
+        metavar="N",
+        help="cases drafted apart from the skill, never shown to the teacher, that decide the exit status "
+        "(default: 6; 0: decide on the training cases, optimistic; with --from a skill folder: a third of its "
+        "cases)",
     )
     generate.add_argument(
         "--min-lift",
@@ -342,14 +347,23 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
 
 
 def _plan(args: argparse.Namespace, session: Any, settings: Any, out: Callable[[str], None]) -> int:
-    from .generate import plan_lines
+    from .generate import held_out_count, plan_lines
     from .traces import cut, read_trace
 
     if args.command == "generate":
         trace = None
         if args.source is not None and args.source.is_file():
             trace = cut(read_trace(args.source)[0], args.trace_chars)[0]
-        lines = plan_lines(session, settings, args.task, args.example, trace, settings.attempts + 1, settings.cases)
+        lines = plan_lines(
+            session,
+            settings,
+            args.task,
+            args.example,
+            trace,
+            settings.attempts + 1,
+            settings.cases + held_out_count(settings),
+            held_out_count(settings),
+        )
     else:
         count = settings.cases + settings.adversary_cases
         lines = plan_lines(session, settings, f"cases for {args.folder}", [], None, 1, count)

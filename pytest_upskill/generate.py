@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__
+from . import __version__, stats
 from .budget import price
 from .cache import cache_key
 from .config import ModelSpec, price_source
@@ -55,6 +55,7 @@ from .teach import (
     DraftSkill,
     Revision,
     Teacher,
+    TeacherError,
     answer_tool,
     case_files,
     cases_meta,
@@ -64,6 +65,7 @@ from .teach import (
     draft_prompt,
     front_of,
     frontmatter,
+    held_out_prompt,
     problems_of,
     revise_prompt,
     unique_ids,
@@ -72,6 +74,7 @@ from .teach import (
 )
 from .traces import cut, read_trace
 
+HELD_OUT = 6  # held-out cases drafted by default, in a request of their own that never shows the skill
 FAILURE_CHARS = 12_000  # of failures shown to the teacher per revision
 SHOWN_CHARS = 1_500  # of one request or answer among them
 
@@ -338,7 +341,7 @@ class Refiner:
                     continue
                 result = subset(report, student.name, set(keys))
                 per[part] = figures(result)
-                per[part]["verdict"] = verdict_for(result, Thresholds(min_lift=s.min_lift)).verdict
+                per[part]["verdict"] = verdict_for(result, Thresholds(min_lift=s.min_lift), strict=True).verdict
             attempt.results[student.name] = per
             shown = f"attempt {attempt.number}  {student.name}: {figure_text(per['train'])} {per['train']['verdict']}"
             if "held_out" in per:
@@ -371,17 +374,30 @@ class Refiner:
                     used += len(text)
         return "\n".join(parts)
 
-    def loop(self, first: str, meta: dict[str, Any], extra: dict[str, str], keys: list[str], seed: str) -> Attempt:
+    def loop(
+        self, first: str, meta: dict[str, Any], extra: dict[str, str], train: list[str], held: list[str]
+    ) -> Attempt:
         s = self.settings
-        train, held = split(keys, s.held_out, seed)
         self.train, self.held = train, held
         if held:
+            runs = s.runs or 1
+            smallest = stats.detectable(len(held), runs, s.min_lift)
+            power = (
+                f"{len(held)} held-out case(s) × {runs} run(s) give {stats.POWER:.0%} power to pass --min-lift "
+                f"{s.min_lift:g} for a true lift of {smallest * 100:+.0f}% or more"
+                if smallest is not None
+                else f"{len(held)} held-out case(s) × {runs} run(s) have under {stats.POWER:.0%} power for any lift "
+                "(--held-out: more resolve smaller lifts)"
+            )
             self.session.say(
                 f"cases: {len(train)} for training, {len(held)} held out ({', '.join(held)}): the teacher never sees "
-                "how a held-out case went"
+                f"how a held-out case went; they decide the exit status. {power}"
             )
         else:
-            self.session.say(f"cases: all {len(train)} for training; none held out (too few: write 3 or more)")
+            self.session.say(
+                f"cases: all {len(train)} for training; none held out: the exit status is decided on the training "
+                "cases, which the loop fits (optimistic)"
+            )
         inputs = {_case_key(c, i): str(c.get("input", "")) for i, c in enumerate(meta["tests"])}
         train_inputs = {k: v for k, v in inputs.items() if k in set(train)}
         attempts = [Attempt(1, self.version(1, first, meta, extra), first, "first version")]
@@ -446,25 +462,30 @@ def _report_end(session: Session, settings: Settings, refiner: Refiner, best: At
     say = session.say
     why = "the highest lowest lower bound of the training lift over the students"
     say(f"kept attempt {best.number} of {len(refiner.attempts)} ({why})")
+    held = bool(refiner.held) and all("held_out" in per for per in best.results.values())
     for model, per in best.results.items():
+        if held:
+            say(
+                f"  {model}: held-out cases, never shown to the teacher: {figure_text(per['held_out'])}: "
+                f"{per['held_out']['verdict']} against --min-lift {settings.min_lift:g}"
+            )
         say(
-            f"  {model}: training cases {figure_text(per['train'])}: {per['train']['verdict']} "
-            f"against --min-lift {settings.min_lift:g}"
+            f"  {model}: training cases (optimistic: the loop fitted them): {figure_text(per['train'])}: "
+            f"{per['train']['verdict']}"
         )
-        if "held_out" in per:
-            say(f"  {model}: held-out cases, never shown to the teacher: {figure_text(per['held_out'])}")
     if session.run.max_cost is not None or any(
         s.input_price or s.output_price for s in [settings.teacher, *settings.students]
     ):
         say(f"spent: {session.spent_text()}")
-    if best.passes():
+    part, where = ("held_out", "held-out") if held else ("train", "training")
+    if all(per[part]["verdict"] == PASS for per in best.results.values()) and best.results:
         say(
-            "exit 0: the kept skill's lift on the training cases is PASS against "
-            f"--min-lift {settings.min_lift:g} on every student"
+            f"exit 0: the kept skill's lift on the {where} cases is PASS against --min-lift {settings.min_lift:g} on "
+            "every student" + ("" if held else " (training cases only: optimistic, nothing was held out)")
         )
         return 0
     say(
-        f"exit 1: the skill was written, but its lift on the training cases is not PASS against --min-lift "
+        f"exit 1: the skill was written, but its lift on the {where} cases is not PASS against --min-lift "
         f"{settings.min_lift:g} on every student (see above); more cases or runs narrow the interval"
     )
     return 1
@@ -504,12 +525,23 @@ def generate(
     name = _free_folder(out, draft.name)
     if name != draft.name:
         say(f"{out / draft.name} exists: the new skill is named {name} (nothing existing is changed)")
-    tests, extra = cases_meta(draft.cases)
+    count = held_out_count(settings)
+    held: list[DraftCase] = []
+    if count:
+        say(
+            f"teacher {settings.teacher.name} drafts {count} held-out case(s) from the task alone, in a request of "
+            "their own: it never sees the skill with them, nor how they went"
+        )
+        try:
+            held = _draft_held_out(teacher, task, examples, draft, count)
+        except TeacherError as exc:  # the skill and its cases are kept: decided on them, saying so
+            say(f"  no usable held-out cases ({exc}); going on without them")
+    tests, extra = cases_meta([*draft.cases, *held])
     meta: dict[str, Any] = {"tests": tests}
     front = frontmatter(name, draft.description)
     refiner = Refiner(session, settings, teacher, name, front, out)
     try:
-        best = refiner.loop(draft.instructions, meta, extra, [c.id for c in draft.cases], task)
+        best = refiner.loop(draft.instructions, meta, extra, [c.id for c in draft.cases], [c.id for c in held])
         meta["metadata"] = _metadata(settings, task, source_note, refiner, best)
         target = out / name
         write_skill(target, front, best.instructions, meta, extra)
@@ -517,6 +549,29 @@ def generate(
         return _report_end(session, settings, refiner, best)
     finally:
         refiner.close()
+
+
+def held_out_count(settings: Settings) -> int:
+    return HELD_OUT if settings.held_out is None else settings.held_out
+
+
+def _draft_held_out(teacher: Teacher, task: str, examples: list[str], draft: DraftSkill, count: int) -> list[DraftCase]:
+    """Cases drafted from the task alone, checked to load beside the drafted skill (ids kept apart)."""
+    scratch = Path(tempfile.mkdtemp(prefix="upskill-held-out-"))
+    try:
+        tests, extra = cases_meta(draft.cases)
+        folder = scratch / draft.name
+        write_skill(folder, frontmatter(draft.name, draft.description), draft.instructions, {"tests": tests}, extra)
+        known = {c.id for c in draft.cases}
+        found = teacher.ask(
+            held_out_prompt(task, count, examples),
+            DraftCases,
+            answer_tool(DraftCases, "write_held_out_cases", "Test cases for the task", count),
+            lambda d: check_cases(d.cases, count, folder, known),
+        )
+        return unique_ids(found.cases, known)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _existing_cases(folder: Path) -> tuple[dict[str, Any], bool]:
@@ -569,12 +624,13 @@ def _improve(session: Session, settings: Settings, teacher: Teacher, task: str, 
         tests, extra = cases_meta(drafted)
         meta["tests"] += tests
     keys = [_case_key(c, i) for i, c in enumerate(meta["tests"])]
+    train, held = split(keys, settings.held_out, f"{skill.name}\0{task}")
     refiner = Refiner(session, settings, teacher, folder.name, front_of(skill_md), folder.parent)
     refiner.base = folder
     say(f"improving {folder} ({skill.name}): {task}")
     try:
         first = skill.body
-        best = refiner.loop(first, dict(meta), extra, keys, f"{skill.name}\0{task}")
+        best = refiner.loop(first, dict(meta), extra, train, held)
         own: dict[str, Any] = meta["metadata"] if isinstance(meta.get("metadata"), dict) else {}
         meta["metadata"] = {**own, **_metadata(settings, task, None, refiner, best)}
         if best.number == 1 and had_cases:
@@ -744,8 +800,10 @@ def plan_lines(
     trace: str | None,
     evaluations: int,
     cases: int,
+    held_out: int = 0,
 ) -> list[str]:
-    """What the command would send at most, per model; nothing is sent."""
+    """What the command would send at most, per model; nothing is sent. ``held_out``: the cases drafted
+    in a request of their own (counted among ``cases`` for the students)."""
     teacher = session.teacher(settings.teacher, settings)
     first = teacher.request(
         draft_prompt(task, settings.cases, examples, trace),
@@ -758,8 +816,9 @@ def plan_lines(
     cached = session.cached(settings.teacher, first)
     skill_tokens = settings.teacher_max_tokens
     revise_tokens = first_tokens + skill_tokens + FAILURE_CHARS // 4
-    teacher_requests = (0 if cached else asks) + (evaluations - 1) * asks
-    teacher_in = (0 if cached else asks * first_tokens) + (evaluations - 1) * asks * revise_tokens
+    held = asks if held_out else 0  # the held-out cases' request, about as long as the first
+    teacher_requests = (0 if cached else asks) + held + (evaluations - 1) * asks
+    teacher_in = (0 if cached else asks * first_tokens) + held * first_tokens + (evaluations - 1) * asks * revise_tokens
     teacher_out = teacher_requests * settings.teacher_max_tokens
     rows = [(settings.teacher, "teacher", teacher_requests, teacher_in, teacher_out)]
     if settings.adversary is not None:

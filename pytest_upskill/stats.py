@@ -254,6 +254,18 @@ def cases_for_power(
     return hi
 
 
+def detectable(n: int, runs: int, threshold: float, target: float = POWER) -> float | None:
+    """The smallest true lift that ``n`` cases × ``runs`` pass at ``target`` power (to 0.01);
+    None when not even a lift of 0.85 does."""
+    if n < 1 or power(n, runs, threshold, 0.85) < target:
+        return None
+    lo, hi = threshold, 0.85
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power(n, runs, threshold, mid) >= target else (mid, hi)
+    return hi
+
+
 # ----------------------------------------------------------------- p-values, for Holm's procedure
 
 

@@ -207,6 +207,19 @@ def draft_prompt(task: str, cases: int, examples: list[str], source: str | None)
     return "\n".join(parts)
 
 
+def held_out_prompt(task: str, cases: int, examples: list[str]) -> str:
+    """The held-out cases' request: the task only, never the skill (so the cases cannot echo it)."""
+    parts = [f"Task: {task}", ""]
+    if examples:
+        parts += ["Examples of the task (input -> expected output):", *[f"- {e}" for e in examples], ""]
+    parts.append(
+        f"Write exactly {cases} test case(s) for this task: requests a user would make, with checks that pass when "
+        "the answer does the task well and fail when it does not. They test any instructions written for the "
+        "task, which you do not see."
+    )
+    return "\n".join(parts)
+
+
 def cases_prompt(skill_text: str, cases: int, adversary: bool, known: list[str]) -> str:
     ask = (
         f"Propose exactly {cases} new test case(s) on which a model that reads this skill should succeed but that "

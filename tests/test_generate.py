@@ -59,6 +59,10 @@ class Teacher:
         self.turns: list[Turn] = []
 
     def __call__(self, turn: Turn):
+        if turn.schema == "write_held_out_cases" and turn.schema not in self.answers:
+            self.turns.append(turn)  # by default: as many cases as asked, answered with the word
+            count = int(turn.user.split("Write exactly ", 1)[1].split()[0])
+            return {"cases": [draft_case(f"held-{i}", "XYZZY") for i in range(1, count + 1)]}
         if turn.schema not in self.answers:
             return None
         self.turns.append(turn)
@@ -114,24 +118,31 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
     held = json.loads((pytester.path / "skills/magic-word/skill_meta.json").read_text())["metadata"]["splits"][
         "held_out"
     ]
-    assert len(held) == 2
+    assert held == [f"held-{i}" for i in range(1, 7)]  # drafted apart: 6 by default
     result.stdout.fnmatch_lines(
         [
-            f"cases: 4 for training, 2 held out ({', '.join(held)}): the teacher never sees how a held-out case went",
-            "attempt 1  openai:s@*: 0% → 0% (+0% [[]95% CI *]) on 4 case(s) INCONCLUSIVE; held out: *",
+            "teacher openai:t@* drafts 6 held-out case(s) from the task alone, in a request of their own: it never "
+            "sees the skill with them, nor how they went",
+            f"cases: 6 for training, 6 held out ({', '.join(held)}): the teacher never sees how a held-out case went; "
+            "they decide the exit status. 6 held-out case(s) × 1 run(s) give 80% power to pass --min-lift 0 for a "
+            "true lift of +7*% or more",
+            "attempt 1  openai:s@*: 0% → 0% (+0% [[]95% CI *]) on 6 case(s) INCONCLUSIVE; held out: *",
             "attempt 2: the teacher revises the skill on the training failures",
-            "attempt 2  openai:s@*: 0% → 100% (+100% [[]95% CI +*, +100%]) on 4 case(s) PASS; held out: 0% → 100% *",
-            "written: skills/magic-word/SKILL.md and skill_meta.json (6 case(s))",
+            "attempt 2  openai:s@*: 0% → 100% (+100% [[]95% CI +*, +100%]) on 6 case(s) PASS; held out: 0% → 100% *",
+            "written: skills/magic-word/SKILL.md and skill_meta.json (12 case(s))",
             "kept attempt 2 of 2 *",
-            "*held-out cases, never shown to the teacher: 0% → 100% (+100% *) on 2 case(s)",
-            "exit 0: *",
+            "  openai:s@*: held-out cases, never shown to the teacher: 0% → 100% (+100% *) on 6 case(s): PASS against "
+            "--min-lift 0",
+            "  openai:s@*: training cases (optimistic: the loop fitted them): 0% → 100% *: PASS",
+            "exit 0: the kept skill's lift on the held-out cases is PASS against --min-lift 0 on every student",
         ]
     )
+    (asked,) = teacher.asked("write_held_out_cases")
+    assert "Be brief." not in asked.user and "answer with the magic word" in asked.user  # the task, not the skill
     revise = teacher.asked("revise_skill")[0].user
     for case in held:
         assert f"case {case} " not in revise and f"Request {case}:" not in revise
-    trained = [c["id"] for c in cases if c["id"] not in held]
-    assert any(f"### case {c} " in revise for c in trained)
+    assert any(f"### case {c['id']} " in revise for c in cases)
     assert "Be brief." in revise  # the version it revises
     meta = skill_of(pytester.path / "skills/magic-word")
     assert meta["metadata"]["source_task"] == "answer with the magic word"
@@ -147,7 +158,7 @@ def test_generate_drafts_measures_and_revises_until_the_skill_helps_keeping_held
     # the skill written is one the plugin collects and runs: the workspace case's validator passes with it
     with LoopbackServer() as student:
         run = pytester.runpytest("skills", "--upskill-models", f"openai:s@{student.openai_base_url}", "-p", "no:xdist")
-    run.assert_outcomes(passed=6, xfailed=6)
+    run.assert_outcomes(passed=12, xfailed=12)
 
 
 def test_an_unusable_answer_is_sent_back_with_what_is_wrong_anthropic_forced_tool_use(pytester):
@@ -249,7 +260,15 @@ def test_a_new_skill_never_goes_into_an_existing_folder(pytester, write_skill):
     }
     with LoopbackServer(teacher=Teacher(write_skill=[good])) as server:
         result = upskill(
-            pytester, "generate", "greet", "--teacher", f"openai:t@{server.openai_base_url}", "--cases", "1"
+            pytester,
+            "generate",
+            "greet",
+            "--teacher",
+            f"openai:t@{server.openai_base_url}",
+            "--cases",
+            "1",
+            "--held-out",
+            "0",
         )
     assert result.ret == 1, result.stdout.str()  # written, but one case cannot make the interval PASS
     result.stdout.fnmatch_lines(["exit 1: the skill was written, but *more cases or runs narrow the interval"])
@@ -263,7 +282,7 @@ def test_a_new_skill_never_goes_into_an_existing_folder(pytester, write_skill):
 def test_improving_a_skill_writes_beside_it_or_over_it_with_force_keeping_the_old_text(pytester, write_skill):
     cases = {
         "metadata": {"owner": "team-a"},
-        "tests": [{"id": f"k-{i}", "input": "word?", "expected": {"contains": "XYZZY"}} for i in range(3)],
+        "tests": [{"id": f"k-{i}", "input": "word?", "expected": {"contains": "XYZZY"}} for i in range(9)],
     }
     folder = write_skill("wordy", cases, body="Say hello.")
     (folder / "references").mkdir()
@@ -398,6 +417,8 @@ def test_a_long_trace_is_cut_to_its_budget_keeping_its_beginning_and_end(pyteste
             "2000",
             "--cases",
             "1",
+            "--held-out",
+            "0",
             "--teacher",
             f"openai:t@{server.openai_base_url}",
         )
@@ -471,8 +492,8 @@ def test_plan_and_max_cost_cover_the_teachers_requests(pytester):
     result.stdout.fnmatch_lines(
         [
             "model * role * requests * est. input tok * max output tok * est. cost",
-            "priced * teacher * 12 * $*",
-            "priced * student * 48 * $*",
+            "priced * teacher * 15 * $*",  # 3 for the draft, 3 for the held-out cases, 9 for 3 revisions
+            "priced * student * 96 * $*",  # 4 versions × 12 cases × 2 arms
             "at most 4 version(s) of the skill (--attempts 3), *; nothing was sent",
         ]
     )
@@ -570,8 +591,8 @@ def test_the_teachers_and_students_answers_are_cached_like_any_run(pytester):
         second = upskill(pytester, *args)
         again = server.requests[sent:]
     assert first.ret == second.ret == 0, second.stdout.str()
-    assert sent == 1 + 6 and any((pytester.path / ".upskill-cache").rglob("*.json"))
-    assert len(again) == 3 and all('<skill name="cached-2">' in r.body["messages"][0]["content"] for r in again)
+    assert sent == 2 + 18 and any((pytester.path / ".upskill-cache").rglob("*.json"))  # draft, held-out, trials
+    assert len(again) == 9 and all('<skill name="cached-2">' in r.body["messages"][0]["content"] for r in again)
     second.stdout.fnmatch_lines(["skills/cached exists: the new skill is named cached-2*"])
 
 
@@ -664,3 +685,40 @@ def test_a_slow_teacher_gets_progress_lines_while_it_writes(pytester):
             "0",
         )
     result.stdout.fnmatch_lines(["  still waiting for openai:t@*: 1 s (at most --timeout per attempt)"])
+
+
+def test_the_exit_status_is_the_held_out_verdict_not_the_training_lift_the_loop_fitted(pytester):
+    """Issue 30, item 6: a skill that fits its training cases and not the task fails on the cases
+    drafted apart from it; a teacher that cannot draft them leaves the decision to the training
+    cases, labelled optimistic."""
+    good = {
+        "name": "fitted",
+        "description": "Says the word.",
+        "instructions": "Answer with the word XYZZY.",
+        "cases": [draft_case(f"c-{i}", "XYZZY") for i in range(6)],
+    }
+    other = {"cases": [draft_case(f"h-{i}", "PLUGH") for i in range(6)]}  # what the task really asks
+    with LoopbackServer(teacher=Teacher(write_skill=[good], write_held_out_cases=[other])) as server:
+        fitted = upskill(pytester, "generate", "say the word", "--teacher", f"openai:t@{server.openai_base_url}")
+    assert fitted.ret == 1, fitted.stdout.str()
+    fitted.stdout.fnmatch_lines(
+        [
+            "  openai:t@*: held-out cases, never shown to the teacher: 0% → 0% (+0% *) on 6 case(s): INCONCLUSIVE "
+            "against --min-lift 0",
+            "  openai:t@*: training cases (optimistic: the loop fitted them): 0% → 100% *: PASS",
+            "exit 1: the skill was written, but its lift on the held-out cases is not PASS against --min-lift 0*",
+        ]
+    )
+    good["name"] = "unheld"
+    with LoopbackServer(teacher=Teacher(write_skill=[good], write_held_out_cases=["not JSON"])) as server:
+        unheld = upskill(pytester, "generate", "say the word", "--teacher", f"openai:t@{server.openai_base_url}")
+    unheld.stdout.fnmatch_lines(
+        [
+            "  no usable held-out cases (*); going on without them",
+            "cases: all 6 for training; none held out: the exit status is decided on the training cases, which the "
+            "loop fits (optimistic)",
+            "exit 0: the kept skill's lift on the training cases is PASS against --min-lift 0 on every student "
+            "(training cases only: optimistic, nothing was held out)",
+        ]
+    )
+    assert unheld.ret == 0 and (pytester.path / "skills/unheld/SKILL.md").is_file()
