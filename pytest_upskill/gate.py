@@ -136,7 +136,7 @@ class Finding:
             side = "at or above" if self.value >= self.threshold else "below"
             how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
             how += " (without --upskill-lenient it fails)" if not self.fails else ""
-        more = f"now {self.cases} cases; {self.advice}"
+        more = f"now {self.cases} case{'s' if self.cases != 1 else ''}; {self.advice}"
         return f"{how}; {more}"
 
     def failure_note(self, strict: bool) -> str:
