@@ -15,8 +15,8 @@ give each skill x model a verdict per figure:
 
 Figures and thresholds compare exactly: a lift or pass rate is a ratio of counts (a Fraction), a
 threshold the decimal it was written as, and an interval bound within ``stats.TOLERANCE`` of a
-threshold meets it. Token counts are measured, not sampled, so the token increase is judged on its
-value alone.
+threshold meets it. The token increase (tokens per scored trial of the paired cases, with the skill
+against without) is judged on its value alone: a point estimate, said as such, with no interval.
 
 A comparison with the report of an earlier run (the pull request's check) is one paired
 experiment per skill x model: the with-skill pass rate of the new run against the old one on the
@@ -99,6 +99,8 @@ class Finding:
             else f"{float(self.value) * 100:+.0f}%"
         )
         ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
+        if self.figure == "token_increase" and self.value is not None:
+            ci = " (point estimate, no interval)"
         side = "at most" if self.figure == "token_increase" else "at least"
         threshold = (
             f"{float(self.threshold) * 100:.0f}%"
@@ -215,9 +217,23 @@ def _finding(
 
 
 def token_increase(result: Result) -> Fraction | None:
-    before = result.baseline.input_tokens + result.baseline.output_tokens
-    after = result.with_skill.input_tokens + result.with_skill.output_tokens
-    return Fraction(after - before, before) if before else None
+    """The skill's relative token cost on the paired cases: tokens per scored trial with the skill
+    against without, each arm over the cases scored in both (errors and unpaired cases left out, as
+    from the rates). A point estimate: output tokens and agent loops are sampled, and no interval
+    is drawn for it."""
+    per_trial = []
+    paired = result.pairing.cases
+    for arm in ("baseline", "with_skill"):
+        trials = [
+            t
+            for case in paired
+            for (a, _), t in result.details.get(case, {}).items()
+            if a == arm and t.passed is not None
+        ]
+        tokens = sum((t.input_tokens or 0) + (t.output_tokens or 0) for t in trials)
+        per_trial.append(Fraction(tokens, len(trials)) if trials else None)
+    before, after = per_trial
+    return (after - before) / before if before and after is not None else None
 
 
 def verdict_for(

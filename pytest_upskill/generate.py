@@ -149,9 +149,12 @@ class Session:
 
     # ------------------------------------------------------------------ the students, by the plugin itself
 
-    def evaluate(self, meta: Path, students: list[ModelSpec], runs: int | None, label: str) -> Report:
+    def evaluate(
+        self, meta: Path, students: list[ModelSpec], runs: int | None, label: str, fresh: bool = False
+    ) -> Report:
         """Run pytest with this plugin on ``meta`` for ``students``: the same ini (``-c``), rootdir,
-        aliases and cache as the user's own runs; the report is read back through the report model."""
+        aliases and cache as the user's own runs; the report is read back through the report model.
+        ``fresh``: the cache off, so that answers a selection was made on are never replayed later."""
         remaining = self.remaining()
         if remaining is not None and remaining <= 0:
             raise GenerateError(f"stopped before {label}: --max-cost reached ({self.spent_text()})", 1)
@@ -181,6 +184,8 @@ class Session:
             command[6:6] = ["-c", str(config.inipath)]
         if runs:
             command += ["--upskill-runs", str(runs)]
+        if fresh:
+            command += ["--upskill-cache", "off"]
         if remaining is not None:
             command += ["--upskill-max-cost", f"{remaining:.6f}"]
         env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS")}
@@ -721,7 +726,9 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
             f"running the {len(new)} new case(s) on {', '.join(m.name for m in settings.students)}, "
             "with and without the skill"
         )
-        report = session.evaluate(trial_dir / "skill_meta.json", settings.students, settings.runs, "proposed")
+        # cases are kept on how they did here: those answers are never cached, so that the suite's next
+        # run measures the kept cases afresh instead of replaying the run they were selected on
+        report = session.evaluate(trial_dir / "skill_meta.json", settings.students, settings.runs, "proposed", True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     nothing: dict[str, list[str]] = {}  # case -> why it measures nothing, per student
@@ -756,7 +763,10 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
         say(f"  counterexample {case_id} dropped: it does not discriminate ({'; '.join(nothing[case_id])})")
     for case in proposed:
         if case.id not in dropped:
-            say(f"  counterexample {case.id} kept: its arms differ on at least one student")
+            say(
+                f"  counterexample {case.id} kept: its arms differed on at least one student (chosen on this run, "
+                "which is not cached: the next run measures it afresh)"
+            )
     meta["tests"] = [*meta["tests"], *(d for d, _ in kept)]
     files = {k: v for _, f in kept for k, v in f.items()}
     own: dict[str, Any] = meta["metadata"] if isinstance(meta.get("metadata"), dict) else {}

@@ -179,8 +179,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("min_pass_rate", "lowest acceptable with-skill pass rate; judged on its 95%% interval"),
         (
             "max_token_increase",
-            "highest acceptable relative token increase of the skill, e.g. 0.5; judged on its value (token counts "
-            "are measured, not sampled)",
+            "highest acceptable relative token increase of the skill, e.g. 0.5, per trial of the paired cases; "
+            "judged on its value (a point estimate, no interval)",
         ),
     ):
         group.addoption(

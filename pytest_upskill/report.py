@@ -194,6 +194,7 @@ class Pairing:
     counts: dict[str, tuple[int, int]]  # arm -> (passed, scored) over the paired cases' trials
     left_out: list[tuple[str, str]]  # (case, why)
     balanced: bool  # every paired case has the same number of scored runs in both arms
+    cases: tuple[str, ...] = ()  # the paired cases, in the order of ``paired``
 
 
 def _why_unpaired(arms: dict[str, dict[int, bool | None]]) -> str:
@@ -240,6 +241,7 @@ class Result:
             skill: list[Fraction] = []
             base: list[Fraction] = []
             left_out: list[tuple[str, str]] = []
+            names: list[str] = []
             runs: set[int] = set()
             counts = {"baseline": [0, 0], "with_skill": [0, 0]}
             for case in sorted(self.cases):
@@ -251,6 +253,7 @@ class Result:
                     continue
                 skill.append(stats.case_rate(s))
                 base.append(stats.case_rate(b))
+                names.append(case)
                 runs.update((len(s), len(b)))
                 for arm, scored in (("with_skill", s), ("baseline", b)):
                     counts[arm][0] += sum(scored)
@@ -260,6 +263,7 @@ class Result:
                 {k: (v[0], v[1]) for k, v in counts.items()},
                 left_out,
                 len(runs) <= 1,
+                tuple(names),
             )
         return self._pairing
 
@@ -693,6 +697,12 @@ def cost(result: Result, prices: Prices) -> float | None:
     return None if base is None or skill is None else base + skill
 
 
+AUDIT_NOTE = (
+    "they measure nothing in this run, and they still belong in the suite: dropping the cases that did not "
+    "discriminate after seeing the results selects on this run's noise and inflates the lift"
+)
+
+
 def audit_lines(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
@@ -704,7 +714,7 @@ def audit_lines(results: list[Result]) -> list[str]:
             lines.append(
                 f"{r.skill} × {r.model}: {n} case{'s' if n != 1 else ''} {doing}, measuring nothing: {', '.join(cases)}"
             )
-    return lines
+    return [*lines, AUDIT_NOTE] if lines else lines
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>@~:&])")

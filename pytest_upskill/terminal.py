@@ -63,6 +63,13 @@ class TerminalSummary:
             reporter.write_line(source)
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
             reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect))
+        cold = [s.name for s in run.specs if s.temperature == 0]
+        if cold and any(len(runs) > 1 for _, runs, _ in skills.values()):
+            reporter.write_line(
+                f"note: {', '.join(cold)} answer at temperature 0: where that makes the answers the same every time, "
+                "runs after the first repeat them, multiplying the cost and buying no precision (a case's rate stays "
+                "0 or 1); the power above assumes answers that vary"
+            )
         return True
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

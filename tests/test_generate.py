@@ -464,11 +464,15 @@ def test_cases_drafts_keeps_counterexamples_that_discriminate_and_audits_the_res
             "  drafted case trivial measures nothing: openai:s@*: passes in both arms in every run",
             "  counterexample impossible dropped: it does not discriminate "
             "(openai:s@*: fails in both arms in every run)",
-            "  counterexample edge kept: its arms differ on at least one student",
+            "  counterexample edge kept: its arms differed on at least one student (chosen on this run, which is "
+            "not cached: the next run measures it afresh)",
             "written: skills/wordy/skill_meta.json (3 case(s)); the old file kept as skill_meta.json.orig",
             "exit 0: 2 of 3 new case(s) discriminate on at least one student",
         ]
     )
+    # issue 30, item 7: the run the cases were chosen on is not cached (only the two teachers' answers
+    # are), so the suite's next run measures them afresh instead of replaying the selection
+    assert len(list((pytester.path / ".upskill-cache").rglob("*.json"))) == 2
     meta = skill_of(folder)
     assert [c["id"] for c in meta["tests"]] == ["helps", "trivial", "edge"]
     assert meta["metadata"]["measures_nothing"] == ["trivial"]

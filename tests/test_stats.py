@@ -137,3 +137,24 @@ def test_deterministic_runs_count_as_cases_and_noisy_runs_narrow_the_interval():
     assert hi - lo < 0.75 * (cases_only.lift_ci()[1] - cases_only.lift_ci()[0])
     assert stats.effective_n([0.5] * 10, 50) == 50  # every case at its mean: the trials are the units
     assert stats.effective_n([0.0, 1.0] * 5, 50) == 10  # all the spread between cases: the cases are
+
+
+def test_the_token_increase_is_per_trial_of_the_paired_cases_and_says_it_is_a_point_estimate():
+    """Issue 30, item 7: errors and unpaired cases are left out of the token figure, as from the rates."""
+    from pytest_upskill.gate import Finding, token_increase
+    from pytest_upskill.report import Result
+
+    result = Result("s", "m")
+    for case, arm, passed, tokens in [
+        ("a", "baseline", True, 100),
+        ("a", "with_skill", True, 150),
+        ("b", "baseline", False, 100),
+        ("b", "with_skill", True, 150),
+        ("c", "with_skill", True, 10_000),  # no baseline: unpaired
+        ("b", "baseline", None, 5_000),  # an error (run 1): not scored
+    ]:
+        run = 1 if passed is None else 0
+        result.add({"case": case, "arm": arm, "run": run, "passed": passed, "input_tokens": tokens})
+    assert token_increase(result) == Fraction(1, 2)
+    finding = Finding("token_increase", "PASS", Fraction(1, 2), None, Fraction(1), False)
+    assert finding.describe() == "token_increase +50% (point estimate, no interval) vs at most +100%"
