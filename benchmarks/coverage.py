@@ -11,8 +11,10 @@ and computes the intervals with the plugin's own code (``pytest_upskill.stats.Pa
 truth is the scenario's population value (mean over cases of skill rate - baseline rate, and the
 mean with-skill rate), so the interval is judged on what a lift means: over tasks, not over
 these particular cases. Coverage below 95% by more than about 2 Monte Carlo standard errors
-would be a failure of the method; the table flags it. The column ``before`` is the interval this
-plugin used until issue 12 (plain phi, Pearson correlation of per-case rates) on the same data.
+would be a failure of the method; the table flags it. The column ``cases only`` is the interval this
+plugin used until issue 30 (method 10 on the fractional table, every arm's width over the cases,
+whatever the runs) on the same data: the lift interval now takes each arm's width over its Kish
+effective number of units, and the table shows how much narrower that is.
 """
 
 from __future__ import annotations
@@ -83,24 +85,7 @@ SCENARIOS = {
     "true lift 0.3, baseline ~ 0.7 x Beta(2, 2)": (_lift_03, 0.3, 0.65),
 }
 CASES = (7, 10, 20, 50)
-RUNS = (1, 5, 20)
-
-
-def _before(paired: stats.Paired) -> tuple[float, float]:
-    """The interval before issue 12: Wilson widths over n, Pearson r of per-case rates, no correction."""
-    xs, ys = [float(v) for v in paired.skill], [float(v) for v in paired.baseline]
-    n = len(xs)
-    p1, p2 = sum(xs) / n, sum(ys) / n
-    mx, my = p1, p2
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    r = sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
-    l1, u1 = stats.wilson(p1, n)
-    l2, u2 = stats.wilson(p2, n)
-    d = p1 - p2
-    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * r * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * r * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return lo, hi
+RUNS = (1, 3, 5, 20)
 
 
 def cell(args: tuple[str, int, int, int, int]) -> dict:
@@ -108,16 +93,21 @@ def cell(args: tuple[str, int, int, int, int]) -> dict:
     name, n, runs, reps, seed = args
     draw, true_lift, true_rate = SCENARIOS[name]
     rng = np.random.default_rng(seed)
-    hits = {"lift": 0, "before": 0, "pass_rate": 0}
-    widths = {"lift": 0.0, "before": 0.0, "pass_rate": 0.0}
+    hits = {"lift": 0, "cases only": 0, "pass_rate": 0}
+    widths = {"lift": 0.0, "cases only": 0.0, "pass_rate": 0.0}
     for _ in range(reps):
         skill_theta, base_theta = draw(rng, n)
         skill = rng.binomial(runs, np.clip(skill_theta, 0, 1))
         base = rng.binomial(runs, np.clip(base_theta, 0, 1))
-        paired = stats.Paired(tuple(Fraction(int(k), runs) for k in skill), tuple(Fraction(int(k), runs) for k in base))
+        paired = stats.Paired(
+            tuple(Fraction(int(k), runs) for k in skill),
+            tuple(Fraction(int(k), runs) for k in base),
+            n * runs,
+            n * runs,
+        )
         for key, (lo, hi), truth in (
             ("lift", paired.lift_ci(), true_lift),
-            ("before", _before(paired), true_lift),
+            ("cases only", stats.newcombe10(*paired.table()), true_lift),
             ("pass_rate", paired.pass_rate_ci(), true_rate),
         ):
             hits[key] += lo - 1e-12 <= truth <= hi + 1e-12
@@ -141,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", default=",".join(map(str, CASES)), help="case counts, comma-separated (default 7,10,20,50)"
     )
     parser.add_argument(
-        "--runs", default=",".join(map(str, RUNS)), help="runs per case, comma-separated (default 1,5,20)"
+        "--runs", default=",".join(map(str, RUNS)), help="runs per case, comma-separated (default 1,3,5,20)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -162,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         f"(Monte Carlo SE {se:.4f} at 0.95; below {floor:.3f} is flagged with !), seed {args.seed}.\n"
     )
     print(
-        "| scenario | cases | runs | lift: coverage | lift: mean width | before: coverage | pass rate: coverage | pass "
-        "rate: mean width |"
+        "| scenario | cases | runs | lift: coverage | lift: mean width | cases only: coverage | cases only: mean width "
+        "| pass rate: coverage | pass rate: mean width |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
 
         def mark(c: float) -> str:
@@ -173,9 +163,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             f"| {r['scenario']} | {r['cases']} | {r['runs']} | {mark(r['coverage_lift'])} | {r['width_lift']:.3f} | "
-            f"{mark(r['coverage_before'])} | {mark(r['coverage_pass_rate'])} | {r['width_pass_rate']:.3f} |"
+            f"{mark(r['coverage_cases only'])} | {r['width_cases only']:.3f} | {mark(r['coverage_pass_rate'])} | "
+            f"{r['width_pass_rate']:.3f} |"
         )
     low = [r for r in rows if min(r["coverage_lift"], r["coverage_pass_rate"]) < floor]
+    for runs in run_counts:
+        cells = [r for r in rows if r["runs"] == runs]
+        ratio = sum(r["width_lift"] / r["width_cases only"] for r in cells) / len(cells)
+        print(
+            f"\n{runs} run(s): lowest lift coverage {min(r['coverage_lift'] for r in cells):.3f}; mean width "
+            f"{(1 - ratio) * 100:.0f}% narrower than counting cases only",
+            end="",
+        )
+    print()
     worst_lift = min(rows, key=lambda r: r["coverage_lift"])
     worst_rate = min(rows, key=lambda r: r["coverage_pass_rate"])
     print(

@@ -41,3 +41,29 @@ def test_the_harness_rejects_an_unknown_workload():
         [sys.executable, str(HARNESS), "--only", "warp-speed"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "unknown workload(s): warp-speed" in done.stderr
+
+
+def test_the_statistics_studies_run_and_print_their_tables(tmp_path):
+    """benchmarks/verdicts.py and benchmarks/coverage.py at a few replications: they cannot rot
+    (their figures come from full runs, quoted in benchmarks/README.md)."""
+    root = HARNESS.parent
+    verdicts = subprocess.run(
+        [sys.executable, str(root / "verdicts.py"), "--reps", "20", "--json", str(tmp_path / "v.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert verdicts.returncode == 0, verdicts.stderr[-3000:]
+    assert (
+        "| scenario | cases × runs | lift 0 | at the threshold | threshold + 0.2 | threshold + 0.3 |" in verdicts.stdout
+    )
+    assert "| scenario | cases × runs | unchanged skill (false alarm) | every case -0.2 (power) |" in verdicts.stdout
+    assert len(json.loads((tmp_path / "v.json").read_text())["rows"]) == 2 * 9 * 4 + 2 * 9 * 2
+    coverage = subprocess.run(
+        [sys.executable, str(root / "coverage.py"), "--reps", "20", "--cases", "7", "--runs", "1,3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert coverage.returncode == 0, coverage.stderr[-3000:]
+    assert "3 run(s): lowest lift coverage" in coverage.stdout
