@@ -108,6 +108,63 @@ def pr_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
     }
 
 
+GATES = 6  # the family: one run with this many skill × model lift gates
+
+
+def family_cell(args: tuple[str, int, int, str, tuple[float, ...], int, int]) -> dict:
+    """P(the run passes) and P(a useless skill's own verdict is PASS) with ``GATES`` lift gates, with no
+    adjustment (the default) and under Holm."""
+    scenario, n, runs, label, lifts, reps, seed = args
+    rng = np.random.default_rng(seed)
+    runs_pass = {"none": 0, "holm": 0}
+    useless_pass = {"none": 0, "holm": 0}
+    for _ in range(reps):
+        verdicts = []
+        for lift in lifts:
+            skill_truth, base_truth = rates(rng, scenario, n, lift)
+            paired = stats.Paired(observe(rng, skill_truth, runs), observe(rng, base_truth, runs), n * runs, n * runs)
+            shown = stats.side(paired.lift_ci(), THRESHOLD) == 1  # type: ignore[arg-type]
+            p = stats.one_sided_p(lambda z, paired=paired: paired.lift_ci(z)[0], THRESHOLD)  # type: ignore[index]
+            verdicts.append((shown, p))
+        holm = stats.holm([p for _, p in verdicts], gate.ALPHA)
+        passes = {"none": [s for s, _ in verdicts], "holm": [s and h for (s, _), h in zip(verdicts, holm, strict=True)]}
+        for rule, each in passes.items():
+            runs_pass[rule] += all(each)
+            useless_pass[rule] += any(ok for ok, lift in zip(each, lifts, strict=True) if lift <= THRESHOLD)
+    return {"kind": "family", "scenario": scenario, "cases": n, "runs": runs, "truth": label, "reps": reps} | {
+        **{f"run_passes_{k}": v / reps for k, v in runs_pass.items()},
+        **{f"useless_passes_{k}": v / reps for k, v in useless_pass.items()},
+    }
+
+
+FAMILIES = (
+    ("6 gates, every true lift +0.3", (0.3,) * GATES),
+    ("6 gates, one at the threshold, five +0.3", (THRESHOLD,) + (0.3,) * (GATES - 1)),
+    ("6 gates, every one at the threshold", (THRESHOLD,) * GATES),
+)
+
+
+def family_table(rows: list[dict]) -> list[str]:
+    out = [
+        f"{GATES} lift gates in one run (`--upskill-min-lift {THRESHOLD}`, stochastic): P(the run passes) and P(a "
+        "gate at the threshold is PASS on its own), no adjustment (the default) / `--upskill-family holm`.",
+        "",
+        "| family | cases × runs | P(run passes) | P(a useless gate's PASS) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        useless = (
+            "—"
+            if r["truth"] == FAMILIES[0][0]
+            else f"{_pct(r['useless_passes_none'])} / {_pct(r['useless_passes_holm'])}"
+        )
+        out.append(
+            f"| {r['truth']} | {r['cases']} × {r['runs']} | {_pct(r['run_passes_none'])} / "
+            f"{_pct(r['run_passes_holm'])} | {useless} |"
+        )
+    return out
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
@@ -167,9 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     gates = [(*c[:-1], args.seed + i) for i, c in enumerate(gates)]
     prs = [(*c[:-1], args.seed + 10_000 + i) for i, c in enumerate(prs)]
+    families = [
+        ("stochastic", n, r, label, lifts, args.reps, args.seed + 20_000 + i)
+        for i, ((label, lifts), (n, r)) in enumerate((f, c) for f in FAMILIES for c in ((10, 1), (20, 1), (20, 5)))
+    ]
     with ProcessPoolExecutor(args.workers) as pool:
         gate_rows = list(pool.map(gate_cell, gates))
         pr_rows = list(pool.map(pr_cell, prs))
+        family_rows = list(pool.map(family_cell, families))
     print(
         f"Error rates of the exit rules, {args.reps} replications per cell (Monte Carlo SE at most "
         f"{50 / args.reps**0.5:.1f} points), seed {args.seed}.\n"
@@ -177,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(gate_table(gate_rows)))
     print()
     print("\n".join(pr_table(pr_rows)))
+    print()
+    print("\n".join(family_table(family_rows)))
     at = [r["pass_default"] for r in gate_rows if r["truth"] == "at the threshold"]
     alarm = [r["fail_paired"] for r in pr_rows if r["truth"] == "unchanged"]
     print(
@@ -184,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         f"unchanged skill: fails at most {_pct(max(alarm))} (target 5%). {time.perf_counter() - started:.0f} s."
     )
     if args.json:
-        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": gate_rows + pr_rows}, indent=2))
+        rows = gate_rows + pr_rows + family_rows
+        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": rows}, indent=2))
     return 0
 
 
