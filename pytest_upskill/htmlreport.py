@@ -148,7 +148,9 @@ def _x(v: float, width: float, lo: float, hi: float, pad: float = 6) -> float:
 
 
 def rates_svg(result: ResultReport) -> str:
-    """Both arms' pass rates as bars, their 95% intervals as whiskers, on a 0–100% axis."""
+    """Both arms' pass rates as bars on a 0–100% axis, their intervals in the tooltip only: the two
+    arms' intervals overlap even where the paired lift is clear, so the lift is the figure drawn
+    with its interval (and the one a gate judges)."""
     w, rows = 240, []
     for i, (arm, css) in enumerate(((result.baseline, "base"), (result.with_skill, "skill"))):
         y = 4 + i * 16
@@ -156,13 +158,6 @@ def rates_svg(result: ResultReport) -> str:
         fill = "#8a8f98" if css == "base" else "#2f6fdf"
         if rate is not None:
             rows.append(f'<rect x="6" y="{y}" width="{_x(rate, w, 0, 1) - 6:.1f}" height="11" fill="{fill}" rx="1"/>')
-        if arm.pass_rate_ci:
-            lo, hi = (_x(v, w, 0, 1) for v in arm.pass_rate_ci)
-            mid = y + 5.5
-            rows.append(
-                f'<path d="M{lo:.1f} {mid}H{hi:.1f}M{lo:.1f} {y + 1}V{y + 10}M{hi:.1f} {y + 1}V{y + 10}" '
-                'stroke="#1f2328" stroke-width="1.2" fill="none"/>'
-            )
     axis = "".join(
         f'<line x1="{_x(t, w, 0, 1):.1f}" y1="2" x2="{_x(t, w, 0, 1):.1f}" y2="36" stroke="#d0d7de"/>'
         for t in (0, 0.5, 1)
@@ -277,12 +272,12 @@ def result_row(
     return (
         f'<tr class="result" data-skill="{_e(result.skill)}" data-model="{_e(result.model)}">'
         f"<td>{_e(result.skill)}</td><td><code>{_e(result.model)}</code></td>"
+        f"<td>{lift_svg(result)}<br>{lift_text}</td>"
         f"<td>{rates_svg(result)}<br>"
         f"{_fig(f'{key}|baseline.pass_rate', b.pass_rate, _pct(b.pass_rate))} → "
         f"{_fig(f'{key}|with_skill.pass_rate', s.pass_rate, _pct(s.pass_rate))} "
         f'<span class="muted">({result.paired_cases} paired case(s); {b.passed}/{b.total} → '
         f"{s.passed}/{s.total} trials passed)</span></td>"
-        f"<td>{lift_svg(result)}<br>{lift_text}</td>"
         f"<td>{verdict_html}</td>"
         f"<td>{_fig(f'{key}|input_tokens_delta', delta.input_tokens, f'{delta.input_tokens:+,}')} in / "
         f"{_fig(f'{key}|output_tokens_delta', delta.output_tokens, f'{delta.output_tokens:+,}')} out</td>"
@@ -488,9 +483,10 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
     }</select></label><span id="shown" class="muted"></span></nav>
 <h2>Per skill × model</h2>
 <p class="legend"><span><i class="sw base"></i>baseline (without the skill)</span><span><i class="sw skill"></i>with
-the skill</span><span>whiskers: 95% intervals</span></p>
-<table id="results"><thead><tr><th>skill</th><th>model</th><th>pass rate</th><th>lift [95% CI]</th><th>verdict</th>
-<th>tokens Δ</th><th>cost</th><th>skill loaded</th>{trend_head}</tr></thead><tbody>{rows}</tbody></table>
+the skill</span><span>whisker: the paired lift's 95% interval</span></p>
+<table id="results"><thead><tr><th>skill</th><th>model</th><th>lift, paired [95% CI]</th><th>pass rate</th>
+<th>verdict</th><th>tokens Δ</th><th>cost</th><th>skill loaded</th>{trend_head}</tr></thead>
+<tbody>{rows}</tbody></table>
 <p class="muted">{_e(statistics.get("unit", ""))}. Lift: {_e(statistics.get("lift_interval", ""))}. Pass rate:
 {_e(statistics.get("pass_rate_interval", ""))}.</p>
 {f'<h2>Not measured: every trial skipped</h2><ul id="skipped">{not_measured}</ul>' if not_measured else ""}

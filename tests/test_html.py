@@ -139,6 +139,12 @@ def test_the_page_renders_with_the_figures_of_the_json_report(pytester, skills, 
     assert HOSTILE in text
     assert dom.all("img") == [] and len(dom.all("script")) == 1
     assert re.findall(r"<title>(.*?)</title>", dom.raw)[0] == "pytest-upskill report"  # the document title
+    # issue 30, item 7: the paired lift is the primary figure, drawn with its interval, before the rates;
+    # the arms' own intervals (which overlap where the paired lift is clear) are not drawn as whiskers
+    heads = re.findall(r"<th>(.*?)</th>", dom.raw)
+    assert heads.index("lift, paired [95% CI]") < heads.index("pass rate")
+    rates = re.findall(r'<svg class="rates".*?</svg>', dom.raw)
+    assert rates and all("<path" not in svg for svg in rates)
 
 
 @needs_browser
