@@ -608,7 +608,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
             lines.append(
                 f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out "
-                f"{_tokens(b.output_tokens, s.output_tokens)}"
+                f"{_tokens(b.output_tokens, s.output_tokens)}   (totals, no interval)"
             )
         cache_figures = b.cache_read_tokens + s.cache_read_tokens + b.cache_write_tokens + s.cache_write_tokens
         replayed = b.cached == b.total and s.cached == s.total  # every answer from the response cache: none sent now
@@ -623,7 +623,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
         if spent[0] is not None and spent[1] is not None:
             lines.append(
                 f"  cost        ${spent[0]:.4f} → ${spent[1]:.4f} ({spent[1] - spent[0]:+.4f} USD with the skill; "
-                "the alias's prices per million tokens)"
+                "the alias's prices per million tokens; totals, no interval)"
             )
         if b.capped or s.capped:
             shown = " → ".join(f"{a.capped}/{a.total}" for a in (b, s) if a.total)  # an arm deselected is not shown
@@ -674,8 +674,16 @@ def agent_lines(r: Result) -> list[str]:
             f"tool calls {_mean(b.tool_calls, b.agentic)} → {_mean(s.tool_calls, s.agentic)}"
         )
     if s.offered:
+        by_case = [
+            [t.skill_loaded for (arm, _), t in trials.items() if arm == "with_skill" and t.skill_loaded is not None]
+            for trials in r.details.values()
+        ]
+        rates = [sum(loaded) / len(loaded) for loaded in by_case if loaded]
+        mean = sum(rates) / len(rates)
+        lo, hi = stats.wilson_cc(mean, len(rates))
         lines.append(
-            f"  activation  skill loaded in {s.loaded}/{s.offered} with-skill trial(s) ({pct(s.activation_rate)}) "
+            f"  activation  skill loaded in {s.loaded}/{s.offered} with-skill trial(s) ({pct(s.activation_rate)}); "
+            f"by case {pct(mean)} [95% CI {pct(lo)}, {pct(hi)}] over {len(rates)} case(s) "
             "(progressive: name and description shown, read_skill offered)"
         )
     judge_in, judge_out = b.judge_input_tokens + s.judge_input_tokens, b.judge_output_tokens + s.judge_output_tokens

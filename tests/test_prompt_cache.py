@@ -123,4 +123,6 @@ def test_cost_bills_cached_input_at_the_aliases_cache_prices(pytester, alpha):
             assert figures["cost"] == pytest.approx(expected)
     # the cached skill costs less with cache prices than the same tokens at the input price
     assert results[0]["with_skill"]["cost"] < results[1]["with_skill"]["cost"]
-    out.stdout.fnmatch_lines(["  cost        $* → $* (* USD with the skill; the alias's prices per million tokens)"])
+    out.stdout.fnmatch_lines(
+        ["  cost        $* → $* (* USD with the skill; the alias's prices per million tokens; totals, no interval)"]
+    )

@@ -246,7 +246,10 @@ def test_small_things_a_newcomer_met(pytester, write_skill, model_server):
     )
     first = pytester.runpytest("--upskill-models", "priced", "--junitxml", "out1.xml")
     first.stdout.fnmatch_lines(
-        ["  cost        $0.0* → $0.0* (+0.0* USD with the skill; the alias's prices per million tokens)"]
+        [
+            "  cost        $0.0* → $0.0* (+0.0* USD with the skill; the alias's prices per million tokens; totals, "
+            "no interval)"
+        ]
     )
     sent = len(model_server.requests)
     plan = pytester.runpytest("--upskill-models", "priced", "--upskill-plan")

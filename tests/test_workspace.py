@@ -260,7 +260,12 @@ def test_progressive_disclosure_offers_read_skill_and_reports_activation(pyteste
         *both_protocols(model_server),
     )
     result.assert_outcomes(passed=2, xfailed=2)
-    result.stdout.fnmatch_lines(["*activation  skill loaded in 1/1 with-skill trial(s) (100%)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*activation  skill loaded in 1/1 with-skill trial(s) (100%); by case 100% [[]95% CI *, 100%[]] over "
+            "1 case(s)*"
+        ]
+    )
     data = report(pytester)
     assert [r["activation_rate"] for r in data["results"]] == [1.0, 1.0]
     assert all(r["baseline"].get("activation") is None for r in data["results"])
