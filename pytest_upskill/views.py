@@ -171,8 +171,26 @@ def trend_lines(series: dict[tuple[str, str], list[tuple[Run, ResultReport]]], m
             known = [v for v in values if v is not None]
             ends = f"{show(known[0])} → {show(known[-1])}" if known else "n/a"
             lines.append(f"  {name:<10} {sparkline(values, low, high)}  {ends}")
+        if metric == "success" and len(points) > 1:
+            lines.append(f"  noise      {noise_band(points[0][1], points[-1][1])}")
         lines += [f"  note       {change}" for change in setting_changes([run for run, _ in points])]
     return lines
+
+
+def noise_band(first: ResultReport, last: ResultReport) -> str:
+    """Whether the with-skill pass rate moved beyond the noise from the first run to the last: the
+    paired change on the cases both scored, with its 95% interval (the pull request's check)."""
+    from .gate import paired_change  # the views are read by the gate's module users, not the reverse
+
+    change = paired_change(first, last)
+    if not change.n:
+        return "no case scored in both the first and the last run: no noise band"
+    d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
+    where = "beyond the noise" if lo > 0 or hi < 0 else "within the noise"
+    return (
+        f"with skill first → last {d * 100:+.0f}% [95% CI {lo * 100:+.0f}%, {hi * 100:+.0f}%] on {change.n} shared "
+        f"case(s): {where}"
+    )
 
 
 def setting_changes(runs: list[Run]) -> list[str]:

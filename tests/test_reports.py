@@ -205,6 +205,8 @@ def test_runs_shows_bars_the_matrix_and_trends_and_writes_csv(pytester, two_skil
     assert "beta-facts   0% → 100% +100%" in out
     assert "beta-facts × gamma  (3 runs:" in out
     assert "  with skill ███  100% → 100%" in out
+    # issue 30, item 7: a trend comes with its noise band, the paired change first → last
+    assert "  noise      with skill first → last +0% [95% CI " in out and "on 1 shared case(s): within the noise" in out
     assert "  note       settings changed at " in out and ": runs 1 → 2 (the figures may not compare)" in out
     rows = (pytester.path / "runs.csv").read_text().splitlines()
     assert rows[0].startswith("time,commit,branch,skill,model,paired_cases,baseline_pass_rate")
