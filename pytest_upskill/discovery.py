@@ -42,6 +42,7 @@ _NOT_SEARCHED = {
     ".yarn",
 }
 _SEARCH_DEPTH = 3  # .cursor/skills/NAME/SKILL.md is three levels below .cursor
+SHOWN_UNSEEN = 50  # SKILL.md files named in the "not collected" line at most
 
 
 def is_agent_folder(folder: Path, patterns: list[str]) -> bool:
@@ -102,8 +103,13 @@ class Unseen:
             self.files.setdefault(path, why)
 
     def line(self) -> str | None:
+        """One line: every file not collected (up to ``SHOWN_UNSEEN``), grouped by why."""
         if not self.files:
             return None
-        shown = [f"{path} ({why})" for path, why in sorted(self.files.items())[:5]]
-        more = f" and {len(self.files) - 5} more" if len(self.files) > 5 else ""
+        listed = sorted(self.files.items())[:SHOWN_UNSEEN]
+        groups: dict[str, list[str]] = {}  # why -> paths: each reason said once, every path named
+        for path, why in listed:
+            groups.setdefault(why, []).append(path)
+        shown = [f"{', '.join(paths)} ({why})" for why, paths in groups.items()]
+        more = f" and {len(self.files) - len(listed)} more" if len(self.files) > len(listed) else ""
         return f"upskill: {len(self.files)} SKILL.md file(s) found but not collected: " + "; ".join(shown) + more

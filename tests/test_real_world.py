@@ -286,3 +286,14 @@ def test_small_things_a_newcomer_met(pytester, write_skill, model_server):
         ]
     )
     assert "prepared_validator" not in typo.stdout.str()
+
+
+def test_every_skill_md_not_collected_is_named_once_per_reason(pytester, model_server):
+    """Issue 28, done means: over anthropics/skills' layout (17 skills, most without cases) every
+    skill shows in the summary; the reason is said once for the files it applies to."""
+    for i in range(12):
+        _skill(pytester.path, "skills", f"untested-{i:02d}")
+    result = pytester.runpytest("--upskill-models", f"openai:m@{model_server.openai_base_url}")
+    line = next(x for x in result.stdout.lines if "found but not collected" in x)
+    assert all(f"skills/untested-{i:02d}/SKILL.md" in line for i in range(12)) and "more" not in line
+    assert line.count("no test cases beside it") == 1
