@@ -108,6 +108,49 @@ def pr_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
     }
 
 
+RATE_THRESHOLD = 0.6  # the pass-rate gate's threshold in the study
+RATE_TRUTHS = (("rate 0.4", 0.4), ("at the threshold", 0.6), ("threshold + 0.2", 0.8), ("threshold + 0.3", 0.9))
+
+
+def rate_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
+    """P(pass) of the pass-rate gate (``--upskill-min-pass-rate``) under the default rule and lenient."""
+    scenario, n, runs, label, truth, reps, seed = args
+    rng = np.random.default_rng(seed)
+    passed = {"default": 0, "lenient": 0}
+    for _ in range(reps):
+        if scenario == "stochastic":  # the with-skill rates spread evenly around the truth
+            theta = truth + rng.uniform(-1, 1, n) * min(truth, 1 - truth)
+        else:
+            theta = (rng.random(n) < truth).astype(float)
+        skill = observe(rng, theta, runs)
+        paired = stats.Paired(skill, skill, n * runs, n * runs)
+        where = stats.side(paired.pass_rate_ci(), RATE_THRESHOLD)  # type: ignore[arg-type]
+        passed["default"] += where == 1
+        passed["lenient"] += where == 1 or (where == 0 and float(paired.p_skill) >= RATE_THRESHOLD)  # type: ignore[arg-type]
+    return {"kind": "rate", "scenario": scenario, "cases": n, "runs": runs, "truth": label, "reps": reps} | {
+        f"pass_{k}": v / reps for k, v in passed.items()
+    }
+
+
+def rate_table(rows: list[dict]) -> list[str]:
+    out = [
+        f"P(the run passes) with `--upskill-min-pass-rate {RATE_THRESHOLD}`: default rule / `--upskill-lenient`.",
+        "",
+        "| scenario | cases × runs | " + " | ".join(f"true rate {t:g}" for _, t in RATE_TRUTHS) + " |",
+        "|---|---|" + "---|" * len(RATE_TRUTHS),
+    ]
+    for scenario in SCENARIOS:
+        for n in CASES:
+            for runs in (1, 5):
+                cells = {r["truth"]: r for r in rows if (r["scenario"], r["cases"], r["runs"]) == (scenario, n, runs)}
+                shown = [
+                    f"{_pct(cells[label]['pass_default'])} / {_pct(cells[label]['pass_lenient'])}"
+                    for label, _ in RATE_TRUTHS
+                ]
+                out.append(f"| {scenario} | {n} × {runs} | " + " | ".join(shown) + " |")
+    return out
+
+
 GATES = 6  # the family: one run with this many skill × model lift gates
 
 
@@ -228,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         ("stochastic", n, r, label, lifts, args.reps, args.seed + 20_000 + i)
         for i, ((label, lifts), (n, r)) in enumerate((f, c) for f in FAMILIES for c in ((10, 1), (20, 1), (20, 5)))
     ]
+    rates_cells = [
+        (s, n, r, label, truth, args.reps, args.seed + 30_000 + i)
+        for i, (s, n, r, (label, truth)) in enumerate(
+            (s, n, r, t) for s in SCENARIOS for n in CASES for r in (1, 5) for t in RATE_TRUTHS
+        )
+    ]
     with ProcessPoolExecutor(args.workers) as pool:
+        rate_rows = list(pool.map(rate_cell, rates_cells))
         gate_rows = list(pool.map(gate_cell, gates))
         pr_rows = list(pool.map(pr_cell, prs))
         family_rows = list(pool.map(family_cell, families))
@@ -238,17 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n".join(gate_table(gate_rows)))
     print()
+    print("\n".join(rate_table(rate_rows)))
+    print()
     print("\n".join(pr_table(pr_rows)))
     print()
     print("\n".join(family_table(family_rows)))
-    at = [r["pass_default"] for r in gate_rows if r["truth"] == "at the threshold"]
+    at = [r["pass_default"] for r in gate_rows + rate_rows if r["truth"] == "at the threshold"]
     alarm = [r["fail_paired"] for r in pr_rows if r["truth"] == "unchanged"]
     print(
-        f"\nDefault lift gate at the threshold: passes at most {_pct(max(at))} (target 5%). Paired PR check on an "
+        f"\nDefault lift and pass-rate gates at the threshold: pass at most {_pct(max(at))} (target 5%). Paired PR "
+        "check on an "
         f"unchanged skill: fails at most {_pct(max(alarm))} (target 5%). {time.perf_counter() - started:.0f} s."
     )
     if args.json:
-        rows = gate_rows + pr_rows + family_rows
+        rows = gate_rows + rate_rows + pr_rows + family_rows
         args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": rows}, indent=2))
     return 0
 

@@ -135,6 +135,13 @@ def test_deterministic_runs_count_as_cases_and_noisy_runs_narrow_the_interval():
     lo, hi = with_runs.lift_ci()
     assert (lo, hi) == pytest.approx((0.2409, 0.5913), abs=5e-5)  # pinned: the values this method gives
     assert hi - lo < 0.75 * (cases_only.lift_ci()[1] - cases_only.lift_ci()[0])
+    three_runs = stats.Paired(
+        tuple(Fraction(k, 3) for k in (3, 2, 3, 1, 2, 3, 0, 3)),
+        tuple(Fraction(k, 3) for k in (1, 2, 0, 1, 0, 2, 0, 1)),
+        24,
+        24,
+    )
+    assert three_runs.lift_ci() == pytest.approx((0.0631, 0.6501), abs=5e-5)  # cases only: (-0.0573, 0.6995)
     assert stats.effective_n([0.5] * 10, 50) == 50  # every case at its mean: the trials are the units
     assert stats.effective_n([0.0, 1.0] * 5, 50) == 10  # all the spread between cases: the cases are
 
