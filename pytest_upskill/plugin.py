@@ -206,17 +206,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the time at 10 cases: see the README's error rates)",
     )
     group.addoption(
-        "--upskill-effect",
-        dest="upskill_effect",
-        type=float,
-        default=None,
-        metavar="X",
-        help="planning: the true margin above a threshold to size cases for, at 80%% power (default 0.2)",
-    )
-    parser.addini(
-        "upskill_effect", "planning: the margin above a threshold to size cases for (default 0.2)", default=""
-    )
-    group.addoption(
         "--upskill-family",
         dest="upskill_family",
         default=None,
@@ -232,26 +221,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the pull request's check: compare the with-skill pass rate, case by case, with an earlier "
         "--upskill-report",
     )
-    group.addoption(
-        "--upskill-max-regression",
-        dest="upskill_max_regression",
-        type=float,
-        default=None,
-        metavar="X",
-        help="--upskill-compare: fail when a drop of the with-skill pass rate of more than X is shown "
-        "(default 0: any drop its 95%% interval shows)",
-    )
-    parser.addini("upskill_max_regression", "--upskill-compare: the drop tolerated, e.g. 0.05", default="")
-    group.addoption(
-        "--upskill-min-improvement",
-        dest="upskill_min_improvement",
-        type=float,
-        default=None,
-        metavar="X",
-        help="--upskill-compare: the pull request claims an improvement of at least X; fail unless its 95%% "
-        "interval shows it",
-    )
-    parser.addini("upskill_min_improvement", "--upskill-compare: an improvement claimed, e.g. 0.1", default="")
+    for key, text in (
+        ("effect", "planning: the true margin above a threshold to size cases for, at 80%% power (default 0.2)"),
+        (
+            "max_regression",
+            "--upskill-compare: fail when a drop of the with-skill pass rate of more than X is shown (default 0: "
+            "any drop its 95%% interval shows)",
+        ),
+        (
+            "min_improvement",
+            "--upskill-compare: the pull request claims an improvement of at least X; fail unless its 95%% "
+            "interval shows it",
+        ),
+    ):
+        group.addoption(
+            f"--upskill-{key.replace('_', '-')}",
+            dest=f"upskill_{key}",
+            type=float,
+            default=None,
+            metavar="X",
+            help=text,
+        )
+        parser.addini(f"upskill_{key}", text.replace("%%", "%"), default="")
     group.addoption(
         "--upskill-changed-since",
         default=None,
