@@ -97,7 +97,9 @@ def test_pass_rate_and_token_thresholds_from_the_ini_and_per_skill(pytester, wri
     meta = {"tests": cases(12), "thresholds": {"max_token_increase": 0.1}}
     write_skill("too-costly", meta, body=BODY + " " + "padding " * 50)
     result = run(pytester, model_server)
-    result.stdout.fnmatch_lines(["FAILED GATE  too-costly × *: token_increase +*% vs at most +10%"])
+    result.stdout.fnmatch_lines(
+        ["FAILED GATE  too-costly × *: token_increase +*% (point estimate, no interval) vs at most +10%"]
+    )
     verdicts = {v["skill"]: v for v in report(pytester)["verdicts"]}
     assert verdicts["cheap-enough"]["verdict"] == "PASS"
     assert {f["figure"]: f["verdict"] for f in verdicts["too-costly"]["findings"]} == {

@@ -202,7 +202,7 @@ def test_a_fully_replayed_run_does_not_claim_prompt_cache_reads():
 def test_the_gate_options_say_how_each_is_judged(pytester):
     result = pytester.runpytest("--help")
     out = " ".join(result.stdout.str().split())
-    assert "highest acceptable relative token increase of the skill, e.g. 0.5; judged on its value" in out
+    assert "relative token increase of the skill, e.g. 0.5, per trial of the paired cases; judged on its value" in out
     assert "lowest acceptable lift, e.g. 0.1; judged on its 95% interval" in out
 
 
