@@ -281,6 +281,8 @@ class Regression:
             return "FLIP"
         if self.kind == "improvement":
             return "NOT SHOWN"
+        if self.kind == "uncompared":
+            return "NOT COMPARED"
         return "REGRESSION" if self.fails else "NO REGRESSION"
 
     def to_model(self) -> RegressionReport:
@@ -353,9 +355,10 @@ def compare(
     found: list[Regression] = []
     for new in new_report.results:
         before = old.get((new.skill, new.model))
-        if before is None:
-            continue
         skill, model = new.skill, new.model
+        if before is None:
+            found.append(Regression(skill, model, "uncompared", "not in the old report: nothing to compare it with"))
+            continue
         change = paired_change(before, new)
         if change.n:
             d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
@@ -386,7 +389,13 @@ def compare(
                         "(--upskill-min-improvement)",
                     )
                 )
-        elif new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci:
+        elif not (new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci):
+            found.append(
+                Regression(
+                    skill, model, "uncompared", "no case scored in both runs, and no lift in both: nothing compared"
+                )
+            )
+        else:
             lo, hi = lift_difference_ci(new.lift, new.lift_ci, before.lift, before.lift_ci)
             if hi < -rule.max_regression - stats.TOLERANCE:
                 found.append(
@@ -472,8 +481,15 @@ class Evaluation:
                 f"{unevaluated} skill × model(s) with a gate set could not be evaluated: every trial was skipped "
                 "(NOT EVALUATED above says why)"
             )
-        if self.failing_changes:
-            reasons.append(f"{len(self.failing_changes)} regression(s) against --upskill-compare")
+        regressed = [g for g in self.failing_changes if g.kind != "uncompared"]
+        if regressed:
+            reasons.append(f"{len(regressed)} regression(s) against --upskill-compare")
+        uncompared = len(self.failing_changes) - len(regressed)
+        if uncompared:
+            reasons.append(
+                f"{uncompared} skill × model(s) could not be compared with --upskill-compare and have no gate of "
+                "their own (NOT COMPARED above)"
+            )
         if collection_errors:
             reasons.append(f"{collection_errors} file(s) could not be collected")
         if unscored > allowed_errors:
@@ -576,6 +592,11 @@ def evaluate(
     if family == "holm":
         hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
+    judged = {(v.skill, v.model) for v in verdicts}
+    for g in regressions:  # nothing unevaluated is green: a skill × model not compared needs a gate of its own
+        if g.kind == "uncompared":
+            g.fails = (g.skill, g.model) not in judged
+            g.message += "; judged by its gates" if not g.fails else "; set a gate (--upskill-min-lift) to judge it"
     return Evaluation(verdicts, regressions, strict, compared=old_report is not None, family=family)
 
 

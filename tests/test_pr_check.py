@@ -128,3 +128,23 @@ def test_an_old_report_without_per_case_results_is_compared_on_the_lifts_saying_
     (pytester.path / "main.json").write_text(json.dumps(old))
     dropped = run(pytester, noisy, "pr", "--upskill-compare", "main.json", drop=0.9)
     dropped.stdout.fnmatch_lines(["REGRESSION   noisy × *: lift fell from * the old report holds no per-case results*"])
+
+
+def test_a_skill_the_old_report_lacks_is_not_green_unless_a_gate_judges_it(pytester, write_skill, noisy):
+    """Nothing unevaluated is green: a skill added by the pull request has nothing to be compared
+    with, so the check cannot pass it; a gate of its own can."""
+    write_skill("noisy", cases(), body="Answer.")
+    run(pytester, noisy, "main", "--upskill-report", "main.json")
+    write_skill("added", cases(), body="Answer too.")
+    alone = run(pytester, noisy, "main", "--upskill-compare", "main.json")
+    alone.stdout.fnmatch_lines(
+        [
+            "NOT COMPARED added × *: not in the old report: nothing to compare it with; set a gate "
+            "(--upskill-min-lift) to judge it",
+            "upskill: exit status 1 because 1 skill × model(s) could not be compared with --upskill-compare and "
+            "have no gate of their own (NOT COMPARED above)",
+        ]
+    )
+    gated = run(pytester, noisy, "main", "--upskill-compare", "main.json", "--upskill-min-pass-rate", "0")
+    gated.stdout.fnmatch_lines(["NOT COMPARED added × *: not in the old report*; judged by its gates"])
+    assert gated.ret == pytest.ExitCode.OK, gated.stdout.str()
