@@ -151,6 +151,51 @@ def rate_table(rows: list[dict]) -> list[str]:
     return out
 
 
+TOKEN_LIMIT = 0.5  # the token gate's limit in the study: +50% tokens per trial with the skill
+TOKEN_TRUTHS = (("limit - 0.2", 0.3), ("limit - 0.1", 0.4), ("at the limit", 0.5), ("limit + 0.1", 0.6))
+
+
+def token_cell(args: tuple[str, int, int, str, float, int, int]) -> dict:
+    """P(pass) of the token gate (a point estimate against its limit). Assumed: 400 input tokens per
+    trial without the skill (fixed), the skill's own tokens added to it with the skill, and output
+    tokens drawn per trial from a lognormal with a coefficient of variation of 0.5 (mean 200 without
+    the skill, 300 with it); the skill's length sets the true increase."""
+    scenario, n, runs, label, truth, reps, seed = args
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(np.log(1 + 0.5**2))
+    base_mean = 400 + 200
+    skill_input = base_mean * (1 + truth) - 300 - 400  # the skill's tokens that make the true increase
+    passed = 0
+    for _ in range(reps):
+        base_out = rng.lognormal(np.log(200) - sigma**2 / 2, sigma, n * runs)
+        skill_out = rng.lognormal(np.log(300) - sigma**2 / 2, sigma, n * runs)
+        before = (400 + base_out).mean()
+        after = (400 + skill_input + skill_out).mean()
+        passed += (after - before) / before <= TOKEN_LIMIT
+    return {"kind": "tokens", "scenario": scenario, "cases": n, "runs": runs, "truth": label, "reps": reps} | {
+        "pass_default": passed / reps
+    }
+
+
+def token_table(rows: list[dict]) -> list[str]:
+    out = [
+        f"P(the run passes) with `--upskill-max-token-increase {TOKEN_LIMIT}` (a point estimate; output tokens "
+        "lognormal, CV 0.5: see token_cell).",
+        "",
+        "| cases × runs | " + " | ".join(f"true increase {t:+.0%} ({label})" for label, t in TOKEN_TRUTHS) + " |",
+        "|---|" + "---|" * len(TOKEN_TRUTHS),
+    ]
+    for n in CASES:
+        for runs in (1, 5):
+            cells = {r["truth"]: r for r in rows if (r["cases"], r["runs"]) == (n, runs)}
+            out.append(
+                f"| {n} × {runs} | "
+                + " | ".join(_pct(cells[label]["pass_default"]) for label, _ in TOKEN_TRUTHS)
+                + " |"
+            )
+    return out
+
+
 GATES = 6  # the family: one run with this many skill × model lift gates
 
 
@@ -252,57 +297,94 @@ def pr_table(rows: list[dict]) -> list[str]:
     return out
 
 
+PARTS = ("gates", "rates", "pr", "family", "tokens")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=2000, help="replications per cell (default 2000)")
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", default=",".join(PARTS), help=f"the tables to make (default: {','.join(PARTS)})")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--only: unknown table(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
     started = time.perf_counter()
     grid = [(s, n, r) for s in SCENARIOS for n in CASES for r in RUNS]
-    gates = [(s, n, r, label, lift, args.reps, 0) for s, n, r in grid for label, lift in LIFTS]
-    prs = [
-        (s, n, r, label, d, args.reps, 0) for s, n, r in grid for label, d in (("unchanged", 0.0), ("drop 0.2", DROP))
-    ]
-    gates = [(*c[:-1], args.seed + i) for i, c in enumerate(gates)]
-    prs = [(*c[:-1], args.seed + 10_000 + i) for i, c in enumerate(prs)]
-    families = [
-        ("stochastic", n, r, label, lifts, args.reps, args.seed + 20_000 + i)
-        for i, ((label, lifts), (n, r)) in enumerate((f, c) for f in FAMILIES for c in ((10, 1), (20, 1), (20, 5)))
-    ]
-    rates_cells = [
-        (s, n, r, label, truth, args.reps, args.seed + 30_000 + i)
-        for i, (s, n, r, (label, truth)) in enumerate(
-            (s, n, r, t) for s in SCENARIOS for n in CASES for r in (1, 5) for t in RATE_TRUTHS
-        )
-    ]
+    cells = {
+        "gates": (
+            gate_cell,
+            gate_table,
+            [
+                (s, n, r, label, lift, args.reps, args.seed + i)
+                for i, (s, n, r, (label, lift)) in enumerate((s, n, r, t) for s, n, r in grid for t in LIFTS)
+            ],
+        ),
+        "rates": (
+            rate_cell,
+            rate_table,
+            [
+                (s, n, r, label, truth, args.reps, args.seed + 30_000 + i)
+                for i, (s, n, r, (label, truth)) in enumerate(
+                    (s, n, r, t) for s in SCENARIOS for n in CASES for r in (1, 5) for t in RATE_TRUTHS
+                )
+            ],
+        ),
+        "pr": (
+            pr_cell,
+            pr_table,
+            [
+                (s, n, r, label, d, args.reps, args.seed + 10_000 + i)
+                for i, (s, n, r, (label, d)) in enumerate(
+                    (s, n, r, t) for s, n, r in grid for t in (("unchanged", 0.0), ("drop 0.2", DROP))
+                )
+            ],
+        ),
+        "family": (
+            family_cell,
+            family_table,
+            [
+                ("stochastic", n, r, label, lifts, args.reps, args.seed + 20_000 + i)
+                for i, ((label, lifts), (n, r)) in enumerate(
+                    (f, c) for f in FAMILIES for c in ((10, 1), (20, 1), (20, 5))
+                )
+            ],
+        ),
+        "tokens": (
+            token_cell,
+            token_table,
+            [
+                ("lognormal", n, r, label, truth, args.reps, args.seed + 40_000 + i)
+                for i, (n, r, (label, truth)) in enumerate(
+                    (n, r, t) for n in CASES for r in (1, 5) for t in TOKEN_TRUTHS
+                )
+            ],
+        ),
+    }
+    rows: dict[str, list[dict]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
-        rate_rows = list(pool.map(rate_cell, rates_cells))
-        gate_rows = list(pool.map(gate_cell, gates))
-        pr_rows = list(pool.map(pr_cell, prs))
-        family_rows = list(pool.map(family_cell, families))
+        for part in parts:
+            rows[part] = list(pool.map(cells[part][0], cells[part][2]))
     print(
         f"Error rates of the exit rules, {args.reps} replications per cell (Monte Carlo SE at most "
         f"{50 / args.reps**0.5:.1f} points), seed {args.seed}.\n"
     )
-    print("\n".join(gate_table(gate_rows)))
-    print()
-    print("\n".join(rate_table(rate_rows)))
-    print()
-    print("\n".join(pr_table(pr_rows)))
-    print()
-    print("\n".join(family_table(family_rows)))
-    at = [r["pass_default"] for r in gate_rows + rate_rows if r["truth"] == "at the threshold"]
-    alarm = [r["fail_paired"] for r in pr_rows if r["truth"] == "unchanged"]
-    print(
-        f"\nDefault lift and pass-rate gates at the threshold: pass at most {_pct(max(at))} (target 5%). Paired PR "
-        "check on an "
-        f"unchanged skill: fails at most {_pct(max(alarm))} (target 5%). {time.perf_counter() - started:.0f} s."
-    )
+    for part in parts:
+        print("\n".join(cells[part][1](rows[part])))
+        print()
+    at = [r["pass_default"] for p in ("gates", "rates") for r in rows.get(p, []) if r["truth"] == "at the threshold"]
+    alarm = [r["fail_paired"] for r in rows.get("pr", []) if r["truth"] == "unchanged"]
+    if at:
+        print(f"Default lift and pass-rate gates at the threshold: pass at most {_pct(max(at))} (target 5%).")
+    if alarm:
+        print(f"Paired PR check on an unchanged skill: fails at most {_pct(max(alarm))} (target 5%).")
+    print(f"{time.perf_counter() - started:.0f} s.")
     if args.json:
-        rows = gate_rows + rate_rows + pr_rows + family_rows
-        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": rows}, indent=2))
+        everything = [r for part in parts for r in rows[part]]
+        args.json.write_text(json.dumps({"reps": args.reps, "seed": args.seed, "rows": everything}, indent=2))
     return 0
 
 
