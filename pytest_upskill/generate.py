@@ -4,7 +4,9 @@ the plugin itself measures them on each student, and the teacher revises the ski
 The loop, measured:
 
 1. The teacher drafts SKILL.md and N cases (or ``--from`` gives it a trace to distil, or a skill to
-   improve). Cases are split once, deterministically: a third of them are **held out**.
+   improve), then ``--held-out`` more cases in a request of their own that shows only the task:
+   those **held-out** cases decide the exit status (improving a skill holds out a third of its own
+   cases, chosen by a fixed hash).
 2. Each version of the skill is run on every student by ``pytest`` with this plugin, in a
    subprocess (the same runner, cache, settings and report as any run; its report is read back).
 3. While the lift on the *training* cases is not PASS against ``--min-lift`` (the gate's own
@@ -12,9 +14,9 @@ The loop, measured:
    students failed with the skill (the request, the answer, the checks that failed) and revises the
    instructions, up to ``--attempts`` times. It never sees a held-out case.
 4. The version kept is the one whose lowest lower bound of the training lift (over the students)
-   is highest, the earliest on a tie: never simply the last. The lift reported at the end is on
-   the held-out cases, which the loop could not fit. Every attempt's figures go into
-   skill_meta.json's ``metadata``.
+   is highest, the earliest on a tie: never simply the last. The verdict that sets the exit status
+   is on the held-out cases, which the loop could not fit; the training lift is printed as
+   optimistic. Every attempt's figures go into skill_meta.json's ``metadata``.
 
 Nothing of the user's is overwritten silently: a new skill goes to a new folder; an improved one
 is written beside the old (``SKILL.proposed.md``, ``skill_meta.proposed.json``), or over it with
