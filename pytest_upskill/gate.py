@@ -615,7 +615,7 @@ def hold_back(verdicts: list[Verdict], strict: bool) -> None:
             finding.fails = strict or (finding.value is not None and finding.value < finding.threshold)
 
 
-def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift") -> str:
+def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift", varied: bool = True) -> str:
     """How many cases give 80% power to pass when the truth is ``effect`` above ``threshold``."""
     truth = threshold + effect
     shown = f"{truth * 100:.0f}%" if figure == "pass_rate" else f"{truth * 100:+.0f}%"
@@ -624,7 +624,7 @@ def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift
     if needed is None:
         return f"no case count up to 2,000 gives {stats.POWER:.0%} power at a true {what} of {shown}"
     more = ""
-    if figure == "lift" and runs < 3:
+    if figure == "lift" and runs < 3 and varied:
         fewer = stats.cases_for_power(threshold, truth, 3, figure)
         more = f", or about {fewer} × 3 runs if answers vary from run to run" if fewer else ""
     return (
@@ -633,7 +633,9 @@ def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift
     )
 
 
-def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None, effect: float = DEFAULT_EFFECT) -> str:
+def resolution_line(
+    skill: str, cases: int, runs: int, min_lift: float | None, effect: float = DEFAULT_EFFECT, varied: bool = True
+) -> str:
     """``--upskill-plan``: the power of these cases against the lift threshold (or 0), and the
     cases that would give 80% (simulated: ``stats.power``)."""
     threshold = float(stats.exact(min_lift)) if min_lift is not None else 0.0
@@ -641,8 +643,9 @@ def resolution_line(skill: str, cases: int, runs: int, min_lift: float | None, e
     head = f"power: {skill}: {cases} case{'s' if cases != 1 else ''} × {runs} run{'s' if runs != 1 else ''}: "
     now = stats.power(cases, runs, threshold, truth)
     return (
-        head + f"a true lift of {truth * 100:+.0f}% passes the lift gate ({threshold * 100:+.0f}%) "
-        f"{now:.0%} of the time; {power_advice(threshold, effect, runs)} (simulated: cases' rates spread over (0, 1))"
+        head + f"a true lift of {truth * 100:+.0f}% passes a lift gate at {threshold * 100:+.0f}% "
+        f"{now:.0%} of the time; {power_advice(threshold, effect, runs, varied=varied)} (simulated: cases' rates "
+        "spread over (0, 1))"
     )
 
 

@@ -61,8 +61,9 @@ class TerminalSummary:
         source = price_source(run.specs)
         if source:
             reporter.write_line(source)
+        varied = any(s.temperature != 0 for s in run.specs)  # at temperature 0 runs repeat the answers
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
-            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect))
+            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect, varied))
         cold = [s.name for s in run.specs if s.temperature == 0]
         if cold and any(len(runs) > 1 for _, runs, _ in skills.values()):
             reporter.write_line(

@@ -176,9 +176,11 @@ def test_the_plan_prints_the_power_of_these_cases_and_the_cases_for_80_percent(p
         assert not server.requests
     result.stdout.fnmatch_lines(
         [
-            "power: tabled: 7 cases × 2 runs: a true lift of +20% passes the lift gate (+0%) *% of the time; about * "
-            "cases × 2 runs give 80% power to pass at a true lift of +20% (the threshold + --upskill-effect 0.2), or "
-            "about * × 3 runs if answers vary from run to run (simulated: cases' rates spread over (0, 1))"
+            "power: tabled: 7 cases × 2 runs: a true lift of +20% passes a lift gate at +0% *% of the time; about * "
+            "cases × 2 runs give 80% power to pass at a true lift of +20% (the threshold + --upskill-effect 0.2) "
+            "(simulated: cases' rates spread over (0, 1))",
+            "note: openai:m@* answer at temperature 0: where that makes the answers the same every time, runs after "
+            "the first repeat them, multiplying the cost and buying no precision*",
         ]
     )
 
