@@ -174,6 +174,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("upskill_prefix_reuse", "in-process models: prefix reuse, auto or off", default="auto")
     parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
+
+    def number(key: str, text: str) -> None:
+        """``--upskill-KEY X`` and the ini option ``upskill_KEY``: a number, checked where it is read."""
+        option = f"--upskill-{key.replace('_', '-')}"
+        group.addoption(option, dest=f"upskill_{key}", type=float, default=None, metavar="X", help=text)
+        parser.addini(f"upskill_{key}", text.replace("%%", "%"), default="")
+
     for key, text in (
         ("min_lift", "lowest acceptable lift, e.g. 0.1; judged on its 95%% interval"),
         ("min_pass_rate", "lowest acceptable with-skill pass rate; judged on its 95%% interval"),
@@ -183,15 +190,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "judged on its value (a point estimate, no interval)",
         ),
     ):
-        group.addoption(
-            f"--upskill-{key.replace('_', '-')}",
-            dest=f"upskill_{key}",
-            type=float,
-            default=None,
-            metavar="X",
-            help=f"gate: {text}",
-        )
-        parser.addini(f"upskill_{key}", f"gate: {text.replace('%%', '%')}", default="")
+        number(key, f"gate: {text}")
     group.addoption(
         "--upskill-strict",
         action="store_true",
@@ -234,15 +233,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "interval shows it",
         ),
     ):
-        group.addoption(
-            f"--upskill-{key.replace('_', '-')}",
-            dest=f"upskill_{key}",
-            type=float,
-            default=None,
-            metavar="X",
-            help=text,
-        )
-        parser.addini(f"upskill_{key}", text.replace("%%", "%"), default="")
+        number(key, text)
     group.addoption(
         "--upskill-changed-since",
         default=None,
