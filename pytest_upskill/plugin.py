@@ -20,6 +20,7 @@ from .collect import TrialDetail, pytest_collect_file, pytest_ignore_collect  # 
 from .config import split_names
 from .controller import Controller
 from .discovery import AGENT_FOLDERS
+from .gate import FAMILIES
 from .merge import read_shards, select_shard
 from .prompt import INJECTIONS
 from .session import RUN, UpskillRun, resolve_models
@@ -89,14 +90,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "see it with: pytest-upskill runs DIR",
     )
     parser.addini("upskill_history", "history folder, as --upskill-history (relative to the rootdir)", default="")
-    group.addoption(
-        "--upskill-spec",
-        default=None,
-        choices=SPEC_MODES,
-        help="a SKILL.md that breaks the Agent Skills spec (a description over 1,024 characters, an unknown field): "
+
+    def choice(key: str, choices: tuple[str, ...], text: str, ini_text: str, default: str) -> None:
+        """``--upskill-KEY MODE`` (one of ``choices``) and the ini option ``upskill_KEY``."""
+        option = f"--upskill-{key.replace('_', '-')}"
+        group.addoption(option, dest=f"upskill_{key}", default=None, choices=choices, help=text)
+        parser.addini(f"upskill_{key}", ini_text, default=default)
+
+    choice(
+        "spec",
+        SPEC_MODES,
+        "a SKILL.md that breaks the Agent Skills spec (a description over 1,024 characters, an unknown field): "
         "error (a collection error, default) or warn (tested anyway, the finding noted in the summary and reports)",
+        "error or warn, as --upskill-spec",
+        "error",
     )
-    parser.addini("upskill_spec", "error or warn, as --upskill-spec", default="error")
     group.addoption(
         "--upskill-injection",
         default=None,
@@ -157,22 +165,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="response cache folder (default: ROOTDIR/.upskill-cache)",
     )
     parser.addini("upskill_cache", "response cache mode: rw, off or replay", default="rw")
-    group.addoption(
-        "--upskill-prompt-cache",
-        default=None,
-        choices=SWITCH,
-        help="auto: mark the system prompt cacheable at providers that sell a cached prefix (Anthropic; "
+    choice(
+        "prompt_cache",
+        SWITCH,
+        "auto: mark the system prompt cacheable at providers that sell a cached prefix (Anthropic; "
         "OpenAI caches by itself) (default); off: send no cache marks",
+        "provider prompt caching: auto or off",
+        "auto",
     )
-    parser.addini("upskill_prompt_cache", "provider prompt caching: auto or off", default="auto")
-    group.addoption(
-        "--upskill-prefix-reuse",
-        default=None,
-        choices=SWITCH,
-        help="auto: an in-process model evaluates each prompt prefix (scaffold and skill) once and restores it "
+    choice(
+        "prefix_reuse",
+        SWITCH,
+        "auto: an in-process model evaluates each prompt prefix (scaffold and skill) once and restores it "
         "for every trial (default); off: every prompt from scratch",
+        "in-process models: prefix reuse, auto or off",
+        "auto",
     )
-    parser.addini("upskill_prefix_reuse", "in-process models: prefix reuse, auto or off", default="auto")
     parser.addini("upskill_cache_dir", "response cache folder, relative to the rootdir", default="")
 
     def number(key: str, text: str) -> None:
@@ -204,15 +212,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="gates: decide an INCONCLUSIVE verdict on the point estimate (passes a useless skill up to 40%% of "
         "the time at 10 cases: see the README's error rates)",
     )
-    group.addoption(
-        "--upskill-family",
-        dest="upskill_family",
-        default=None,
-        choices=("none", "holm"),
-        help="many gates: holm holds every PASS at a family-wise 2.5%% across the run's lift and pass-rate gates "
+    choice(
+        "family",
+        FAMILIES,
+        "many gates: holm holds every PASS at a family-wise 2.5%% across the run's lift and pass-rate gates "
         "(default none: exit status 0 claims every gate at once)",
+        "many gates: none or holm",
+        "none",
     )
-    parser.addini("upskill_family", "many gates: none or holm", default="none")
     group.addoption(
         "--upskill-compare",
         default=None,

