@@ -160,8 +160,14 @@ LIST_PRICES: dict[tuple[str, str], tuple[float, float, float, float]] = {
 _PRICE_FIELDS = ("input_price", "output_price", "cache_read_price", "cache_write_price")
 
 
-def list_prices(provider: str, model: str) -> dict[str, Any]:
-    """The dated list prices of a model on its provider's own API (``{}`` for one not listed)."""
+def list_prices(provider: object, model: object) -> dict[str, Any]:
+    """The dated list prices of a model on its provider's own API (``{}`` for one not listed).
+
+    Called on a user's table before it is validated, so a provider or model that is not a string
+    (``provider = 0``, ``model = []``) is simply not listed; validation then names the bad field.
+    """
+    if not isinstance(provider, str) or not isinstance(model, str):
+        return {}
     return dict(zip(_PRICE_FIELDS, LIST_PRICES.get((provider, model), ()), strict=False))
 
 

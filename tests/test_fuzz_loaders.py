@@ -226,6 +226,14 @@ def test_model_config_resolves_or_is_a_config_error(tmp_path, data):
     assert spec.name == "glm" and spec.provider in ("anthropic", "openai", "local")
 
 
+@pytest.mark.parametrize("provider, model", [("0", "[]"), ('"openai"', "[1]"), ("[]", '"gpt-5.5"')])
+def test_a_table_whose_provider_or_model_is_not_a_string_is_a_config_error(tmp_path, provider, model):
+    # found by the fuzz test in CI: the list prices were looked up before the table was validated
+    (tmp_path / "pyproject.toml").write_text(f"[tool.upskill.models.glm]\nprovider = {provider}\nmodel = {model}\n")
+    with pytest.raises(ConfigError, match=r"\[tool.upskill.models.glm\] in pyproject.toml: (provider|model)"):
+        resolve("glm", load_user_aliases(tmp_path / "pyproject.toml"), "pyproject.toml")
+
+
 # ------------------------------------------------------------------------------- through pytest
 
 GOOD = [{"id": "c", "input": "q", "expected": {"contains": "zeta"}}]
