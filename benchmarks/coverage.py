@@ -7,7 +7,7 @@
 
 Each replication draws ``n`` cases from a scenario (every case has a true pass rate per arm),
 runs each case ``runs`` times per arm (independent Bernoulli trials given the case's rates),
-and computes the intervals with the plugin's own code (``pytest_upskill.stats.Paired``). The
+and computes the intervals with the plugin's own code (``pytest_upskill.results.stats.Paired``). The
 truth is the scenario's population value (mean over cases of skill rate - baseline rate, and the
 mean with-skill rate), so the interval is judged on what a lift means: over tasks, not over
 these particular cases. Coverage below 95% by more than about 2 Monte Carlo standard errors
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pytest_upskill import stats  # noqa: E402
+from pytest_upskill.results import stats  # noqa: E402
 
 
 def _no_effect_beta(rng, n):

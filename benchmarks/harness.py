@@ -460,8 +460,8 @@ def _llama_cpp_server(work: Path, quick: bool) -> list[Row]:
     try:
         import llama_cpp.server  # noqa: F401
 
-        from pytest_upskill.config import resolve
-        from pytest_upskill.providers.local import model_path
+        from pytest_upskill.engine.providers.local import model_path
+        from pytest_upskill.models import resolve
 
         gguf = model_path(resolve("smollm2", {}))
     except Exception as exc:  # noqa: BLE001 - the row says why

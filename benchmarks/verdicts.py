@@ -6,7 +6,7 @@
 
 Each replication draws ``n`` cases from a scenario, runs each case ``runs`` times per arm (Bernoulli
 trials at the case's true rate) and applies the plugin's own rules to what it sees
-(``pytest_upskill.stats`` for the intervals, ``pytest_upskill.gate`` for the comparison):
+(``pytest_upskill.results.stats`` for the intervals, ``pytest_upskill.results.gates`` for the comparison):
 
 * **the lift gate** (``--upskill-min-lift``, threshold 0.1): P(the run passes) when the true lift is
   0, at the threshold, and at the threshold + 0.2 / + 0.3, under the default rule (PASS only when
@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pytest_upskill import gate, stats  # noqa: E402
+from pytest_upskill.results import gates as gate
+from pytest_upskill.results import stats  # noqa: E402
 
 THRESHOLD = 0.1
 CASES = (10, 20, 50)

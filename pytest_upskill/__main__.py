@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from pytest_upskill.cli.main import main
 
 sys.exit(main())

@@ -156,8 +156,8 @@ def test_a_cache_warning_in_an_xdist_worker_reaches_the_summary(pytester, two_sk
 
 def _hammer(root: str, worker: int) -> list[str]:
     """One of several processes writing and reading the same keys at once."""
-    from pytest_upskill.cache import ResponseCache
-    from pytest_upskill.providers.base import Completion
+    from pytest_upskill.engine.cache import ResponseCache
+    from pytest_upskill.engine.providers.base import Completion
 
     cache, wrong = ResponseCache(Path(root)), []
     for i in range(300):
@@ -179,7 +179,7 @@ def test_concurrent_writers_in_several_processes_never_expose_a_partial_entry(tm
 
 
 def test_a_writer_killed_mid_write_leaves_no_entry_and_the_answer_is_fetched_again(pytester, two_skills, model_server):
-    from pytest_upskill.cache import ResponseCache
+    from pytest_upskill.engine.cache import ResponseCache
 
     run(pytester, model_server)
     root = pytester.path / ".upskill-cache"
@@ -192,8 +192,8 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_the_answer_is_fetched_aga
             sys.executable,
             "-c",
             (
-                "import sys; from pathlib import Path; from pytest_upskill.cache import ResponseCache; "
-                "from pytest_upskill.providers.base import Completion; "
+                "import sys; from pathlib import Path; from pytest_upskill.engine.cache import ResponseCache; "
+                "from pytest_upskill.engine.providers.base import Completion; "
                 f"ResponseCache(Path({str(root)!r})).put({key!r}, Completion('y' * 400_000_000, 1, 1))"
             ),
         ]

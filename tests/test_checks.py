@@ -153,7 +153,7 @@ def test_only_checks_that_parse_or_match_patterns_start_a_check_worker(
     """contains, not_contains and equals compare strings in time linear in the output and parse
     nothing: they run in the runner's process, and a suite of them starts no check worker (a
     Python start-up per worker, in every xdist worker). A regex or JSON check still runs confined."""
-    from pytest_upskill import checkpool
+    from pytest_upskill.scoring import checkpool
 
     started = 0
     start = checkpool._Worker.start  # bound to _Worker

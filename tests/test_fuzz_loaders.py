@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_upskill.checks import CheckRegistry
-from pytest_upskill.config import ConfigError, load_user_aliases, resolve
-from pytest_upskill.skill import SkillFileError, load_cases, load_skill
+from pytest_upskill.errors import ConfigError, SkillFileError
+from pytest_upskill.models import load_user_aliases, resolve
+from pytest_upskill.scoring.checks import CheckRegistry
+from pytest_upskill.skills.skill_md import load_cases, load_skill
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_upskill.teach.traces import cut, read_trace
 from pytest_upskill.testing import LoopbackServer, Turn
-from pytest_upskill.traces import cut, read_trace
 
 
 def draft_case(case_id: str, word: str, **more) -> dict:

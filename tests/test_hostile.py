@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_upskill import sandbox
-from pytest_upskill.sandbox import Limits, Workspace
+from pytest_upskill.scoring import sandbox
+from pytest_upskill.scoring.sandbox import Limits, Workspace
 
 
 def _alive(marker: str) -> list[int]:
@@ -433,7 +433,8 @@ def test_check_workers_cannot_reach_the_network_and_have_a_memory_limit():
     import asyncio
     import socket
 
-    from pytest_upskill.checkpool import CheckCrashed, CheckPool, CheckRaised
+    from pytest_upskill.errors import CheckCrashed, CheckRaised
+    from pytest_upskill.scoring.checkpool import CheckPool
 
     silent = _Silent()
 
@@ -466,7 +467,7 @@ def _gzip(data: bytes) -> bytes:
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_a_response_body_over_the_limit_is_an_error_of_its_own_kind(pytester, write_skill, encoding):
 
-    from pytest_upskill.providers.base import MAX_RESPONSE_BYTES
+    from pytest_upskill.engine.providers.base import MAX_RESPONSE_BYTES
     from pytest_upskill.testing import Fault, LoopbackServer
 
     write_skill("s", [{"id": "c", "input": "q", "expected": {"contains": "x"}}], body="Say x.")
@@ -758,7 +759,7 @@ def test_what_the_model_left_in_the_sandboxs_home_and_tmp_is_gone_before_a_progr
 
 
 def test_the_files_the_model_writes_have_a_total_size_limit(pytester, write_skill):
-    from pytest_upskill.agent import MAX_WORKSPACE_BYTES, MAX_WRITE_CHARS
+    from pytest_upskill.engine.agent import MAX_WORKSPACE_BYTES, MAX_WRITE_CHARS
     from pytest_upskill.testing import LoopbackServer
 
     count = MAX_WORKSPACE_BYTES // MAX_WRITE_CHARS + 2

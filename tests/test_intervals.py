@@ -115,7 +115,7 @@ def test_a_one_arm_selection_pairs_no_case_and_says_so(pytester, write_skill):
 def test_several_runs_average_each_case_and_count_cases(pytester, write_skill):
     from fractions import Fraction
 
-    from pytest_upskill import stats
+    from pytest_upskill.results import stats
 
     write_skill("tabled", table_cases(2, 3, 1, 2), body="Answer.")
     with LoopbackServer(reply=table_reply) as server:
@@ -163,7 +163,7 @@ def test_an_inconclusive_verdict_says_how_many_cases_would_decide_it(pytester, w
         ]
     )
     finding = report(pytester)["verdicts"][0]["findings"][0]
-    from pytest_upskill import stats
+    from pytest_upskill.results import stats
 
     assert finding["cases_needed"] == stats.cases_for_power(0.5, 0.7, 1) and finding["cases_needed"] > 6
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -218,7 +218,7 @@ def test_a_pass_rate_gate_uses_the_corrected_wilson_over_paired_cases(pytester, 
             "80% power to pass at a true pass rate of 80% (the threshold + --upskill-effect 0.2)",
         ]
     )
-    from pytest_upskill import stats
+    from pytest_upskill.results import stats
 
     finding = report(pytester)["verdicts"][0]["findings"][0]
     assert finding["interval"] == pytest.approx(list(stats.wilson_cc(4 / 6, 6)))

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="the real-model tests need the [local] extra")
 
-from pytest_upskill.config import resolve  # noqa: E402
-from pytest_upskill.providers.local import model_path  # noqa: E402
+from pytest_upskill.engine.providers.local import model_path  # noqa: E402
+from pytest_upskill.models import resolve  # noqa: E402
 
 SKILL = "The secret project codename is BLUEFINCH-7. Always state the codename when asked about the project."
 CASES = [
@@ -136,8 +136,8 @@ def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
 
     from llama_cpp import Llama
 
-    from pytest_upskill.core import Request
-    from pytest_upskill.providers.local import InProcessModel, unload_all
+    from pytest_upskill.engine.providers.local import InProcessModel, unload_all
+    from pytest_upskill.types import Request
 
     threads: set[int] = set()
     original = Llama.create_chat_completion
@@ -163,7 +163,7 @@ def test_smollm2_computes_on_one_thread_whatever_asks_at_once(monkeypatch):
 
 RECORD_REQUESTS = """
 import pathlib
-from pytest_upskill.providers.local_process import LocalProvider
+from pytest_upskill.engine.providers.local_process import LocalProvider
 
 complete = LocalProvider.complete
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pytest_upskill.reportmodel import ANSWER_CHARS, SCHEMA_VERSION, json_schema
+from pytest_upskill.results.report import ANSWER_CHARS, SCHEMA_VERSION, json_schema
 
-SCHEMA_FILE = Path(__file__).parent.parent / "pytest_upskill" / "report.schema.json"
+SCHEMA_FILE = Path(__file__).parent.parent / "pytest_upskill" / "results" / "report.schema.json"
 SECRET = "sk-test-a1b2c3d4e5f6"
 
 ALPHA = "The alpha code is ZETA-42. Always sign answers with ~alpha."
@@ -114,7 +114,7 @@ def test_a_workspace_trial_reports_its_tool_calls_in_order_and_the_files_written
 
 
 def test_the_published_schema_is_the_one_the_model_generates():
-    """Regenerate with: python -m pytest_upskill.reportmodel > pytest_upskill/report.schema.json"""
+    """Regenerate with: python -m pytest_upskill.results.report > pytest_upskill/results/report.schema.json"""
     assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == json_schema()
 
 

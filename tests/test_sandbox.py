@@ -9,8 +9,9 @@ import textwrap
 
 import pytest
 
-from pytest_upskill import sandbox
-from pytest_upskill.sandbox import Limits, Workspace, WorkspaceError
+from pytest_upskill.errors import WorkspaceError
+from pytest_upskill.scoring import sandbox
+from pytest_upskill.scoring.sandbox import Limits, Workspace
 from pytest_upskill.testing import LoopbackServer
 
 confined = pytest.mark.skipif(
@@ -125,7 +126,7 @@ def test_a_workspace_is_fresh_and_removed_afterwards():
 
 RUNS_THE_ANSWER = """
 import sys
-from pytest_upskill import sandbox
+from pytest_upskill.scoring import sandbox
 
 def runs_and_prints(output, expected):
     code = output.split("```python\\n", 1)[1].split("```", 1)[0]

@@ -240,7 +240,7 @@ def test_each_process_keeps_its_share_of_the_cores_for_check_workers(monkeypatch
     check workers (a Python start-up each), one process at least two (a slow check holds one)."""
     import os
 
-    from pytest_upskill.checkpool import CheckPool
+    from pytest_upskill.scoring.checkpool import CheckPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     if workers is None:

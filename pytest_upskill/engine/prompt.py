@@ -1,0 +1,98 @@
+"""The request of each arm. Both arms share byte-identical scaffolding; the ``with_skill`` arm
+appends exactly one delimited skill block to the system prompt, nothing else differs:
+
+    system (baseline)   = SCAFFOLD
+    system (with_skill) = SCAFFOLD + "\\n\\n<skill name=\\"NAME\\">\\n" + SKILL.md body + "\\n</skill>"
+    user (both arms)    = case input + for each context file: "\\n\\n```FILENAME\\nCONTENT\\n```"
+
+The user message is built exactly as upskill builds it.
+
+With ``--upskill-injection progressive`` the with_skill arm's block lists only the skill's name and
+description and the request offers a ``read_skill`` tool, as agents load skills on demand:
+
+    system (with_skill) = SCAFFOLD + "\\n\\n<available_skills>\\n<skill "
+                                     "name=\\"NAME\\">DESCRIPTION</skill>\\n</available_skills>\\n" + HINT
+
+A workspace trial (see :mod:`pytest_upskill.engine.agent`) is a conversation: ``Request.history`` holds the
+turns so far (the model's tool calls and their results) and ``Request.tools`` the tools offered.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pytest_upskill.models import ModelSpec
+from pytest_upskill.skills.skill_md import Case, Skill
+from pytest_upskill.types import Arm, Message, Request, Tool, ToolCall, ToolResult
+
+__all__ = [
+    "ARMS",
+    "Message",
+    "Request",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
+    "build_request",
+    "skill_block",
+    "system_prompt",
+    "user_message",
+]
+
+ARMS = tuple(arm.value for arm in Arm)
+INJECTIONS = ("system", "progressive")
+PROGRESSIVE_HINT = "Skills hold instructions for specific tasks. Before you use one, load it with the read_skill tool."
+
+DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request directly and completely."
+
+
+# The formats above, read back: what a test server (pytest_upskill.testing) finds in a request.
+SKILL_BLOCK_PATTERN = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)  # the body of an injected skill
+LISTED_SKILL_PATTERN = re.compile(
+    r'<available_skills>\s*<skill name="([^"]+)">'
+)  # progressive: the listed skill's name
+FILE_BLOCK_PATTERN = re.compile(
+    r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE
+)  # a fenced file: name, content
+
+
+def skill_block(skill: Skill, injection: str = "system") -> str:
+    if injection == "progressive":
+        return (
+            "\n\n<available_skills>\n<skill "
+            f'name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
+        )
+    return f'\n\n<skill name="{skill.name}">\n{skill.body}\n</skill>'
+
+
+def user_message(case: Case) -> str:
+    text = case.input
+    if case.context and case.context.files:
+        for filename, content in case.context.files.items():
+            text += f"\n\n```{filename}\n{content}\n```"
+    return text
+
+
+def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = "system") -> str:
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}")
+    return scaffold + (skill_block(skill, injection) if arm == "with_skill" else "")
+
+
+def build_request(
+    spec: ModelSpec,
+    arm: str,
+    skill: Skill,
+    case: Case,
+    scaffold: str = DEFAULT_SCAFFOLD,
+    injection: str = "system",
+    tools: tuple[Tool, ...] = (),
+) -> Request:
+    return Request(
+        system=system_prompt(arm, skill, scaffold, injection),
+        tools=tools,
+        user=user_message(case),
+        model=spec.model,
+        temperature=spec.temperature,
+        max_tokens=case.max_tokens or spec.max_tokens,
+        seed=spec.seed,
+    )

@@ -1,0 +1,197 @@
+"""From a loaded skill and its cases to trials: one per case × model × arm × run, or a skip that
+says why a case cannot run here (its validator needs what this machine lacks, the model cannot
+call tools). Nothing here knows about pytest: the plugin turns each into an item.
+
+A trial is one of two variants: a :class:`PlainTrial` (one completion, scored by the case's
+checks) or a :class:`WorkspaceTrial` (a conversation with tools, then its checks and validator).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from pytest_upskill.engine.agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
+from pytest_upskill.engine.prompt import ARMS, build_request
+from pytest_upskill.models import ModelSpec
+from pytest_upskill.scoring.checks import CheckRegistry, CheckResult
+from pytest_upskill.scoring.scorer import Validation
+from pytest_upskill.scoring.validators import ValidatorRegistry
+from pytest_upskill.skills.skill_md import Case, Skill
+from pytest_upskill.types import Arm, Request
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Trial:
+    """What every trial has: who and what it is (the key), the request, and the case's checks."""
+
+    skill: str
+    case: str
+    model: str  # the model name as the user gave it
+    arm: str
+    run: int
+    spec: ModelSpec
+    request: Request
+    checks: dict[str, Any] = field(
+        default_factory=dict, compare=False, repr=False
+    )  # built-in checks, prepared: run in a check worker
+    score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks
+    note: str | None = field(default=None, compare=False, repr=False)  # how it runs where that differs from the case
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return self.skill, self.case, self.model, self.arm, self.run
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlainTrial(_Trial):
+    """One completion, scored by the case's checks."""
+
+    def first_request(self) -> Request:
+        return self.request
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkspaceTrial(_Trial):
+    """The tool loop (agent.py), in a fresh workspace where the case has files to work on; then the
+    checks, and the validator where the case has one."""
+
+    agent: AgentPlan = field(compare=False, repr=False)
+    validation: Validation | None = field(default=None, compare=False, repr=False)
+
+    def first_request(self) -> Request:
+        """The first turn offers the tools: when it is cached, so is the conversation."""
+        return self.agent.first_request(self.request)
+
+
+Trial = PlainTrial | WorkspaceTrial
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every trial of a run shares."""
+
+    specs: list[ModelSpec]
+    labels: dict[str, str]  # model name -> its node-id label
+    runs: int
+    scaffold: str
+    injection: str
+    max_turns: int
+    judge: ModelSpec | None
+    why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
+    spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
+
+
+NO_CASES_ITEM = "no-cases"  # the item of a skill whose case list is empty
+
+
+def is_no_cases(nodeid: str) -> bool:
+    """Whether ``nodeid`` is the item of a skill with no case (collect.SkippedCase named NO_CASES_ITEM)."""
+    return nodeid.endswith(f"::{NO_CASES_ITEM}")
+
+
+class Planned(NamedTuple):
+    name: str  # the item's name: CASE[LABEL]
+    line: int | None  # the case's line in skill_meta.json
+    trial: Trial | None
+    skip: str | None = None  # the reason, for a case (or a model's share of it) that runs nothing
+    model: str | None = None  # a skipped one's model
+
+
+def skill_trials(
+    skill: Skill, cases: list[Case], settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry
+) -> Iterator[Planned]:
+    # read_skill's files are read once per skill, and only when progressive disclosure offers them
+    skill_files = SkillFiles.load(skill) if settings.injection == "progressive" else None
+    for case in cases:
+        yield from _case_trials(skill, case, settings, checks, validators, skill_files)
+
+
+def _case_trials(
+    skill: Skill,
+    case: Case,
+    settings: Settings,
+    checks: CheckRegistry,
+    validators: ValidatorRegistry,
+    skill_files: SkillFiles | None,
+) -> Iterator[Planned]:
+    validator = validators.get(case.validator) if case.validator else None
+    unavailable = validator.unavailable() if validator else None
+    workspace = is_workspace_case(case)
+    agentic = workspace or skill_files is not None
+    # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
+    files_only = workspace and not case.validator and not case.output_file and skill_files is None
+    validation = (
+        Validation(
+            validator, case.prepared_validator, case.output_file, case.input, bool(case.expected), settings.judge
+        )
+        if workspace
+        else None
+    )
+    builtin, custom = checks.split(case.expected)
+    score = functools.partial(checks.score, custom) if custom else None
+    plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
+    for spec in settings.specs:
+        label = settings.labels[spec.name]
+        no_tools = settings.why_no_tools(spec) if agentic else None
+        skip, note = unavailable, None
+        if no_tools and files_only:
+            note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"
+        elif no_tools:
+            skip = no_tools
+        for arm in ARMS:
+            name = f"{case.key}[{label}-{arm}"
+            arm_skip = skip
+            if skip and skip == no_tools and not workspace:  # only progressive disclosure needs the tools here
+                arm_skip = (
+                    None
+                    if arm == Arm.BASELINE  # no skill, no read_skill: a plain completion, as in every mode
+                    else f"{spec.name}: --upskill-injection progressive offers the skill through the read_skill tool, "
+                    "and this model has no native tool calling; test it with --upskill-injection system"
+                )
+            if arm_skip:  # named as the trials it stands for, so that -k selects it with them
+                yield Planned(name + "]", case.line, None, arm_skip, spec.name)
+                continue
+            request = build_request(
+                spec, arm, skill, case, settings.scaffold, settings.injection
+            )  # the same for every run
+            agent = None if note else plans[arm]
+            trial_note = note
+            if skill.spec_findings and arm == Arm.WITH_SKILL:
+                broken = "SKILL.md breaks the Agent Skills spec, tested anyway (--upskill-spec warn): " + "; ".join(
+                    skill.spec_findings
+                )
+                trial_note = f"{note}; {broken}" if note else broken
+            for run in range(1, settings.runs + 1):
+                trial: Trial
+                if agent is None:
+                    trial = PlainTrial(
+                        skill=skill.name,
+                        case=case.key,
+                        model=spec.name,
+                        arm=arm,
+                        run=run,
+                        spec=spec,
+                        request=request,
+                        checks=builtin,
+                        score=score,
+                        note=trial_note,
+                    )
+                else:
+                    trial = WorkspaceTrial(
+                        skill=skill.name,
+                        case=case.key,
+                        model=spec.name,
+                        arm=arm,
+                        run=run,
+                        spec=spec,
+                        request=request,
+                        checks=builtin,
+                        score=score,
+                        agent=agent,
+                        validation=validation,
+                        note=trial_note,
+                    )
+                yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)

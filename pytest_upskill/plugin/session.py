@@ -1,0 +1,227 @@
+"""What every process of a run shares: the settings read once from the options, the models, the
+cache, the runner, and what collection saw. The roles (controller.py, worker.py, terminal.py)
+are built on it; plugin.py registers the ones this process plays (pytest-xdist splits its
+``DSession``, ``WorkerInteractor`` and terminal reporting the same way)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from pytest_upskill.engine.budget import Budget
+from pytest_upskill.engine.cache import MODES, ResponseCache
+from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD, INJECTIONS
+from pytest_upskill.engine.providers import check_available, why_no_tools
+from pytest_upskill.engine.redact import Redactor, secret_values
+from pytest_upskill.engine.runner import Runner
+from pytest_upskill.engine.trials import Settings
+from pytest_upskill.errors import ConfigError, GitError, PreflightError
+from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
+from pytest_upskill.plugin.preflight import check_outputs, writable_folder
+from pytest_upskill.results.gates import (
+    DEFAULT_EFFECT,
+    FAMILIES,
+    THRESHOLD_KEYS,
+    CompareRule,
+    ErrorLimit,
+    Thresholds,
+    parse_error_limit,
+)
+from pytest_upskill.results.shards import Shards, parse_shard
+from pytest_upskill.settings import float_option, int_option, option, seconds_option, switch_option
+from pytest_upskill.skills.changes import changed_files, is_changed
+from pytest_upskill.skills.discovery import Unseen
+from pytest_upskill.skills.skill_md import SPEC_MODES
+
+RUN = pytest.StashKey["UpskillRun"]()
+
+
+class Role(Protocol):
+    """The object that decides which trials this process starts ahead of pytest's loop."""
+
+    def prefetch(self, session: pytest.Session) -> None: ...
+
+
+def resolve_models(config: pytest.Config, names: list[str], check: bool = True) -> list[ModelSpec]:
+    """The models named, from the built-in aliases and the project's own (``[tool.upskill.models]``
+    in pyproject.toml); with ``check``, each must be able to run (its key, its runtime). A bad
+    name or a missing key is a usage error that says what to do."""
+    pyproject = (
+        config.inipath
+        if config.inipath and config.inipath.name == "pyproject.toml"
+        else config.rootpath / "pyproject.toml"
+    )
+    try:
+        return resolve_all(names, pyproject, check_keys=check, check_runtime=check_available)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+GATE_SETTINGS = ("strict", "family", "max_errors", *THRESHOLD_KEYS)  # the settings of a merge that are its own
+
+
+class UpskillRun:
+    """The run as one pytest process sees it, built in ``pytest_configure``: a bad setting is a
+    usage error here, before collection and before the first request."""
+
+    role: Role  # the controller (which also runs the trials without xdist) or an xdist worker
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        specs: list[ModelSpec],
+        judge: ModelSpec | None = None,
+        shards: Shards | None = None,
+    ):
+        self.config = config
+        self.specs = specs
+        self.shards = shards  # --upskill-merge: the shards' reports; nothing is collected or sent
+        try:
+            shard = config.getoption("upskill_shard")
+            self.shard: tuple[int, int] | None = parse_shard(shard) if shard is not None else None
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.labels = node_ids(specs)
+        self.is_worker = hasattr(config, "workerinput")
+        injection = option(config, "upskill_injection")
+        if injection not in INJECTIONS:
+            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
+        spec_mode = option(config, "upskill_spec")
+        if spec_mode not in SPEC_MODES:
+            raise pytest.UsageError(f"upskill_spec must be one of {', '.join(SPEC_MODES)}, not {spec_mode!r}")
+        self.settings = Settings(
+            specs=specs,
+            labels=self.labels,
+            runs=int_option(config, "upskill_runs"),
+            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD,
+            injection=injection,
+            max_turns=int_option(config, "upskill_max_turns"),
+            judge=judge,
+            why_no_tools=why_no_tools,
+            spec=spec_mode,
+        )
+        self.cache_mode: str = option(config, "upskill_cache")
+        if self.cache_mode not in MODES:
+            raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
+        cache_dir = Path(option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
+        self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
+        history = config.getoption("upskill_history")
+        self.history: Path | None = (
+            self.path(history)
+            if history
+            else (config.rootpath / config.getini("upskill_history") if config.getini("upskill_history") else None)
+        )
+        self._preflight()
+        self.max_cost = float_option(config, "upskill_max_cost")
+        workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1  # type: ignore[attr-defined]
+        budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each worker gets its share
+        self.redact = Redactor(secret_values(s.key_env for s in [*specs, judge] if s and s.key_env))
+        self.runner = Runner(
+            concurrency=int_option(config, "upskill_concurrency"),
+            timeout=seconds_option(config, "upskill_timeout"),
+            retries=int_option(config, "upskill_retries"),
+            backoff=seconds_option(config, "upskill_backoff"),
+            check_timeout=seconds_option(config, "upskill_check_timeout"),
+            cache=self.cache,
+            cache_mode=self.cache_mode,
+            budget=budget,
+            redact=self.redact,
+            prompt_cache=switch_option(config, "upskill_prompt_cache"),
+            prefix_reuse=switch_option(config, "upskill_prefix_reuse"),
+        )
+        try:
+            self.error_limit: ErrorLimit = parse_error_limit(option(config, "upskill_max_errors"))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.thresholds = Thresholds(**{key: float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
+        if config.getoption("upskill_strict") and config.getoption("upskill_lenient"):
+            raise pytest.UsageError("--upskill-strict and --upskill-lenient contradict each other: give one")
+        # a gate passes what its 95% interval shows; --upskill-lenient decides the rest on the estimate
+        self.strict = not config.getoption("upskill_lenient")
+        effect = float_option(config, "upskill_effect")
+        self.effect = DEFAULT_EFFECT if effect is None else effect
+        self.family = str(option(config, "upskill_family") or "none").strip().lower()
+        if self.family not in FAMILIES:
+            raise pytest.UsageError(f"upskill_family must be one of {', '.join(FAMILIES)}, not {self.family!r}")
+        self.compare_rule = CompareRule(
+            float_option(config, "upskill_max_regression") or 0.0, float_option(config, "upskill_min_improvement")
+        )
+        gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
+        gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
+        # a CI gate that would pass on nothing measured (a merge measures the shards' trials)
+        if gates and not specs and not config.getoption("collectonly") and shards is None:
+            raise pytest.UsageError(
+                f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
+            )
+        self.changed = self._changed_files()
+        self.unseen = Unseen()  # SKILL.md files seen but not collected
+
+    def _changed_files(self) -> set[Path] | None:
+        ref = self.config.getoption("upskill_changed_since")
+        if not ref:
+            return None
+        try:
+            return changed_files(self.config.rootpath, ref)
+        except GitError as exc:
+            raise pytest.UsageError(f"--upskill-changed-since {ref}: {exc}") from None
+
+    def comparable_settings(self) -> dict[str, Any]:
+        """What makes two runs' figures comparable, for the report's ``run`` (and so the history)."""
+        settings = self.settings
+        found: dict[str, Any] = {
+            "runs": settings.runs,
+            "injection": settings.injection,
+            "max_turns": settings.max_turns,
+            "system_prompt": "default" if settings.scaffold == DEFAULT_SCAFFOLD else "custom",
+            "cache": self.cache_mode,
+            "strict": self.strict,
+            "family": self.family,
+            "max_errors": self.error_limit.describe(),
+        }
+        found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})
+        if settings.judge is not None:
+            found["judge_model"] = settings.judge.name
+        if self.max_cost is not None:
+            found["max_cost"] = self.max_cost
+        if self.shard is not None:
+            found["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        if self.shards is not None:  # what the shards ran with; the gates are this run's
+            ran = {k: v for k, v in self.shards.settings.items() if k not in GATE_SETTINGS}
+            found = {**ran, **{k: v for k, v in found.items() if k in GATE_SETTINGS}}
+        return found
+
+    def wants(self, skill_dir: Path) -> bool:
+        """Whether the skill in ``skill_dir`` is collected (--upskill-changed-since)."""
+        return self.changed is None or is_changed(skill_dir, self.changed)
+
+    def path(self, name: str) -> Path:
+        """An output path as the user gave it: relative to where pytest was started."""
+        return Path(self.config.invocation_params.dir, name)
+
+    def _preflight(self) -> None:
+        """Every place the run will write, checked before the first request (see preflight.py):
+        the cache everywhere, the reports where they are written (the controller)."""
+        config = self.config
+        names = (
+            ("upskill_report", "--upskill-report"),
+            ("upskill_markdown", "--upskill-markdown"),
+            ("upskill_html", "--upskill-html"),
+            ("xmlpath", "--junitxml"),
+        )
+        outputs = (
+            []
+            if self.is_worker
+            else [(what, self.path(v)) for name, what in names if (v := config.getoption(name, None))]
+        )
+        try:
+            check_outputs(
+                self.cache, self.cache_mode, outputs, None if self.is_worker else os.environ.get("GITHUB_STEP_SUMMARY")
+            )
+            if self.history is not None and not self.is_worker:
+                writable_folder(self.history, "--upskill-history (upskill_history)")
+        except PreflightError as exc:
+            raise pytest.UsageError(str(exc)) from None

@@ -1,0 +1,1 @@
+"""Rendering: every line printed in the terminal, and the HTML report."""

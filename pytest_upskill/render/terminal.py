@@ -1,0 +1,186 @@
+"""The terminal role: the report header, the plan (--upskill-plan), the summary a run prints and
+the line that says why the exit status is what it is, from what the controller gathered
+(pytest-xdist keeps its terminal reporting apart from the session in the same way)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_upskill.engine.budget import ModelPlan, plan_lines
+from pytest_upskill.engine.cache import cache_key
+from pytest_upskill.engine.trials import is_no_cases
+from pytest_upskill.models import NO_MODEL, price_source
+from pytest_upskill.plugin.collect import TrialItem
+from pytest_upskill.plugin.controller import Controller
+from pytest_upskill.render.views import LEGEND, matrix_lines
+from pytest_upskill.results.aggregate import audit_lines, reliability_lines, terminal_lines
+from pytest_upskill.results.gates import resolution_line
+from pytest_upskill.scoring.sandbox import missing_defences
+from pytest_upskill.types import printable
+
+
+class TerminalSummary:
+    """Registered beside the controller; pytest calls its hooks."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+        self.run = controller.run
+
+    def pytest_report_header(self) -> str | None:
+        """The models under test; nothing where none is named (a project that tests no skill)."""
+        run = self.run
+        if run.shards is not None:
+            names = ", ".join(str(p) for p in run.config.getoption("upskill_merge"))
+            return f"upskill: merging {len(run.shards.paths)} shard reports ({names}); nothing is sent"
+        return f"upskill: models {', '.join(s.name for s in run.specs)}" if run.specs else None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """--upskill-plan: say what the run would send and cost, and run nothing."""
+        run = self.run
+        if not run.config.getoption("upskill_plan") or run.config.getoption("collectonly"):
+            return None
+        plans: dict[str, ModelPlan] = {}
+        skills: dict[str, tuple[set[str], set[int], float | None]] = {}  # skill -> cases, runs, min_lift
+        for item in session.items:
+            if not isinstance(item, TrialItem):
+                continue
+            t = item.trial
+            cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, t.first_request(), t.run)) is not None
+            plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
+            min_lift = run.thresholds.merged(item.thresholds).min_lift
+            cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
+            cases.add(t.case)
+            runs.add(t.run)
+        reporter = run.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:  # -p no:terminal: nothing to print, and still nothing is sent
+            return True
+        reporter.write_sep("=", "upskill plan")
+        for line in plan_lines(list(plans.values())):
+            reporter.write_line(line)
+        source = price_source(run.specs)
+        if source:
+            reporter.write_line(source)
+        varied = any(s.temperature != 0 for s in run.specs)  # at temperature 0 runs repeat the answers
+        for skill, (cases, runs, min_lift) in sorted(skills.items()):
+            reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect, varied))
+        cold = [s.name for s in run.specs if s.temperature == 0]
+        if cold and any(len(runs) > 1 for _, runs, _ in skills.values()):
+            reporter.write_line(
+                f"note: {', '.join(cold)} answer at temperature 0: where that makes the answers the same every time, "
+                "runs after the first repeat them, multiplying the cost and buying no precision (a case's rate stays "
+                "0 or 1); the power above assumes answers that vary"
+            )
+        return True
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        run, state = self.run, self.controller
+        results = state.aggregator.results()
+
+        def write(line: str) -> None:  # every line may hold text of a model or a pull request's file
+            terminalreporter.write_line(printable(line))
+
+        unseen = run.unseen.line()
+        if not run.specs and state.ledger.expected:
+            terminalreporter.write_sep("=", "upskill: no trial ran", yellow=True)
+            empty = sum(map(is_no_cases, state.ledger.expected))  # skills with no case
+            found = len(state.ledger.expected) - empty
+            write(
+                f"upskill: {NO_MODEL}; the {found} case(s) found were skipped"
+                + (f" ({empty} skill(s) have no case at all)" if empty else "")
+                + ", and nothing was measured"
+            )
+        if unseen:
+            write(unseen)
+        report = state.report
+        if report is None or (not results and not report.missing and not report.skipped):
+            return
+        terminalreporter.write_sep("=", "upskill: lift per skill × model")
+        for line in terminal_lines(results, {s.name: s.prices for s in run.specs}):
+            write(line)
+        wholly = {(g.skill, g.model) for g in report.skipped}
+        for (skill, model), seen in sorted(state.ledger.skipped.items()):  # partly skipped: why, without -rs
+            if (skill, model) not in wholly:
+                write(f"{skill} × {model}: {seen['trials']} trial(s) skipped: {'; '.join(seen['reasons'])}")
+        for gone in report.skipped:  # every skill is listed, with what happened to it
+            write(f"{gone.skill} × {gone.model}: not measured: all {gone.trials} of its trial(s) were skipped")
+            for reason in gone.reasons:
+                write(f"  skipped: {reason}")
+        if run.shards is not None:
+            write(f"{state.aggregator.trials} trial(s) from {len(run.shards.paths)} shard reports")
+        else:
+            cached, trials = state.aggregator.cached, state.aggregator.trials
+            write(
+                f"{cached} of {trials} trial(s) came from the cache ({run.cache.root})"
+                if run.cache_mode != "off"
+                else "cache off"
+            )
+        for spec in run.specs:
+            if spec.note:
+                write(f"note: {spec.note}")
+        for line in audit_lines(results):
+            write(f"audit: {line}")
+        if any(r.baseline.agentic or r.with_skill.agentic for r in results) and missing_defences():
+            write(
+                f"sandbox: this machine refuses {', '.join(missing_defences())} to the programs the models wrote; "
+                "the other defences held (see SECURITY.md)"
+            )
+        for problem in state.ledger.cache_problems:
+            write(f"cache warning: {problem} (ignored and fetched again)")
+        for line in reliability_lines(report, run.error_limit.describe()):
+            write(line)
+        budget = report.budget
+        if budget and budget.not_sent:
+            write(
+                f"budget: stopped sending at ${budget.spent:.4f} spent of ${budget.limit:g}; "
+                f"{budget.not_sent} trial(s) not sent "
+                "(errors of kind over_budget); finished trials are kept"
+            )
+        if state.evaluation and (state.evaluation.verdicts or state.evaluation.regressions):
+            terminalreporter.write_sep("=", "upskill: gates")
+            for line in state.evaluation.lines():
+                write(line)
+            if state.evaluation.gated:
+                write(state.evaluation.rule_line())
+                if len(state.evaluation.verdicts) > 1:
+                    write(state.evaluation.family_line())
+        compared = run.config.getoption("upskill_compare")
+        if compared and state.evaluation is not None and not state.evaluation.failing_changes:
+            write(
+                f"compared with {compared} (--upskill-compare): no regression shown; a flipped case is listed "
+                "for review and never fails the run"
+            )
+        results_seen = report.results
+        if len({r.skill for r in results_seen}) > 1 and len({r.model for r in results_seen}) > 1:
+            terminalreporter.write_sep("=", "upskill: skill × model (pass rate baseline → with skill, lift)")
+            for line in matrix_lines(results_seen, report.verdicts):
+                write(line)
+            if report.verdicts:
+                write(LEGEND)
+        for option, what in (("upskill_report", "JSON report"), ("upskill_html", "HTML report")):
+            path = run.config.getoption(option)
+            if path and not any(p.startswith(f"could not write the {what} {path}:") for p in state.write_problems):
+                write(f"{what} written to {path}")
+        if state.history_written is not None:
+            write(
+                f"history: this run added as {state.history_written}; see the runs with: "
+                f"pytest-upskill runs {run.history}"
+            )
+        for problem in state.write_problems:
+            write(f"upskill: {problem} (exit status 1)")
+
+
+class ExitLine:
+    """Why the exit status is what it is: the last line before pytest's counts, after pytest's own
+    short summary of failures (this wrapper's second half runs after every other summary). Its own
+    plugin object: the summary above is an ordinary implementation of the same hook."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        result = yield
+        if self.controller.exit_line:
+            terminalreporter.write_line(printable(self.controller.exit_line), bold=True)
+        return result

@@ -1,0 +1,684 @@
+"""Verdicts: thresholds judged on 95% intervals, and regressions against a stored report.
+
+Thresholds (``--upskill-min-lift``, ``--upskill-min-pass-rate``, ``--upskill-max-token-increase``)
+give each skill x model a verdict per figure:
+
+* PASS: the whole 95% interval is on the right side of the threshold,
+* FAIL: the whole interval is on the wrong side,
+* INCONCLUSIVE: the interval straddles it, and that fails the gate: a gate passes only what the
+  interval shows, so a skill whose true lift is at the threshold passes at most about 2.5% of the
+  time (``benchmarks/verdicts.py`` measures every rule's error rates). ``--upskill-lenient``
+  (``strict=False`` here) decides it on the point estimate instead: it fails below the threshold
+  and passes otherwise, so a useless skill passes up to 40% of the time at 10 cases. The summary
+  says which rule is in force and, for each INCONCLUSIVE verdict, how many cases give 80% power
+  at the threshold + ``--upskill-effect`` (``stats.cases_for_power``).
+
+Figures and thresholds compare exactly: a lift or pass rate is a ratio of counts (a Fraction), a
+threshold the decimal it was written as, and an interval bound within ``stats.TOLERANCE`` of a
+threshold meets it. The token increase (tokens per scored trial of the paired cases, with the skill
+against without) is judged on its value alone: a point estimate, said as such, with no interval.
+
+A comparison with the report of an earlier run (the pull request's check) is one paired
+experiment per skill x model: the with-skill pass rate of the new run against the old one on the
+cases both scored, per case (the baseline, replayed from the cache, is the same in both and
+cancels), with the runs-aware interval of ``stats``. The change fails the run when its interval
+lies wholly below ``-max_regression`` (a drop beyond the margin is shown), and, where the pull
+request claims an improvement (``min_improvement``), when its interval does not lie wholly above
+the claim. Cases whose with-skill majority flipped are listed for the reviewer and never fail the
+run on their own; with-skill tokens per trial that grew by more than the token threshold fail it.
+An old report without per-case results falls back to the two lifts' MOVER interval (Zou & Donner
+2008), saying so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
+from typing import Any
+
+from pytest_upskill.results import stats
+from pytest_upskill.results.aggregate import Result
+from pytest_upskill.results.report import FindingReport, RegressionReport, Report, ResultReport, VerdictReport
+from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+NOT_EVALUATED = "NOT EVALUATED"  # a gate was set, and no trial of the skill × model was scored: never green
+DEFAULT_TOKEN_GROWTH = 0.25  # for --upskill-compare when no --upskill-max-token-increase is set
+DEFAULT_EFFECT = 0.2  # --upskill-effect: the true margin above a threshold the plan sizes runs for
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_lift: float | None = None
+    min_pass_rate: float | None = None
+    max_token_increase: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def merged(self, own: dict[str, Any] | None) -> Thresholds:
+        """These gates (the command line's and the ini's) with a skill's own from its
+        ``skill_meta.json`` (or a shard's report): the stricter of the two for each, so what the CI
+        sets is a floor that a file of a pull request can only raise. A value that is not a finite
+        number is left out."""
+        stricter: dict[str, float] = {}
+        for key, value in (own or {}).items():
+            if key not in THRESHOLD_KEYS or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            current = getattr(self, key)
+            pick = min if key.startswith("max_") else max
+            stricter[key] = float(value) if current is None else pick(current, float(value))
+        return replace(self, **stricter)
+
+
+assert tuple(f.name for f in fields(Thresholds)) == THRESHOLD_KEYS  # the names skill_meta.json and the options use
+
+
+@dataclass
+class Finding:
+    figure: str  # "lift", "pass_rate", "token_increase"
+    verdict: str
+    value: Fraction | None  # exact: a ratio of counts
+    interval: tuple[float, float] | None
+    threshold: Fraction  # exact: the decimal as written
+    fails: bool
+    cases: int = 0  # the paired cases the figure is measured on
+    cases_needed: int | None = None  # INCONCLUSIVE: cases for 80% power at threshold + effect (None: over 2,000)
+    p_value: float | None = None  # one-sided, of "the figure is at most the threshold" (lift, pass rate)
+    held_back: int = 0  # PASS on its own, not at the Holm level of a family of this many gates
+    advice: str = ""  # INCONCLUSIVE: what would decide it, at 80% power
+
+    def describe(self) -> str:
+        value = (
+            "not measured"
+            if self.value is None
+            else f"{float(self.value) * 100:.0f}%"
+            if self.figure == "pass_rate"
+            else f"{float(self.value) * 100:+.0f}%"
+        )
+        ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
+        if self.figure == "token_increase" and self.value is not None:
+            ci = " (point estimate, no interval)"
+        side = "at most" if self.figure == "token_increase" else "at least"
+        threshold = (
+            f"{float(self.threshold) * 100:.0f}%"
+            if self.figure == "pass_rate"
+            else f"{float(self.threshold) * 100:+.0f}%"
+        )
+        return f"{self.figure} {value}{ci} vs {side} {threshold}"
+
+    def label(self, strict: bool) -> str:
+        """The verdict and, for an INCONCLUSIVE one, what it was decided as: the words every line uses."""
+        if self.verdict != INCONCLUSIVE:
+            return self.verdict
+        if self.value is None:
+            return "INCONCLUSIVE, not measured: fails"
+        if self.held_back and (strict or self.fails):
+            return "INCONCLUSIVE, fails: not shown at the Holm level"
+        if strict:
+            return "INCONCLUSIVE, fails: not shown at 95%"
+        return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate (--upskill-lenient)"
+
+    def why(self, strict: bool) -> str:
+        """For an INCONCLUSIVE verdict: why it is, and what would decide it."""
+        if self.verdict != INCONCLUSIVE:
+            return ""
+        if self.value is None:
+            return "no case was scored in both arms"
+        if self.held_back:
+            return (
+                f"its 95% interval clears the threshold, but not at the Holm level for {self.held_back} gates "
+                f"(--upskill-family holm; one-sided p = {self.p_value:.4f})"
+            )
+        if strict:
+            how = "the 95% interval straddles the threshold"
+        else:
+            side = "at or above" if self.value >= self.threshold else "below"
+            how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
+            how += " (without --upskill-lenient it fails)" if not self.fails else ""
+        more = f"now {self.cases} case{'s' if self.cases != 1 else ''}; {self.advice}"
+        return f"{how}; {more}"
+
+    def failure_note(self, strict: bool) -> str:
+        return f" ({self.label(strict)})" if self.verdict == INCONCLUSIVE else ""
+
+    def to_model(self) -> FindingReport:
+        return FindingReport(
+            figure=self.figure,
+            verdict=self.verdict,
+            value=None if self.value is None else float(self.value),
+            interval=list(self.interval) if self.interval else None,
+            threshold=float(self.threshold),
+            fails=self.fails,
+            cases=self.cases,
+            cases_needed=self.cases_needed,
+            decided_on="point estimate" if self.verdict == INCONCLUSIVE and self.value is not None else "interval",
+            p_value=self.p_value,
+            held_back=self.held_back,
+        )
+
+
+@dataclass
+class Verdict:
+    skill: str
+    model: str
+    findings: list[Finding] = field(default_factory=list)
+    unevaluated: str | None = None  # NOT EVALUATED: why no figure could be measured (every trial skipped)
+
+    @property
+    def verdict(self) -> str:
+        if self.unevaluated is not None:
+            return NOT_EVALUATED
+        verdicts = {f.verdict for f in self.findings}
+        return FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+
+    @property
+    def fails(self) -> bool:
+        return self.unevaluated is not None or any(f.fails for f in self.findings)
+
+    def to_model(self) -> VerdictReport:
+        return VerdictReport(
+            skill=self.skill,
+            model=self.model,
+            verdict=self.verdict,
+            fails=self.fails,
+            findings=[f.to_model() for f in self.findings],
+            **({"why": self.unevaluated} if self.unevaluated is not None else {}),
+        )
+
+
+def _finding(
+    figure: str,
+    value: Fraction | None,
+    interval: tuple[float, float] | None,
+    threshold: Fraction,
+    strict: bool,
+    paired: stats.Paired,
+    effect: float = DEFAULT_EFFECT,
+) -> Finding:
+    if value is None or interval is None:
+        return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
+    verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
+    fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
+    runs = max(1, round(paired.skill_trials / paired.n)) if paired.skill_trials else 1
+    needed, advice = None, ""
+    if verdict == INCONCLUSIVE:
+        needed = stats.cases_for_power(float(threshold), float(threshold) + effect, runs, figure)
+        advice = power_advice(float(threshold), effect, runs, figure)
+    bound = (
+        (lambda z: paired.lift_ci(z)[0])  # type: ignore[index]
+        if figure == "lift"
+        else (lambda z: paired.pass_rate_ci(z)[0])  # type: ignore[index]
+    )
+    p_value = stats.one_sided_p(bound, float(threshold))
+    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value, advice=advice)
+
+
+def token_increase(result: Result) -> Fraction | None:
+    """The skill's relative token cost on the paired cases: tokens per scored trial with the skill
+    against without, each arm over the cases scored in both (errors and unpaired cases left out, as
+    from the rates). A point estimate: output tokens and agent loops are sampled, and no interval
+    is drawn for it."""
+    per_trial = []
+    paired = result.pairing.cases
+    for arm in ("baseline", "with_skill"):
+        trials = [
+            t
+            for case in paired
+            for (a, _), t in result.details.get(case, {}).items()
+            if a == arm and t.passed is not None
+        ]
+        tokens = sum((t.input_tokens or 0) + (t.output_tokens or 0) for t in trials)
+        per_trial.append(Fraction(tokens, len(trials)) if trials else None)
+    before, after = per_trial
+    return (after - before) / before if before and after is not None else None
+
+
+def verdict_for(
+    result: Result, thresholds: Thresholds, strict: bool = False, effect: float = DEFAULT_EFFECT
+) -> Verdict:
+    verdict = Verdict(result.skill, result.model)
+    paired = result.pairing.paired
+    if thresholds.min_lift is not None:
+        lift_threshold = stats.exact(thresholds.min_lift)
+        verdict.findings.append(_finding("lift", paired.lift, paired.lift_ci(), lift_threshold, strict, paired, effect))
+    if thresholds.min_pass_rate is not None:
+        verdict.findings.append(
+            _finding(
+                "pass_rate",
+                paired.p_skill,
+                paired.pass_rate_ci(),
+                stats.exact(thresholds.min_pass_rate),
+                strict,
+                paired,
+                effect,
+            )
+        )
+    if thresholds.max_token_increase is not None:
+        value, limit = token_increase(result), stats.exact(thresholds.max_token_increase)
+        ok = value is not None and value <= limit
+        verdict.findings.append(Finding("token_increase", PASS if ok else FAIL, value, None, limit, not ok))
+    return verdict
+
+
+# ------------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Regression:
+    skill: str
+    model: str
+    kind: str  # "change" (paired), "lift" (old reports), "improvement" (claimed, not shown), "flip", "tokens"
+    message: str
+    case: str | None = None
+    fails: bool = True  # a flip is shown to the reviewer and never fails the run
+
+    @property
+    def label(self) -> str:
+        if self.kind == "flip":
+            return "FLIP"
+        if self.kind == "improvement":
+            return "NOT SHOWN"
+        if self.kind == "uncompared":
+            return "NOT COMPARED"
+        return "REGRESSION" if self.fails else "NO REGRESSION"
+
+    def to_model(self) -> RegressionReport:
+        return RegressionReport(
+            skill=self.skill, model=self.model, kind=self.kind, case=self.case, message=self.message, fails=self.fails
+        )
+
+
+@dataclass(frozen=True)
+class CompareRule:
+    """How ``--upskill-compare`` judges a change of the with-skill pass rate on the shared cases.
+
+    ``max_regression`` (δ): the change fails the run when its 95% interval lies wholly below -δ
+    (a drop of more than δ is shown). ``min_improvement``: where the pull request claims an
+    improvement, the change passes only when its interval lies wholly above it."""
+
+    max_regression: float = 0.0
+    min_improvement: float | None = None
+
+
+def lift_difference_ci(
+    new: float, new_ci: tuple[float, float], old: float, old_ci: tuple[float, float]
+) -> tuple[float, float]:
+    """MOVER interval for ``new - old`` from the two lifts' own intervals (independent runs)."""
+    d = new - old
+    lower = d - math.sqrt((new - new_ci[0]) ** 2 + (old_ci[1] - old) ** 2)
+    upper = d + math.sqrt((new_ci[1] - new) ** 2 + (old - old_ci[0]) ** 2)
+    return lower, upper
+
+
+def _majority_passed(runs: list) -> bool | None:
+    scored = [r for r in runs if r is not None]
+    return None if not scored else sum(scored) * 2 >= len(scored) and sum(scored) > 0
+
+
+def paired_change(before: ResultReport, after: ResultReport) -> stats.Paired:
+    """The with-skill per-case rates of ``after`` (first) and ``before`` on the cases both scored:
+    its ``lift`` is the change of the with-skill pass rate, its ``lift_ci`` that change's interval.
+    The baseline, the same in both (replayed from the cache), cancels."""
+    old_cases = {c.case: c for c in before.cases}
+    new_rates: list[Fraction] = []
+    old_rates: list[Fraction] = []
+    trials = [0, 0]
+    for case in after.cases:
+        prior = old_cases.get(case.case)
+        now = [v for v in case.with_skill if v is not None]
+        then = [v for v in (prior.with_skill if prior else []) if v is not None]
+        if now and then:
+            new_rates.append(stats.case_rate(now))
+            old_rates.append(stats.case_rate(then))
+            trials[0] += len(now)
+            trials[1] += len(then)
+    return stats.Paired(tuple(new_rates), tuple(old_rates), trials[0], trials[1])
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f}%"
+
+
+def compare(
+    old_report: Report, new_report: Report, token_growth: float | None, rule: CompareRule = CompareRule()
+) -> list[Regression]:
+    """What changed in ``new_report`` against ``old_report`` (an earlier --upskill-report), per
+    skill x model: the paired change of the with-skill pass rate on the shared cases, judged by
+    ``rule``; the cases whose with-skill majority flipped from pass to fail (listed, never failing);
+    with-skill tokens per trial grown by more than ``token_growth``. An old report without per-case
+    results is compared on the two lifts (MOVER, independent samples), saying so."""
+    limit = DEFAULT_TOKEN_GROWTH if token_growth is None else token_growth
+    old = {(r.skill, r.model): r for r in old_report.results}
+    found: list[Regression] = []
+    for new in new_report.results:
+        before = old.get((new.skill, new.model))
+        skill, model = new.skill, new.model
+        if before is None:
+            found.append(Regression(skill, model, "uncompared", "not in the old report: nothing to compare it with"))
+            continue
+        change = paired_change(before, new)
+        if change.n:
+            d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
+            said = (
+                f"with-skill pass rate on the {change.n} shared case(s) {float(change.p_baseline) * 100:.0f}% → "  # type: ignore[arg-type]
+                f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, 95% CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
+            )
+            margin = f"{rule.max_regression * 100:.0f}%"
+            dropped = hi < -rule.max_regression - stats.TOLERANCE
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "change",
+                    f"{said}: a drop of more than {margin} is shown"
+                    if dropped
+                    else f"{said}: no drop of more than {margin} is shown",
+                    fails=dropped,
+                )
+            )
+            if rule.min_improvement is not None and stats.side((lo, hi), rule.min_improvement) != 1:
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "improvement",
+                        f"{said}: an improvement of at least {_pct(rule.min_improvement)} is not shown "
+                        "(--upskill-min-improvement)",
+                    )
+                )
+        elif not (new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci):
+            found.append(
+                Regression(
+                    skill, model, "uncompared", "no case scored in both runs, and no lift in both: nothing compared"
+                )
+            )
+        else:
+            lo, hi = lift_difference_ci(new.lift, new.lift_ci, before.lift, before.lift_ci)
+            if hi < -rule.max_regression - stats.TOLERANCE:
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "lift",
+                        f"lift fell from {_pct(before.lift)} to {_pct(new.lift)} "
+                        f"(change {_pct(new.lift - before.lift)}, 95% CI {_pct(lo)} to {_pct(hi)}; the old report "
+                        "holds no per-case results, so the two lifts were compared as independent samples, a weaker "
+                        "check)",
+                    )
+                )
+        old_cases = {c.case: c for c in before.cases}
+        for case in new.cases:
+            prior = old_cases.get(case.case)
+            if prior and _majority_passed(prior.with_skill) and _majority_passed(case.with_skill) is False:
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "flip",
+                        f"case {case.case}: with skill passed before, fails now (shown for review; a flip alone "
+                        "never fails the run)",
+                        case.case,
+                        fails=False,
+                    )
+                )
+        old_tokens, new_tokens = before.with_skill.tokens_per_trial(), new.with_skill.tokens_per_trial()
+        if old_tokens and new_tokens is not None and (new_tokens - old_tokens) / old_tokens > limit:
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "tokens",
+                    f"with-skill tokens per trial grew {old_tokens:.0f} → {new_tokens:.0f} "
+                    f"({(new_tokens - old_tokens) / old_tokens * 100:+.0f}%, limit {limit * 100:+.0f}%)",
+                )
+            )
+    return found
+
+
+# ------------------------------------------------------------------------------- the run's verdict
+
+
+@dataclass
+class Evaluation:
+    verdicts: list[Verdict]
+    regressions: list[Regression]
+    strict: bool = False
+    compared: bool = False  # --upskill-compare: the pull request's check is a gate of its own
+    family: str = "none"  # "holm": the PASS verdicts hold at a family-wise 2.5% across the run's gates
+
+    @property
+    def gated(self) -> bool:
+        """Any threshold set, or a comparison made: the exit status follows the verdicts and the
+        comparison, not the with-skill trials one by one."""
+        return bool(self.verdicts) or self.compared
+
+    @property
+    def failing_changes(self) -> list[Regression]:
+        return [g for g in self.regressions if g.fails]
+
+    @property
+    def fails(self) -> bool:
+        return any(v.fails for v in self.verdicts) or bool(self.failing_changes)
+
+    def fail_reasons(
+        self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int
+    ) -> list[str]:
+        """Why the skill trials fail the run, in words; empty when they do not.
+
+        A failing verdict, a regression or a collection error always fails it; so do more
+        unscored trials (errors, and trials with no outcome) than ``--upskill-max-errors`` allows.
+        Without a threshold a failed with-skill trial fails it too; with one, the verdicts decide."""
+        reasons = []
+        failing = sum(v.fails and v.unevaluated is None for v in self.verdicts)
+        if failing:
+            reasons.append(f"{failing} skill × model result(s) failed a gate")
+        unevaluated = sum(v.unevaluated is not None for v in self.verdicts)
+        if unevaluated:
+            reasons.append(
+                f"{unevaluated} skill × model(s) with a gate set could not be evaluated: every trial was skipped "
+                "(NOT EVALUATED above says why)"
+            )
+        regressed = [g for g in self.failing_changes if g.kind != "uncompared"]
+        if regressed:
+            reasons.append(f"{len(regressed)} regression(s) against --upskill-compare")
+        uncompared = len(self.failing_changes) - len(regressed)
+        if uncompared:
+            reasons.append(
+                f"{uncompared} skill × model(s) could not be compared with --upskill-compare and have no gate of "
+                "their own (NOT COMPARED above)"
+            )
+        if collection_errors:
+            reasons.append(f"{collection_errors} file(s) could not be collected")
+        if unscored > allowed_errors:
+            reasons.append(
+                f"{unscored} trial(s) could not be scored, more than --upskill-max-errors allows ({allowed_errors})"
+            )
+        if not self.gated and with_skill_failed:
+            reasons.append(
+                f"{with_skill_failed} with-skill trial(s) failed, and with no gate set every with-skill trial must "
+                "pass "
+                "(set --upskill-min-lift to judge the lift instead)"
+            )
+        return reasons
+
+    def rule_line(self) -> str:
+        """What a verdict means, in one line under the gates."""
+        if self.strict:
+            line = (
+                "exit status follows these verdicts: PASS passes (the 95% interval clears the threshold), FAIL and "
+                "INCONCLUSIVE fail (a gate passes only what the interval shows; error rates: README, Verdicts)"
+            )
+        else:
+            line = (
+                "exit status follows these verdicts: PASS passes, FAIL fails, INCONCLUSIVE is decided on the point "
+                "estimate (--upskill-lenient: fails below the threshold, passes at or above it; error rates: README, "
+                "Verdicts)"
+            )
+        return line
+
+    def family_line(self) -> str:
+        gates = sum(f.p_value is not None for v in self.verdicts for f in v.findings)
+        if self.family == "holm":
+            return (
+                f"many gates: Holm's procedure over the {gates} lift and pass-rate gate(s): every PASS holds at a "
+                "family-wise 2.5% (--upskill-family holm)"
+            )
+        return (
+            f"many gates: no adjustment over the {gates} lift and pass-rate gate(s): exit status 0 claims every "
+            "gate at once, so a useless skill passes it no more often than its own gate allows "
+            "(--upskill-family holm also holds each PASS read alone)"
+        )
+
+    def exit_line(self, reasons: list[str]) -> str:
+        """The summary's last line: the exit status and why (``reasons``: what fails the run)."""
+        if reasons:
+            return f"upskill: exit status 1 because {'; '.join(reasons)}"
+        if self.gated and not self.strict and any(f.verdict == INCONCLUSIVE for v in self.verdicts for f in v.findings):
+            return (
+                "upskill: exit status 0: every gate passed, some only on the point estimate (--upskill-lenient: not "
+                "shown at 95%)"
+            )
+        if self.gated:
+            return "upskill: exit status 0: every gate passed"
+        return (
+            "upskill: exit status 0: no gate is set and every with-skill trial passed (a failed baseline trial "
+            "never fails the run)"
+        )
+
+    def lines(self) -> list[str]:
+        out = []
+        for v in self.verdicts:
+            if v.unevaluated is not None:
+                out.append(f"{NOT_EVALUATED} {v.skill} × {v.model}: {v.unevaluated}")
+                continue
+            out.append(
+                f"{v.verdict:<12} {v.skill} × {v.model}: "
+                + "; ".join(f"{f.describe()} {f.label(self.strict)}" for f in v.findings)
+            )
+            out += [f"             {f.figure}: {f.why(self.strict)}" for f in v.findings if f.verdict == INCONCLUSIVE]
+        for v in self.verdicts:
+            for f in v.findings:
+                if f.fails:
+                    out.append(f"FAILED GATE  {v.skill} × {v.model}: {f.describe()}{f.failure_note(self.strict)}")
+        for g in self.regressions:
+            out.append(f"{g.label:<12} {g.skill} × {g.model}: {g.message}")
+        return out
+
+
+def evaluate(
+    results: list[Result],
+    report: Report,
+    thresholds: Thresholds,
+    strict: bool,
+    old_report: Report | None,
+    rule: CompareRule = CompareRule(),
+    family: str = "none",
+    effect: float = DEFAULT_EFFECT,
+) -> Evaluation:
+    """The verdicts of every skill × model with a gate set, those that ran and those whose every
+    trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
+    verdicts = []
+    for result in results:
+        own = thresholds.merged(result.thresholds)
+        if own.any:
+            verdicts.append(verdict_for(result, own, strict, effect))
+    for gone in report.skipped:
+        if thresholds.merged(gone.thresholds).any:
+            why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
+            verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))
+    if family == "holm":
+        hold_back(verdicts, strict)
+    regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
+    judged = {(v.skill, v.model) for v in verdicts}
+    for g in regressions:  # nothing unevaluated is green: a skill × model not compared needs a gate of its own
+        if g.kind == "uncompared":
+            g.fails = (g.skill, g.model) not in judged
+            g.message += "; judged by its gates" if not g.fails else "; set a gate (--upskill-min-lift) to judge it"
+    return Evaluation(verdicts, regressions, strict, compared=old_report is not None, family=family)
+
+
+FAMILIES = ("none", "holm")
+ALPHA = 0.025  # one-sided: the lower end of the 95% interval
+
+
+def hold_back(verdicts: list[Verdict], strict: bool) -> None:
+    """Holm's procedure over every lift and pass-rate gate of the run: a PASS whose p-value is not
+    rejected at the family-wise level becomes INCONCLUSIVE (and so fails, unless lenient on an
+    estimate at or above the threshold)."""
+    findings = [f for v in verdicts for f in v.findings if f.p_value is not None]
+    for finding, rejected in zip(findings, stats.holm([f.p_value for f in findings], ALPHA), strict=True):  # type: ignore[misc]
+        if finding.verdict == PASS and not rejected:
+            finding.verdict, finding.held_back = INCONCLUSIVE, len(findings)
+            finding.fails = strict or (finding.value is not None and finding.value < finding.threshold)
+
+
+def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift", varied: bool = True) -> str:
+    """How many cases give 80% power to pass when the truth is ``effect`` above ``threshold``."""
+    truth = threshold + effect
+    shown = f"{truth * 100:.0f}%" if figure == "pass_rate" else f"{truth * 100:+.0f}%"
+    what = "pass rate" if figure == "pass_rate" else "lift"
+    needed = stats.cases_for_power(threshold, truth, runs, figure)
+    if needed is None:
+        return f"no case count up to 2,000 gives {stats.POWER:.0%} power at a true {what} of {shown}"
+    more = ""
+    if figure == "lift" and runs < 3 and varied:
+        fewer = stats.cases_for_power(threshold, truth, 3, figure)
+        more = f", or about {fewer} × 3 runs if answers vary from run to run" if fewer else ""
+    return (
+        f"about {needed} cases × {runs} run{'s' if runs != 1 else ''} give {stats.POWER:.0%} power to pass at a true "
+        f"{what} of {shown} (the threshold + --upskill-effect {effect:g}){more}"
+    )
+
+
+def resolution_line(
+    skill: str, cases: int, runs: int, min_lift: float | None, effect: float = DEFAULT_EFFECT, varied: bool = True
+) -> str:
+    """``--upskill-plan``: the power of these cases against the lift threshold (or 0), and the
+    cases that would give 80% (simulated: ``stats.power``)."""
+    threshold = float(stats.exact(min_lift)) if min_lift is not None else 0.0
+    truth = threshold + effect
+    head = f"power: {skill}: {cases} case{'s' if cases != 1 else ''} × {runs} run{'s' if runs != 1 else ''}: "
+    now = stats.power(cases, runs, threshold, truth)
+    return (
+        head + f"a true lift of {truth * 100:+.0f}% passes a lift gate at {threshold * 100:+.0f}% "
+        f"{now:.0%} of the time; {power_advice(threshold, effect, runs, varied=varied)} (simulated: cases' rates "
+        "spread over (0, 1))"
+    )
+
+
+# ------------------------------------------------------------------------------- --upskill-max-errors
+
+
+@dataclass(frozen=True)
+class ErrorLimit:
+    """``--upskill-max-errors``: a count (``5``) or a fraction of the trials (``0.1`` or ``10%``)."""
+
+    count: int | None = 0
+    fraction: float | None = None
+
+    def allowed(self, trials: int) -> int:
+        return self.count if self.count is not None else math.floor((self.fraction or 0.0) * trials + 1e-9)
+
+    def describe(self) -> str:
+        return f"{self.count}" if self.count is not None else f"{(self.fraction or 0.0) * 100:g}% of the trials"
+
+
+def parse_error_limit(value: str | None) -> ErrorLimit:
+    text = str(value or "0").strip()
+    try:
+        if text.endswith("%"):
+            fraction = float(text[:-1]) / 100
+        elif text.isdigit():
+            return ErrorLimit(int(text))
+        else:
+            fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 <= fraction < 1:
+        raise ValueError(
+            f"upskill_max_errors must be a whole number of trials (5) or a fraction below 1 (0.1 or 10%), not {value!r}"
+        )
+    return ErrorLimit(None, fraction)

@@ -1,0 +1,121 @@
+"""History across runs: ``--upskill-history DIR`` adds each run's report to DIR (one JSON file per
+run, with its time, git commit and branch, models and settings in ``run``), and
+``pytest-upskill runs DIR`` reads them back through the same report model to show the latest
+figures, the skill × model matrix and each figure's trend (views.py draws them).
+
+A file that is not a report is named and left out, never fatal: a history folder is shared by
+many runs, some of them older versions of this plugin.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pytest_upskill import __version__
+from pytest_upskill.results.report import Report, ResultReport, RunInfo, read_report
+from pytest_upskill.skills.changes import git_head
+
+
+def run_info(root: Path, models: list[str], settings: dict[str, Any], now: datetime | None = None) -> RunInfo:
+    commit, branch = git_head(root)
+    when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return RunInfo(
+        time=when.isoformat().replace("+00:00", "Z"),
+        commit=commit,
+        branch=branch,
+        models=models,
+        settings=settings,
+        plugin_version=__version__,
+    )
+
+
+def entry_name(info: RunInfo) -> str:
+    """``20261122T140501Z-1a2b3c4d-5e6f7a.json``: sorts by time; the random tail keeps two runs of
+    the same second (CI shards) apart."""
+    stamp = info.time.replace("-", "").replace(":", "")
+    return f"{stamp}-{(info.commit or 'nogit')[:8]}-{secrets.token_hex(3)}.json"
+
+
+def add_run(folder: Path, report: Report) -> Path:
+    """Write ``report`` (which has its ``run`` set) into the history folder; the path written."""
+    assert report.run is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / entry_name(report.run)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(report.to_json_text(), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    report: Report
+
+    @property
+    def info(self) -> RunInfo:
+        return self.report.run or RunInfo(time="")
+
+    @property
+    def label(self) -> str:
+        """How a run is named in a table: its date and time, and its commit where known."""
+        info = self.info
+        when = info.time.replace("T", " ").rstrip("Z")[:16] or self.path.stem
+        return when + (f" {info.commit[:7]}" if info.commit else "")
+
+
+def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
+    """The runs in ``folder``, oldest first, and a line per file that was left out (with why)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    runs, problems = [], []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            report = read_report(path)
+        except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+            why = (
+                f"{exc.error_count()} field(s) not as a report has them"
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            problems.append(f"{path}: not a report, left out ({why})")
+            continue
+        runs.append(Run(path, report))
+    runs.sort(key=lambda r: (r.info.time, r.path.name))
+    return runs, problems
+
+
+def select(
+    runs: list[Run], skills: list[str] | None = None, models: list[str] | None = None, last: int | None = None
+) -> list[Run]:
+    """The last ``last`` runs that measured a chosen skill × model, each keeping only those results."""
+    kept = []
+    for run in runs:
+        results = [
+            r
+            for r in run.report.results
+            if (not skills or r.skill in skills) and (not models or r.model in models or _alias(r.model) in models)
+        ]
+        if results:
+            kept.append(Run(run.path, run.report.model_copy(update={"results": results})))
+    return kept[-last:] if last else kept
+
+
+def _alias(model: str) -> str:
+    """``openai:m@http://...`` is also found as ``openai:m``."""
+    return model.split("@", 1)[0]
+
+
+def series(runs: list[Run]) -> dict[tuple[str, str], list[tuple[Run, ResultReport]]]:
+    """skill × model -> its result in each run that measured it, oldest first."""
+    found: dict[tuple[str, str], list[tuple[Run, ResultReport]]] = {}
+    for run in runs:
+        for result in run.report.results:
+            found.setdefault((result.skill, result.model), []).append((run, result))
+    return found
