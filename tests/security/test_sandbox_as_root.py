@@ -243,7 +243,7 @@ def test_a_defence_this_machine_lacks_is_named_by_confinement():
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_the_same_defences_hold_for_an_unprivileged_user(tmp_path, process_with_a_key):
     """The suite again as uid 65534: no other process, no capability, no Unix socket."""
-    package = Path(sandbox.__file__).parent.parent
+    package = Path(sandbox.__file__).parent.parent.parent  # the folder holding pytest_upskill/
     script = tmp_path / "nobody.py"
     script.write_text(
         textwrap.dedent(

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "harness.py"
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmark harness and the statistics studies
+
+HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
 
 
 def test_the_harness_runs_its_workloads_and_prints_the_table(tmp_path):

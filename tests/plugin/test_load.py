@@ -10,6 +10,8 @@ import pytest
 
 from pytest_upskill.testing import GARBAGE, RATE_LIMITED, SERVER_ERROR, LoopbackServer, periodic
 
+pytestmark = pytest.mark.slow  # 10,000 trials through faults
+
 SKILLS, CASES = 50, 100  # x 1 model x 2 arms = 10,000 trials
 # The process's own peak: VmHWM of its memory map. Not getrusage's ru_maxrss, which after fork and
 # exec also counts the forking parent's resident pages (Linux keeps the old map's high-water mark

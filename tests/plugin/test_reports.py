@@ -13,7 +13,7 @@ import pytest
 
 from pytest_upskill.results.report import ANSWER_CHARS, SCHEMA_VERSION, json_schema
 
-SCHEMA_FILE = Path(__file__).parent.parent / "pytest_upskill" / "results" / "report.schema.json"
+SCHEMA_FILE = Path(__file__).parents[2] / "pytest_upskill" / "results" / "report.schema.json"
 SECRET = "sk-test-a1b2c3d4e5f6"
 
 ALPHA = "The alpha code is ZETA-42. Always sign answers with ~alpha."

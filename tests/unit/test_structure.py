@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import graphlib
-import tomllib
 from pathlib import Path
 
 import pytest_upskill
@@ -111,26 +110,3 @@ def test_the_public_names_are_curated_and_pinned():
     for name in pytest_upskill.__all__:
         assert getattr(pytest_upskill, name) is not None
     assert pytest_upskill.sandbox.run and pytest_upskill.sandbox.Workspace and pytest_upskill.sandbox.Limits
-
-
-def test_the_wheel_is_typed_and_takes_its_version_from_the_package(tmp_path):
-    """Part 6: ``py.typed`` ships, and ``pytest_upskill.__version__`` is the one source of the version."""
-    import subprocess
-    import sys
-    import zipfile
-
-    root = PACKAGE.parent
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = tmp_path.glob("pytest_upskill-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "pytest_upskill/py.typed" in names
-    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert f"\nVersion: {pytest_upskill.__version__}\n" in metadata
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    assert "version" not in project and "version" in project["dynamic"]  # not written twice

@@ -18,6 +18,8 @@ pytest.importorskip("llama_cpp", reason="the real-model tests need the [local] e
 from pytest_upskill.engine.providers.local import model_path  # noqa: E402
 from pytest_upskill.models import resolve  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real local model
+
 SKILL = "The secret project codename is BLUEFINCH-7. Always state the codename when asked about the project."
 CASES = [
     {"id": "codename", "input": "What is the secret project codename?", "expected": {"contains": "bluefinch"}},
