@@ -527,6 +527,7 @@ def test_plan_and_max_cost_cover_the_teachers_requests(pytester):
     )
 
 
+@pytest.mark.slow  # the real local model as teacher
 def test_the_bundled_local_model_as_teacher_writes_a_spec_valid_skill_that_collects(pytester):
     """Quality aside: SmolLM2 under a grammar-forced JSON answer writes a skill the reference
     validator accepts and the plugin collects."""

@@ -96,6 +96,7 @@ def test_an_empty_list_of_cases_skips_that_skill_and_the_others_run(pytester, mo
     )
 
 
+@pytest.mark.slow  # the real local model
 def test_a_case_with_only_context_files_runs_as_a_plain_trial_on_a_model_without_tools(pytester, write_skill):
     """upskill appends context.files to the prompt of such a case; a model that cannot call tools
     runs it that way here too, saying so, instead of skipping it."""

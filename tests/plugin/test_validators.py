@@ -380,6 +380,7 @@ def test_a_bad_validator_is_a_collection_error_naming_the_line(pytester, write_s
     assert result.ret == 2
 
 
+@pytest.mark.slow  # the real local model
 def test_the_real_local_model_judges_through_a_forced_tool_call_and_runs_a_workspace_loop(
     pytester, write_skill, model_server
 ):
