@@ -9,7 +9,7 @@ import enum
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -205,13 +205,47 @@ class Outcome:
     judge_output_tokens: int | None = None
     hit_max_tokens: bool | None = None  # an answer (of any turn) stopped at max_tokens
     note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
+    output_chars: int | None = None  # the whole answer's length where ``output`` was cut (the wire cuts it)
 
     @property
     def is_error(self) -> bool:
         return self.passed is None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (an ErrorKind as its string): they travel to xdist's controller."""
-        data = asdict(self)
-        data["arm"], data["error_kind"] = str(self.arm), None if self.error_kind is None else str(self.error_kind)
-        return data
+
+# --------------------------------------------------------------------------------- the settings' modes
+
+
+class CacheMode(enum.StrEnum):
+    """``--upskill-cache``: read and write the response cache, leave it alone, or only read it."""
+
+    RW = "rw"
+    OFF = "off"
+    REPLAY = "replay"
+
+
+class Injection(enum.StrEnum):
+    """``--upskill-injection``: how the with-skill arm gets the skill."""
+
+    SYSTEM = "system"
+    PROGRESSIVE = "progressive"
+
+
+class SpecMode(enum.StrEnum):
+    """``--upskill-spec``: a SKILL.md that breaks the Agent Skills spec is an error, or tested with a note."""
+
+    ERROR = "error"
+    WARN = "warn"
+
+
+class Family(enum.StrEnum):
+    """``--upskill-family``: no adjustment for many gates, or Holm's step-down."""
+
+    NONE = "none"
+    HOLM = "holm"
+
+
+class Switch(enum.StrEnum):
+    """An ``auto``/``off`` setting."""
+
+    AUTO = "auto"
+    OFF = "off"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pytest_upskill.engine.agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
+from pytest_upskill.engine.nodeids import item_name
 from pytest_upskill.engine.prompt import ARMS, build_request
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checks import CheckRegistry, CheckResult
@@ -142,7 +143,6 @@ def _case_trials(
         elif no_tools:
             skip = no_tools
         for arm in ARMS:
-            name = f"{case.key}[{label}-{arm}"
             arm_skip = skip
             if skip and skip == no_tools and not workspace:  # only progressive disclosure needs the tools here
                 arm_skip = (
@@ -152,7 +152,7 @@ def _case_trials(
                     "and this model has no native tool calling; test it with --upskill-injection system"
                 )
             if arm_skip:  # named as the trials it stands for, so that -k selects it with them
-                yield Planned(name + "]", case.line, None, arm_skip, spec.name)
+                yield Planned(item_name(case.key, label, arm), case.line, None, arm_skip, spec.name)
                 continue
             request = build_request(
                 spec, arm, skill, case, settings.scaffold, settings.injection
@@ -194,4 +194,4 @@ def _case_trials(
                         validation=validation,
                         note=trial_note,
                     )
-                yield Planned(name + (f"-run{run}" if settings.runs > 1 else "") + "]", case.line, trial)
+                yield Planned(item_name(case.key, label, arm, run if settings.runs > 1 else None), case.line, trial)

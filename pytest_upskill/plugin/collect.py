@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from pytest_upskill.engine.nodeids import CASE_FILES
 from pytest_upskill.engine.providers import why_no_tools
 from pytest_upskill.engine.trials import NO_CASES_ITEM, Trial, skill_trials
 from pytest_upskill.errors import SkillFileError
 from pytest_upskill.models import NO_MODEL
+from pytest_upskill.plugin import wire
 from pytest_upskill.plugin.session import RUN
-from pytest_upskill.results.aggregate import outcome_properties, trial_detail
 from pytest_upskill.scoring.checks import CheckRegistry
 from pytest_upskill.scoring.validators import ValidatorRegistry
 from pytest_upskill.skills.discovery import is_agent_folder
@@ -61,7 +62,6 @@ def _ignored_by_option(path: Path, config: pytest.Config) -> bool:
     )
 
 
-CASE_FILES = ("skill_meta.json", "tests.json")  # upskill's case files beside a SKILL.md, the first found is used
 NO_CASES = (
     'no test cases beside it: add skill_meta.json ({"tests": [{"input": ..., "expected": ...}]}) or '
     "upskill's tests.json (a list of such cases), or have a teacher draft them: "
@@ -203,7 +203,7 @@ class TrialItem(pytest.Item):
         run.role.prefetch(self.session)
         outcome = run.runner.outcome(self.trial)
         self.outcome = outcome
-        self.user_properties.extend(outcome_properties(outcome.to_dict(), self.thresholds))
+        self.user_properties.extend(wire.properties(outcome, self.thresholds))
         if outcome.is_error:
             pytest.fail(printable(f"upskill: not scored ({outcome.error_kind}): {outcome.message}"), pytrace=False)
 
@@ -234,7 +234,7 @@ class TrialItem(pytest.Item):
 
 
 class TrialDetail:
-    """Puts each trial's detail (its answer, failing checks and tool calls: report.trial_detail) on
+    """Puts each trial's detail (its answer, failing checks and tool calls: wire.detail) on
     its teardown report as ``upskill_detail``, where the controller reads it: xdist carries a
     report's attributes to the controller, and junitxml does not write them."""
 
@@ -243,5 +243,5 @@ class TrialDetail:
         report = yield
         outcome = getattr(item, "outcome", None)
         if call.when == "teardown" and isinstance(item, TrialItem) and outcome is not None:
-            report.upskill_detail = trial_detail(outcome)
+            report.upskill_detail = wire.detail(outcome)
         return report

@@ -17,6 +17,7 @@ from pytest_upskill.engine.budget import budget_summary
 from pytest_upskill.engine.trials import Trial
 from pytest_upskill.errors import PreflightError
 from pytest_upskill.models import Prices
+from pytest_upskill.plugin import wire
 from pytest_upskill.plugin.collect import SKIPPED_PROPERTY, TrialItem
 from pytest_upskill.plugin.preflight import compared_report, write_each
 from pytest_upskill.plugin.session import UpskillRun
@@ -27,7 +28,6 @@ from pytest_upskill.results.aggregate import (
     Result,
     RunLedger,
     markdown,
-    outcome_from_properties,
     write_text_atomic,
 )
 from pytest_upskill.results.gates import Evaluation, evaluate
@@ -85,8 +85,8 @@ class Controller:
         self._prefetched = False
         if run.shards is not None:  # --upskill-merge: the shards' trials, as if they had run here
             for report in run.shards.reports:
-                for outcome, detail in outcomes(report):
-                    self.aggregator.add(outcome, detail)
+                for trial in outcomes(report):
+                    self.aggregator.add(trial.outcome, trial.thresholds)
                 self.aggregator.cached_elsewhere += report.cached
                 self.ledger.add_problems(report.cache_problems)
                 self.ledger.add_throttling(report.throttling)
@@ -145,16 +145,17 @@ class Controller:
         self.run.unseen.merge(output.get("upskill_unseen", {}))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        outcome = outcome_from_properties(report.user_properties)
-        if report.when == "teardown" and outcome is not None:
-            self.aggregator.add(outcome, getattr(report, "upskill_detail", None))
+        got = wire.received(report.user_properties, getattr(report, "upskill_detail", None))
+        outcome = got.outcome if got is not None else None
+        if report.when == "teardown" and got is not None:
+            self.aggregator.add(got.outcome, got.thresholds)
         self.ledger.record(report.nodeid, report.when, report.skipped, report.failed, outcome is not None)
         if report.skipped:
             for name, value in report.user_properties:
                 if name == SKIPPED_PROPERTY:
                     self.ledger.record_skip(json.loads(str(value)))
         if (report.when == "teardown" and outcome is not None) or report.skipped:
-            unscored = outcome is not None and outcome.get("passed") is None
+            unscored = outcome is not None and outcome.is_error
             line = self.progress.tick(report.nodeid, unscored, time.monotonic())
             reporter = self.config.pluginmanager.get_plugin("terminalreporter") if line else None
             if reporter is not None:

@@ -17,21 +17,12 @@ response cache). Every item runs exactly once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from xdist.scheduler import LoadScheduling
 
-# a trial's node id: FILE::CASE[LABEL-ARM] or FILE::CASE[LABEL-ARM-runN] (trials.py)
-_TRIAL = re.compile(r"^(?P<file>[^:]*)::.*\[(?P<label>.*)-(?:baseline|with_skill)(?:-run\d+)?\]$")
-
-
-def group_of(nodeid: str) -> tuple[str, str]:
-    """The skill × model of a trial's node id (its skill_meta.json and its model's label); another
-    test's file, with no model."""
-    match = _TRIAL.match(nodeid)
-    return (match["file"], match["label"]) if match else (nodeid.split("::", 1)[0], "")
+from pytest_upskill.engine.nodeids import group_of
 
 
 def shares(collection: Sequence[str], indices: Sequence[int], workers: int) -> list[list[int]]:

@@ -1,20 +1,20 @@
 """Aggregate outcomes per skill x model into results, and render them: terminal, JSON, JUnit.
 
-Outcomes arrive as plain dicts (from report.user_properties, possibly from xdist workers) in any
+Outcomes arrive typed (read from each trial's report by plugin/wire.py, under xdist too) in any
 order; everything here is sorted so that a plain run and ``-n N`` give the same report.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from pytest_upskill.engine.nodeids import in_case_file, parse_nodeid
 from pytest_upskill.models import Prices
 from pytest_upskill.results import stats
 from pytest_upskill.results.report import (
@@ -38,45 +38,30 @@ from pytest_upskill.results.report import (
 )
 from pytest_upskill.types import Outcome
 
-PROPERTY_PREFIX = "upskill."
 NO_PRICES = Prices()
-# What a trial's report carries apart from its user properties (trial_detail): the answer, the
-# failing checks' message and the tool calls, for the JSON and HTML reports. JUnit shows neither
-# the detail nor the item's own failure text twice.
-DETAIL = ("message", "output", "calls", "written")
-# user_properties names: the Outcome's fields but the detail, and the skill's gate thresholds; JUnit
-# shows them on every trial's testcase.
-PROPERTIES = tuple(f.name for f in fields(Outcome) if f.name not in DETAIL) + ("thresholds",)
+# the fields a trial's report keeps of its outcome, by the same name (the answer is renamed: see trial_report)
+_TRIAL_FIELDS = tuple(name for name in TrialReport.model_fields if name in {f.name for f in fields(Outcome)})
 
 
-def trial_detail(outcome: Outcome) -> dict[str, Any]:
-    """The detail of a trial that travels on its report (to xdist's controller too): plain values,
-    the answer capped at ANSWER_CHARS (it was masked when it arrived, as the message was)."""
-    return {
-        "answer": outcome.output[:ANSWER_CHARS],
-        "answer_chars": len(outcome.output),
-        "message": outcome.message,
-        "calls": outcome.calls,
-        "written": outcome.written,
-    }
+class Received(NamedTuple):
+    """A trial as its report carried it (plugin/wire.py) or a report recorded it (a shard's): its
+    outcome, and the skill's own gate thresholds."""
+
+    outcome: Outcome
+    thresholds: dict[str, float] | None = None
 
 
-def outcome_properties(outcome: dict, thresholds: dict | None = None) -> list[tuple[str, Any]]:
-    """The trial's properties; a skill's own gate thresholds travel with them (as JSON) so that the
-    xdist controller, which collects nothing, knows them."""
-    values = {**outcome, "thresholds": json.dumps(thresholds, sort_keys=True) if thresholds else None}
-    return [
-        (PROPERTY_PREFIX + name, values[name])
-        for name in PROPERTIES
-        if values.get(name) is not None or name == "passed"
-    ]
+def trial_report(outcome: Outcome) -> TrialReport:
+    """A trial's record in the JSON report: its outcome's fields, the answer cut to ANSWER_CHARS."""
+    values = {name: getattr(outcome, name) for name in _TRIAL_FIELDS if getattr(outcome, name) is not None}
+    chars = len(outcome.output) if outcome.output_chars is None else outcome.output_chars
+    return TrialReport(**values, answer=outcome.output[:ANSWER_CHARS], answer_chars=chars)
 
 
-def outcome_from_properties(properties: Iterable) -> dict | None:
-    found = {name[len(PROPERTY_PREFIX) :]: value for name, value in properties if str(name).startswith(PROPERTY_PREFIX)}
-    if "thresholds" in found:
-        found["thresholds"] = json.loads(found["thresholds"])
-    return found if "skill" in found and "arm" in found else None
+def trial_outcome(skill: str, model: str, case: str, trial: TrialReport) -> Outcome:
+    """The outcome a report's trial records (a shard's, to merge; the students' run, to split)."""
+    values = trial.model_dump(exclude_none=True, exclude={"answer", "answer_chars"})
+    return Outcome(skill=skill, case=case, model=model, **values, output=trial.answer, output_chars=trial.answer_chars)
 
 
 @dataclass
@@ -108,32 +93,31 @@ class Arm:
     def scored(self) -> int:
         return self.passed + self.failed
 
-    def add(self, outcome: dict) -> None:
-        passed = outcome.get("passed")
-        if passed is None:
+    def add(self, outcome: Outcome) -> None:
+        if outcome.passed is None:
             self.errors += 1
-            self.error_kinds[outcome.get("error_kind") or "error"] += 1
-        elif passed:
+            self.error_kinds[outcome.error_kind or "error"] += 1
+        elif outcome.passed:
             self.passed += 1
         else:
             self.failed += 1
-        self.input_tokens += int(outcome.get("input_tokens") or 0)
-        self.output_tokens += int(outcome.get("output_tokens") or 0)
-        self.cache_read_tokens += int(outcome.get("cache_read_tokens") or 0)
-        self.cache_write_tokens += int(outcome.get("cache_write_tokens") or 0)
-        self.cached += bool(outcome.get("cached"))
-        if outcome.get("turns") is not None:
+        self.input_tokens += outcome.input_tokens
+        self.output_tokens += outcome.output_tokens
+        self.cache_read_tokens += outcome.cache_read_tokens
+        self.cache_write_tokens += outcome.cache_write_tokens
+        self.cached += outcome.cached
+        if outcome.turns is not None:
             self.agentic += 1
-            self.turns += int(outcome["turns"])
-            self.tool_calls += int(outcome.get("tool_calls") or 0)
-        if outcome.get("skill_loaded") is not None:
+            self.turns += outcome.turns
+            self.tool_calls += outcome.tool_calls or 0
+        if outcome.skill_loaded is not None:
             self.offered += 1
-            self.loaded += bool(outcome["skill_loaded"])
-        self.judge_input_tokens += int(outcome.get("judge_input_tokens") or 0)
-        self.judge_output_tokens += int(outcome.get("judge_output_tokens") or 0)
-        self.capped += bool(outcome.get("hit_max_tokens"))
-        if outcome.get("note"):
-            self.notes[outcome["note"]] += 1
+            self.loaded += outcome.skill_loaded
+        self.judge_input_tokens += outcome.judge_input_tokens or 0
+        self.judge_output_tokens += outcome.judge_output_tokens or 0
+        self.capped += bool(outcome.hit_max_tokens)
+        if outcome.note:
+            self.notes[outcome.note] += 1
 
     @property
     def activation_rate(self) -> float | None:
@@ -223,16 +207,13 @@ class Result:
     details: dict[str, dict[tuple[str, int], TrialReport]] = field(default_factory=lambda: defaultdict(dict))
     _pairing: Pairing | None = field(default=None, repr=False, compare=False)
 
-    def add(self, outcome: dict, detail: dict | None = None) -> None:
-        if outcome.get("thresholds"):
-            self.thresholds = outcome["thresholds"]
-        arm, run = outcome["arm"], int(outcome["run"])
+    def add(self, outcome: Outcome, thresholds: dict[str, float] | None = None) -> None:
+        if thresholds:
+            self.thresholds = thresholds
+        arm, run = str(outcome.arm), outcome.run
         (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
-        self.cases[outcome["case"]][arm][run] = outcome.get("passed")
-        known = {name for name in TrialReport.model_fields if name != "run"}
-        self.details[outcome["case"]][(arm, run)] = TrialReport(
-            run=run, **{k: v for k, v in {**outcome, **(detail or {})}.items() if k in known and v is not None}
-        )
+        self.cases[outcome.case][arm][run] = outcome.passed
+        self.details[outcome.case][(arm, run)] = trial_report(outcome)
         self._pairing = None
 
     @property
@@ -352,7 +333,7 @@ STATISTICS = {
 
 
 class Aggregator:
-    """Collects outcome dicts (once per trial) and builds results in a stable order."""
+    """Collects outcomes (once per trial) and builds results in a stable order."""
 
     def __init__(self, model_order: list[str] | None = None):
         self.model_order = model_order or []
@@ -360,11 +341,11 @@ class Aggregator:
         self.trials = 0
         self.cached_elsewhere = 0  # trials of merged shards that came from their caches (merge.py)
 
-    def add(self, outcome: dict, detail: dict | None = None) -> None:
-        key = (outcome["skill"], outcome["model"])
+    def add(self, outcome: Outcome, thresholds: dict[str, float] | None = None) -> None:
+        key = (outcome.skill, outcome.model)
         if key not in self._results:
             self._results[key] = Result(*key)
-        self._results[key].add(outcome, detail)
+        self._results[key].add(outcome, thresholds)
         self.trials += 1
 
     def results(self) -> list[Result]:
@@ -422,11 +403,6 @@ class Aggregator:
         return props
 
 
-def is_trial_id(nodeid: str) -> bool:
-    """Whether a pytest node id is one of ours: a case in a ``skill_meta.json``."""
-    return "::" in nodeid and nodeid.split("::", 1)[0].rsplit("/", 1)[-1] == "skill_meta.json"
-
-
 class RunLedger:
     """The controller's bookkeeping beside the outcomes: which trials the run expected and which
     ended (the rest are ``missing``: a crashed worker, a run stopped early), failures that are no
@@ -444,7 +420,7 @@ class RunLedger:
     def expect(self, nodeids: Iterable[str]) -> None:
         """The node ids collected; under xdist every worker sends the same list, the first one counts."""
         if not self.expected:
-            self.expected = [i for i in nodeids if is_trial_id(i)]
+            self.expected = [i for i in nodeids if in_case_file(i)]
 
     def record(self, nodeid: str, when: str, skipped: bool, failed: bool, has_outcome: bool) -> None:
         if (when == "teardown" and has_outcome) or skipped:  # skipped: a case that runs no trial
@@ -837,15 +813,8 @@ class Progress:
         self._ended_at = 0.0  # when a trial last ended
 
     def label(self, nodeid: str) -> str | None:
-        if not nodeid.endswith("]") or "[" not in nodeid:
-            return None
-        inside = nodeid[nodeid.rindex("[") + 1 : -1]
-        inside = inside.rsplit("-run", 1)[0] if inside.rsplit("-run", 1)[-1].isdigit() else inside
-        for arm in ("-baseline", "-with_skill"):
-            if inside.endswith(arm):
-                label = inside[: -len(arm)]
-                return label if label in self.models else None
-        return None
+        found = parse_nodeid(nodeid)
+        return found.label if found is not None and found.label in self.models else None
 
     def expect(self, nodeids: Iterable[str]) -> None:
         for nodeid in nodeids:

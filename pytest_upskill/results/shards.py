@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pytest_upskill.engine.nodeids import group_of
 from pytest_upskill.errors import MergeError
-from pytest_upskill.plugin.scheduler import group_of
+from pytest_upskill.results.aggregate import Received, trial_outcome
 from pytest_upskill.results.report import Report, first_problem, read_report
 
 SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -40,7 +41,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_of(nodeids: Sequence[str], shards: int) -> dict[tuple[str, str], int]:
-    """Each skill × model (scheduler.group_of) of the collection -> its shard, 1 to ``shards``."""
+    """Each skill × model (nodeids.group_of) of the collection -> its shard, 1 to ``shards``."""
     sizes: dict[tuple[str, str], int] = {}
     for nodeid in nodeids:
         group = group_of(nodeid)
@@ -69,22 +70,12 @@ SKILL_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # the Agent Skills spec's na
 SKILL_NAME_LENGTH = 64
 
 
-def outcomes(report: Report) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """The report's trials as the outcome and detail a trial item's report carries (report.py)."""
+def outcomes(report: Report) -> Iterator[Received]:
+    """The report's trials, as the outcomes their items' reports carried (plugin/wire.py)."""
     for result in report.results:
         for case in result.cases:
             for trial in case.trials:
-                data = trial.model_dump(exclude_none=True)
-                detail = {k: data.pop(k, None) for k in ("answer", "answer_chars", "message", "calls", "written")}
-                outcome = {
-                    "skill": result.skill,
-                    "model": result.model,
-                    "case": case.case,
-                    **data,
-                    "passed": trial.passed,
-                    "thresholds": result.thresholds or None,
-                }
-                yield outcome, detail
+                yield Received(trial_outcome(result.skill, result.model, case.case, trial), result.thresholds or None)
 
 
 @dataclass

@@ -48,7 +48,7 @@ from pytest_upskill.errors import GenerateError, SkillFileError, TeacherError, T
 from pytest_upskill.models import ModelSpec, price_source
 from pytest_upskill.plugin.session import UpskillRun
 from pytest_upskill.results import stats
-from pytest_upskill.results.aggregate import Result, pct
+from pytest_upskill.results.aggregate import Result, pct, trial_outcome
 from pytest_upskill.results.gates import PASS, Thresholds, verdict_for
 from pytest_upskill.results.report import Report
 from pytest_upskill.skills.skill_md import load_skill, skill_md_in
@@ -211,11 +211,9 @@ def subset(report: Report, model: str, cases: set[str]) -> Result:
             continue
         result.skill = found.skill
         for runs in found.cases:
-            if runs.case not in cases:
-                continue
-            for arm in ("baseline", "with_skill"):
-                for run, passed in enumerate(getattr(runs, arm)):
-                    result.add({"case": runs.case, "arm": arm, "run": run, "passed": passed})
+            if runs.case in cases:
+                for trial in runs.trials:
+                    result.add(trial_outcome(found.skill, model, runs.case, trial))
     return result
 
 

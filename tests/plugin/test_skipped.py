@@ -170,10 +170,10 @@ def test_with_no_model_named_the_summary_gives_the_ini_line_and_counts_only_case
     )
 
 
-def _outcome(arm: str, case: str, **more) -> dict:
+def _outcome(arm: str, case: str, **more):
     from pytest_upskill.types import Outcome
 
-    return Outcome("s", case, "m", arm, 1, passed=True, input_tokens=100, output_tokens=10, **more).to_dict()
+    return Outcome("s", case, "m", arm, 1, passed=True, input_tokens=100, output_tokens=10, **more)
 
 
 def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():

@@ -150,6 +150,7 @@ def test_the_token_increase_is_per_trial_of_the_paired_cases_and_says_it_is_a_po
     """Issue 30, item 7: errors and unpaired cases are left out of the token figure, as from the rates."""
     from pytest_upskill.results.aggregate import Result
     from pytest_upskill.results.gates import Finding, token_increase
+    from pytest_upskill.types import Outcome
 
     result = Result("s", "m")
     for case, arm, passed, tokens in [
@@ -161,7 +162,7 @@ def test_the_token_increase_is_per_trial_of_the_paired_cases_and_says_it_is_a_po
         ("b", "baseline", None, 5_000),  # an error (run 1): not scored
     ]:
         run = 1 if passed is None else 0
-        result.add({"case": case, "arm": arm, "run": run, "passed": passed, "input_tokens": tokens})
+        result.add(Outcome("s", case, "m", arm, run, passed=passed, input_tokens=tokens))
     assert token_increase(result) == Fraction(1, 2)
     finding = Finding("token_increase", "PASS", Fraction(1, 2), None, Fraction(1), False)
     assert finding.describe() == "token_increase +50% (point estimate, no interval) vs at most +100%"
