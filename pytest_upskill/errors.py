@@ -4,6 +4,7 @@
 
     UpskillError                       the root: catch this to catch them all
     ├── ConfigError                    a model's configuration (pyproject.toml, an option)
+    ├── SettingError (ValueError)      an option or ini setting with a value it cannot have
     ├── SkillFileError                 a SKILL.md or case file, with path:line:col and a fix
     ├── GitError                       --upskill-changed-since: git could not answer
     ├── PreflightError (ValueError)    a setting found unusable before the first request
@@ -59,6 +60,11 @@ class TrialError(UpskillError):
 
 class ConfigError(UpskillError):
     """A usage error in model configuration; the message says what to do."""
+
+
+class SettingError(UpskillError, ValueError):
+    """An option or ini setting with a value it cannot have; the message names it and says what it
+    must be (pytest's usage error is raised from it where pytest reads the settings)."""
 
 
 class SkillFileError(UpskillError):

@@ -282,26 +282,27 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
     from pytest_upskill.errors import GenerateError, TeacherError, TraceError
     from pytest_upskill.models import split_names
     from pytest_upskill.plugin.session import UpskillRun, resolve_models
-    from pytest_upskill.settings import float_option
-    from pytest_upskill.teach.loop import Session, Settings, cases, generate
+    from pytest_upskill.settings import Settings
+    from pytest_upskill.teach.loop import TeachOptions, TeachRun, cases, generate
 
     name = f"pytest-upskill {args.command}"
     try:
-        teacher_name = args.teacher or config.getini("upskill_teacher") or "sonnet"
-        students_named = args.student or split_names(config.getini("upskill_models")) or [teacher_name]
+        settings = Settings.from_config(config)
+        teacher_name = args.teacher or settings.teacher or "sonnet"
+        students_named = args.student or split_names(list(settings.models)) or [teacher_name]
         adversary_name = getattr(args, "adversary", None)
         check = not args.plan
         teacher = resolve_models(config, [teacher_name], check)[0]
         students = resolve_models(config, students_named, check)
         adversary = resolve_models(config, [adversary_name], check)[0] if adversary_name else None
-        run = UpskillRun(config, [teacher, *students, *([adversary] if adversary else [])])
+        run = UpskillRun(config, settings, [teacher, *students, *([adversary] if adversary else [])])
         min_lift = getattr(args, "min_lift", None)
         if min_lift is None:
-            min_lift = float_option(config, "upskill_min_lift") or 0.0
+            min_lift = settings.min_lift or 0.0
     except pytest.UsageError as exc:
         out(f"{name}: error: {exc}")
         return 2
-    settings = Settings(
+    options = TeachOptions(
         teacher=teacher,
         students=students,
         cases=args.cases,
@@ -315,8 +316,8 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
         adversary=adversary,
         adversary_cases=getattr(args, "adversary_cases", 0) if adversary else 0,
     )
-    session = Session(config, run, out, progress_s=float_option(config, "upskill_progress") or 30.0)
-    default = not args.teacher and not config.getini("upskill_teacher")
+    session = TeachRun(config, run, out, progress_s=settings.progress or 30.0)
+    default = not args.teacher and not settings.teacher
     where = f"teacher {teacher.name}" + (
         " (the default: name one with --teacher or upskill_teacher)" if default else ""
     )
@@ -324,7 +325,7 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
     out(f"{name}: {roles}" + (f"; adversary {adversary.name}" if adversary else ""))
     try:
         if args.plan:
-            return _plan(args, session, settings, out)
+            return _plan(args, session, options, out)
         if args.command == "generate":
             source: Path | None = args.source
             if source is not None and not source.exists():
@@ -333,8 +334,8 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
             if args.cases < 1 and not (source is not None and source.is_dir()):
                 out(f"{name}: error: --cases must be 1 or more for a new skill")
                 return 2
-            return generate(session, settings, args.task, args.example, source, args.out, args.trace_chars)
-        return cases(session, settings, args.folder)
+            return generate(session, options, args.task, args.example, source, args.out, args.trace_chars)
+        return cases(session, options, args.folder)
     except TraceError as exc:
         out(f"{name}: error: {exc}")
         return 2

@@ -41,9 +41,9 @@ from pydantic import (
 
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.results.report import first_problem
-from pytest_upskill.types import MAX_TOKENS, Completion, Request, ToolCall
+from pytest_upskill.types import MAX_TOKENS, CacheMode, Completion, Request, ToolCall
 
-MODES = ("rw", "off", "replay")
+MODES = tuple(CacheMode)
 FORMAT = 1
 SECRET_ENV = "UPSKILL_CACHE_SECRET"  # where set, entries are signed (HMAC-SHA256) and unsigned ones refused
 _Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]

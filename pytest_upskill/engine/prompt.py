@@ -23,7 +23,7 @@ import re
 
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.skills.skill_md import Case, Skill
-from pytest_upskill.types import Arm, Message, Request, Tool, ToolCall, ToolResult
+from pytest_upskill.types import Arm, Injection, Message, Request, Tool, ToolCall, ToolResult
 
 __all__ = [
     "ARMS",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 ARMS = tuple(arm.value for arm in Arm)
-INJECTIONS = ("system", "progressive")
+INJECTIONS = tuple(Injection)
 PROGRESSIVE_HINT = "Skills hold instructions for specific tasks. Before you use one, load it with the read_skill tool."
 
 DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request directly and completely."
@@ -55,8 +55,8 @@ FILE_BLOCK_PATTERN = re.compile(
 )  # a fenced file: name, content
 
 
-def skill_block(skill: Skill, injection: str = "system") -> str:
-    if injection == "progressive":
+def skill_block(skill: Skill, injection: str = Injection.SYSTEM) -> str:
+    if injection == Injection.PROGRESSIVE:
         return (
             "\n\n<available_skills>\n<skill "
             f'name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
@@ -72,7 +72,7 @@ def user_message(case: Case) -> str:
     return text
 
 
-def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = "system") -> str:
+def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = Injection.SYSTEM) -> str:
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}")
     return scaffold + (skill_block(skill, injection) if arm == "with_skill" else "")
@@ -84,7 +84,7 @@ def build_request(
     skill: Skill,
     case: Case,
     scaffold: str = DEFAULT_SCAFFOLD,
-    injection: str = "system",
+    injection: str = Injection.SYSTEM,
     tools: tuple[Tool, ...] = (),
 ) -> Request:
     return Request(

@@ -30,7 +30,7 @@ from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checks import CheckResult
 from pytest_upskill.scoring.sandbox import Workspace
 from pytest_upskill.scoring.scorer import JudgeTokens, Scorer
-from pytest_upskill.types import ErrorKind, Outcome, Request
+from pytest_upskill.types import CacheMode, ErrorKind, Outcome, Request
 
 __all__ = ["ModelLimiter", "Outcome", "Runner"]
 
@@ -45,7 +45,7 @@ class Runner:
         backoff: float = 0.5,
         check_timeout: float = 30.0,
         cache: ResponseCache | None = None,
-        cache_mode: str = "off",
+        cache_mode: str = CacheMode.OFF,
         budget: Budget | None = None,
         redact: Redactor | None = None,
         prompt_cache: bool = True,

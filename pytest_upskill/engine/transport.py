@@ -22,7 +22,7 @@ from pytest_upskill.engine.providers.base import BAD_RESPONSE, CONNECTION, DROPP
 from pytest_upskill.engine.redact import Redactor
 from pytest_upskill.errors import ProviderError, TrialError
 from pytest_upskill.models import ModelSpec
-from pytest_upskill.types import ErrorKind, Request, ToolCall
+from pytest_upskill.types import CacheMode, ErrorKind, Request, ToolCall
 
 MAX_BACKOFF_S = 30.0  # the longest pause between two attempts of our own choosing
 MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer pause is given up on
@@ -56,7 +56,7 @@ class Transport:
     ):
         self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
         self.cache: ResponseCache | None = cache
-        self.cache_mode = cache_mode if cache is not None else "off"
+        self.cache_mode = cache_mode if cache is not None else CacheMode.OFF
         self.budget = budget
         self.redact = redact
         self.prompt_cache, self.prefix_reuse = prompt_cache, prefix_reuse
@@ -84,7 +84,7 @@ class Transport:
         TrialError (kind and message) when there is none. The request is masked first: a secret in
         a skill, a case, a ``--from`` trace or a tool result is never sent (nor part of a cache key)."""
         request = self.redact.request(request)
-        key = cache_key(spec, request, run) if self.cache is not None and self.cache_mode != "off" else None
+        key = cache_key(spec, request, run) if self.cache is not None and self.cache_mode != CacheMode.OFF else None
         completion = self.cache.get(key) if self.cache is not None and key else None
         if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
             completion = await asyncio.shield(self._inflight[key])
@@ -93,7 +93,7 @@ class Transport:
         if completion is not None:
             spent.seconds = round(spent.seconds + (completion.seconds or 0.0), 4)  # the model's time when it was made
             return completion, True
-        if self.cache is not None and self.cache_mode == "replay":
+        if self.cache is not None and self.cache_mode == CacheMode.REPLAY:
             raise TrialError(
                 ErrorKind.NOT_CACHED,
                 f"{name}: no cached response in {self.cache.root} and --upskill-cache replay never calls a model; "

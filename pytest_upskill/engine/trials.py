@@ -21,7 +21,7 @@ from pytest_upskill.scoring.checks import CheckRegistry, CheckResult
 from pytest_upskill.scoring.scorer import Validation
 from pytest_upskill.scoring.validators import ValidatorRegistry
 from pytest_upskill.skills.skill_md import Case, Skill
-from pytest_upskill.types import Arm, Request
+from pytest_upskill.types import Arm, Injection, Request
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +71,7 @@ Trial = PlainTrial | WorkspaceTrial
 
 
 @dataclass(frozen=True)
-class Settings:
+class TrialContext:
     """What every trial of a run shares."""
 
     specs: list[ModelSpec]
@@ -102,18 +102,18 @@ class Planned(NamedTuple):
 
 
 def skill_trials(
-    skill: Skill, cases: list[Case], settings: Settings, checks: CheckRegistry, validators: ValidatorRegistry
+    skill: Skill, cases: list[Case], context: TrialContext, checks: CheckRegistry, validators: ValidatorRegistry
 ) -> Iterator[Planned]:
     # read_skill's files are read once per skill, and only when progressive disclosure offers them
-    skill_files = SkillFiles.load(skill) if settings.injection == "progressive" else None
+    skill_files = SkillFiles.load(skill) if context.injection == Injection.PROGRESSIVE else None
     for case in cases:
-        yield from _case_trials(skill, case, settings, checks, validators, skill_files)
+        yield from _case_trials(skill, case, context, checks, validators, skill_files)
 
 
 def _case_trials(
     skill: Skill,
     case: Case,
-    settings: Settings,
+    context: TrialContext,
     checks: CheckRegistry,
     validators: ValidatorRegistry,
     skill_files: SkillFiles | None,
@@ -125,18 +125,16 @@ def _case_trials(
     # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
     files_only = workspace and not case.validator and not case.output_file and skill_files is None
     validation = (
-        Validation(
-            validator, case.prepared_validator, case.output_file, case.input, bool(case.expected), settings.judge
-        )
+        Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected), context.judge)
         if workspace
         else None
     )
     builtin, custom = checks.split(case.expected)
     score = functools.partial(checks.score, custom) if custom else None
-    plans = {arm: plan_for(case, arm, settings.max_turns, skill_files) for arm in ARMS}  # the same for every model
-    for spec in settings.specs:
-        label = settings.labels[spec.name]
-        no_tools = settings.why_no_tools(spec) if agentic else None
+    plans = {arm: plan_for(case, arm, context.max_turns, skill_files) for arm in ARMS}  # the same for every model
+    for spec in context.specs:
+        label = context.labels[spec.name]
+        no_tools = context.why_no_tools(spec) if agentic else None
         skip, note = unavailable, None
         if no_tools and files_only:
             note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"
@@ -155,7 +153,7 @@ def _case_trials(
                 yield Planned(item_name(case.key, label, arm), case.line, None, arm_skip, spec.name)
                 continue
             request = build_request(
-                spec, arm, skill, case, settings.scaffold, settings.injection
+                spec, arm, skill, case, context.scaffold, context.injection
             )  # the same for every run
             agent = None if note else plans[arm]
             trial_note = note
@@ -164,7 +162,7 @@ def _case_trials(
                     skill.spec_findings
                 )
                 trial_note = f"{note}; {broken}" if note else broken
-            for run in range(1, settings.runs + 1):
+            for run in range(1, context.runs + 1):
                 trial: Trial
                 if agent is None:
                     trial = PlainTrial(
@@ -194,4 +192,4 @@ def _case_trials(
                         validation=validation,
                         note=trial_note,
                     )
-                yield Planned(item_name(case.key, label, arm, run if settings.runs > 1 else None), case.line, trial)
+                yield Planned(item_name(case.key, label, arm, run if context.runs > 1 else None), case.line, trial)

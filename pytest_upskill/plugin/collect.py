@@ -40,9 +40,10 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         and collection_path.is_dir()
         and not _ignored_by_option(collection_path, config)
     ):
-        if is_agent_folder(collection_path, config.getini("upskill_skill_folders")):
-            return False
         run = config.stash.get(RUN, None)
+        folders = run.settings.skill_folders if run is not None else config.getini("upskill_skill_folders")
+        if is_agent_folder(collection_path, folders):
+            return False
         if run is not None:
             run.unseen.add_hidden(collection_path, config.rootpath)
     if (
@@ -89,9 +90,9 @@ class SkillFile(pytest.File):
         try:
             skill_md = skill_md_in(skill_dir)
             assert skill_md is not None  # pytest_collect_file made this node only where there is one
-            skill = load_skill(skill_md, run.settings.spec)
+            skill = load_skill(skill_md, run.context.spec)
             checks = CheckRegistry(_registered(self.ihook.pytest_upskill_checks()))
-            judge = run.settings.judge
+            judge = run.context.judge
             validators = ValidatorRegistry(
                 _registered(self.ihook.pytest_upskill_validators()),
                 judge.name if judge else None,
@@ -124,7 +125,7 @@ class SkillFile(pytest.File):
             for case in cases:
                 yield SkippedCase.from_parent(self, name=f"{case.key}[no-model]", reason=NO_MODEL, case_line=case.line)
             return
-        for planned in skill_trials(skill, cases, run.settings, checks, validators):
+        for planned in skill_trials(skill, cases, run.context, checks, validators):
             if planned.trial is None:
                 yield SkippedCase.from_parent(
                     self,

@@ -34,7 +34,7 @@ from pytest_upskill.results.gates import Evaluation, evaluate
 from pytest_upskill.results.history import add_run, read_runs, run_info
 from pytest_upskill.results.report import ErrorLimitReport, Report
 from pytest_upskill.results.shards import outcomes
-from pytest_upskill.settings import float_option
+from pytest_upskill.types import CacheMode
 
 Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
 
@@ -74,7 +74,7 @@ class Controller:
         self.config = run.config
         self.aggregator = Aggregator([s.name for s in run.specs])
         self.ledger = RunLedger()
-        self.progress = Progress(float_option(run.config, "upskill_progress") or 0.0, run.labels)
+        self.progress = Progress(run.settings.progress, run.labels)
         self.old_report = self._read_old_report()
         self.collection_errors = 0
         self.evaluation: Evaluation | None = None
@@ -137,7 +137,7 @@ class Controller:
     def pytest_testnodedown(self, node, error) -> None:
         """What a finished xdist worker found that is not in its reports (worker.py)."""
         output = getattr(node, "workeroutput", None) or {}
-        if self.run.cache_mode == "rw":
+        if self.run.cache_mode == CacheMode.RW:
             for entry in output.get("upskill_cache_entries", []):
                 self.run.cache.add_entry(entry)
         self.ledger.add_problems(output.get("upskill_cache_problems", []))
@@ -193,7 +193,7 @@ class Controller:
         ledger.add_throttling(run.runner.throttling())
         results = self.aggregator.results()
         prices = {s.name: s.prices for s in run.specs}
-        ran = not (config.getoption("collectonly") or config.getoption("upskill_plan"))
+        ran = not (config.getoption("collectonly") or self.run.settings.plan)
         missing = ledger.missing() if ran else []
         merging = run.shards is not None
         if run.shards is not None:  # the shards' own missing trials: nothing was collected here
@@ -241,7 +241,7 @@ class Controller:
             self.exit_line = evaluation.exit_line(reasons)
 
     def _json_output(self, report: Report) -> list[Output]:
-        path = self.config.getoption("upskill_report")
+        path = self.run.settings.report
         if not path:
             return []
         return [
@@ -263,7 +263,7 @@ class Controller:
         return [(f"the history entry in {folder}", add)]
 
     def _html_output(self, report: Report) -> list[Output]:
-        path = self.config.getoption("upskill_html")
+        path = self.run.settings.html
         if not path:
             return []
 
@@ -274,7 +274,7 @@ class Controller:
         return [(f"the HTML report {path}", write)]
 
     def _markdown_outputs(self, results: list[Result], report: Report, prices: dict[str, Prices]) -> list[Output]:
-        path = self.config.getoption("upskill_markdown")
+        path = self.run.settings.markdown
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path and not summary:
             return []
@@ -293,7 +293,7 @@ class Controller:
         return outputs
 
     def _read_old_report(self) -> Report | None:
-        path = self.config.getoption("upskill_compare")
+        path = self.run.settings.compare
         if not path:
             return None
         try:

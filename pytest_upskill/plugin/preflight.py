@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from pytest_upskill.errors import PreflightError
 from pytest_upskill.results.report import Report, first_problem, read_report
+from pytest_upskill.types import CacheMode
 
 
 def _reason(exc: OSError) -> str:
@@ -52,14 +53,14 @@ def writable_file(path: Path, what: str, append: bool = False) -> None:
 def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], step_summary: str | None) -> None:
     """The cache folder (``cache``: a ResponseCache), the report files ``outputs`` (what, path)
     and ``GITHUB_STEP_SUMMARY``: PreflightError naming the first that cannot be written."""
-    if cache_mode == "rw":
+    if cache_mode == CacheMode.RW:
         if not cache.root.is_file():
             try:
                 cache.create()  # as the first write would (its .gitignore included)
             except OSError:
                 pass  # writable_folder says why
         writable_folder(cache.root, "--upskill-cache-dir (upskill_cache_dir)")
-    elif cache_mode == "replay" and cache.root.exists() and not cache.root.is_dir():
+    elif cache_mode == CacheMode.REPLAY and cache.root.exists() and not cache.root.is_dir():
         raise PreflightError(
             f"--upskill-cache-dir {cache.root}: this is a file, not the cache folder; name the folder the responses "
             "were recorded in"

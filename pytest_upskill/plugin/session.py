@@ -13,18 +13,17 @@ from typing import Any, Protocol
 import pytest
 
 from pytest_upskill.engine.budget import Budget
-from pytest_upskill.engine.cache import MODES, ResponseCache
-from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD, INJECTIONS
+from pytest_upskill.engine.cache import ResponseCache, cache_key
+from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
 from pytest_upskill.engine.providers import check_available, why_no_tools
 from pytest_upskill.engine.redact import Redactor, secret_values
 from pytest_upskill.engine.runner import Runner
-from pytest_upskill.engine.trials import Settings
+from pytest_upskill.engine.trials import TrialContext
 from pytest_upskill.errors import ConfigError, GitError, PreflightError
 from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
 from pytest_upskill.plugin.preflight import check_outputs, writable_folder
 from pytest_upskill.results.gates import (
     DEFAULT_EFFECT,
-    FAMILIES,
     THRESHOLD_KEYS,
     CompareRule,
     ErrorLimit,
@@ -32,10 +31,10 @@ from pytest_upskill.results.gates import (
     parse_error_limit,
 )
 from pytest_upskill.results.shards import Shards, parse_shard
-from pytest_upskill.settings import float_option, int_option, option, seconds_option, switch_option
+from pytest_upskill.settings import Settings
 from pytest_upskill.skills.changes import changed_files, is_changed
 from pytest_upskill.skills.discovery import Unseen
-from pytest_upskill.skills.skill_md import SPEC_MODES
+from pytest_upskill.types import CacheMode, Request, Switch
 
 RUN = pytest.StashKey["UpskillRun"]()
 
@@ -73,85 +72,70 @@ class UpskillRun:
     def __init__(
         self,
         config: pytest.Config,
+        settings: Settings,
         specs: list[ModelSpec],
         judge: ModelSpec | None = None,
         shards: Shards | None = None,
     ):
         self.config = config
+        self.settings = settings  # every option and ini setting, read and checked once (settings.py)
         self.specs = specs
         self.shards = shards  # --upskill-merge: the shards' reports; nothing is collected or sent
         try:
-            shard = config.getoption("upskill_shard")
-            self.shard: tuple[int, int] | None = parse_shard(shard) if shard is not None else None
+            self.shard: tuple[int, int] | None = parse_shard(settings.shard) if settings.shard is not None else None
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.labels = node_ids(specs)
         self.is_worker = hasattr(config, "workerinput")
-        injection = option(config, "upskill_injection")
-        if injection not in INJECTIONS:
-            raise pytest.UsageError(f"upskill_injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
-        spec_mode = option(config, "upskill_spec")
-        if spec_mode not in SPEC_MODES:
-            raise pytest.UsageError(f"upskill_spec must be one of {', '.join(SPEC_MODES)}, not {spec_mode!r}")
-        self.settings = Settings(
+        self.context = TrialContext(
             specs=specs,
             labels=self.labels,
-            runs=int_option(config, "upskill_runs"),
-            scaffold=config.getini("upskill_system_prompt") or DEFAULT_SCAFFOLD,
-            injection=injection,
-            max_turns=int_option(config, "upskill_max_turns"),
+            runs=settings.runs,
+            scaffold=settings.system_prompt or DEFAULT_SCAFFOLD,
+            injection=settings.injection,
+            max_turns=settings.max_turns,
             judge=judge,
             why_no_tools=why_no_tools,
-            spec=spec_mode,
+            spec=settings.spec,
         )
-        self.cache_mode: str = option(config, "upskill_cache")
-        if self.cache_mode not in MODES:
-            raise pytest.UsageError(f"upskill_cache must be one of {', '.join(MODES)}, not {self.cache_mode!r}")
-        cache_dir = Path(option(config, "upskill_cache_dir") or config.rootpath / ".upskill-cache")
+        self.cache_mode = settings.cache
+        cache_dir = Path(settings.cache_dir or config.rootpath / ".upskill-cache")
         self.cache = ResponseCache(cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir)
-        history = config.getoption("upskill_history")
-        self.history: Path | None = (
-            self.path(history)
-            if history
-            else (config.rootpath / config.getini("upskill_history") if config.getini("upskill_history") else None)
-        )
+        self.history: Path | None = None
+        if settings.history:
+            self.history = (
+                config.rootpath / settings.history if settings.history_from_ini else self.path(settings.history)
+            )
         self._preflight()
-        self.max_cost = float_option(config, "upskill_max_cost")
+        self.max_cost = settings.max_cost
         workers = int(config.workerinput.get("workercount", 1)) if self.is_worker else 1  # type: ignore[attr-defined]
         budget = Budget(self.max_cost / workers) if self.max_cost is not None else None  # each worker gets its share
         self.redact = Redactor(secret_values(s.key_env for s in [*specs, judge] if s and s.key_env))
         self.runner = Runner(
-            concurrency=int_option(config, "upskill_concurrency"),
-            timeout=seconds_option(config, "upskill_timeout"),
-            retries=int_option(config, "upskill_retries"),
-            backoff=seconds_option(config, "upskill_backoff"),
-            check_timeout=seconds_option(config, "upskill_check_timeout"),
+            concurrency=settings.concurrency,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            backoff=settings.backoff,
+            check_timeout=settings.check_timeout,
             cache=self.cache,
             cache_mode=self.cache_mode,
             budget=budget,
             redact=self.redact,
-            prompt_cache=switch_option(config, "upskill_prompt_cache"),
-            prefix_reuse=switch_option(config, "upskill_prefix_reuse"),
+            prompt_cache=settings.prompt_cache == Switch.AUTO,
+            prefix_reuse=settings.prefix_reuse == Switch.AUTO,
         )
         try:
-            self.error_limit: ErrorLimit = parse_error_limit(option(config, "upskill_max_errors"))
+            self.error_limit: ErrorLimit = parse_error_limit(settings.max_errors)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
-        self.thresholds = Thresholds(**{key: float_option(config, f"upskill_{key}") for key in THRESHOLD_KEYS})
-        if config.getoption("upskill_strict") and config.getoption("upskill_lenient"):
-            raise pytest.UsageError("--upskill-strict and --upskill-lenient contradict each other: give one")
+        self.thresholds = Thresholds(**{key: getattr(settings, key) for key in THRESHOLD_KEYS})
         # a gate passes what its 95% interval shows; --upskill-lenient decides the rest on the estimate
-        self.strict = not config.getoption("upskill_lenient")
-        effect = float_option(config, "upskill_effect")
-        self.effect = DEFAULT_EFFECT if effect is None else effect
-        self.family = str(option(config, "upskill_family") or "none").strip().lower()
-        if self.family not in FAMILIES:
-            raise pytest.UsageError(f"upskill_family must be one of {', '.join(FAMILIES)}, not {self.family!r}")
-        self.compare_rule = CompareRule(
-            float_option(config, "upskill_max_regression") or 0.0, float_option(config, "upskill_min_improvement")
-        )
+        self.strict = not settings.lenient
+        self.effect = DEFAULT_EFFECT if settings.effect is None else settings.effect
+        self.family = settings.family
+        self.compare_rule = CompareRule(settings.max_regression or 0.0, settings.min_improvement)
         gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
-        gates += ["--upskill-compare"] if config.getoption("upskill_compare") else []
+        gates += ["--upskill-compare"] if settings.compare else []
         # a CI gate that would pass on nothing measured (a merge measures the shards' trials)
         if gates and not specs and not config.getoption("collectonly") and shards is None:
             raise pytest.UsageError(
@@ -161,7 +145,7 @@ class UpskillRun:
         self.unseen = Unseen()  # SKILL.md files seen but not collected
 
     def _changed_files(self) -> set[Path] | None:
-        ref = self.config.getoption("upskill_changed_since")
+        ref = self.settings.changed_since
         if not ref:
             return None
         try:
@@ -171,7 +155,7 @@ class UpskillRun:
 
     def comparable_settings(self) -> dict[str, Any]:
         """What makes two runs' figures comparable, for the report's ``run`` (and so the history)."""
-        settings = self.settings
+        settings = self.context
         found: dict[str, Any] = {
             "runs": settings.runs,
             "injection": settings.injection,
@@ -193,6 +177,10 @@ class UpskillRun:
             ran = {k: v for k, v in self.shards.settings.items() if k not in GATE_SETTINGS}
             found = {**ran, **{k: v for k, v in found.items() if k in GATE_SETTINGS}}
         return found
+
+    def is_cached(self, spec: ModelSpec, request: Request, run: int) -> bool:
+        """Whether the response cache holds this request's answer (so it costs nothing)."""
+        return self.cache_mode != CacheMode.OFF and self.cache.get(cache_key(spec, request, run)) is not None
 
     def wants(self, skill_dir: Path) -> bool:
         """Whether the skill in ``skill_dir`` is collected (--upskill-changed-since)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from pytest_upskill.engine.budget import ModelPlan, plan_lines
-from pytest_upskill.engine.cache import cache_key
 from pytest_upskill.engine.trials import is_no_cases
 from pytest_upskill.models import NO_MODEL, price_source
 from pytest_upskill.plugin.collect import TrialItem
@@ -16,7 +15,7 @@ from pytest_upskill.render.views import LEGEND, matrix_lines
 from pytest_upskill.results.aggregate import audit_lines, reliability_lines, terminal_lines
 from pytest_upskill.results.gates import resolution_line
 from pytest_upskill.scoring.sandbox import missing_defences
-from pytest_upskill.types import printable
+from pytest_upskill.types import CacheMode, printable
 
 
 class TerminalSummary:
@@ -30,7 +29,7 @@ class TerminalSummary:
         """The models under test; nothing where none is named (a project that tests no skill)."""
         run = self.run
         if run.shards is not None:
-            names = ", ".join(str(p) for p in run.config.getoption("upskill_merge"))
+            names = ", ".join(run.settings.merge)
             return f"upskill: merging {len(run.shards.paths)} shard reports ({names}); nothing is sent"
         return f"upskill: models {', '.join(s.name for s in run.specs)}" if run.specs else None
 
@@ -38,7 +37,7 @@ class TerminalSummary:
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
         """--upskill-plan: say what the run would send and cost, and run nothing."""
         run = self.run
-        if not run.config.getoption("upskill_plan") or run.config.getoption("collectonly"):
+        if not run.settings.plan or run.config.getoption("collectonly"):
             return None
         plans: dict[str, ModelPlan] = {}
         skills: dict[str, tuple[set[str], set[int], float | None]] = {}  # skill -> cases, runs, min_lift
@@ -46,7 +45,7 @@ class TerminalSummary:
             if not isinstance(item, TrialItem):
                 continue
             t = item.trial
-            cached = run.cache_mode != "off" and run.cache.get(cache_key(t.spec, t.first_request(), t.run)) is not None
+            cached = run.is_cached(t.spec, t.first_request(), t.run)
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
             min_lift = run.thresholds.merged(item.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
@@ -112,7 +111,7 @@ class TerminalSummary:
             cached, trials = state.aggregator.cached, state.aggregator.trials
             write(
                 f"{cached} of {trials} trial(s) came from the cache ({run.cache.root})"
-                if run.cache_mode != "off"
+                if run.cache_mode != CacheMode.OFF
                 else "cache off"
             )
         for spec in run.specs:
@@ -144,7 +143,7 @@ class TerminalSummary:
                 write(state.evaluation.rule_line())
                 if len(state.evaluation.verdicts) > 1:
                     write(state.evaluation.family_line())
-        compared = run.config.getoption("upskill_compare")
+        compared = run.settings.compare
         if compared and state.evaluation is not None and not state.evaluation.failing_changes:
             write(
                 f"compared with {compared} (--upskill-compare): no regression shown; a flipped case is listed "
@@ -157,8 +156,7 @@ class TerminalSummary:
                 write(line)
             if report.verdicts:
                 write(LEGEND)
-        for option, what in (("upskill_report", "JSON report"), ("upskill_html", "HTML report")):
-            path = run.config.getoption(option)
+        for path, what in ((run.settings.report, "JSON report"), (run.settings.html, "HTML report")):
             if path and not any(p.startswith(f"could not write the {what} {path}:") for p in state.write_problems):
                 write(f"{what} written to {path}")
         if state.history_written is not None:

@@ -41,6 +41,7 @@ from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.report import FindingReport, RegressionReport, Report, ResultReport, VerdictReport
 from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
+from pytest_upskill.types import Family
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 NOT_EVALUATED = "NOT EVALUATED"  # a gate was set, and no trial of the skill × model was scored: never green
@@ -447,7 +448,7 @@ class Evaluation:
     regressions: list[Regression]
     strict: bool = False
     compared: bool = False  # --upskill-compare: the pull request's check is a gate of its own
-    family: str = "none"  # "holm": the PASS verdicts hold at a family-wise 2.5% across the run's gates
+    family: str = Family.NONE  # Family.HOLM: the PASS verdicts hold at a family-wise 2.5% across the run's gates
 
     @property
     def gated(self) -> bool:
@@ -521,7 +522,7 @@ class Evaluation:
 
     def family_line(self) -> str:
         gates = sum(f.p_value is not None for v in self.verdicts for f in v.findings)
-        if self.family == "holm":
+        if self.family == Family.HOLM:
             return (
                 f"many gates: Holm's procedure over the {gates} lift and pass-rate gate(s): every PASS holds at a "
                 "family-wise 2.5% (--upskill-family holm)"
@@ -589,7 +590,7 @@ def evaluate(
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
             verdicts.append(Verdict(gone.skill, gone.model, unevaluated=why))
-    if family == "holm":
+    if family == Family.HOLM:
         hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
     judged = {(v.skill, v.model) for v in verdicts}
@@ -600,7 +601,7 @@ def evaluate(
     return Evaluation(verdicts, regressions, strict, compared=old_report is not None, family=family)
 
 
-FAMILIES = ("none", "holm")
+FAMILIES = tuple(Family)
 ALPHA = 0.025  # one-sided: the lower end of the 95% interval
 
 

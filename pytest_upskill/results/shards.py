@@ -100,12 +100,11 @@ class Shards:
         return [nodeid for report in self.reports for nodeid in report.missing]
 
 
-def read_shards(config: Any) -> Shards | None:
+def read_shards(config: Any, given: Sequence[str]) -> Shards | None:
     """--upskill-merge's reports (paths as given, from where pytest was started), or None; a report
     that cannot be merged is a usage error naming it."""
     import pytest
 
-    given = config.getoption("upskill_merge")
     if not given:
         return None
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 AGENT_FOLDERS = (
@@ -45,7 +46,7 @@ _SEARCH_DEPTH = 3  # .cursor/skills/NAME/SKILL.md is three levels below .cursor
 SHOWN_UNSEEN = 50  # SKILL.md files named in the "not collected" line at most
 
 
-def is_agent_folder(folder: Path, patterns: list[str]) -> bool:
+def is_agent_folder(folder: Path, patterns: Sequence[str]) -> bool:
     """Whether the hidden ``folder`` is (or leads to) one of the ``patterns`` (``.claude/skills``):
     its last parts equal the first parts of a pattern, ending at a hidden part of it."""
     if not folder.name.startswith("."):

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pytest_upskill.errors import SkillFileError
 from pytest_upskill.scoring.sandbox import path_problem
+from pytest_upskill.types import SpecMode
 
 SPEC_URL = "https://agentskills.io/specification"
 
@@ -171,7 +172,7 @@ def _key_line(lines: list[str], key: str) -> int | None:
     return None
 
 
-SPEC_MODES = ("error", "warn")
+SPEC_MODES = tuple(SpecMode)
 
 
 def load_skill(skill_md: Path, spec: str = "error") -> Skill:
@@ -232,7 +233,7 @@ def load_skill(skill_md: Path, spec: str = "error") -> Skill:
 
     problems = validate_metadata(meta, skill_md.parent)
     usable = all(isinstance(meta.get(k), str) and meta[k].strip() for k in ("name", "description"))
-    if problems and spec == "warn" and usable:
+    if problems and spec == SpecMode.WARN and usable:
         return Skill(
             name=meta["name"].strip(),
             description=str(meta["description"]).strip(),

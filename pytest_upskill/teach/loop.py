@@ -42,7 +42,6 @@ import pytest
 
 from pytest_upskill import __version__
 from pytest_upskill.engine.budget import price
-from pytest_upskill.engine.cache import cache_key
 from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
 from pytest_upskill.errors import GenerateError, SkillFileError, TeacherError, TrialError
 from pytest_upskill.models import ModelSpec, price_source
@@ -75,7 +74,7 @@ from pytest_upskill.teach.teacher import (
     write_skill,
 )
 from pytest_upskill.teach.traces import cut, read_trace
-from pytest_upskill.types import Completion, Request
+from pytest_upskill.types import CacheMode, Completion, Request
 
 HELD_OUT = 6  # held-out cases drafted by default, in a request of their own that never shows the skill
 FAILURE_CHARS = 12_000  # of failures shown to the teacher per revision
@@ -83,7 +82,7 @@ SHOWN_CHARS = 1_500  # of one request or answer among them
 
 
 @dataclass
-class Settings:
+class TeachOptions:
     """What the commands were asked (from cli.py's arguments)."""
 
     teacher: ModelSpec
@@ -101,7 +100,7 @@ class Settings:
 
 
 @dataclass
-class Session:
+class TeachRun:
     """The commands' link to the plugin: the run's settings from the same ini, the runner that sends
     the teacher's requests, and the spending limit shared with the students' runs."""
 
@@ -122,12 +121,12 @@ class Session:
                 raise GenerateError(f"stopped: {exc} (spent: {self.spent_text()})", 1) from None
             raise GenerateError(f"the teacher's request failed: {exc}") from None
 
-    def teacher(self, spec: ModelSpec, settings: Settings) -> Teacher:
+    def teacher(self, spec: ModelSpec, settings: TeachOptions) -> Teacher:
         """``spec`` as a teacher (or adversary) whose requests go through this session."""
         return Teacher(spec, self.send, max_tokens=settings.teacher_max_tokens, repairs=settings.repairs, say=self.say)
 
     def cached(self, spec: ModelSpec, request: Request) -> bool:
-        return self.run.cache_mode != "off" and self.run.cache.get(cache_key(spec, request, 0)) is not None
+        return self.run.is_cached(spec, request, 0)
 
     @property
     def teacher_spent(self) -> float:
@@ -180,7 +179,7 @@ class Session:
         if runs:
             command += ["--upskill-runs", str(runs)]
         if fresh:
-            command += ["--upskill-cache", "off"]
+            command += ["--upskill-cache", CacheMode.OFF]
         if remaining is not None:
             command += ["--upskill-max-cost", f"{remaining:.6f}"]
         env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS")}
@@ -305,7 +304,7 @@ class Refiner:
     """One skill through the loop: its versions in a scratch folder beside the output (so the
     project's conftest.py files apply to the students' runs), removed at the end."""
 
-    def __init__(self, session: Session, settings: Settings, teacher: Teacher, name: str, front: str, out: Path):
+    def __init__(self, session: TeachRun, settings: TeachOptions, teacher: Teacher, name: str, front: str, out: Path):
         self.session, self.settings, self.teacher = session, settings, teacher
         self.name, self.front = name, front
         out.mkdir(parents=True, exist_ok=True)
@@ -436,7 +435,7 @@ class Refiner:
         return best
 
 
-def _metadata(settings: Settings, task: str, source: str | None, refiner: Refiner, best: Attempt) -> dict[str, Any]:
+def _metadata(settings: TeachOptions, task: str, source: str | None, refiner: Refiner, best: Attempt) -> dict[str, Any]:
     found: dict[str, Any] = {
         "generated_by": f"pytest-upskill {__version__}",
         "teacher": settings.teacher.name,
@@ -456,7 +455,7 @@ def _metadata(settings: Settings, task: str, source: str | None, refiner: Refine
     return found
 
 
-def _report_end(session: Session, settings: Settings, refiner: Refiner, best: Attempt) -> int:
+def _report_end(session: TeachRun, settings: TeachOptions, refiner: Refiner, best: Attempt) -> int:
     say = session.say
     why = "the highest lowest lower bound of the training lift over the students"
     say(f"kept attempt {best.number} of {len(refiner.attempts)} ({why})")
@@ -490,8 +489,8 @@ def _report_end(session: Session, settings: Settings, refiner: Refiner, best: At
 
 
 def generate(
-    session: Session,
-    settings: Settings,
+    session: TeachRun,
+    settings: TeachOptions,
     task: str,
     examples: list[str],
     source: Path | None,
@@ -549,7 +548,7 @@ def generate(
         refiner.close()
 
 
-def held_out_count(settings: Settings) -> int:
+def held_out_count(settings: TeachOptions) -> int:
     return HELD_OUT if settings.held_out is None else settings.held_out
 
 
@@ -605,7 +604,7 @@ def _draft_more(
     return unique_ids(found.cases, known)
 
 
-def _improve(session: Session, settings: Settings, teacher: Teacher, task: str, folder: Path) -> int:
+def _improve(session: TeachRun, settings: TeachOptions, teacher: Teacher, task: str, folder: Path) -> int:
     say = session.say
     skill_md = skill_md_in(folder)
     if skill_md is None:
@@ -682,7 +681,7 @@ def _write_improved(
 # --------------------------------------------------------------------------------- cases
 
 
-def cases(session: Session, settings: Settings, folder: Path) -> int:
+def cases(session: TeachRun, settings: TeachOptions, folder: Path) -> int:
     """Draft cases for a skill (and counterexamples from an adversary), keep the adversary's only where
     a run shows they discriminate, and say which drafted cases measure nothing."""
     say = session.say
@@ -796,8 +795,8 @@ def cases(session: Session, settings: Settings, folder: Path) -> int:
 
 
 def plan_lines(
-    session: Session,
-    settings: Settings,
+    session: TeachRun,
+    settings: TeachOptions,
     task: str,
     examples: list[str],
     trace: str | None,
