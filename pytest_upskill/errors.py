@@ -13,6 +13,7 @@
     ├── TraceError (ValueError)        a trace file the teacher cannot read
     ├── TeacherError                   the teacher gave no usable answer
     ├── GenerateError                  a teaching command stops (``code`` is its exit status)
+    ├── MeasureError                   measure(): the run ended with no report
     ├── JudgeError                     the judge gave no usable verdict
     ├── CheckTimeout, CheckCrashed, CheckRaised
     │                                  a check run in the check pool
@@ -142,6 +143,15 @@ class TeacherError(UpskillError):
 
 class TraceError(UpskillError, ValueError):
     """A trace file that cannot be read as a conversation; the message names the file and what to do."""
+
+
+class MeasureError(UpskillError):
+    """``measure()``'s run ended with no report: ``code`` is its exit status, ``tail`` the end of what
+    it printed."""
+
+    def __init__(self, code: int, tail: str):
+        self.code, self.tail = code, tail
+        super().__init__(f"the run ended with exit status {code} and no report:\n{tail}")
 
 
 class GenerateError(UpskillError):

@@ -7,8 +7,8 @@ The loop, measured:
    improve), then ``--held-out`` more cases in a request of their own that shows only the task:
    those **held-out** cases decide the exit status (improving a skill holds out a third of its own
    cases, chosen by a fixed hash).
-2. Each version of the skill is run on every student by ``pytest`` with this plugin, in a
-   subprocess (the same runner, cache, settings and report as any run; its report is read back).
+2. Each version of the skill is run on every student by :func:`~pytest_upskill.measure` (the
+   plugin's own engine: the same runner, cache, settings and report as any run).
 3. While the lift on the *training* cases is not PASS against ``--min-lift`` (the gate's own
    verdict, on its 95% interval) for every student, the teacher gets the training cases the
    students failed with the skill (the request, the answer, the checks that failed) and revises the
@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +40,7 @@ import pytest
 from pytest_upskill import __version__
 from pytest_upskill.engine.budget import price
 from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
-from pytest_upskill.errors import GenerateError, SkillFileError, TeacherError, TrialError
+from pytest_upskill.errors import GenerateError, MeasureError, SkillFileError, TeacherError, TrialError
 from pytest_upskill.models import ModelSpec, price_source
 from pytest_upskill.plugin.session import UpskillRun
 from pytest_upskill.results import stats
@@ -51,6 +48,7 @@ from pytest_upskill.results.aggregate import Result, pct, trial_outcome
 from pytest_upskill.results.gates import PASS, Thresholds, verdict_for
 from pytest_upskill.results.report import Report
 from pytest_upskill.skills.skill_md import load_skill, skill_md_in
+from pytest_upskill.teach.students import measure
 from pytest_upskill.teach.teacher import (
     DraftCase,
     DraftCases,
@@ -146,53 +144,30 @@ class TeachRun:
     def evaluate(
         self, meta: Path, students: list[ModelSpec], runs: int | None, label: str, fresh: bool = False
     ) -> Report:
-        """Run pytest with this plugin on ``meta`` for ``students``: the same ini (``-c``), rootdir,
-        aliases and cache as the user's own runs; the report is read back through the report model.
+        """``measure()`` ``meta`` on ``students``: the same ini, rootdir, aliases and cache as the
+        user's own runs.
         ``fresh``: the cache off, so that answers a selection was made on are never replayed later."""
         remaining = self.remaining()
         if remaining is not None and remaining <= 0:
             raise GenerateError(f"stopped before {label}: --max-cost reached ({self.spent_text()})", 1)
-        report_path = meta.parent.parent / f"{label}.report.json"
         config = self.config
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(meta),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--no-header",
-            "--rootdir",
-            str(config.rootpath),
-            "-o",
-            "addopts=",  # the user's junitxml, xdist or gate options are for their own runs
-            "-o",
-            "upskill_history=",  # attempts are not the project's runs
-            "--upskill-models",
-            ",".join(s.name for s in students),
-            "--upskill-report",
-            str(report_path),
-        ]
-        if config.inipath:
-            command[6:6] = ["-c", str(config.inipath)]
-        if runs:
-            command += ["--upskill-runs", str(runs)]
-        if fresh:
-            command += ["--upskill-cache", CacheMode.OFF]
-        if remaining is not None:
-            command += ["--upskill-max-cost", f"{remaining:.6f}"]
-        env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS")}
         started = time.monotonic()
-        done = subprocess.run(
-            command, cwd=config.invocation_params.dir, env=env, capture_output=True, text=True, check=False
-        )
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        if done.returncode not in (0, 1) or not report_path.is_file():
-            raise GenerateError(
-                f"the students' run ({label}) ended with exit status {done.returncode} and no report:\n{tail}"
+        try:
+            report = measure(
+                meta,
+                [s.name for s in students],
+                runs=runs,
+                cache=CacheMode.OFF if fresh else None,
+                max_cost=remaining,
+                rootdir=config.rootpath,
+                inifile=config.inipath,
+                cwd=config.invocation_params.dir,
+                report=meta.parent.parent / f"{label}.report.json",
             )
-        report = Report.model_validate_json(report_path.read_text(encoding="utf-8"))
+        except MeasureError as exc:
+            raise GenerateError(
+                f"the students' run ({label}) ended with exit status {exc.code} and no report:\n{exc.tail}"
+            ) from None
         if report.budget is not None:
             self.students_spent += report.budget.spent
         self.say(f"  ran {report.trials} trial(s) in {time.monotonic() - started:.0f} s")

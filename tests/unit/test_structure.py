@@ -101,8 +101,11 @@ def test_the_public_names_are_curated_and_pinned():
             "Check",
             "CheckResult",
             "ConfigError",
+            "MeasureError",
+            "Report",
             "SkillFileError",
             "UpskillError",
+            "measure",
             "sandbox",
             "__version__",
         ]
