@@ -19,6 +19,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pytest_upskill.engine.prompt import Message, Request, Tool, ToolCall, ToolResult
 from pytest_upskill.errors import TrialError
@@ -34,7 +35,7 @@ MAX_CALLS_PER_TURN = 64  # tool calls in one answer
 MAX_RESULT_CHARS = 4_000_000  # all the tool results of one trial, together (each is sent again every later turn)
 
 
-def _tool(name: str, description: str, properties: dict, required: list[str]) -> Tool:
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Tool:
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
     return Tool(name, description, json.dumps(schema, sort_keys=True))
 
@@ -157,7 +158,7 @@ class Toolbox:
             return ToolResult(call.id, call.name, f"error: {message}", is_error=True)
         return ToolResult(call.id, call.name, content)
 
-    def _run(self, name: str, args: dict) -> str:
+    def _run(self, name: str, args: dict[str, Any]) -> str:
         if name == "read_skill" and self.skill is not None:
             return self._read_skill(args)
         if self.workspace is None or name not in ("read_file", "write_file", "list_files"):
@@ -194,7 +195,7 @@ class Toolbox:
         self.sizes[target] = size
         return f"wrote {len(content)} characters to {path}"
 
-    def _read_skill(self, args: dict) -> str:
+    def _read_skill(self, args: dict[str, Any]) -> str:
         skill = self.skill
         if skill is None:
             raise ValueError("no skill is offered to read in this trial")
@@ -215,7 +216,7 @@ class Toolbox:
         )
 
 
-def _string(args: dict, key: str, default: str | None = None) -> str:
+def _string(args: dict[str, Any], key: str, default: str | None = None) -> str:
     value = args.get(key, default)
     if not isinstance(value, str):
         raise ValueError(f"argument {key!r} must be a string" if key in args else f"argument {key!r} is missing")

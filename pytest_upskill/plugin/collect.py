@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +72,7 @@ NO_CASES = (
 )
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     run = parent.config.stash[RUN]
     if file_path.name in CASE_FILES and skill_md_in(file_path.parent) is not None:
         first = next(name for name in CASE_FILES if (file_path.parent / name).is_file())
@@ -84,7 +86,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 class SkillFile(pytest.File):
     """``skill_meta.json`` beside a ``SKILL.md``: one item per case x model x arm x run."""
 
-    def collect(self):
+    def collect(self) -> Iterator[pytest.Item]:
         run = self.config.stash[RUN]
         skill_dir = self.path.parent
         try:
@@ -150,9 +152,9 @@ def _shown(path: Path, root: Path) -> Path:
     return path.relative_to(root) if path.is_relative_to(root) else path
 
 
-def _registered(answers: list) -> dict:
+def _registered(answers: list[Any]) -> dict[str, Any]:
     """The merged dicts of a registration hook's implementations (checks, validators)."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for registered in answers:
         merged.update(registered or {})
     return merged
@@ -174,8 +176,8 @@ class SkippedCase(pytest.Item):
         skill: str | None = None,
         models: list[str] | None = None,
         thresholds: dict[str, float] | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.reason = reason
         self.case_line = case_line
@@ -186,14 +188,14 @@ class SkippedCase(pytest.Item):
     def runtest(self) -> None:
         raise pytest.skip.Exception(self.reason, _use_item_location=True)  # -rs shows the case's file, not this one
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, (self.case_line or 1) - 1, self.name
 
 
 class TrialItem(pytest.Item):
     """One trial: its outcome, from the runner, decides the item's."""
 
-    def __init__(self, *, trial: Trial, case_line: int | None, thresholds: dict[str, float], **kwargs):
+    def __init__(self, *, trial: Trial, case_line: int | None, thresholds: dict[str, float], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.trial = trial
         self.case_line = case_line
@@ -218,14 +220,14 @@ class TrialItem(pytest.Item):
             pytest.xfail(printable(why))
         pytest.fail(printable(text), pytrace=False)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """Our own failures (and baseline xfails) carry their whole message: no traceback to format,
         which for an xfail would cost pytest ~0.2 s of parsing source per trial."""
         if isinstance(excinfo.value, pytest.fail.Exception):  # pytest.xfail's exception is a subclass
             return str(excinfo.value)
         return super().repr_failure(excinfo, style)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int | None, str]:
         t = self.trial
         return (
             self.path,
@@ -240,7 +242,7 @@ class TrialDetail:
     report's attributes to the controller, and junitxml does not write them."""
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
         outcome = getattr(item, "outcome", None)
         if call.when == "teardown" and isinstance(item, TrialItem) and outcome is not None:

@@ -8,8 +8,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,7 @@ class Controller:
                 reporter.write_line(f"upskill: warning: {line}", yellow=True)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """The controller of an xdist run collects nothing itself: the workers' ids say what to expect."""
         self._expect(ids)
 
@@ -128,13 +129,13 @@ class Controller:
             self.progress.expect(self.ledger.expected)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node) -> None:
+    def pytest_configure_node(self, node: Any) -> None:
         """Tell each xdist worker where this process's cache is: one that runs elsewhere (a remote
         worker) hands its new entries back, to be written here (pytest_testnodedown)."""
         node.workerinput["upskill_cache_root"] = str(self.run.cache.root)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node, error) -> None:
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """What a finished xdist worker found that is not in its reports (worker.py)."""
         output = getattr(node, "workeroutput", None) or {}
         if self.run.cache_mode == CacheMode.RW:
@@ -162,7 +163,7 @@ class Controller:
                 reporter.write_line(line)
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtestloop(self, session: pytest.Session):
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
         """While the trials run, a line every upskill_progress seconds in which no trial ended: a
         long prompt or answer on a local model can take minutes, and silence looks like a hang."""
         stop = threading.Event()

@@ -41,7 +41,7 @@ def shares(collection: Sequence[str], indices: Sequence[int], workers: int) -> l
     return cut
 
 
-class UpskillScheduling(LoadScheduling):
+class UpskillScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no types
     """xdist's ``load`` bookkeeping (collections, crashes, completion), with the whole share of each
     worker sent at once (see the module's text)."""
 

@@ -24,7 +24,6 @@ from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
 from pytest_upskill.plugin.preflight import check_outputs, writable_folder
 from pytest_upskill.results.gates import (
     DEFAULT_EFFECT,
-    THRESHOLD_KEYS,
     CompareRule,
     ErrorLimit,
     Thresholds,
@@ -34,6 +33,7 @@ from pytest_upskill.results.shards import Shards, parse_shard
 from pytest_upskill.settings import Settings
 from pytest_upskill.skills.changes import changed_files, is_changed
 from pytest_upskill.skills.discovery import Unseen
+from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
 from pytest_upskill.types import CacheMode, Request, Switch
 
 RUN = pytest.StashKey["UpskillRun"]()

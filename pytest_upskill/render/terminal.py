@@ -4,6 +4,9 @@ the line that says why the exit status is what it is, from what the controller g
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from pytest_upskill.engine.budget import ModelPlan, plan_lines
@@ -72,7 +75,7 @@ class TerminalSummary:
             )
         return True
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         run, state = self.run, self.controller
         results = state.aggregator.results()
 
@@ -177,7 +180,7 @@ class ExitLine:
         self.controller = controller
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_terminal_summary(self, terminalreporter):
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
         result = yield
         if self.controller.exit_line:
             terminalreporter.write_line(printable(self.controller.exit_line), bold=True)

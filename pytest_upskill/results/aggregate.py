@@ -74,7 +74,7 @@ class Arm:
     cache_read_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, written to it
     cached: int = 0
-    error_kinds: Counter = field(default_factory=Counter)
+    error_kinds: Counter[str] = field(default_factory=Counter)
     agentic: int = 0  # workspace / tool-loop trials among them
     turns: int = 0
     tool_calls: int = 0
@@ -83,7 +83,7 @@ class Arm:
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
     capped: int = 0  # trials whose answer stopped at max_tokens
-    notes: Counter = field(default_factory=Counter)  # how trials ran where it differs from their case
+    notes: Counter[str] = field(default_factory=Counter)  # how trials ran where it differs from their case
 
     @property
     def total(self) -> int:
@@ -375,7 +375,7 @@ class Aggregator:
 
     def errors_by_model(self) -> dict[str, dict[str, int]]:
         """model -> error kind -> unscored trials, for every model with an error."""
-        found: dict[str, Counter] = {}
+        found: dict[str, Counter[str]] = {}
         for r in self.results():
             kinds = r.baseline.error_kinds + r.with_skill.error_kinds
             if kinds:
@@ -413,7 +413,9 @@ class RunLedger:
         self.finished: set[str] = set()
         self.other_failures = 0  # failed tests that are not scored trials: the user's own, a crashed worker's item
         self.cache_problems: list[str] = []  # "path: reason"
-        self.throttling: dict[str, dict] = {}  # model -> 429s met and the lowest concurrency, over every process
+        self.throttling: dict[
+            str, dict[str, Any]
+        ] = {}  # model -> 429s met and the lowest concurrency, over every process
         # (skill, model) -> the skipped cases standing for its trials: how many, why, the skill's own gates
         self.skipped: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -453,7 +455,7 @@ class RunLedger:
     def add_problems(self, problems: Iterable[str]) -> None:
         self.cache_problems.extend(p for p in problems if p not in self.cache_problems)
 
-    def add_throttling(self, per_model: dict[str, dict]) -> None:
+    def add_throttling(self, per_model: dict[str, dict[str, Any]]) -> None:
         for model, seen in per_model.items():
             merged = self.throttling.setdefault(model, dict(seen, throttled=0, slowed=0))
             merged["throttled"] += seen["throttled"]
@@ -489,7 +491,7 @@ def reliability_lines(report: Report, error_limit: str) -> list[str]:
     return lines
 
 
-def pacing_lines(model: str, seen: dict) -> list[str]:
+def pacing_lines(model: str, seen: dict[str, Any]) -> list[str]:
     """How the bound on a model's requests in flight moved, and why."""
     lines, went = [], f"requests in flight went down to {seen['lowest_concurrency']} of {seen['concurrency']}"
     if seen.get("slots"):
@@ -804,9 +806,9 @@ class Progress:
     def __init__(self, interval: float, labels: dict[str, str]):
         self.interval = interval
         self.models = {label: model for model, label in labels.items()}  # node-id label -> model name
-        self.expected: Counter = Counter()
-        self.done: Counter = Counter()
-        self.errors: Counter = Counter()
+        self.expected: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
         self.start: float | None = None
         self.last = 0.0
         self._seen: set[str] = set()  # an xfail reports twice (call and teardown): counted once

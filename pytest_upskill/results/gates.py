@@ -314,7 +314,7 @@ def lift_difference_ci(
     return lower, upper
 
 
-def _majority_passed(runs: list) -> bool | None:
+def _majority_passed(runs: list[Any]) -> bool | None:
     scored = [r for r in runs if r is not None]
     return None if not scored else sum(scored) * 2 >= len(scored) and sum(scored) > 0
 

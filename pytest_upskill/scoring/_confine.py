@@ -191,7 +191,7 @@ def private_proc() -> bool:
     if libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
         return False
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    return libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(flags), None) == 0
+    return bool(libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(flags), None) == 0)
 
 
 def drop_capabilities() -> None:
@@ -256,7 +256,7 @@ def forbid_unix_sockets() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     prog = Program(len(program), filters)
-    return libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0
+    return bool(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0)
 
 
 def join_cgroups(procs_files: list[str]) -> bool:

@@ -74,13 +74,14 @@ class _Worker:
         )
         return cls(process, home)
 
-    async def call(self, job: bytes) -> dict:
+    async def call(self, job: bytes) -> dict[str, Any]:
         self.stdin.write(_HEADER.pack(len(job)) + job)
         await self.stdin.drain()
         line = await self.stdout.readline()
         if not line:
             raise CheckCrashed(await self._ended())
-        return json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     async def _ended(self) -> str:
         """Why the worker ended: its status and the last of its stderr."""
@@ -164,7 +165,7 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 20] + " … (cut)"
 
 
-def _answer(function: Callable[..., Any], args: tuple) -> dict:
+def _answer(function: Callable[..., Any], args: tuple[Any, ...]) -> dict[str, Any]:
     try:
         result = as_result(function(*args))
     except MemoryError:

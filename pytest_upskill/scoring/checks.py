@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ def _not_contains(output: str, needles: list[str]) -> CheckResult:
     return CheckResult(not found, f"must not contain (case-insensitive): {found}" if found else "")
 
 
-def _prepare_regex(value: Any) -> list[re.Pattern]:
+def _prepare_regex(value: Any) -> list[re.Pattern[str]]:
     patterns = []
     for source in _strings(value):
         try:
@@ -69,7 +69,7 @@ def _prepare_regex(value: Any) -> list[re.Pattern]:
     return patterns
 
 
-def _regex(output: str, patterns: list[re.Pattern]) -> CheckResult:
+def _regex(output: str, patterns: list[re.Pattern[str]]) -> CheckResult:
     missing = [pattern.pattern for pattern in patterns if not pattern.search(output)]
     return CheckResult(not missing, f"no match for: {missing}" if missing else "")
 
@@ -110,7 +110,7 @@ def _is_json(output: str, _: bool) -> CheckResult:
     return CheckResult(True)
 
 
-def _prepare_schema(value: Any) -> dict:
+def _prepare_schema(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON Schema object")
     import jsonschema  # imported when a case uses it: it costs 40 ms at every start otherwise
@@ -128,7 +128,7 @@ def _prepare_schema(value: Any) -> dict:
     return value
 
 
-def _remote_refs(schema: Any):
+def _remote_refs(schema: Any) -> Iterator[str]:
     """The ``$ref`` values of a schema that name a document by URL (``http:``, ``file:``, ...),
     other than one the schema embeds (an ``$id``) or a JSON Schema meta-schema (known offline).
     A relative ``$ref`` is resolved when the check runs, where retrieval is refused."""
@@ -136,7 +136,7 @@ def _remote_refs(schema: Any):
 
     from jsonschema.validators import SPECIFICATIONS
 
-    nodes: list = [schema]
+    nodes: list[Any] = [schema]
     refs: list[str] = []
     ids: set[str] = set()
     while nodes:
@@ -154,13 +154,13 @@ def _remote_refs(schema: Any):
             yield ref
 
 
-def _no_retrieval(uri: str):
+def _no_retrieval(uri: str) -> Any:
     from referencing.exceptions import NoSuchResource
 
     raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class: mypy misses its fields
 
 
-def _json_schema(output: str, schema: dict) -> CheckResult:
+def _json_schema(output: str, schema: dict[str, Any]) -> CheckResult:
     try:
         data = parse_json_output(output)
     except (ValueError, RecursionError) as exc:

@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from io import BufferedReader
 from pathlib import Path
+from typing import Any
 
 from pytest_upskill.errors import WorkspaceError
 
@@ -173,7 +174,7 @@ class _Tail:
         return (data.decode("utf-8", "replace") + self.extra)[-_OUTPUT_LIMIT:]
 
 
-def launcher(policy: dict, command: list[str]) -> list[str]:
+def launcher(policy: dict[str, Any], command: list[str]) -> list[str]:
     """``command`` started through the confining launcher (``_confine``) under ``policy``. -I: the
     workspace (the current folder) is not on sys.path, so nothing written there runs before the confinement."""
     return [sys.executable, "-I", "-m", "pytest_upskill.scoring._confine", json.dumps(policy), "--", *command]
@@ -212,7 +213,7 @@ def gpu_devices() -> tuple[str, ...]:
     return tuple(str(p) for p in sorted(Path("/dev").glob("nvidia*")))
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -376,7 +377,7 @@ class Workspace:
     def __enter__(self) -> Workspace:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
 

@@ -56,7 +56,9 @@ class Scorer:
         if self._pool is not None:
             await self._pool.close()
 
-    async def checks(self, builtin: dict, custom: Callable[[str], CheckResult] | None, text: str) -> CheckResult:
+    async def checks(
+        self, builtin: dict[str, Any], custom: Callable[[str], CheckResult] | None, text: str
+    ) -> CheckResult:
         """The case's ``expected`` checks on ``text``."""
         results = []
         try:
@@ -88,7 +90,7 @@ class Scorer:
         assert validator is not None
         judge = validation.judge
 
-        async def ask_judge(system: str, user: str, tools: tuple, tool_choice: str) -> Completion:
+        async def ask_judge(system: str, user: str, tools: tuple[Any, ...], tool_choice: str) -> Completion:
             if judge is None:
                 raise JudgeError("no judge model: set --upskill-judge-model")
             return await self._judge(judge, tokens, system, user, tools, tool_choice)
@@ -104,12 +106,16 @@ class Scorer:
         )
         try:
             if validator.runs_async:
-                return await validator.validate(ctx)  # type: ignore[misc]  # an async validate (llm_judge)
+                result: CheckResult = await validator.validate(ctx)  # type: ignore[misc]  # an async validate (llm_judge)
+                return result
             if validator.confined:  # parses model output in-process: a check worker's job
                 return await self._confined(validator.validate, replace(ctx, judge=None))
             # the other built-ins run model output through the sandbox, which enforces their limits; a
             # conftest's validator is trusted code and gets the check time limit
-            return await _within(self.check_timeout if validator.custom else None, validator.validate, ctx)
+            checked: CheckResult = await _within(
+                self.check_timeout if validator.custom else None, validator.validate, ctx
+            )
+            return checked
         except TrialError as exc:  # the judge's request failed
             raise TrialError(exc.kind, f"judge {exc}") from None
         except (_TooLong, CheckTimeout):
@@ -126,7 +132,7 @@ class Scorer:
             raise TrialError(ErrorKind.CHECK_ERROR, f"validator {validator.name!r} raised {_raised(exc)}") from None
 
     async def _judge(
-        self, spec: ModelSpec, tokens: JudgeTokens, system: str, user: str, tools: tuple, tool_choice: str
+        self, spec: ModelSpec, tokens: JudgeTokens, system: str, user: str, tools: tuple[Any, ...], tool_choice: str
     ) -> Completion:
         """One request to the judge model: its own limiter, retries and cache (run 1: the same
         submission gets the same verdict in every run); its tokens counted apart."""
@@ -146,7 +152,7 @@ class Scorer:
         tokens.output += completion.output_tokens
         return completion
 
-    async def _confined(self, function: Callable, *args: Any) -> CheckResult:
+    async def _confined(self, function: Callable[..., Any], *args: Any) -> CheckResult:
         """``function(*args)`` (ours, reading model output) in a confined check worker."""
         if self._pool is None:
             self._pool = CheckPool()
@@ -162,7 +168,7 @@ class _TooLong(Exception):
     """A check or validator passed its time limit."""
 
 
-async def _within(limit: float | None, function: Callable, *args: Any) -> Any:
+async def _within(limit: float | None, function: Callable[..., Any], *args: Any) -> Any:
     """``function(*args)`` in a daemon thread; its result, or _TooLong after ``limit`` seconds."""
     work = _in_daemon_thread(function, *args)
     done, _ = await asyncio.wait({work}, timeout=limit)
@@ -171,7 +177,7 @@ async def _within(limit: float | None, function: Callable, *args: Any) -> Any:
     return work.result()
 
 
-def _in_daemon_thread(function: Callable, *args: Any) -> asyncio.Future:
+def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
     """Run ``function`` in a daemon thread: one that never ends (a check stuck in a loop) is left
     behind without holding up the session or the interpreter's exit."""
     loop = asyncio.get_running_loop()

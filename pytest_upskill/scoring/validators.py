@@ -67,7 +67,7 @@ class Validator:
     custom = False  # a conftest's (trusted, in-process): the runner gives it the check time limit
     confined = False  # reads model output in-process: the runner runs it in a confined check worker (checkpool)
 
-    def prepare(self, config: dict, skill_dir: Path) -> Any:
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         return config
 
     def unavailable(self) -> str | None:
@@ -87,7 +87,7 @@ def _skill_text(skill_dir: Path, name: str, key: str) -> str:
         raise ValueError(f"{key!r} {name!r}: {reason}") from None
 
 
-def _keys(config: dict, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> None:
+def _keys(config: dict[str, Any], allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> None:
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ValueError(f"unknown validator_config key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -103,7 +103,7 @@ def _string_list(value: Any, key: str) -> list[str]:
     return items
 
 
-def _workspace_file(config: dict) -> str | None:
+def _workspace_file(config: dict[str, Any]) -> str | None:
     """validator_config's ``file``: a path inside the workspace, or None."""
     file = config.get("file")
     problem = sandbox.path_problem(file) if file is not None else None
@@ -141,11 +141,11 @@ class PythonCompiles(Validator):
 
     name = "python_compiles"
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, set())
         return None
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         files, failed = _target_files(ctx, ".py", "Python")
         if failed:
             return failed
@@ -162,14 +162,14 @@ class PythonTests(Validator):
 
     name = "python_tests"
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, {"test_file"}, {"test_file"})
         name = config["test_file"]
         if not isinstance(name, str) or not name.endswith(".py"):
             raise ValueError("'test_file' must name a .py file, relative to the skill folder")
         return Path(name).name, _skill_text(skill_dir, name, "test_file")
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         name, text = ctx.config
         ctx.workspace.path(name).unlink(missing_ok=True)  # the model's file of that name, or a link it made there
         ctx.workspace.write(name, text)
@@ -237,7 +237,7 @@ class NvccCompiles(Validator):
 
     name = "nvcc_compiles"
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, {"arch", "flags"})
         arch = config.get("arch", "sm_90")
         if not isinstance(arch, str) or not arch.startswith(("sm_", "compute_")):
@@ -247,10 +247,10 @@ class NvccCompiles(Validator):
             raise ValueError("'flags' must be a string of nvcc options")
         return arch, flags.split()
 
-    def unavailable(self):
+    def unavailable(self) -> str | None:
         return None if shutil.which("nvcc") else "nvcc is not on PATH: install the CUDA toolkit to run nvcc_compiles"
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         arch, flags = ctx.config
         files, failed = _target_files(ctx, ".cu", "CUDA")
         if failed:
@@ -291,7 +291,7 @@ def _matches(actual: Any, expected: Any) -> bool:
         return expected in actual
     if isinstance(actual, list) and isinstance(expected, list):
         return all(item in actual for item in expected)
-    return actual == expected
+    return bool(actual == expected)
 
 
 class DataFileValid(Validator):
@@ -304,7 +304,7 @@ class DataFileValid(Validator):
     def __init__(self, name: str, parse: Callable[[str], Any], suffixes: tuple[str, ...]):
         self.name, self.parse, self.suffixes = name, parse, suffixes
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, {"file", "required_keys", "required_values"})
         keys = _string_list(config.get("required_keys", []), "required_keys")
         values = config.get("required_values", {})
@@ -312,7 +312,7 @@ class DataFileValid(Validator):
             raise ValueError("'required_values' must be an object {dotted.path: value}")
         return _workspace_file(config), keys, values
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         file, keys, values = ctx.config
         name = file or ctx.output_file
         if name is None:
@@ -352,7 +352,7 @@ class DataFileValid(Validator):
 class _Brief(reprlib.Repr):
     """reprlib's bounded walk (a few levels, a few items each), in JSON's notation."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.maxlevel, self.maxstring, self.maxother, self.maxlist, self.maxdict = 3, 80, 80, 6, 6
 
@@ -439,13 +439,13 @@ class LlmJudge(Validator):
             judge_problem,
         )  # judge_problem: why the judge cannot call tools
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, {"rubric", "file"}, {"rubric"})
         if not isinstance(config["rubric"], str) or not config["rubric"].strip():
             raise ValueError("'rubric' must be a non-empty string saying what a good submission does")
         return config["rubric"].strip(), _workspace_file(config)
 
-    def unavailable(self):
+    def unavailable(self) -> str | None:
         if not self.judge_model:
             return "llm_judge needs a judge model: pass --upskill-judge-model NAME (or set upskill_judge_model)"
         return (
@@ -454,7 +454,7 @@ class LlmJudge(Validator):
             else None
         )
 
-    async def validate(self, ctx):  # type: ignore[override]  # runs_async: the runner awaits it
+    async def validate(self, ctx: Context) -> CheckResult:  # type: ignore[override]  # runs_async: the runner awaits it
         rubric, file = ctx.config
         name = file or ctx.output_file
         if name:
@@ -464,6 +464,7 @@ class LlmJudge(Validator):
         else:
             submission = ctx.output[:MAX_SUBMISSION_CHARS]
         user = judge_message(ctx.task, rubric, submission, name)
+        assert ctx.judge is not None  # unavailable() says why a run without a judge cannot validate
         completion = await ctx.judge(JUDGE_SYSTEM, user, (VERDICT,), "verdict")
         calls = [c for c in completion.tool_calls if c.name == "verdict"]
         if not calls:
@@ -509,17 +510,17 @@ class CudaRuns(Validator):
 
     name = "cuda_runs"
 
-    def prepare(self, config, skill_dir):
+    def prepare(self, config: dict[str, Any], skill_dir: Path) -> Any:
         _keys(config, {"check"}, {"check"})
         name = str(config["check"])
         if not name.endswith(".py"):
             raise ValueError("'check' must name a .py file, relative to the skill folder")
         return Path(name).name, _skill_text(skill_dir, name, "check")
 
-    def unavailable(self):
+    def unavailable(self) -> str | None:
         return _cuda_available()
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         name, text = ctx.config
         ctx.workspace.write(name, text)
         # building an extension and a CUDA context need far more address space than the default limit
@@ -544,7 +545,7 @@ class UserValidator(Validator):
     def __init__(self, name: str, function: Callable[..., Any]):
         self.name, self.function = name, function
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> CheckResult:
         return normalize(
             self.function(workspace=ctx.workspace.root, output_file=ctx.output_file or "", **(ctx.config or {}))
         )
@@ -610,4 +611,5 @@ def _upskill_validator(name: str) -> Callable[..., Any] | None:
         from upskill.validators import get_validator  # upskill's own registry, when it is installed
     except Exception:  # noqa: BLE001 - upskill absent or broken: only our own validators
         return None
-    return get_validator(name)
+    found: Callable[..., Any] | None = get_validator(name)
+    return found

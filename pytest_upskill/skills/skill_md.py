@@ -369,7 +369,7 @@ def _slug(value: str) -> str:
 
 
 CheckPreparer = Callable[[str, Any], Any]
-ValidatorPreparer = Callable[[str, dict], Any]
+ValidatorPreparer = Callable[[str, dict[str, Any]], Any]
 
 
 THRESHOLD_KEYS = ("min_lift", "min_pass_rate", "max_token_increase")

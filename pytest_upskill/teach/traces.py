@@ -53,7 +53,7 @@ def _text(content: Any) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _message(message: dict) -> str:
+def _message(message: dict[str, Any]) -> str:
     role = str(message.get("role") or message.get("type") or "message").upper()
     lines = [_text(message.get("content"))]
     calls = message.get("tool_calls")
@@ -73,7 +73,7 @@ def _message(message: dict) -> str:
     return f"{role}: {body}" if body else ""
 
 
-def _messages(items: list) -> str:
+def _messages(items: list[Any]) -> str:
     return "\n\n".join(filter(None, (_message(m) for m in items if isinstance(m, dict))))
 
 

@@ -79,7 +79,7 @@ class Turn:
     system: str
     user: str
     history: list[
-        dict
+        dict[str, Any]
     ]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
     tools: list[str]
     tool_choice: str | None
@@ -92,7 +92,7 @@ class Turn:
         return any(tool == name for m in self.history if m["role"] == "assistant" for tool, _ in m["calls"])
 
 
-def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
+def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """An agent that follows the skill it was given or loaded; returns (text, tool calls)."""
     if turn.tool_choice == "verdict":
         return rubric_judge(turn)
@@ -109,7 +109,7 @@ def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
     return (f"Following the skill: {skill}" if skill else NO_SKILL_ANSWER), []
 
 
-def rubric_judge(turn: Turn) -> tuple[str, list[tuple[str, dict]]]:
+def rubric_judge(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     rubric = RUBRIC.search(turn.user)
     submission = SUBMISSION.search(turn.user)
     needed = re.findall(r"`([^`]+)`", rubric.group(1)) if rubric else []
@@ -123,7 +123,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default backlog of 5 makes bursts of connections wait for SYN retries
     daemon_threads = True
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
         if not isinstance(
@@ -156,14 +156,14 @@ GARBAGE = Fault(200, b"<html><body>502 Bad Gateway</body></html>", {"content-typ
 EMPTY = Fault(200, b"{}", {"content-type": "application/json"})
 
 
-def first_attempts(*faults: Fault) -> Callable[[int, dict], Fault | None]:
+def first_attempts(*faults: Fault) -> Callable[[int, dict[str, Any]], Fault | None]:
     """A schedule that answers the first attempt of every distinct request with a fault (taking
     ``faults`` in turn) and every later attempt normally: with one retry, every trial is answered,
     and the figures must equal those of a run without faults."""
     seen: set[str] = set()
     lock = threading.Lock()
 
-    def fault(n: int, body: dict) -> Fault | None:
+    def fault(n: int, body: dict[str, Any]) -> Fault | None:
         key = json.dumps(body, sort_keys=True)
         with lock:
             if key in seen:
@@ -174,23 +174,23 @@ def first_attempts(*faults: Fault) -> Callable[[int, dict], Fault | None]:
     return fault
 
 
-def capacity(server: LoopbackServer, limit: int) -> Callable[[int, dict], Fault | None]:
+def capacity(server: LoopbackServer, limit: int) -> Callable[[int, dict[str, Any]], Fault | None]:
     """A provider's rate limiter: a 429 for every request beyond ``limit`` in flight."""
     return lambda n, body: RATE_LIMITED if server.in_flight > limit else None
 
 
-def periodic(schedule: dict[int, Fault], period: int) -> Callable[[int, dict], Fault | None]:
+def periodic(schedule: dict[int, Fault], period: int) -> Callable[[int, dict[str, Any]], Fault | None]:
     """Request n gets ``schedule[n % period]`` when there is one: a steady mix of faults."""
     return lambda n, body: schedule.get(n % period)
 
 
-def _text(content) -> str:
+def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
 
 
-def _arguments(text: str | None):
+def _arguments(text: str | None) -> Any:
     """A tool call's arguments as the model sent them: parsed when they parse, as the raw text otherwise
     (the OpenAI API keeps them as a string and does not judge them)."""
     try:
@@ -199,12 +199,12 @@ def _arguments(text: str | None):
         return text
 
 
-def parse_openai(body: dict) -> Turn:
+def parse_openai(body: dict[str, Any]) -> Turn:
     messages = body.get("messages", [])
     system = "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     user = _text(messages[users[0]].get("content")) if users else ""
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     for m in messages[(users[0] + 1) if users else len(messages) :]:
         if m.get("role") == "assistant":
@@ -224,11 +224,11 @@ def parse_openai(body: dict) -> Turn:
     return Turn(system, user, history, tools, choice["function"]["name"] if isinstance(choice, dict) else None, schema)
 
 
-def parse_anthropic(body: dict) -> Turn:
+def parse_anthropic(body: dict[str, Any]) -> Turn:
     messages = body.get("messages", [])
     system = _text(body.get("system", "") or "")
     user = _text(messages[0]["content"]) if messages else ""
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     for m in messages[1:]:
         blocks = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
@@ -258,7 +258,7 @@ def parse_anthropic(body: dict) -> Turn:
 @dataclass
 class Received:
     protocol: str  # "openai" or "anthropic"
-    body: dict
+    body: dict[str, Any]
     headers: dict[str, str]
 
 
@@ -267,8 +267,8 @@ class LoopbackServer:
         self,
         reply: Callable[[str, str], str] = default_reply,
         latency_s: float = 0.0,
-        fault: Callable[[int, dict], Fault | None] | None = None,
-        agent: Callable[[Turn], tuple[str, list[tuple[str, dict]]]] = skill_agent,
+        fault: Callable[[int, dict[str, Any]], Fault | None] | None = None,
+        agent: Callable[[Turn], tuple[str, list[tuple[str, dict[str, Any]]]]] = skill_agent,
         slots: int | None = None,
         props: bool = False,
         teacher: Callable[[Turn], Any] | None = None,
@@ -302,7 +302,7 @@ class LoopbackServer:
         self._serving = 0
         self.requests: list[Received] = []  # the requests answered normally
         self.attempts: list[
-            tuple[float, int, dict]
+            tuple[float, int, dict[str, Any]]
         ] = []  # (time.monotonic(), status, body) of every request, faults too
         self.input_tokens = 0  # the whole prompts, their cached parts included
         self.output_tokens = 0
@@ -334,7 +334,7 @@ class LoopbackServer:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -343,7 +343,9 @@ class LoopbackServer:
 
     # ------------------------------------------------------------------------------ answering
 
-    def _answer(self, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _answer(
+        self, protocol: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
             n = self._count
             self._count += 1
@@ -356,7 +358,9 @@ class LoopbackServer:
             with self._lock:
                 self.in_flight -= 1
 
-    def _respond(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _respond(
+        self, n: int, protocol: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         slots = self.slots
         if slots is None:
             return self._serve(n, protocol, body, headers)
@@ -374,7 +378,9 @@ class LoopbackServer:
                 self._serving -= 1
                 self._turns.notify_all()
 
-    def _serve(self, n: int, protocol: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _serve(
+        self, n: int, protocol: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         fault = self.fault(n, body) if self.fault else None
         with self._lock:
             self.attempts.append((time.monotonic(), fault.status if fault and fault.status else 200, body))
@@ -386,7 +392,7 @@ class LoopbackServer:
         if fault is not None:
             time.sleep(fault.delay_s)
         turn = parse_openai(body) if protocol == "openai" else parse_anthropic(body)
-        calls: list[tuple[str, dict]] = []
+        calls: list[tuple[str, dict[str, Any]]] = []
         structured = self.teacher(turn) if self.teacher is not None and turn.schema else None
         if isinstance(structured, dict) and protocol == "anthropic":
             text, calls = "", [(turn.schema or "", structured)]
@@ -425,7 +431,7 @@ class LoopbackServer:
             self.cache_write_tokens += written
         ids = [f"call_{n}_{i}" for i in range(len(calls))]
         if protocol == "openai":
-            message: dict = {"role": "assistant", "content": text if text or not calls else None}
+            message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
             if calls:
                 message["tool_calls"] = [
                     {"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
@@ -473,13 +479,13 @@ class LoopbackServer:
             }
         return 200, json.dumps(payload).encode(), {"content-type": "application/json"}
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args) -> None:  # keep test output clean
+            def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
             def do_GET(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 
@@ -19,13 +20,13 @@ from pytest_upskill.models import ModelSpec
 from pytest_upskill.types import Request, ToolCall
 
 
-def messages(request: Request) -> list[dict]:
+def messages(request: Request) -> list[dict[str, Any]]:
     """The user message, then the conversation so far: ``tool_use`` blocks in the assistant's
     turns, ``tool_result`` blocks in a user turn after each."""
-    out: list[dict] = [{"role": "user", "content": request.user}]
+    out: list[dict[str, Any]] = [{"role": "user", "content": request.user}]
     for message in request.history:
         if message.role == "assistant":
-            content: list[dict] = [{"type": "text", "text": message.text}] if message.text else []
+            content: list[dict[str, Any]] = [{"type": "text", "text": message.text}] if message.text else []
             for call in message.tool_calls:
                 try:
                     arguments = call.arguments()
@@ -46,12 +47,12 @@ def messages(request: Request) -> list[dict]:
     return out
 
 
-def tool_params(request: Request) -> dict:
+def tool_params(request: Request) -> dict[str, Any]:
     """Tools offered; structured output (``request.output``) is a tool the model is made to call."""
     tools = [*request.tools, request.output] if request.output is not None else list(request.tools)
     if not tools:
         return {}
-    params: dict = {
+    params: dict[str, Any] = {
         "tools": [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
     }
     choice = request.output.name if request.output is not None else request.tool_choice
@@ -60,7 +61,7 @@ def tool_params(request: Request) -> dict:
     return params
 
 
-def system_param(request: Request, prompt_cache: bool) -> str | list[dict]:
+def system_param(request: Request, prompt_cache: bool) -> str | list[dict[str, Any]]:
     """The system prompt; with ``prompt_cache``, one text block marked ``cache_control`` (the same in
     both arms): the tools and the system prompt, with the skill in it, are then one cached prefix,
     which Anthropic bills at a tenth of the input price when it is read again (where it is long

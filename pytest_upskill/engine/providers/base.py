@@ -61,7 +61,7 @@ def token_count(value: object, field: str, model: str) -> int:
     return value
 
 
-def bounded_http_client(sdk, model: str):
+def bounded_http_client(sdk: Any, model: str) -> Any:
     """The SDK's own default HTTP client (``sdk.DefaultAsyncHttpxClient``) on a transport that reads
     at most MAX_RESPONSE_BYTES of a response body, compressed or not, and raises a ProviderError
     (kind ``response_too_large``) beyond: a hostile server's endless or bomb body never fills memory."""
@@ -75,8 +75,8 @@ def bounded_http_client(sdk, model: str):
             TOO_LARGE, f"{model}: the response {what} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read further"
         )
 
-    class BoundedTransport(http.AsyncHTTPTransport):
-        async def handle_async_request(self, request):
+    class BoundedTransport(http.AsyncHTTPTransport):  # type: ignore[misc]  # the SDK's httpx, typed Any here
+        async def handle_async_request(self, request: Any) -> Any:
             request.headers["accept-encoding"] = "gzip, deflate"  # the encodings decoded here, under the same limit
             response = await super().handle_async_request(request)
             try:
@@ -121,7 +121,7 @@ def bounded_http_client(sdk, model: str):
     return client_class(transport=BoundedTransport())
 
 
-async def server_slots(sdk, client, base_url: str) -> int | None:
+async def server_slots(sdk: Any, client: Any, base_url: str) -> int | None:
     """How many requests a self-hosted server serves at once, where it says so: llama.cpp's server
     answers ``GET /props`` with ``total_slots`` and ``GET /slots`` with one entry per slot. None
     when it does not say (vLLM, Ollama, a proxy): the runner then paces it by its answers."""
@@ -145,7 +145,7 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
+def map_sdk_error(sdk: Any, exc: Exception, model: str) -> ProviderError:
     """Translate an ``anthropic``/``openai`` SDK exception (same hierarchy), or the ValueError the
     SDKs raise on a body that is not JSON, into a ProviderError."""
     if isinstance(exc, ValueError):  # json.JSONDecodeError, pydantic's ValidationError
@@ -174,7 +174,7 @@ def map_sdk_error(sdk, exc: Exception, model: str) -> ProviderError:
     return ProviderError(BAD_RESPONSE, f"{model}: {type(exc).__name__}: {_short(str(exc))}")
 
 
-def _server_message(exc) -> str:
+def _server_message(exc: Any) -> str:
     """The server's own words: ``{"error": {"message": ...}}`` in both APIs, else the SDK's text."""
     body = getattr(exc, "body", None)
     error = body.get("error") if isinstance(body, dict) else None
@@ -187,7 +187,7 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def retry_after(headers) -> float | None:
+def retry_after(headers: Any) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     try:
         if headers.get("retry-after-ms") is not None:

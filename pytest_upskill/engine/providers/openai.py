@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
 from pytest_upskill.engine.providers.base import (
@@ -19,13 +21,16 @@ from pytest_upskill.models import ModelSpec
 from pytest_upskill.types import Request, Tool, ToolCall
 
 
-def messages(request: Request) -> list[dict]:
+def messages(request: Request) -> list[dict[str, Any]]:
     """System and user message, then the conversation: ``tool_calls`` on the assistant's turns,
     one ``tool`` message per result."""
-    out: list[dict] = [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}]
+    out: list[dict[str, Any]] = [
+        {"role": "system", "content": request.system},
+        {"role": "user", "content": request.user},
+    ]
     for message in request.history:
         if message.role == "assistant":
-            turn: dict = {"role": "assistant", "content": message.text or None}
+            turn: dict[str, Any] = {"role": "assistant", "content": message.text or None}
             if message.tool_calls:
                 turn["tool_calls"] = [
                     {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
@@ -37,10 +42,10 @@ def messages(request: Request) -> list[dict]:
     return out
 
 
-def tool_params(request: Request) -> dict:
+def tool_params(request: Request) -> dict[str, Any]:
     if not request.tools:
         return {}
-    params: dict = {
+    params: dict[str, Any] = {
         "tools": [
             {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
             for t in request.tools
@@ -51,7 +56,7 @@ def tool_params(request: Request) -> dict:
     return params
 
 
-def response_format(output: Tool) -> dict:
+def response_format(output: Tool) -> dict[str, Any]:
     """The ``response_format`` that asks for one JSON object of ``output``'s schema."""
     return {
         "type": "json_schema",
@@ -77,7 +82,7 @@ class OpenAIProvider:
         )
 
     async def complete(self, request: Request) -> Completion:
-        params: dict = tool_params(request)
+        params: dict[str, Any] = tool_params(request)
         if request.output is not None:  # structured output: OpenAI's JSON schema (strict where the schema allows)
             params["response_format"] = response_format(request.output)
         if request.temperature is not None:
