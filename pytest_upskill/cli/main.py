@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from pytest_upskill.files import write_atomic
 from pytest_upskill.render.views import LEGEND, METRICS, bar_lines, csv_text, matrix_lines, trend_lines
 from pytest_upskill.results.history import read_runs, select, series
 from pytest_upskill.types import printable
@@ -251,7 +252,7 @@ def runs_command(args: argparse.Namespace, out: Callable[[str], None] = _say) ->
         out(line)
     if args.csv:
         try:
-            args.csv.write_text(csv_text(chosen), encoding="utf-8")
+            write_atomic(args.csv, csv_text(chosen))
         except OSError as exc:
             out(f"pytest-upskill runs: --csv {args.csv}: cannot write: {exc.strerror or exc}")
             return 1

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from pytest_upskill.files import write_atomic
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.results.report import first_problem
 from pytest_upskill.types import MAX_TOKENS, CacheMode, Completion, Request, ToolCall
@@ -215,14 +215,7 @@ class ResponseCache:
         return True
 
     def _write(self, path: Path, entry: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(entry, ensure_ascii=False))
 
     def create(self) -> None:
         """Make the folder now, before the first request (see _create); OSError when it cannot be."""

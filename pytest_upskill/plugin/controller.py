@@ -17,20 +17,16 @@ import pytest
 from pytest_upskill.engine.budget import budget_summary
 from pytest_upskill.engine.trials import Trial
 from pytest_upskill.errors import PreflightError
+from pytest_upskill.files import write_atomic
 from pytest_upskill.models import Prices
 from pytest_upskill.plugin import wire
 from pytest_upskill.plugin.collect import SKIPPED_PROPERTY, TrialItem
 from pytest_upskill.plugin.preflight import compared_report, write_each
 from pytest_upskill.plugin.session import UpskillRun
 from pytest_upskill.render.html import render_html
-from pytest_upskill.results.aggregate import (
-    Aggregator,
-    Progress,
-    Result,
-    RunLedger,
-    markdown,
-    write_text_atomic,
-)
+from pytest_upskill.render.markdown import markdown
+from pytest_upskill.render.text import Progress
+from pytest_upskill.results.aggregate import Aggregator, Result, RunLedger
 from pytest_upskill.results.gates import Evaluation, evaluate
 from pytest_upskill.results.history import add_run, read_runs, run_info
 from pytest_upskill.results.report import ErrorLimitReport, Report
@@ -248,7 +244,7 @@ class Controller:
         return [
             (
                 f"the JSON report {path}",
-                lambda: write_text_atomic(self.run.path(path), report.to_json_text()),
+                lambda: write_atomic(self.run.path(path), report.to_json_text()),
             )
         ]
 
@@ -270,7 +266,7 @@ class Controller:
 
         def write() -> None:
             runs = read_runs(self.run.history)[0] if self.run.history and self.run.history.is_dir() else []
-            write_text_atomic(self.run.path(path), render_html(report, runs))
+            write_atomic(self.run.path(path), render_html(report, runs))
 
         return [(f"the HTML report {path}", write)]
 
@@ -288,7 +284,7 @@ class Controller:
 
         outputs: list[Output] = []
         if path:
-            outputs.append((f"the Markdown summary {path}", lambda: write_text_atomic(self.run.path(path), text)))
+            outputs.append((f"the Markdown summary {path}", lambda: write_atomic(self.run.path(path), text)))
         if summary and results:
             outputs.append((f"GITHUB_STEP_SUMMARY {summary}", append_summary))
         return outputs

@@ -18,8 +18,8 @@ import hashlib
 import re
 from html import escape
 
+from pytest_upskill.render.text import pct, reliability_lines
 from pytest_upskill.render.views import mark
-from pytest_upskill.results.aggregate import reliability_lines
 from pytest_upskill.results.history import Run, series
 from pytest_upskill.results.report import ArmReport, CaseRuns, Report, ResultReport, TrialReport, VerdictReport
 
@@ -128,12 +128,6 @@ def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def _pct(v: float | None, signed: bool = False) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v * 100:+.0f}%" if signed else f"{v * 100:.0f}%"
-
-
 def _fig(key: str, value: float | int | None, text: str) -> str:
     """A figure as shown, with its exact value for a reader (or a test) in ``data-value``."""
     exact = "" if value is None else repr(float(value))
@@ -163,8 +157,8 @@ def rates_svg(result: ResultReport) -> str:
         for t in (0, 0.5, 1)
     )
     title = (
-        f"baseline {_pct(result.baseline.pass_rate)} {_interval(result.baseline.pass_rate_ci)}; "
-        f"with skill {_pct(result.with_skill.pass_rate)} {_interval(result.with_skill.pass_rate_ci)}"
+        f"baseline {pct(result.baseline.pass_rate)} {_interval(result.baseline.pass_rate_ci)}; "
+        f"with skill {pct(result.with_skill.pass_rate)} {_interval(result.with_skill.pass_rate_ci)}"
     )
     return (
         f'<svg class="rates" width="{w}" height="38" viewBox="0 0 {w} 38" role="img" aria-label="{_e(title)}">'
@@ -190,7 +184,7 @@ def lift_svg(result: ResultReport) -> str:
             f'<path d="M{lo:.1f} 11H{hi:.1f}M{lo:.1f} 5V17M{hi:.1f} 5V17" stroke="#1f2328" stroke-width="1.2" '
             'fill="none"/>'
         )
-    title = f"lift {_pct(result.lift, True)} {_interval(result.lift_ci, True)}"
+    title = f"lift {pct(result.lift, True)} {_interval(result.lift_ci, True)}"
     return (
         f'<svg class="lift" width="{w}" height="22" viewBox="0 0 {w} 22" role="img" aria-label="{_e(title)}">'
         f"<title>{_e(title)}</title>{''.join(parts)}</svg>"
@@ -216,7 +210,7 @@ def trend_svg(points: list[tuple[Run, ResultReport]]) -> str:
     base = [r.baseline.pass_rate for _, r in points]
     skill = [r.with_skill.pass_rate for _, r in points]
     title = "pass rate over the last {} run(s): baseline {}; with skill {}".format(
-        n, " ".join(_pct(v) for v in base), " ".join(_pct(v) for v in skill)
+        n, " ".join(pct(v) for v in base), " ".join(pct(v) for v in skill)
     )
     return (
         f'<svg class="trend" data-runs="{n}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
@@ -227,7 +221,7 @@ def trend_svg(points: list[tuple[Run, ResultReport]]) -> str:
 
 
 def _interval(ci: tuple[float, float] | None, signed: bool = False) -> str:
-    return f"[{_pct(ci[0], signed)}, {_pct(ci[1], signed)}]" if ci else ""
+    return f"[{pct(ci[0], signed)}, {pct(ci[1], signed)}]" if ci else ""
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -249,16 +243,16 @@ def result_row(
         else '<span class="muted">no prices</span>'
     )
     activation = (
-        _fig(f"{key}|activation_rate", result.activation_rate, _pct(result.activation_rate))
+        _fig(f"{key}|activation_rate", result.activation_rate, pct(result.activation_rate))
         if result.activation_rate is not None
         else '<span class="muted">–</span>'
     )
     ci = result.lift_ci
-    lift_text = _fig(f"{key}|lift", result.lift, _pct(result.lift, True)) + (
+    lift_text = _fig(f"{key}|lift", result.lift, pct(result.lift, True)) + (
         " ["
-        + _fig(f"{key}|lift_ci_low", ci[0], _pct(ci[0], True))
+        + _fig(f"{key}|lift_ci_low", ci[0], pct(ci[0], True))
         + ", "
-        + _fig(f"{key}|lift_ci_high", ci[1], _pct(ci[1], True))
+        + _fig(f"{key}|lift_ci_high", ci[1], pct(ci[1], True))
         + "]"
         if ci
         else ""
@@ -274,8 +268,8 @@ def result_row(
         f"<td>{_e(result.skill)}</td><td><code>{_e(result.model)}</code></td>"
         f"<td>{lift_svg(result)}<br>{lift_text}</td>"
         f"<td>{rates_svg(result)}<br>"
-        f"{_fig(f'{key}|baseline.pass_rate', b.pass_rate, _pct(b.pass_rate))} → "
-        f"{_fig(f'{key}|with_skill.pass_rate', s.pass_rate, _pct(s.pass_rate))} "
+        f"{_fig(f'{key}|baseline.pass_rate', b.pass_rate, pct(b.pass_rate))} → "
+        f"{_fig(f'{key}|with_skill.pass_rate', s.pass_rate, pct(s.pass_rate))} "
         f'<span class="muted">({result.paired_cases} paired case(s); {b.passed}/{b.total} → '
         f"{s.passed}/{s.total} trials passed)</span></td>"
         f"<td>{verdict_html}</td>"
@@ -451,7 +445,7 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
     )
     failing = "".join(
         f"<li>{_e(v.skill)} × <code>{_e(v.model)}</code>: {_e(f.figure)} {_e(f.verdict)} "
-        f"(value {_pct(f.value, True)}, threshold {_pct(f.threshold, True)}, decided on {_e(f.decided_on)})</li>"
+        f"(value {pct(f.value, True)}, threshold {pct(f.threshold, True)}, decided on {_e(f.decided_on)})</li>"
         for v in report.verdicts
         for f in v.findings
         if f.fails

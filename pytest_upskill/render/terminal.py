@@ -14,8 +14,8 @@ from pytest_upskill.engine.trials import is_no_cases
 from pytest_upskill.models import NO_MODEL, price_source
 from pytest_upskill.plugin.collect import TrialItem
 from pytest_upskill.plugin.controller import Controller
+from pytest_upskill.render.text import audit_lines, reliability_lines, terminal_lines
 from pytest_upskill.render.views import LEGEND, matrix_lines
-from pytest_upskill.results.aggregate import audit_lines, reliability_lines, terminal_lines
 from pytest_upskill.results.gates import resolution_line
 from pytest_upskill.scoring.sandbox import missing_defences
 from pytest_upskill.types import CacheMode, printable

@@ -9,6 +9,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pytest_upskill.render.text import bar, pct
 from pytest_upskill.results.gates import paired_change
 from pytest_upskill.results.history import Run
 from pytest_upskill.results.report import ArmReport, ResultReport, VerdictReport
@@ -16,7 +17,6 @@ from pytest_upskill.results.report import ArmReport, ResultReport, VerdictReport
 METRICS = ("success", "tokens", "cost")
 MARKS = {"PASS": "✓", "FAIL": "✗", "INCONCLUSIVE": "?"}
 LEGEND = "verdicts: ✓ PASS, ✗ FAIL, ?✓ / ?✗ INCONCLUSIVE that passes / fails the run (README: Gates)"
-BAR_WIDTH = 20
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -35,14 +35,6 @@ class Figure:
         if self.baseline is None or self.with_skill is None:
             return None
         return self.with_skill - self.baseline
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 100:.0f}%"
-
-
-def _signed_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 100:+.0f}%"
 
 
 def _tokens(v: float | None) -> str:
@@ -71,7 +63,7 @@ def figure(result: ResultReport, metric: str) -> Figure:
         return Figure("tokens per trial", _per_trial(b), _per_trial(s), _tokens, _signed_tokens)
     if metric == "cost":
         return Figure("cost (USD)", b.cost, s.cost, _usd, _signed_usd)
-    return Figure("pass rate", b.pass_rate, s.pass_rate, _pct, _signed_pct)
+    return Figure("pass rate", b.pass_rate, s.pass_rate, pct, lambda v: pct(v, True))
 
 
 def cell(result: ResultReport, metric: str, verdict: VerdictReport | None = None) -> str:
@@ -88,11 +80,6 @@ def mark(verdict: VerdictReport) -> str:
     return MARKS.get(verdict.verdict, verdict.verdict)
 
 
-def _bar(fraction: float | None) -> str:
-    filled = max(0, min(BAR_WIDTH, round((fraction or 0.0) * BAR_WIDTH)))
-    return "█" * filled + "░" * (BAR_WIDTH - filled)
-
-
 def bar_lines(result: ResultReport, metric: str, label: str) -> list[str]:
     """upskill's bars: each arm's figure, and the change the skill makes."""
     f = figure(result, metric)
@@ -102,8 +89,8 @@ def bar_lines(result: ResultReport, metric: str, label: str) -> list[str]:
         scale = max(f.baseline or 0.0, f.with_skill or 0.0) or 1.0
     return [
         label,
-        f"  baseline   {_bar((f.baseline or 0.0) / scale)}  {f.fmt(f.baseline):>8}",
-        f"  with skill {_bar((f.with_skill or 0.0) / scale)}  {f.fmt(f.with_skill):>8}  ({f.change_fmt(f.change)})",
+        f"  baseline   {bar((f.baseline or 0.0) / scale)}  {f.fmt(f.baseline):>8}",
+        f"  with skill {bar((f.with_skill or 0.0) / scale)}  {f.fmt(f.with_skill):>8}  ({f.change_fmt(f.change)})",
     ]
 
 

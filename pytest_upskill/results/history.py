@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pytest_upskill import __version__
+from pytest_upskill.files import write_atomic
 from pytest_upskill.results.report import Report, ResultReport, RunInfo, read_report
 from pytest_upskill.skills.changes import git_head
 
@@ -45,11 +46,8 @@ def entry_name(info: RunInfo) -> str:
 def add_run(folder: Path, report: Report) -> Path:
     """Write ``report`` (which has its ``run`` set) into the history folder; the path written."""
     assert report.run is not None
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / entry_name(report.run)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(report.to_json_text(), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, report.to_json_text())
     return path
 
 

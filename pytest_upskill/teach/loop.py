@@ -41,10 +41,12 @@ from pytest_upskill import __version__
 from pytest_upskill.engine.budget import price
 from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
 from pytest_upskill.errors import GenerateError, MeasureError, SkillFileError, TeacherError, TrialError
+from pytest_upskill.files import write_atomic
 from pytest_upskill.models import ModelSpec, price_source
 from pytest_upskill.plugin.session import UpskillRun
+from pytest_upskill.render.text import pct
 from pytest_upskill.results import stats
-from pytest_upskill.results.aggregate import Result, pct, trial_outcome
+from pytest_upskill.results.aggregate import Result, trial_outcome
 from pytest_upskill.results.gates import PASS, Thresholds, verdict_for
 from pytest_upskill.results.report import Report
 from pytest_upskill.skills.skill_md import load_skill, skill_md_in
@@ -620,7 +622,7 @@ def _write_files(folder: Path, files: dict[str, str], force: bool) -> None:
         if path.exists() and path.read_text(encoding="utf-8") != text and not force:
             path = path.with_name(path.stem + ".proposed" + path.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
 
 
 def _write_improved(
@@ -638,15 +640,15 @@ def _write_improved(
     meta_text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     if force:
         kept = [p for p in (_backup(folder / "SKILL.md"), _backup(folder / "skill_meta.json")) if p]
-        (folder / "SKILL.md").write_text(skill_text(front, instructions), encoding="utf-8")
-        (folder / "skill_meta.json").write_text(meta_text, encoding="utf-8")
+        write_atomic(folder / "SKILL.md", skill_text(front, instructions))
+        write_atomic(folder / "skill_meta.json", meta_text)
         say(
             f"written: {folder}/SKILL.md and skill_meta.json (--force); the old files kept as "
             f"{', '.join(p.name for p in kept) or 'none'}"
         )
         return
-    (folder / "SKILL.proposed.md").write_text(skill_text(front, instructions), encoding="utf-8")
-    (folder / "skill_meta.proposed.json").write_text(meta_text, encoding="utf-8")
+    write_atomic(folder / "SKILL.proposed.md", skill_text(front, instructions))
+    write_atomic(folder / "skill_meta.proposed.json", meta_text)
     say(
         f"written beside the old files: {folder}/SKILL.proposed.md and skill_meta.proposed.json; review them "
         f"(diff {folder}/SKILL.md {folder}/SKILL.proposed.md) and move them into place, or rerun with --force"
@@ -746,14 +748,14 @@ def cases(session: TeachRun, settings: TeachOptions, folder: Path) -> int:
     _write_files(folder, files, settings.force)
     meta_text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     if had_cases and not settings.force:
-        (folder / "skill_meta.proposed.json").write_text(meta_text, encoding="utf-8")
+        write_atomic(folder / "skill_meta.proposed.json", meta_text)
         say(
             f"written beside the old file: {folder}/skill_meta.proposed.json ({len(meta['tests'])} case(s)); review "
             "it and move it into place, or rerun with --force"
         )
     else:
         old = _backup(folder / "skill_meta.json")
-        (folder / "skill_meta.json").write_text(meta_text, encoding="utf-8")
+        write_atomic(folder / "skill_meta.json", meta_text)
         say(
             f"written: {folder}/skill_meta.json ({len(meta['tests'])} case(s))"
             + (f"; the old file kept as {old.name}" if old else "")

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pytest_upskill.errors import SkillFileError, TeacherError
+from pytest_upskill.files import write_atomic
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring import checks
 from pytest_upskill.scoring.validators import ValidatorRegistry
@@ -399,7 +400,7 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
 
 
 def write_skill(
@@ -407,8 +408,8 @@ def write_skill(
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_files(folder, extra or {})
-    (folder / "SKILL.md").write_text(skill_md(front, instructions), encoding="utf-8")
-    (folder / "skill_meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_atomic(folder / "SKILL.md", skill_md(front, instructions))
+    write_atomic(folder / "skill_meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
 def problems_of(folder: Path) -> str | None:

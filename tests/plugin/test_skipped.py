@@ -177,7 +177,8 @@ def _outcome(arm: str, case: str, **more):
 
 
 def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():
-    from pytest_upskill.results.aggregate import Aggregator, terminal_lines
+    from pytest_upskill.render.text import terminal_lines
+    from pytest_upskill.results.aggregate import Aggregator
 
     aggregator = Aggregator()
     for case in ("a", "b"):
@@ -187,7 +188,8 @@ def test_the_token_cap_line_leaves_out_an_arm_that_did_not_run():
 
 
 def test_a_fully_replayed_run_does_not_claim_prompt_cache_reads():
-    from pytest_upskill.results.aggregate import Aggregator, terminal_lines
+    from pytest_upskill.render.text import terminal_lines
+    from pytest_upskill.results.aggregate import Aggregator
 
     aggregator = Aggregator()
     for arm in ("baseline", "with_skill"):

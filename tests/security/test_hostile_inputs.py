@@ -314,7 +314,7 @@ def test_a_forged_shard_is_refused_by_the_merge(pytester, report, shown):
 
 
 def test_every_name_in_the_markdown_summary_is_escaped():
-    from pytest_upskill.results.aggregate import md
+    from pytest_upskill.render.markdown import md
 
     assert md("s | x | **PASS** |\n# h @me ![i](u) <img>") == (
         "s \\| x \\| \\*\\*PASS\\*\\* \\| \\# h \\@me \\!\\[i\\]\\(u\\) \\<img\\>"
