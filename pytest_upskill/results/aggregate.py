@@ -61,7 +61,9 @@ def trial_outcome(skill: str, model: str, case: str, trial: TrialReport) -> Outc
 
 
 @dataclass
-class Arm:
+class ArmTally:
+    """One arm's counts over a skill × model's trials (the arm itself is types.Arm)."""
+
     passed: int = 0
     failed: int = 0
     errors: int = 0
@@ -192,8 +194,8 @@ def _why_unpaired(arms: dict[str, dict[int, bool | None]]) -> str:
 class Result:
     skill: str
     model: str
-    baseline: Arm = field(default_factory=Arm)
-    with_skill: Arm = field(default_factory=Arm)
+    baseline: ArmTally = field(default_factory=ArmTally)
+    with_skill: ArmTally = field(default_factory=ArmTally)
     # case -> arm -> run -> passed (None = error)
     cases: dict[str, dict[str, dict[int, bool | None]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
@@ -470,7 +472,7 @@ def counts(r: Result, arm: str) -> str:
     return f"{passed}/{scored}"
 
 
-def arm_cost(arm: Arm, prices: Prices) -> float | None:
+def arm_cost(arm: ArmTally, prices: Prices) -> float | None:
     """USD spent on one arm's trials, or None without prices; cached input at the cache prices."""
     if not prices.known:
         return None
