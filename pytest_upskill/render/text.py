@@ -94,7 +94,7 @@ def _aligned(r: Result, arm: str) -> str:
 INTERVALS = (
     "rates and lift over the cases scored in both arms; 95% CI: Newcombe's paired score interval "
     "(method 10) over cases, narrowed by what several runs show; continuity-corrected Wilson for a pass rate "
-    "(README: The statistics)"
+    "(docs/statistics.md)"
 )
 
 

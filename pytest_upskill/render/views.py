@@ -16,7 +16,7 @@ from pytest_upskill.results.report import ArmReport, ResultReport, VerdictReport
 
 METRICS = ("success", "tokens", "cost")
 MARKS = {"PASS": "✓", "FAIL": "✗", "INCONCLUSIVE": "?"}
-LEGEND = "verdicts: ✓ PASS, ✗ FAIL, ?✓ / ?✗ INCONCLUSIVE that passes / fails the run (README: Gates)"
+LEGEND = "verdicts: ✓ PASS, ✗ FAIL, ?✓ / ?✗ INCONCLUSIVE that passes / fails the run (docs/ci.md: Gates)"
 SPARKS = "▁▂▃▄▅▆▇█"
 
 

@@ -484,13 +484,16 @@ def load_cases(
             else:
                 at, field = (key_line(loc[-1]) if loc and loc[-1] in item or len(loc) > 1 else line), ".".join(loc)
             if err["type"] == "value_error":
-                msg, fix = f"{label}: {field!r}: {err['ctx']['error']}", "see the case format in the README"
+                msg, fix = (
+                    f"{label}: {field!r}: {err['ctx']['error']}",
+                    "see the case format in docs/cases-and-checks.md",
+                )
             elif err["type"] == "extra_forbidden":
                 msg, fix = f"{label} has an unknown field {field!r}", "allowed fields: " + ", ".join(CASE_FIELDS)
             elif err["type"] == "missing":
                 msg, fix = f"{label} is missing {field!r}", f"add {field!r} to the case"
             else:
-                msg, fix = f"{label}: {field!r} {err['msg'].lower()}", "see the case format in the README"
+                msg, fix = f"{label}: {field!r} {err['msg'].lower()}", "see the case format in docs/cases-and-checks.md"
             raise SkillFileError(meta_path, msg, fix, at) from None
         for check, value in case.expected.items():
             try:
@@ -506,7 +509,7 @@ def load_cases(
                 raise SkillFileError(
                     meta_path,
                     f"{label}: expected {check!r}: {exc}",
-                    "see the check reference in the README",
+                    "see the check reference in docs/cases-and-checks.md",
                     key_line(check),
                 ) from None
         if case.validator and prepare_validator is not None:
@@ -524,7 +527,7 @@ def load_cases(
                 raise SkillFileError(
                     meta_path,
                     f"{label}: validator {case.validator!r}: {exc}",
-                    "see the validator reference in the README",
+                    "see the validator reference in docs/workspace-trials.md",
                     key_line(where),
                 ) from None
         elif case.validator_config is not None and not case.validator:

@@ -266,7 +266,7 @@ def test_the_summary_ends_with_a_skill_by_model_matrix_with_verdicts(pytester, t
             "-----------  ------------------  ------------------",
             "alpha-facts  50% → 50% +0% ?✗    50% → 50% +0% ?✗",
             "beta-facts   0% → 100% +100% ?✓  0% → 100% +100% ?✓",
-            "verdicts: ✓ PASS, ✗ FAIL, ?✓ / ?✗ INCONCLUSIVE that passes / fails the run (README: Gates)",
+            "verdicts: ✓ PASS, ✗ FAIL, ?✓ / ?✗ INCONCLUSIVE that passes / fails the run (docs/ci.md: Gates)",
         ]
     )
 
