@@ -25,7 +25,7 @@ from pytest_upskill.engine.prompt import Message, Request, Tool, ToolCall, ToolR
 from pytest_upskill.errors import TrialError
 from pytest_upskill.scoring.sandbox import Workspace
 from pytest_upskill.skills.skill_md import Case, Skill, files_inside
-from pytest_upskill.types import Completion, ErrorKind
+from pytest_upskill.types import Arm, Completion, ErrorKind
 
 MAX_READ_CHARS = 100_000  # of one read_file result
 MAX_WRITE_CHARS = 1_000_000  # of one written file
@@ -114,7 +114,7 @@ def plan_for(case: Case, arm: str, max_turns: int, skill_files: SkillFiles | Non
     """How a trial of ``case`` runs as an agent, or None for a plain completion. A workspace case
     gets the file tools in both arms; with progressive disclosure (``skill_files`` given) the
     with-skill arm also gets ``read_skill`` (so even a plain case becomes a conversation there)."""
-    progressive = skill_files is not None and arm == "with_skill"
+    progressive = skill_files is not None and arm == Arm.WITH_SKILL
     if not is_workspace_case(case) and not progressive:
         return None
     tools = (FILE_TOOLS if is_workspace_case(case) else ()) + ((READ_SKILL,) if progressive else ())

@@ -75,7 +75,7 @@ def user_message(case: Case) -> str:
 def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = Injection.SYSTEM) -> str:
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}")
-    return scaffold + (skill_block(skill, injection) if arm == "with_skill" else "")
+    return scaffold + (skill_block(skill, injection) if arm == Arm.WITH_SKILL else "")
 
 
 def build_request(

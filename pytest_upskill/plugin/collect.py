@@ -23,7 +23,7 @@ from pytest_upskill.scoring.checks import CheckRegistry
 from pytest_upskill.scoring.validators import ValidatorRegistry
 from pytest_upskill.skills.discovery import is_agent_folder
 from pytest_upskill.skills.skill_md import in_skill_folder, load_cases, load_skill, skill_md_in
-from pytest_upskill.types import printable
+from pytest_upskill.types import Arm, printable
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -215,7 +215,7 @@ class TrialItem(pytest.Item):
         if outcome.passed:
             return
         text = f"{outcome.message}\n--- output ({self.trial.model}, {self.trial.arm}) ---\n{outcome.output[:2000]}"
-        if self.trial.arm == "baseline":
+        if self.trial.arm == Arm.BASELINE:
             why = f"baseline failed (the point of comparison, never fails the run): {outcome.message}"
             pytest.xfail(printable(why))
         pytest.fail(printable(text), pytrace=False)

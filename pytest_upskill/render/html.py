@@ -22,6 +22,7 @@ from pytest_upskill.render.text import pct, reliability_lines
 from pytest_upskill.render.views import mark
 from pytest_upskill.results.history import Run, series
 from pytest_upskill.results.report import ArmReport, CaseRuns, Report, ResultReport, TrialReport, VerdictReport
+from pytest_upskill.types import Arm
 
 OUTCOMES = {
     "fixed": "fixed by the skill",
@@ -377,7 +378,7 @@ def case_html(result: ResultReport, case: CaseRuns) -> str:
 
     body = []
     for run in runs:
-        base, skill = by_key.get(("baseline", run)), by_key.get(("with_skill", run))
+        base, skill = by_key.get((Arm.BASELINE, run)), by_key.get((Arm.WITH_SKILL, run))
         left, right = marked_pair(base.answer if base else "", skill.answer if skill else "")
         body.append(
             '<div class="arms">' + _arm_html(base, left, "baseline") + _arm_html(skill, right, "with skill") + "</div>"

@@ -14,6 +14,7 @@ from pytest_upskill.models import Prices
 from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import NO_PRICES, Result, arm_cost
 from pytest_upskill.results.report import Report
+from pytest_upskill.types import Arm
 
 
 def reliability_lines(report: Report, error_limit: str) -> list[str]:
@@ -114,7 +115,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             )
             lines.append(f"  tokens      in {ran.input_tokens:,}   out {ran.output_tokens:,} ({arm} only)")
         else:
-            p_base, p_skill = r.pass_rate("baseline"), r.pass_rate("with_skill")
+            p_base, p_skill = r.pass_rate(Arm.BASELINE), r.pass_rate(Arm.WITH_SKILL)
             lines.append(f"  baseline    {bar(p_base)} {_aligned(r, 'baseline')} {pct(p_base):>4}")
             ci = r.lift_ci
             lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
@@ -188,7 +189,7 @@ def agent_lines(r: Result) -> list[str]:
         )
     if s.offered:
         by_case = [
-            [t.skill_loaded for (arm, _), t in trials.items() if arm == "with_skill" and t.skill_loaded is not None]
+            [t.skill_loaded for (arm, _), t in trials.items() if arm == Arm.WITH_SKILL and t.skill_loaded is not None]
             for trials in r.details.values()
         ]
         rates = [sum(loaded) / len(loaded) for loaded in by_case if loaded]

@@ -32,7 +32,7 @@ from pytest_upskill.results.report import (
     Tokens,
     TrialReport,
 )
-from pytest_upskill.types import Outcome
+from pytest_upskill.types import Arm, Outcome
 
 NO_PRICES = Prices()
 # the fields a trial's report keeps of its outcome, by the same name (the answer is renamed: see trial_report)
@@ -209,7 +209,7 @@ class Result:
         if thresholds:
             self.thresholds = thresholds
         arm, run = str(outcome.arm), outcome.run
-        (self.baseline if arm == "baseline" else self.with_skill).add(outcome)
+        (self.baseline if arm == Arm.BASELINE else self.with_skill).add(outcome)
         self.cases[outcome.case][arm][run] = outcome.passed
         self.details[outcome.case][(arm, run)] = trial_report(outcome)
         self._pairing = None
@@ -222,11 +222,11 @@ class Result:
             left_out: list[tuple[str, str]] = []
             names: list[str] = []
             runs: set[int] = set()
-            counts = {"baseline": [0, 0], "with_skill": [0, 0]}
+            counts = {Arm.BASELINE: [0, 0], Arm.WITH_SKILL: [0, 0]}
             for case in sorted(self.cases):
                 arms = self.cases[case]
-                s = [v for v in arms.get("with_skill", {}).values() if v is not None]
-                b = [v for v in arms.get("baseline", {}).values() if v is not None]
+                s = [v for v in arms.get(Arm.WITH_SKILL, {}).values() if v is not None]
+                b = [v for v in arms.get(Arm.BASELINE, {}).values() if v is not None]
                 if not (s and b):
                     left_out.append((case, _why_unpaired(arms)))
                     continue
@@ -234,11 +234,11 @@ class Result:
                 base.append(stats.case_rate(b))
                 names.append(case)
                 runs.update((len(s), len(b)))
-                for arm, scored in (("with_skill", s), ("baseline", b)):
+                for arm, scored in ((Arm.WITH_SKILL, s), (Arm.BASELINE, b)):
                     counts[arm][0] += sum(scored)
                     counts[arm][1] += len(scored)
             self._pairing = Pairing(
-                stats.Paired(tuple(skill), tuple(base), counts["with_skill"][1], counts["baseline"][1]),
+                stats.Paired(tuple(skill), tuple(base), counts[Arm.WITH_SKILL][1], counts[Arm.BASELINE][1]),
                 {k: (v[0], v[1]) for k, v in counts.items()},
                 left_out,
                 len(runs) <= 1,
@@ -249,7 +249,7 @@ class Result:
     def pass_rate(self, arm: str) -> float | None:
         """The arm's pass rate over the paired cases: the mean of their per-case rates."""
         paired = self.pairing.paired
-        rate = paired.p_skill if arm == "with_skill" else paired.p_baseline
+        rate = paired.p_skill if arm == Arm.WITH_SKILL else paired.p_baseline
         return None if rate is None else float(rate)
 
     def pass_rate_ci(self, arm: str) -> tuple[float, float] | None:
@@ -270,8 +270,8 @@ class Result:
         """Cases that measure nothing: every run of both arms passed, or every run of both failed."""
         found = []
         for case, arms in sorted(self.cases.items()):
-            values = list(arms.get("baseline", {}).values()) + list(arms.get("with_skill", {}).values())
-            if not arms.get("baseline") or not arms.get("with_skill") or None in values:
+            values = list(arms.get(Arm.BASELINE, {}).values()) + list(arms.get(Arm.WITH_SKILL, {}).values())
+            if not arms.get(Arm.BASELINE) or not arms.get(Arm.WITH_SKILL) or None in values:
                 continue
             if all(values):
                 found.append((case, "passes in both arms in every run"))
@@ -292,13 +292,13 @@ class Result:
         pairing = self.pairing
         arms = {
             arm: getattr(self, arm).to_model(self.pass_rate(arm), self.pass_rate_ci(arm), pairing.counts[arm], prices)
-            for arm in ("baseline", "with_skill")
+            for arm in (Arm.BASELINE, Arm.WITH_SKILL)
         }
         return ResultReport(
             skill=self.skill,
             model=self.model,
-            baseline=arms["baseline"],
-            with_skill=arms["with_skill"],
+            baseline=arms[Arm.BASELINE],
+            with_skill=arms[Arm.WITH_SKILL],
             paired_cases=pairing.paired.n,
             unpaired_cases=[CaseWhy(case=c, why=why) for c, why in pairing.left_out],
             lift=self.lift,
@@ -310,8 +310,8 @@ class Result:
             cases=[
                 CaseRuns(
                     case=case,
-                    baseline=[arms.get("baseline", {}).get(r) for r in sorted(arms.get("baseline", {}))],
-                    with_skill=[arms.get("with_skill", {}).get(r) for r in sorted(arms.get("with_skill", {}))],
+                    baseline=[arms.get(Arm.BASELINE, {}).get(r) for r in sorted(arms.get(Arm.BASELINE, {}))],
+                    with_skill=[arms.get(Arm.WITH_SKILL, {}).get(r) for r in sorted(arms.get(Arm.WITH_SKILL, {}))],
                     trials=[self.details[case][key] for key in sorted(self.details[case])],
                 )
                 for case, arms in sorted(self.cases.items())

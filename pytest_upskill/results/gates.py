@@ -41,7 +41,7 @@ from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.report import FindingReport, RegressionReport, Report, ResultReport, VerdictReport
 from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
-from pytest_upskill.types import Family
+from pytest_upskill.types import Arm, Family
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 NOT_EVALUATED = "NOT EVALUATED"  # a gate was set, and no trial of the skill × model was scored: never green
@@ -224,7 +224,7 @@ def token_increase(result: Result) -> Fraction | None:
     is drawn for it."""
     per_trial = []
     paired = result.pairing.cases
-    for arm in ("baseline", "with_skill"):
+    for arm in (Arm.BASELINE, Arm.WITH_SKILL):
         trials = [
             t
             for case in paired

@@ -74,7 +74,7 @@ from pytest_upskill.teach.teacher import (
     write_skill,
 )
 from pytest_upskill.teach.traces import cut, read_trace
-from pytest_upskill.types import CacheMode, Completion, Request
+from pytest_upskill.types import Arm, CacheMode, Completion, Request
 
 HELD_OUT = 6  # held-out cases drafted by default, in a request of their own that never shows the skill
 FAILURE_CHARS = 12_000  # of failures shown to the teacher per revision
@@ -197,8 +197,8 @@ def figures(result: Result) -> dict[str, Any]:
     ci = result.lift_ci
     return {
         "cases": result.pairing.paired.n,
-        "baseline": result.pass_rate("baseline"),
-        "with_skill": result.pass_rate("with_skill"),
+        "baseline": result.pass_rate(Arm.BASELINE),
+        "with_skill": result.pass_rate(Arm.WITH_SKILL),
         "lift": result.lift,
         "lift_ci": [round(ci[0], 4), round(ci[1], 4)] if ci else None,
     }
@@ -333,7 +333,7 @@ class Refiner:
                 if runs.case not in inputs:
                     continue
                 for trial in runs.trials:
-                    if trial.arm != "with_skill" or trial.passed is not False:
+                    if trial.arm != Arm.WITH_SKILL or trial.passed is not False:
                         continue
                     text = (
                         f"### case {runs.case} ({found.model}, run {trial.run})\n"
