@@ -1,7 +1,7 @@
 """``pytest-upskill``: the commands beside the pytest plugin.
 
 ``pytest-upskill generate TASK`` has a teacher model draft a skill and its cases, measures it on the
-students with the plugin itself, and revises it on the failures (see generate.py);
+students with the plugin itself, and revises it on the failures (see teach/loop.py);
 ``pytest-upskill cases SKILL_DIR`` drafts cases for a skill, and counterexamples with an adversary.
 Both read the project's pytest configuration (ini options, ``[tool.upskill.models]`` aliases, keys,
 cache, retries, ``upskill_max_cost``) exactly as ``pytest`` does: they run inside ``pytest.main``
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         commands.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "runs":
         return runs_command(args)
-    if args.command == "merge":  # a pytest run that collects nothing and reads the shards' trials (merge.py)
+    if args.command == "merge":  # a pytest run that collects nothing and reads the shards' trials (results/shards.py)
         given = [arg for report in args.reports for arg in ("--upskill-merge", str(report))]
         return int(pytest.main([*given, *rest]))
     return teaching_command(args)

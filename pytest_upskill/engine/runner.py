@@ -1,7 +1,7 @@
 """Dispatch: one asyncio loop in a background thread per process, and an :class:`Outcome` for
 every trial, whatever happens. A plain trial is one completion scored by the case's checks; a
 workspace trial is the tool loop in a fresh workspace, then its checks and its validator.
-The requests go through transport.py; what they bring back is judged by scoring.py.
+The requests go through transport.py; what they bring back is judged by scoring/scorer.py.
 
 pytest runs items one after another; the runner lets a process *submit* the trials it will run
 next so that they are in flight together, while each item only waits for its own outcome.

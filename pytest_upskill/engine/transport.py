@@ -2,7 +2,7 @@
 request in flight, or from the model, within the model's bound on requests in flight, the budget
 and the deadlines, retried on the errors worth retrying. It returns a completion or raises a
 :class:`~pytest_upskill.types.TrialError` that carries its kind; it knows nothing of checks or
-trials (runner.py dispatches them, scoring.py judges what came back).
+trials (runner.py dispatches them, scoring/scorer.py judges what came back).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def check_outputs(cache: Any, cache_mode: str, outputs: list[tuple[str, Path]], 
 
 def compared_report(path: Path, where: str) -> Report:
     """The file ``path`` read and checked as a report to compare with (the same model the run
-    writes, read as untrusted input: reportmodel.read_report; every part but the results' skill and
+    writes, read as untrusted input: results.report.read_report; every part but the results' skill and
     model may be missing); PreflightError when it is not one, OSError when it cannot be read."""
     try:
         return read_report(path)

@@ -1,6 +1,6 @@
 """What every process of a run shares: the settings read once from the options, the models, the
 cache, the runner, and what collection saw. The roles (controller.py, worker.py, terminal.py)
-are built on it; plugin.py registers the ones this process plays (pytest-xdist splits its
+are built on it; plugin/__init__.py registers the ones this process plays (pytest-xdist splits its
 ``DSession``, ``WorkerInteractor`` and terminal reporting the same way)."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the page's Content-Security-Policy allows only them (by their hashes), no networ
 script. Model answers are hostile text: every value is escaped, so an answer that holds markup
 shows as text and never runs.
 
-The page is drawn from the typed report (reportmodel.Report), the same one the JSON file holds;
+The page is drawn from the typed report (results.report.Report), the same one the JSON file holds;
 each figure also carries its exact value in ``data-value``, so a test can compare the rendered
 page with the JSON report.
 """

@@ -1,6 +1,6 @@
 """Text views of reports, for the terminal summary and ``pytest-upskill runs``: upskill-style bars
 per skill × model, the skill × model matrix (``40% → 85% +45%``, verdicts marked) and each
-figure's trend over runs. Everything reads the typed report (reportmodel.py)."""
+figure's trend over runs. Everything reads the typed report (results/report.py)."""
 
 from __future__ import annotations
 

@@ -337,7 +337,7 @@ class Aggregator:
         self.model_order = model_order or []
         self._results: dict[tuple[str, str], Result] = {}
         self.trials = 0
-        self.cached_elsewhere = 0  # trials of merged shards that came from their caches (merge.py)
+        self.cached_elsewhere = 0  # trials of merged shards that came from their caches (shards.py)
 
     def add(self, outcome: Outcome, thresholds: dict[str, float] | None = None) -> None:
         key = (outcome.skill, outcome.model)

@@ -5,7 +5,7 @@ in ``skill_meta.json`` and returns what ``check(output, prepared)`` receives whe
 scored. ``check`` returns ``bool``, ``(bool, message)`` or a :class:`CheckResult`.
 
 Custom checks come from a ``conftest.py`` through the ``pytest_upskill_checks`` hook (see
-``hooks.py``); an unknown check name is a collection error, never ignored.
+``plugin/hookspecs.py``); an unknown check name is a collection error, never ignored.
 
 The built-in checks that parse model output or match patterns on it (``regex``, ``is_json``,
 ``json_schema``) run in a confined worker process under the check time limit

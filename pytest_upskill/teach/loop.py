@@ -83,7 +83,7 @@ SHOWN_CHARS = 1_500  # of one request or answer among them
 
 @dataclass
 class TeachOptions:
-    """What the commands were asked (from cli.py's arguments)."""
+    """What the commands were asked (from cli/main.py's arguments)."""
 
     teacher: ModelSpec
     students: list[ModelSpec]
