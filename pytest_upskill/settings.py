@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_upskill.errors import SettingError
+from pytest_upskill.skills.discovery import AGENT_FOLDERS
 from pytest_upskill.types import CacheMode, Family, Injection, SpecMode, Switch
 
-Kind = Literal["text", "names", "lines", "int", "number", "seconds", "choice", "flag", "path", "paths"]
+Kind = Literal["text", "names", "lines", "int", "number", "seconds", "choice", "switch", "flag", "path", "paths"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,14 @@ class Setting:
     key: str  # upskill_KEY in the ini file, --upskill-KEY on the command line
     help: str  # the option's --help text and its line in docs/options.md
     kind: Kind = "text"
-    default: str = ""  # as the ini file writes it ("" for none)
+    default: str | tuple[str, ...] = ""  # as the ini file writes it ("" for none); a tuple for a list
     option: bool = True  # has a command-line option
     ini: bool = True  # has an ini option
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     least: tuple[Callable[[float], bool], str] | None = None  # a number's test, and what it must be in words
+    minimum: int = 1  # a whole number's least value
+    fold_case: bool = False  # a choice read without case or surrounding space
     doc_default: str | None = None  # the docs' default where it is not the ini's
     ini_help: str | None = None
 
@@ -91,6 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
         "skill_folders",
         "hidden folders where agents keep skills, collected although pytest skips hidden folders",
         "lines",
+        AGENT_FOLDERS,
         option=False,
         doc_default="the agents' folders (.claude/skills, ...)",
     ),
@@ -122,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "timeout", "seconds per request attempt (default 120)", "seconds", "120", metavar="S", least=_SECONDS_ABOVE_0
     ),
-    Setting("retries", "retries of a failed request (default 4)", "int", "4", metavar="N"),
+    Setting("retries", "retries of a failed request (default 4)", "int", "4", metavar="N", minimum=0),
     Setting(
         "backoff",
         "seconds before the first retry; doubles each retry, with jitter (Retry-After wins)",
@@ -174,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
         "prompt_cache",
         "auto: mark the system prompt cacheable at providers that sell a cached prefix (Anthropic; "
         "OpenAI caches by itself) (default); off: send no cache marks",
-        "choice",
+        "switch",
         "auto",
         choices=tuple(Switch),
         ini_help="provider prompt caching: auto or off",
@@ -183,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
         "prefix_reuse",
         "auto: an in-process model evaluates each prompt prefix (scaffold and skill) once and restores it "
         "for every trial (default); off: every prompt from scratch",
-        "choice",
+        "switch",
         "auto",
         choices=tuple(Switch),
         ini_help="in-process models: prefix reuse, auto or off",
@@ -238,6 +242,7 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "none",
         choices=tuple(Family),
+        fold_case=True,
         ini_help="many gates: none or holm",
     ),
     Setting(
@@ -325,9 +330,7 @@ def add_options(parser: Any) -> None:
             if s.kind == "names":
                 parser.addini(s.name, text, type="args", default=[])
             elif s.kind == "lines":
-                from pytest_upskill.skills.discovery import AGENT_FOLDERS
-
-                parser.addini(s.name, text, type="linelist", default=list(AGENT_FOLDERS))
+                parser.addini(s.name, text, type="linelist", default=list(s.default))
             else:
                 parser.addini(s.name, text, default=s.default)
 
@@ -346,13 +349,12 @@ def options_table() -> str:
         "|---|---|---|---|",
     ]
     for s in SETTINGS:
-        option = f"`{s.flag}{' ' + s.metavar if s.metavar else ''}`" if s.option else ""
-        if s.option and s.choices:
-            option = f"`{s.flag} {'|'.join(s.choices)}`"
+        shown = "\\|".join(s.choices) if s.choices else s.metavar  # a | inside a Markdown table is \|
+        option = f"`{s.flag}{' ' + shown if shown else ''}`" if s.option else ""
         ini = f"`{s.name}`" if s.ini else ""
         default = s.doc_default if s.doc_default is not None else s.default
         text = s.help.replace("%%", "%").replace("|", "\\|")
-        lines.append(f"| {option.replace('|', chr(92) + '|') if s.choices else option} | {ini} | {default} | {text} |")
+        lines.append(f"| {option} | {ini} | {default} | {text} |")
     return "\n".join(lines) + "\n"
 
 
@@ -384,15 +386,17 @@ def _parse(s: Setting, raw: Any) -> Any:
             number = int(raw)
         except (TypeError, ValueError):
             raise SettingError(f"{s.name} must be a whole number, not {raw!r}") from None
-        least = 0 if s.key == "retries" else 1
-        if number < least:
-            raise SettingError(f"{s.name} must be at least {least}, not {number}")
+        if number < s.minimum:
+            raise SettingError(f"{s.name} must be at least {s.minimum}, not {number}")
         return number
-    if s.kind == "choice":
-        value = str(raw).strip().lower() if s.key in ("family", "prompt_cache", "prefix_reuse") else raw
+    if s.kind == "switch":
+        value = str(raw).strip().lower()
         if value not in s.choices:
-            if s.key in ("prompt_cache", "prefix_reuse"):
-                raise SettingError(f"{s.flag} / {s.name} must be auto or off, not {value!r}")
+            raise SettingError(f"{s.flag} / {s.name} must be auto or off, not {value!r}")
+        return value
+    if s.kind == "choice":
+        value = str(raw).strip().lower() if s.fold_case else raw
+        if value not in s.choices:
             raise SettingError(f"{s.name} must be one of {', '.join(s.choices)}, not {value!r}")
         return value
     if s.kind == "flag":
@@ -489,10 +493,8 @@ class Settings:
 
         def default(name: str) -> Any:
             s = BY_NAME[name]
-            if s.kind == "lines":
-                from pytest_upskill.skills.discovery import AGENT_FOLDERS
-
-                return list(AGENT_FOLDERS)
+            if isinstance(s.default, tuple):
+                return list(s.default)
             return [] if s.kind in ("names", "paths") else s.default
 
         return cls.read(lambda name: given.get(name), default)

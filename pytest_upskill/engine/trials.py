@@ -163,33 +163,21 @@ def _case_trials(
                 )
                 trial_note = f"{note}; {broken}" if note else broken
             for run in range(1, context.runs + 1):
-                trial: Trial
-                if agent is None:
-                    trial = PlainTrial(
-                        skill=skill.name,
-                        case=case.key,
-                        model=spec.name,
-                        arm=arm,
-                        run=run,
-                        spec=spec,
-                        request=request,
-                        checks=builtin,
-                        score=score,
-                        note=trial_note,
-                    )
-                else:
-                    trial = WorkspaceTrial(
-                        skill=skill.name,
-                        case=case.key,
-                        model=spec.name,
-                        arm=arm,
-                        run=run,
-                        spec=spec,
-                        request=request,
-                        checks=builtin,
-                        score=score,
-                        agent=agent,
-                        validation=validation,
-                        note=trial_note,
-                    )
+                common: dict[str, Any] = {
+                    "skill": skill.name,
+                    "case": case.key,
+                    "model": spec.name,
+                    "arm": arm,
+                    "run": run,
+                    "spec": spec,
+                    "request": request,
+                    "checks": builtin,
+                    "score": score,
+                    "note": trial_note,
+                }
+                trial: Trial = (
+                    PlainTrial(**common)
+                    if agent is None
+                    else WorkspaceTrial(**common, agent=agent, validation=validation)
+                )
                 yield Planned(item_name(case.key, label, arm, run if context.runs > 1 else None), case.line, trial)

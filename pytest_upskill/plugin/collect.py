@@ -42,12 +42,10 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         and collection_path.is_dir()
         and not _ignored_by_option(collection_path, config)
     ):
-        run = config.stash.get(RUN, None)
-        folders = run.settings.skill_folders if run is not None else config.getini("upskill_skill_folders")
-        if is_agent_folder(collection_path, folders):
+        run = config.stash[RUN]
+        if is_agent_folder(collection_path, run.settings.skill_folders):
             return False
-        if run is not None:
-            run.unseen.add_hidden(collection_path, config.rootpath)
+        run.unseen.add_hidden(collection_path, config.rootpath)
     if (
         collection_path.suffix == ".py"
         and collection_path.name != "conftest.py"
