@@ -100,6 +100,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("changed_since", "keep only skills whose folder changed since this git ref", ini=False, metavar="REF"),
     Setting(
+        "against",
+        "the pull request's check as one experiment: run the skills as they were at this git ref (or in this "
+        "folder) as a third arm, previous, on the same cases, and judge the paired change (--upskill-max-regression, "
+        "--upskill-min-improvement)",
+        ini=False,
+        metavar="REF",
+    ),
+    Setting(
+        "controls",
+        "validity controls: an A/A arm (the skill again, on a sample of cases), a placebo arm (a neutral text of "
+        "the skill's length) and, under progressive disclosure, a positive control (a request that names the skill)",
+        "flag",
+        ini=False,
+    ),
+    Setting(
         "shard",
         "run only the K-th of N shares of the suite (a skill × model is never split); merge the shards' "
         "reports with pytest-upskill merge",
@@ -262,17 +277,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_regression",
-        "--upskill-compare: fail when a drop of the with-skill pass rate of more than X is shown (default 0: "
-        "any drop its 95%% interval shows)",
+        "the margin δ of a change of the with-skill pass rate: --upskill-against passes a changed skill only where "
+        "its 95%% interval shows it no worse than -X (non-inferiority; default 0.1); --upskill-compare fails where "
+        "a drop of more than X is shown (default 0)",
         "number",
         metavar="X",
         least=(lambda x: 0 <= x < 1, "a fraction from 0 up to 1 (0.05 for 5 points)"),
-        doc_default="0",
+        doc_default="0.1 (against), 0 (compare)",
     ),
     Setting(
         "min_improvement",
-        "--upskill-compare: the pull request claims an improvement of at least X; fail unless its 95%% "
-        "interval shows it",
+        "--upskill-against and --upskill-compare: the pull request claims an improvement of at least X; fail "
+        "unless its 95%% interval shows it",
         "number",
         metavar="X",
         least=(lambda x: -1 < x < 1, "a fraction between -1 and 1 (0.1 for 10 points)"),
@@ -420,6 +436,8 @@ class Settings:
     system_prompt: str | None
     skill_folders: tuple[str, ...]
     changed_since: str | None
+    against: str | None
+    controls: bool
     shard: str | None
     merge: tuple[str, ...]
     plan: bool

@@ -24,10 +24,16 @@ MAX_TOKENS = 10**9  # a token count above this is not a count but a broken (or h
 
 
 class Arm(enum.StrEnum):
-    """The two arms of a trial; equal to their names as strings ("baseline", "with_skill")."""
+    """The arms of a trial, equal to their names as strings. ``baseline`` (no skill) and
+    ``with_skill`` (the working tree's skill) always run; the others are added by settings, each
+    described once in :data:`pytest_upskill.engine.arms.ARMS`."""
 
     BASELINE = "baseline"
     WITH_SKILL = "with_skill"
+    PREVIOUS = "previous"  # --upskill-against REF: the skill as it was at REF
+    PLACEBO = "placebo"  # --upskill-controls: a neutral text of the skill's length in its place
+    AA_CONTROL = "aa_control"  # --upskill-controls: the skill again, on a sample of cases (A/A)
+    POSITIVE_CONTROL = "positive_control"  # --upskill-controls, progressive: a request that names the skill
 
 
 class ErrorKind(enum.StrEnum):
@@ -206,6 +212,7 @@ class Outcome:
     hit_max_tokens: bool | None = None  # an answer (of any turn) stopped at max_tokens
     note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
     output_chars: int | None = None  # the whole answer's length where ``output`` was cut (the wire cuts it)
+    against: str | None = None  # with_skill, --upskill-against: the skill changed, is the same, or is new there
 
     @property
     def is_error(self) -> bool:

@@ -24,8 +24,8 @@ from typing import Any
 from pytest_upskill.engine.prompt import Message, Request, Tool, ToolCall, ToolResult
 from pytest_upskill.errors import TrialError
 from pytest_upskill.scoring.sandbox import Workspace
-from pytest_upskill.skills.skill_md import Case, Skill, files_inside
-from pytest_upskill.types import Arm, Completion, ErrorKind
+from pytest_upskill.skills.skill_md import NOT_SERVED, Case, Skill, files_inside
+from pytest_upskill.types import Completion, ErrorKind
 
 MAX_READ_CHARS = 100_000  # of one read_file result
 MAX_WRITE_CHARS = 1_000_000  # of one written file
@@ -68,7 +68,6 @@ FILE_TOOLS = (READ_FILE, WRITE_FILE, LIST_FILES)
 
 # what read_skill never serves: SKILL.md (served as the instructions) and the skill's tests, whose expected
 # answers the model must not read (upskill's and skill-creator's case files, drafted tests)
-NOT_SERVED = ("SKILL.md", "skill_meta.json", "skill_meta.proposed.json", "tests.json", "evals", "checks", "tests")
 
 
 @dataclass(frozen=True)
@@ -110,18 +109,17 @@ def is_workspace_case(case: Case) -> bool:
     return bool(case.validator or case.output_file or (case.context and case.context.files))
 
 
-def plan_for(case: Case, arm: str, max_turns: int, skill_files: SkillFiles | None) -> AgentPlan | None:
+def plan_for(case: Case, max_turns: int, skill_files: SkillFiles | None) -> AgentPlan | None:
     """How a trial of ``case`` runs as an agent, or None for a plain completion. A workspace case
-    gets the file tools in both arms; with progressive disclosure (``skill_files`` given) the
-    with-skill arm also gets ``read_skill`` (so even a plain case becomes a conversation there)."""
-    progressive = skill_files is not None and arm == Arm.WITH_SKILL
+    gets the file tools in every arm; with progressive disclosure ``skill_files`` is what the arm
+    offers (None for an arm with no skill), and ``read_skill`` serves it (so even a plain case
+    becomes a conversation there)."""
+    progressive = skill_files is not None
     if not is_workspace_case(case) and not progressive:
         return None
     tools = (FILE_TOOLS if is_workspace_case(case) else ()) + ((READ_SKILL,) if progressive else ())
     files = tuple((case.context.files or {}).items()) if case.context else ()
-    return AgentPlan(
-        files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=skill_files if progressive else None
-    )
+    return AgentPlan(files=files, tools=tools, max_turns=case.max_turns or max_turns, skill=skill_files)
 
 
 @dataclass

@@ -85,7 +85,7 @@ class _Entry(BaseModel):
     seconds: Annotated[float, Field(ge=0, lt=1e6, allow_inf_nan=False)] | None = None
 
 
-def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
+def cache_key(spec: ModelSpec, request: Request, run: int, salt: str | None = None) -> str:
     material = {
         "format": FORMAT,
         "provider": spec.provider,
@@ -96,6 +96,8 @@ def cache_key(spec: ModelSpec, request: Request, run: int) -> str:
     }
     if spec.chat_template:  # it decides what a local model sees
         material["chat_template"] = spec.chat_template
+    if salt:  # only where given: every other key stays what it was
+        material["salt"] = salt
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

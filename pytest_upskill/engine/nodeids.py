@@ -7,10 +7,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from pytest_upskill.types import Arm
+
 CASE_FILES = ("skill_meta.json", "tests.json")  # upskill's case files beside a SKILL.md, the first found is used
 # a trial's node id: FILE::CASE[LABEL-ARM], or FILE::CASE[LABEL-ARM-runN] when a run has several runs
 _NODE_ID = re.compile(
-    r"^(?P<file>[^:]*)::(?P<case>.*)\[(?P<label>.*)-(?P<arm>baseline|with_skill)(?:-run(?P<run>\d+))?\]$"
+    r"^(?P<file>[^:]*)::(?P<case>.*)\[(?P<label>.*)-(?P<arm>"
+    + "|".join(sorted((re.escape(str(arm)) for arm in Arm), key=len, reverse=True))
+    + r")(?:-run(?P<run>\d+))?\]$"
 )
 
 

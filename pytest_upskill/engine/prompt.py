@@ -1,9 +1,12 @@
-"""The request of each arm. Both arms share byte-identical scaffolding; the ``with_skill`` arm
-appends exactly one delimited skill block to the system prompt, nothing else differs:
+"""The request of each arm. Every arm shares byte-identical scaffolding; an arm that offers a
+skill (engine/arms.py: the working tree's, the previous one, a placebo) appends exactly one
+delimited skill block to the system prompt, nothing else differs:
 
     system (baseline)   = SCAFFOLD
     system (with_skill) = SCAFFOLD + "\\n\\n<skill name=\\"NAME\\">\\n" + SKILL.md body + "\\n</skill>"
-    user (both arms)    = case input + for each context file: "\\n\\n```FILENAME\\nCONTENT\\n```"
+    user (every arm)    = case input + for each context file: "\\n\\n```FILENAME\\nCONTENT\\n```"
+
+(the positive control's user message starts with a line that names the skill: arms.names_skill).
 
 The user message is built exactly as upskill builds it.
 
@@ -20,13 +23,13 @@ turns so far (the model's tool calls and their results) and ``Request.tools`` th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.skills.skill_md import Case, Skill
-from pytest_upskill.types import Arm, Injection, Message, Request, Tool, ToolCall, ToolResult
+from pytest_upskill.types import Injection, Message, Request, Tool, ToolCall, ToolResult
 
 __all__ = [
-    "ARMS",
     "Message",
     "Request",
     "Tool",
@@ -38,7 +41,6 @@ __all__ = [
     "user_message",
 ]
 
-ARMS = tuple(arm.value for arm in Arm)
 INJECTIONS = tuple(Injection)
 PROGRESSIVE_HINT = "Skills hold instructions for specific tasks. Before you use one, load it with the read_skill tool."
 
@@ -72,25 +74,27 @@ def user_message(case: Case) -> str:
     return text
 
 
-def system_prompt(arm: str, skill: Skill, scaffold: str = DEFAULT_SCAFFOLD, injection: str = Injection.SYSTEM) -> str:
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}")
-    return scaffold + (skill_block(skill, injection) if arm == Arm.WITH_SKILL else "")
+def system_prompt(offered: Skill | None, scaffold: str = DEFAULT_SCAFFOLD, injection: str = Injection.SYSTEM) -> str:
+    """The system prompt of an arm that offers ``offered`` (None: no skill, the baseline)."""
+    return scaffold + (skill_block(offered, injection) if offered is not None else "")
 
 
 def build_request(
     spec: ModelSpec,
-    arm: str,
-    skill: Skill,
+    offered: Skill | None,
     case: Case,
     scaffold: str = DEFAULT_SCAFFOLD,
     injection: str = Injection.SYSTEM,
     tools: tuple[Tool, ...] = (),
+    user: Callable[[str], str] | None = None,
 ) -> Request:
+    """The request of an arm that offers ``offered``; ``user`` rewrites the user message (the
+    positive control names the skill)."""
+    text = user_message(case)
     return Request(
-        system=system_prompt(arm, skill, scaffold, injection),
+        system=system_prompt(offered, scaffold, injection),
         tools=tools,
-        user=user_message(case),
+        user=user(text) if user else text,
         model=spec.model,
         temperature=spec.temperature,
         max_tokens=case.max_tokens or spec.max_tokens,

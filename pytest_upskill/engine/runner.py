@@ -145,7 +145,9 @@ class Runner:
         await self.transport.aclose()
 
     async def _run(self, trial: Trial) -> Outcome:
-        outcome = Outcome(trial.skill, trial.case, trial.model, trial.arm, trial.run, note=trial.note)
+        outcome = Outcome(
+            trial.skill, trial.case, trial.model, trial.arm, trial.run, note=trial.note, against=trial.against
+        )
         spent = Spent()
         try:
             match trial:
@@ -174,7 +176,7 @@ class Runner:
 
     async def _plain(self, trial: PlainTrial, outcome: Outcome, spent: Spent) -> None:
         completion, outcome.cached = await self.transport.complete(
-            trial.spec, trial.model, trial.request, trial.run, spent
+            trial.spec, trial.model, trial.request, trial.run, spent, trial.cache_salt
         )
         outcome.output = completion.text
         outcome.input_tokens, outcome.output_tokens = completion.input_tokens, completion.output_tokens
@@ -200,7 +202,9 @@ class Runner:
 
             async def send(request: Request) -> Completion:
                 try:
-                    completion, hit = await self.transport.complete(trial.spec, trial.model, request, trial.run, spent)
+                    completion, hit = await self.transport.complete(
+                        trial.spec, trial.model, request, trial.run, spent, trial.cache_salt
+                    )
                 except TrialError:
                     outcome.turns = len(cached) + 1
                     outcome.cached = False
@@ -224,6 +228,14 @@ class Runner:
                 outcome.skill_loaded = run.skill_loaded
             if workspace is not None:
                 outcome.files = ", ".join(workspace.files()) or None
+            if trial.names_skill:  # the positive control: asked for the skill by name, did it load it?
+                outcome.passed = run.skill_loaded
+                outcome.message = (
+                    "loaded the skill it was asked for by name"
+                    if run.skill_loaded
+                    else "did not load the skill, though the request named it (positive control)"
+                )
+                return
             stopped = f" (stopped at max_turns = {plan.max_turns})" if run.hit_max_turns else ""
             results: list[CheckResult] = []
             target: str | None = run.text

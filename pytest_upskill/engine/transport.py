@@ -78,13 +78,15 @@ class Transport:
         self._providers.clear()
 
     async def complete(
-        self, spec: ModelSpec, name: str, request: Request, run: int, spent: Spent
+        self, spec: ModelSpec, name: str, request: Request, run: int, spent: Spent, salt: str | None = None
     ) -> tuple[Completion, bool]:
         """The completion of ``request`` for run ``run``, and whether it came from the cache; raises
         TrialError (kind and message) when there is none. The request is masked first: a secret in
-        a skill, a case, a ``--from`` trace or a tool result is never sent (nor part of a cache key)."""
+        a skill, a case, a ``--from`` trace or a tool result is never sent (nor part of a cache key).
+        ``salt`` keys an arm whose requests equal another's apart from it (the A/A control)."""
         request = self.redact.request(request)
-        key = cache_key(spec, request, run) if self.cache is not None and self.cache_mode != CacheMode.OFF else None
+        caching = self.cache is not None and self.cache_mode != CacheMode.OFF
+        key = cache_key(spec, request, run, salt) if caching else None
         completion = self.cache.get(key) if self.cache is not None and key else None
         if completion is None and key and key in self._inflight:  # the same request is on its way: share its answer
             completion = await asyncio.shield(self._inflight[key])

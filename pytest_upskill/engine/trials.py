@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pytest_upskill.engine.agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
+from pytest_upskill.engine.arms import ARMS, Offers, control_sample, names_skill, placebo
 from pytest_upskill.engine.nodeids import item_name
-from pytest_upskill.engine.prompt import ARMS, build_request
+from pytest_upskill.engine.prompt import build_request
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checks import CheckRegistry, CheckResult
 from pytest_upskill.scoring.scorer import Validation
 from pytest_upskill.scoring.validators import ValidatorRegistry
+from pytest_upskill.skills.previous import Previous, Status
 from pytest_upskill.skills.skill_md import Case, Skill
 from pytest_upskill.types import Arm, Injection, Request
 
@@ -40,6 +42,11 @@ class _Trial:
     )  # built-in checks, prepared: run in a check worker
     score: Callable[[str], CheckResult] | None = field(default=None, compare=False, repr=False)  # a conftest's checks
     note: str | None = field(default=None, compare=False, repr=False)  # how it runs where that differs from the case
+    # with_skill: the skill's status at --upskill-against (changed, same, new)
+    against: str | None = field(default=None, compare=False, repr=False)
+    cache_salt: str | None = field(default=None, compare=False, repr=False)  # ArmDef.cache_salt
+    # the positive control: passes when the model loads the skill
+    names_skill: bool = field(default=False, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -83,6 +90,8 @@ class TrialContext:
     judge: ModelSpec | None
     why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
     spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
+    arms: tuple[Arm, ...] = (Arm.BASELINE, Arm.WITH_SKILL)  # the arms this run has (engine/arms.py)
+    against: Callable[[Skill], Previous] | None = None  # --upskill-against: the skill as it was
 
 
 NO_CASES_ITEM = "no-cases"  # the item of a skill whose case list is empty
@@ -104,10 +113,47 @@ class Planned(NamedTuple):
 def skill_trials(
     skill: Skill, cases: list[Case], context: TrialContext, checks: CheckRegistry, validators: ValidatorRegistry
 ) -> Iterator[Planned]:
-    # read_skill's files are read once per skill, and only when progressive disclosure offers them
-    skill_files = SkillFiles.load(skill) if context.injection == Injection.PROGRESSIVE else None
+    arms = offered_by_arm(skill, context)
+    sample = control_sample([c.key for c in cases])
     for case in cases:
-        yield from _case_trials(skill, case, context, checks, validators, skill_files)
+        yield from _case_trials(skill, case, context, checks, validators, arms, case.key in sample)
+
+
+class Offered(NamedTuple):
+    """What one arm offers in the skill's place: the skill (None: none) and what read_skill serves."""
+
+    skill: Skill | None
+    files: SkillFiles | None  # progressive disclosure only
+
+
+def offered_by_arm(skill: Skill, context: TrialContext) -> dict[Arm, Offered]:
+    """Each arm of the run that has trials for ``skill``, and what it offers. The previous arm runs
+    only where the skill changed since --upskill-against; the positive control only under
+    progressive disclosure (it measures loading)."""
+    previous = context.against(skill) if context.against is not None else None
+    progressive = context.injection == Injection.PROGRESSIVE
+    found: dict[Arm, Offered] = {}
+    for arm in context.arms:
+        d = ARMS[arm]
+        if d.names_skill and not progressive:
+            continue
+        offered: Skill | None
+        match d.offers:
+            case Offers.NOTHING:
+                offered = None
+            case Offers.SKILL:
+                offered = skill
+            case Offers.PREVIOUS:
+                if previous is None or previous.status != Status.CHANGED:
+                    continue
+                offered = previous.skill
+            case Offers.PLACEBO:
+                offered = placebo(skill)
+        files = None
+        if progressive and offered is not None:  # read once per skill and arm
+            files = SkillFiles(offered.name, offered.body) if d.offers == Offers.PLACEBO else SkillFiles.load(offered)
+        found[arm] = Offered(offered, files)
+    return found
 
 
 def _case_trials(
@@ -116,14 +162,16 @@ def _case_trials(
     context: TrialContext,
     checks: CheckRegistry,
     validators: ValidatorRegistry,
-    skill_files: SkillFiles | None,
+    arms: dict[Arm, Offered],
+    sampled: bool,
 ) -> Iterator[Planned]:
     validator = validators.get(case.validator) if case.validator else None
     unavailable = validator.unavailable() if validator else None
     workspace = is_workspace_case(case)
-    agentic = workspace or skill_files is not None
+    progressive = context.injection == Injection.PROGRESSIVE
+    agentic = workspace or progressive
     # upskill runs a case whose only extra is context.files as a plain completion, the files in the prompt
-    files_only = workspace and not case.validator and not case.output_file and skill_files is None
+    files_only = workspace and not case.validator and not case.output_file and not progressive
     validation = (
         Validation(validator, case.prepared_validator, case.output_file, case.input, bool(case.expected), context.judge)
         if workspace
@@ -131,7 +179,9 @@ def _case_trials(
     )
     builtin, custom = checks.split(case.expected)
     score = functools.partial(checks.score, custom) if custom else None
-    plans = {arm: plan_for(case, arm, context.max_turns, skill_files) for arm in ARMS}  # the same for every model
+    # the same for every model
+    plans = {arm: plan_for(case, context.max_turns, offered.files) for arm, offered in arms.items()}
+    previous = context.against(skill) if context.against is not None else None
     for spec in context.specs:
         label = context.labels[spec.name]
         no_tools = context.why_no_tools(spec) if agentic else None
@@ -140,12 +190,15 @@ def _case_trials(
             note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"
         elif no_tools:
             skip = no_tools
-        for arm in ARMS:
+        for arm, offered in arms.items():
+            d = ARMS[arm]
+            if d.sampled and not sampled:
+                continue
             arm_skip = skip
             if skip and skip == no_tools and not workspace:  # only progressive disclosure needs the tools here
                 arm_skip = (
                     None
-                    if arm == Arm.BASELINE  # no skill, no read_skill: a plain completion, as in every mode
+                    if offered.skill is None  # no skill, no read_skill: a plain completion, as in every mode
                     else f"{spec.name}: --upskill-injection progressive offers the skill through the read_skill tool, "
                     "and this model has no native tool calling; test it with --upskill-injection system"
                 )
@@ -153,11 +206,16 @@ def _case_trials(
                 yield Planned(item_name(case.key, label, arm), case.line, None, arm_skip, spec.name)
                 continue
             request = build_request(
-                spec, arm, skill, case, context.scaffold, context.injection
+                spec,
+                offered.skill,
+                case,
+                context.scaffold,
+                context.injection,
+                user=functools.partial(names_skill, skill) if d.names_skill else None,
             )  # the same for every run
             agent = None if note else plans[arm]
             trial_note = note
-            if skill.spec_findings and arm == Arm.WITH_SKILL:
+            if skill.spec_findings and offered.skill is skill:
                 broken = "SKILL.md breaks the Agent Skills spec, tested anyway (--upskill-spec warn): " + "; ".join(
                     skill.spec_findings
                 )
@@ -174,6 +232,9 @@ def _case_trials(
                     "checks": builtin,
                     "score": score,
                     "note": trial_note,
+                    "against": previous.status if previous is not None and arm == Arm.WITH_SKILL else None,
+                    "cache_salt": d.cache_salt,
+                    "names_skill": d.names_skill,
                 }
                 trial: Trial = (
                     PlainTrial(**common)

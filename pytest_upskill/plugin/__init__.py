@@ -82,3 +82,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(controller, "upskill-controller")
     config.pluginmanager.register(TerminalSummary(controller), "upskill-terminal")
     config.pluginmanager.register(ExitLine(controller), "upskill-exit-line")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN, None)
+    if run is not None and run.against is not None:
+        run.against.close()  # the skills written out of --upskill-against's git ref

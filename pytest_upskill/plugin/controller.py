@@ -16,7 +16,7 @@ import pytest
 
 from pytest_upskill.engine.budget import budget_summary
 from pytest_upskill.engine.trials import Trial
-from pytest_upskill.errors import PreflightError
+from pytest_upskill.errors import GitError, PreflightError
 from pytest_upskill.files import write_atomic
 from pytest_upskill.models import Prices
 from pytest_upskill.plugin import wire
@@ -29,7 +29,7 @@ from pytest_upskill.render.text import Progress
 from pytest_upskill.results.aggregate import Aggregator, Result, RunLedger
 from pytest_upskill.results.gates import Evaluation, evaluate
 from pytest_upskill.results.history import add_run, read_runs, run_info
-from pytest_upskill.results.report import ErrorLimitReport, Report
+from pytest_upskill.results.report import AgainstReport, ErrorLimitReport, Report
 from pytest_upskill.results.shards import outcomes
 from pytest_upskill.types import CacheMode
 
@@ -201,8 +201,20 @@ class Controller:
         )
         if ran:
             report.skipped = ledger.wholly_skipped((r.skill, r.model) for r in results)
+        deleted = self._deleted() if ran else []
+        if run.against is not None:
+            report.against = AgainstReport(ref=run.against.ref, deleted=deleted)
         evaluation = self.evaluation = evaluate(
-            results, report, run.thresholds, run.strict, self.old_report, run.compare_rule, run.family, run.effect
+            results,
+            report,
+            run.thresholds,
+            run.strict,
+            self.old_report,
+            run.compare_rule,
+            run.family,
+            run.effect,
+            against=run.against.ref if run.against is not None else None,
+            deleted=deleted,
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]
@@ -236,6 +248,21 @@ class Controller:
             reasons += ["an output could not be written"] if self.write_problems else []
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if reasons else pytest.ExitCode.OK
             self.exit_line = evaluation.exit_line(reasons)
+
+    def _deleted(self) -> list[str]:
+        """--upskill-against: the skills at REF, under the paths this run was given, that are gone."""
+        against = self.run.against
+        if against is None:
+            return []
+        given = [arg.split("::", 1)[0] for arg in self.config.args] or ["."]
+        paths = {Path(self.config.invocation_params.dir, arg).resolve() for arg in given}
+        try:
+            return against.deleted({p if p.is_dir() else p.parent for p in paths})
+        except GitError as exc:
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"upskill: warning: --upskill-against: deleted skills not listed: {exc}")
+            return []
 
     def _json_output(self, report: Report) -> list[Output]:
         path = self.run.settings.report

@@ -24,6 +24,7 @@ from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
 from pytest_upskill.plugin.preflight import check_outputs, writable_folder
 from pytest_upskill.results.gates import (
     DEFAULT_EFFECT,
+    NONINFERIORITY_MARGIN,
     CompareRule,
     ErrorLimit,
     Thresholds,
@@ -33,10 +34,22 @@ from pytest_upskill.results.shards import Shards, parse_shard
 from pytest_upskill.settings import Settings
 from pytest_upskill.skills.changes import changed_files, is_changed
 from pytest_upskill.skills.discovery import Unseen
+from pytest_upskill.skills.previous import Against
 from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
-from pytest_upskill.types import CacheMode, Request, Switch
+from pytest_upskill.types import Arm, CacheMode, Request, Switch
 
 RUN = pytest.StashKey["UpskillRun"]()
+
+
+def run_arms(settings: Settings) -> tuple[Arm, ...]:
+    """The arms of a run: no skill and the working tree's, the skill at --upskill-against, and the
+    controls (trials.py leaves out, per skill, an arm that has nothing to offer it)."""
+    arms = [Arm.BASELINE, Arm.WITH_SKILL]
+    if settings.against:
+        arms.append(Arm.PREVIOUS)
+    if settings.controls:
+        arms += [Arm.PLACEBO, Arm.AA_CONTROL, Arm.POSITIVE_CONTROL]
+    return tuple(arms)
 
 
 class Role(Protocol):
@@ -87,6 +100,7 @@ class UpskillRun:
             raise pytest.UsageError(str(exc)) from None
         self.labels = node_ids(specs)
         self.is_worker = hasattr(config, "workerinput")
+        self.against = self._against()
         self.context = TrialContext(
             specs=specs,
             labels=self.labels,
@@ -97,6 +111,8 @@ class UpskillRun:
             judge=judge,
             why_no_tools=why_no_tools,
             spec=settings.spec,
+            arms=run_arms(settings),
+            against=self.against.of if self.against is not None else None,
         )
         self.cache_mode = settings.cache
         cache_dir = Path(settings.cache_dir or config.rootpath / ".upskill-cache")
@@ -133,7 +149,10 @@ class UpskillRun:
         self.strict = not settings.lenient
         self.effect = DEFAULT_EFFECT if settings.effect is None else settings.effect
         self.family = settings.family
-        self.compare_rule = CompareRule(settings.max_regression or 0.0, settings.min_improvement)
+        margin = settings.max_regression
+        if margin is None:  # non-inferiority needs a margin; "shown worse" (--upskill-compare) does not
+            margin = NONINFERIORITY_MARGIN if settings.against else 0.0
+        self.compare_rule = CompareRule(margin, settings.min_improvement)
         gates = [f"--upskill-{k.replace('_', '-')}" for k in THRESHOLD_KEYS if getattr(self.thresholds, k) is not None]
         gates += ["--upskill-compare"] if settings.compare else []
         # a CI gate that would pass on nothing measured (a merge measures the shards' trials)
@@ -143,6 +162,15 @@ class UpskillRun:
             )
         self.changed = self._changed_files()
         self.unseen = Unseen()  # SKILL.md files seen but not collected
+
+    def _against(self) -> Against | None:
+        ref = self.settings.against
+        if not ref:
+            return None
+        try:
+            return Against(self.config.rootpath, ref, self.config.invocation_params.dir, self.settings.spec)
+        except GitError as exc:
+            raise pytest.UsageError(f"--upskill-against {ref}: {exc}") from None
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.settings.changed_since
@@ -169,6 +197,10 @@ class UpskillRun:
         found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})
         if settings.judge is not None:
             found["judge_model"] = settings.judge.name
+        if self.settings.against:
+            found["against"] = self.settings.against
+        if self.settings.controls:
+            found["controls"] = True
         if self.max_cost is not None:
             found["max_cost"] = self.max_cost
         if self.shard is not None:
@@ -178,9 +210,9 @@ class UpskillRun:
             found = {**ran, **{k: v for k, v in found.items() if k in GATE_SETTINGS}}
         return found
 
-    def is_cached(self, spec: ModelSpec, request: Request, run: int) -> bool:
+    def is_cached(self, spec: ModelSpec, request: Request, run: int, salt: str | None = None) -> bool:
         """Whether the response cache holds this request's answer (so it costs nothing)."""
-        return self.cache_mode != CacheMode.OFF and self.cache.get(cache_key(spec, request, run)) is not None
+        return self.cache_mode != CacheMode.OFF and self.cache.get(cache_key(spec, request, run, salt)) is not None
 
     def wants(self, skill_dir: Path) -> bool:
         """Whether the skill in ``skill_dir`` is collected (--upskill-changed-since)."""

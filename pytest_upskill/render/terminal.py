@@ -48,7 +48,7 @@ class TerminalSummary:
             if not isinstance(item, TrialItem):
                 continue
             t = item.trial
-            cached = run.is_cached(t.spec, t.first_request(), t.run)
+            cached = run.is_cached(t.spec, t.first_request(), t.run, t.cache_salt)
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
             min_lift = run.thresholds.merged(item.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))

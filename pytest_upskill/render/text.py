@@ -87,6 +87,40 @@ def _names(items: list[str], shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
+# what each other arm is read against the with-skill arm as: (label, the difference's name, its interval)
+_OTHER_ARMS = (
+    (Arm.PREVIOUS, "previous", "change", "95%"),
+    (Arm.PLACEBO, "placebo", "skill − placebo", "95%"),
+    (Arm.AA_CONTROL, "A/A", "skill − A/A", "99%"),
+)
+
+
+def other_arm_lines(r: Result) -> list[str]:
+    """The previous arm and the controls, each beside the with-skill arm on the cases both scored."""
+    lines = []
+    for arm, label, name, level in _OTHER_ARMS:
+        paired = r.comparison(arm)
+        if paired is None:
+            continue
+        if not paired.n:
+            lines.append(f"  {label:<11} {r.arms[arm].total} trial(s), none paired with a scored with-skill trial")
+            continue
+        passed, scored = r.pair(Arm.WITH_SKILL, arm).counts[arm]
+        ci = paired.lift_ci(stats.Z99 if level == "99%" else stats.Z95)
+        rate = float(paired.p_baseline)  # type: ignore[arg-type]
+        shown = f"{name} {pct(float(paired.lift), True)}"  # type: ignore[arg-type]
+        shown += f" [{level} CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else ""
+        lines.append(f"  {label:<11} {bar(rate)} {passed:>4}/{scored:<4} {pct(rate):>4}  {shown} on {paired.n} case(s)")
+    named = r.arms[Arm.POSITIVE_CONTROL] if Arm.POSITIVE_CONTROL in r.arms else None
+    if named is not None and named.scored:
+        rate = named.passed / named.scored
+        lines.append(
+            f"  named       {bar(rate)} {named.passed:>4}/{named.scored:<4} {pct(rate):>4}  loaded the skill when the "
+            "request named it (positive control)"
+        )
+    return lines
+
+
 def _aligned(r: Result, arm: str) -> str:
     passed, scored = r.pairing.counts[arm]
     return f"{passed:>4}/{scored:<4}"
@@ -120,6 +154,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             ci = r.lift_ci
             lift = f"lift {pct(r.lift, True)}" + (f" [95% CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
             lines.append(f"  with skill  {bar(p_skill)} {_aligned(r, 'with_skill')} {pct(p_skill):>4}  {lift}")
+            lines += other_arm_lines(r)
             lines.append(
                 f"  tokens      in {_tokens(b.input_tokens, s.input_tokens)}   out "
                 f"{_tokens(b.output_tokens, s.output_tokens)}   (totals, no interval)"
@@ -148,9 +183,11 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
         lines += agent_lines(r)
         for note, n in sorted((b.notes + s.notes).items()):
             lines.append(f"  note        {n} trial(s): {note}")
-        errors = b.errors + s.errors
+        errors = sum(t.errors for t in r.tallies())
         if errors:
-            kinds = ", ".join(f"{k} {n}" for k, n in sorted((b.error_kinds + s.error_kinds).items()))
+            kinds = ", ".join(
+                f"{k} {n}" for k, n in sorted(sum((t.error_kinds for t in r.tallies()), Counter[str]()).items())
+            )
             lines.append(f"  errors      {errors} trial(s) not scored, left out of the rates: {kinds}")
         if pairing.left_out and b.total and s.total:
             left = len(pairing.left_out)
@@ -164,7 +201,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
                 "the unit)"
             )
     if results:
-        total_errors = sum(r.baseline.errors + r.with_skill.errors for r in results)
+        total_errors = sum(t.errors for r in results for t in r.tallies())
         lines.append(
             f"{len(results)} skill × model result(s); {total_errors} trial(s) could not be scored"
             if total_errors

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+from pytest_upskill.engine.arms import ARMS
 from pytest_upskill.engine.nodeids import in_case_file
 from pytest_upskill.models import Prices
 from pytest_upskill.results import stats
@@ -23,6 +24,7 @@ from pytest_upskill.results.report import (
     ArmReport,
     CaseRuns,
     CaseWhy,
+    Comparison,
     PairedCounts,
     PromptCache,
     Report,
@@ -179,9 +181,10 @@ class Pairing:
     cases: tuple[str, ...] = ()  # the paired cases, in the order of ``paired``
 
 
-def _why_unpaired(arms: dict[str, dict[int, bool | None]]) -> str:
+def _why_unpaired(arms: dict[str, dict[int, bool | None]], compared: tuple[str, str]) -> str:
     reasons = []
-    for arm, label in (("baseline", "baseline"), ("with_skill", "with skill")):
+    for arm in compared:
+        label = ARMS[Arm(arm)].label
         runs = arms.get(arm, {})
         if not runs:
             reasons.append(f"{label} not run")
@@ -194,8 +197,7 @@ def _why_unpaired(arms: dict[str, dict[int, bool | None]]) -> str:
 class Result:
     skill: str
     model: str
-    baseline: ArmTally = field(default_factory=ArmTally)
-    with_skill: ArmTally = field(default_factory=ArmTally)
+    arms: dict[str, ArmTally] = field(default_factory=lambda: defaultdict(ArmTally))  # arm -> its trials
     # case -> arm -> run -> passed (None = error)
     cases: dict[str, dict[str, dict[int, bool | None]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
@@ -203,58 +205,94 @@ class Result:
     thresholds: dict[str, float] = field(default_factory=dict)  # the skill's own, from skill_meta.json
     # case -> (arm, run) -> what the trial answered (from its report's detail)
     details: dict[str, dict[tuple[str, int], TrialReport]] = field(default_factory=lambda: defaultdict(dict))
-    _pairing: Pairing | None = field(default=None, repr=False, compare=False)
+    against: str | None = None  # --upskill-against: the skill changed, is the same or is new at REF
+    _pairings: dict[tuple[str, str], Pairing] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def baseline(self) -> ArmTally:
+        return self.arms[Arm.BASELINE]
+
+    @property
+    def with_skill(self) -> ArmTally:
+        return self.arms[Arm.WITH_SKILL]
+
+    def tallies(self) -> list[ArmTally]:
+        """Every arm's trials (the controls' and the previous arm's too): what was spent and what erred."""
+        return [self.arms[arm] for arm in Arm if arm in self.arms]
 
     def add(self, outcome: Outcome, thresholds: dict[str, float] | None = None) -> None:
         if thresholds:
             self.thresholds = thresholds
         arm, run = str(outcome.arm), outcome.run
-        (self.baseline if arm == Arm.BASELINE else self.with_skill).add(outcome)
+        self.arms[arm].add(outcome)
+        if outcome.against:
+            self.against = outcome.against
         self.cases[outcome.case][arm][run] = outcome.passed
         self.details[outcome.case][(arm, run)] = trial_report(outcome)
-        self._pairing = None
+        self._pairings.clear()
 
-    @property
-    def pairing(self) -> Pairing:
-        if self._pairing is None:
-            skill: list[Fraction] = []
-            base: list[Fraction] = []
+    def pair(self, first: str = Arm.WITH_SKILL, second: str = Arm.BASELINE) -> Pairing:
+        """The cases scored in both ``first`` and ``second``: ``first``'s rate minus ``second``'s is
+        the ``lift`` of the result's ``paired``."""
+        if (first, second) not in self._pairings:
+            rates: tuple[list[Fraction], list[Fraction]] = ([], [])
             left_out: list[tuple[str, str]] = []
             names: list[str] = []
             runs: set[int] = set()
-            counts = {Arm.BASELINE: [0, 0], Arm.WITH_SKILL: [0, 0]}
+            counts = {first: [0, 0], second: [0, 0]}
             for case in sorted(self.cases):
                 arms = self.cases[case]
-                s = [v for v in arms.get(Arm.WITH_SKILL, {}).values() if v is not None]
-                b = [v for v in arms.get(Arm.BASELINE, {}).values() if v is not None]
-                if not (s and b):
-                    left_out.append((case, _why_unpaired(arms)))
+                scored = [[v for v in arms.get(arm, {}).values() if v is not None] for arm in (first, second)]
+                if not (scored[0] and scored[1]):
+                    if arms.get(first) or arms.get(second) or second == Arm.BASELINE:
+                        left_out.append((case, _why_unpaired(arms, (second, first))))
                     continue
-                skill.append(stats.case_rate(s))
-                base.append(stats.case_rate(b))
                 names.append(case)
-                runs.update((len(s), len(b)))
-                for arm, scored in ((Arm.WITH_SKILL, s), (Arm.BASELINE, b)):
-                    counts[arm][0] += sum(scored)
-                    counts[arm][1] += len(scored)
-            self._pairing = Pairing(
-                stats.Paired(tuple(skill), tuple(base), counts[Arm.WITH_SKILL][1], counts[Arm.BASELINE][1]),
+                for i, (arm, values) in enumerate(zip((first, second), scored, strict=True)):
+                    rates[i].append(stats.case_rate(values))
+                    runs.add(len(values))
+                    if i == 0 or first != second:  # an arm read on its own (the positive control) counts once
+                        counts[arm][0] += sum(values)
+                        counts[arm][1] += len(values)
+            self._pairings[(first, second)] = Pairing(
+                stats.Paired(tuple(rates[0]), tuple(rates[1]), counts[first][1], counts[second][1]),
                 {k: (v[0], v[1]) for k, v in counts.items()},
                 left_out,
                 len(runs) <= 1,
                 tuple(names),
             )
-        return self._pairing
+        return self._pairings[(first, second)]
+
+    @property
+    def pairing(self) -> Pairing:
+        """The lift's: with skill against the baseline."""
+        return self.pair(Arm.WITH_SKILL, Arm.BASELINE)
+
+    def comparison(self, other: Arm) -> stats.Paired | None:
+        """With skill against another arm of the run (previous, placebo, the A/A control), on the
+        cases both scored; None where that arm did not run."""
+        if other not in self.arms:
+            return None
+        return self.pair(Arm.WITH_SKILL, other).paired
+
+    def _paired_for(self, arm: str) -> tuple[Pairing, bool]:
+        """The pairing an arm's rate is read on (the baseline's and with skill's: the lift's; any
+        other's: its comparison with the with-skill arm), and whether the arm is its first."""
+        if arm in (Arm.BASELINE, Arm.WITH_SKILL):
+            return self.pairing, arm == Arm.WITH_SKILL
+        if arm == Arm.POSITIVE_CONTROL:  # scored on its own: did the model load the skill it was asked for?
+            return self.pair(Arm.POSITIVE_CONTROL, Arm.POSITIVE_CONTROL), True
+        return self.pair(Arm.WITH_SKILL, arm), False
 
     def pass_rate(self, arm: str) -> float | None:
         """The arm's pass rate over the paired cases: the mean of their per-case rates."""
-        paired = self.pairing.paired
-        rate = paired.p_skill if arm == Arm.WITH_SKILL else paired.p_baseline
+        pairing, first = self._paired_for(arm)
+        rate = pairing.paired.p_skill if first else pairing.paired.p_baseline
         return None if rate is None else float(rate)
 
     def pass_rate_ci(self, arm: str) -> tuple[float, float] | None:
         """The arm's 95% interval over the paired cases (continuity-corrected Wilson)."""
-        rate, n = self.pass_rate(arm), self.pairing.paired.n
+        rate, n = self.pass_rate(arm), self._paired_for(arm)[0].paired.n
         return stats.wilson_cc(rate, n) if rate is not None and n else None
 
     @property
@@ -290,15 +328,30 @@ class Result:
 
     def to_model(self, prices: Prices = NO_PRICES) -> ResultReport:
         pairing = self.pairing
-        arms = {
-            arm: getattr(self, arm).to_model(self.pass_rate(arm), self.pass_rate_ci(arm), pairing.counts[arm], prices)
-            for arm in (Arm.BASELINE, Arm.WITH_SKILL)
+        arms: dict[str, ArmReport] = {}
+        for arm in Arm:
+            if arm not in self.arms and arm not in (Arm.BASELINE, Arm.WITH_SKILL):
+                continue
+            on = self._paired_for(arm)[0]
+            arms[arm] = self.arms[arm].to_model(self.pass_rate(arm), self.pass_rate_ci(arm), on.counts[arm], prices)
+        compared = {
+            field_name: Comparison.of(paired, z)
+            for field_name, arm, z in (
+                ("change", Arm.PREVIOUS, stats.Z95),
+                ("over_placebo", Arm.PLACEBO, stats.Z95),
+                ("aa_difference", Arm.AA_CONTROL, stats.Z99),
+            )
+            if (paired := self.comparison(arm)) is not None and paired.n
         }
+        values: dict[str, Any] = {**arms, **compared}
+        if self.against:
+            values["against"] = self.against
+        if self.thresholds:
+            values["thresholds"] = self.thresholds
         return ResultReport(
             skill=self.skill,
             model=self.model,
-            baseline=arms[Arm.BASELINE],
-            with_skill=arms[Arm.WITH_SKILL],
+            **values,
             paired_cases=pairing.paired.n,
             unpaired_cases=[CaseWhy(case=c, why=why) for c, why in pairing.left_out],
             lift=self.lift,
@@ -306,17 +359,24 @@ class Result:
             activation_rate=self.with_skill.activation_rate,
             token_delta=self.token_delta(),
             uninformative_cases=[CaseWhy(case=c, why=why) for c, why in self.uninformative_cases()],
-            **({"thresholds": self.thresholds} if self.thresholds else {}),
             cases=[
                 CaseRuns(
                     case=case,
-                    baseline=[arms.get(Arm.BASELINE, {}).get(r) for r in sorted(arms.get(Arm.BASELINE, {}))],
-                    with_skill=[arms.get(Arm.WITH_SKILL, {}).get(r) for r in sorted(arms.get(Arm.WITH_SKILL, {}))],
+                    **_runs_by_arm(by_arm),
                     trials=[self.details[case][key] for key in sorted(self.details[case])],
                 )
-                for case, arms in sorted(self.cases.items())
+                for case, by_arm in sorted(self.cases.items())
             ],
         )
+
+
+def _runs_by_arm(by_arm: dict[str, dict[int, bool | None]]) -> dict[str, Any]:
+    """A case's runs per arm, in run order: the two arms always, the others where they ran."""
+    return {
+        arm: [runs[r] for r in sorted(runs)]
+        for arm in Arm
+        if (runs := by_arm.get(arm, {})) or arm in (Arm.BASELINE, Arm.WITH_SKILL)
+    }
 
 
 STATISTICS = {
@@ -354,7 +414,7 @@ class Aggregator:
 
     @property
     def cached(self) -> int:
-        return self.cached_elsewhere + sum(r.baseline.cached + r.with_skill.cached for r in self.results())
+        return self.cached_elsewhere + sum(t.cached for r in self.results() for t in r.tallies())
 
     def report(self, prices: dict[str, Prices] | None = None, **sections: Any) -> Report:
         """The report; ``sections`` (run, missing, throttling, ...) are set as given."""
@@ -364,7 +424,7 @@ class Aggregator:
             schema_version=SCHEMA_VERSION,
             statistics=STATISTICS,
             trials=self.trials,
-            errors=sum(r.baseline.errors + r.with_skill.errors for r in results),
+            errors=sum(t.errors for r in results for t in r.tallies()),
             cached=self.cached,
             errors_by_model=self.errors_by_model(),
             results=[r.to_model(prices.get(r.model, NO_PRICES)) for r in results],
@@ -375,7 +435,7 @@ class Aggregator:
         """model -> error kind -> unscored trials, for every model with an error."""
         found: dict[str, Counter[str]] = {}
         for r in self.results():
-            kinds = r.baseline.error_kinds + r.with_skill.error_kinds
+            kinds = sum((t.error_kinds for t in r.tallies()), Counter[str]())
             if kinds:
                 found.setdefault(r.model, Counter()).update(kinds)
         return {model: dict(sorted(kinds.items())) for model, kinds in found.items()}
@@ -394,7 +454,7 @@ class Aggregator:
                 (prefix + "lift_ci", f"{_num(ci[0])},{_num(ci[1])}" if ci else ""),
                 (prefix + "input_tokens_delta", str(delta.input_tokens)),
                 (prefix + "output_tokens_delta", str(delta.output_tokens)),
-                (prefix + "errors", str(r.baseline.errors + r.with_skill.errors)),
+                (prefix + "errors", str(sum(t.errors for t in r.tallies()))),
             ]
             if r.with_skill.offered:
                 props.append((prefix + "activation_rate", _num(r.with_skill.activation_rate)))
@@ -480,6 +540,6 @@ def arm_cost(arm: ArmTally, prices: Prices) -> float | None:
 
 
 def cost(result: Result, prices: Prices) -> float | None:
-    """USD spent on this skill x model (both arms), or None without prices."""
-    base, skill = arm_cost(result.baseline, prices), arm_cost(result.with_skill, prices)
-    return None if base is None or skill is None else base + skill
+    """USD spent on this skill x model (every arm), or None without prices."""
+    spent = [arm_cost(t, prices) for t in result.tallies()]
+    return None if not spent or None in spent else sum(x for x in spent if x is not None)

@@ -267,29 +267,49 @@ def verdict_for(
 # ------------------------------------------------------------------------------- comparison
 
 
+CONTROLS = ("aa", "positive")  # validity controls: a failure says the harness is broken, and the run is invalid
+
+
 @dataclass
 class Regression:
+    """One finding of the pull request's check, on one line: the change against the previous arm
+    or an old report, a flip or a moved case (information), the validity controls, a token growth."""
+
     skill: str
     model: str
-    kind: str  # "change" (paired), "lift" (old reports), "improvement" (claimed, not shown), "flip", "tokens"
+    # "change" (paired), "lift" (old reports), "improvement" (claimed, not shown), "flip" and "moved"
+    # (information), "tokens", "uncompared", "unchanged", "deleted", "placebo", and the CONTROLS
+    kind: str
     message: str
     case: str | None = None
     fails: bool = True  # a flip is shown to the reviewer and never fails the run
 
     @property
     def label(self) -> str:
-        if self.kind == "flip":
-            return "FLIP"
-        if self.kind == "improvement":
-            return "NOT SHOWN"
-        if self.kind == "uncompared":
-            return "NOT COMPARED"
+        fixed = {
+            "no_worse": "NO WORSE",
+            "not_shown": "INCONCLUSIVE",
+            "flip": "FLIP",
+            "moved": "MOVED",
+            "improvement": "NOT SHOWN",
+            "uncompared": "NOT COMPARED",
+            "unchanged": "UNCHANGED",
+            "deleted": "DELETED",
+            "placebo": "PLACEBO",
+        }
+        if self.kind in fixed:
+            return fixed[self.kind]
+        if self.kind in CONTROLS:
+            return "INVALID" if self.fails else "VALID"
         return "REGRESSION" if self.fails else "NO REGRESSION"
 
     def to_model(self) -> RegressionReport:
         return RegressionReport(
             skill=self.skill, model=self.model, kind=self.kind, case=self.case, message=self.message, fails=self.fails
         )
+
+
+NONINFERIORITY_MARGIN = 0.1  # --upskill-against's δ where --upskill-max-regression is not given
 
 
 @dataclass(frozen=True)
@@ -343,6 +363,65 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.0f}%"
 
 
+def judge_change(
+    skill: str,
+    model: str,
+    change: stats.Paired,
+    rule: CompareRule,
+    what: str,
+    noninferiority: bool = False,
+    strict: bool = True,
+) -> list[Regression]:
+    """The paired change (``change.lift``: after - before, ``p_skill`` after, ``p_baseline``
+    before) judged by ``rule``: a REGRESSION where its 95% interval lies wholly below -δ, and
+    superiority where an improvement is claimed. With ``noninferiority`` (the previous arm of
+    --upskill-against) the change passes only where the interval shows it no worse than -δ (NO
+    WORSE); between the two it is INCONCLUSIVE, which fails unless --upskill-lenient passes an
+    estimate at or above -δ. Without it (--upskill-compare, two runs) only a shown drop fails."""
+    d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
+    said = (
+        f"{what} on the {change.n} shared case(s) {float(change.p_baseline) * 100:.0f}% → "  # type: ignore[arg-type]
+        f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, 95% CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
+    )
+    margin = f"{rule.max_regression * 100:.0f}%"
+    dropped = hi < -rule.max_regression - stats.TOLERANCE
+    if dropped:
+        found = [Regression(skill, model, "change", f"{said}: a drop of more than {margin} is shown")]
+    elif not noninferiority:
+        found = [Regression(skill, model, "change", f"{said}: no drop of more than {margin} is shown", fails=False)]
+    elif lo >= -rule.max_regression - stats.TOLERANCE:
+        found = [
+            Regression(skill, model, "no_worse", f"{said}: shown no worse than -{margin} (non-inferior)", fails=False)
+        ]
+    else:
+        fails = strict or d < -rule.max_regression - stats.TOLERANCE
+        found = [
+            Regression(
+                skill,
+                model,
+                "not_shown",
+                f"{said}: not shown to be no worse than -{margin}, nor worse: more cases or runs decide it "
+                + (
+                    "(fails: a check passes only what its interval shows)"
+                    if fails
+                    else "(--upskill-lenient: the estimate is within the margin)"
+                ),
+                fails=fails,
+            )
+        ]
+    if rule.min_improvement is not None and stats.side((lo, hi), rule.min_improvement) != 1:
+        found.append(
+            Regression(
+                skill,
+                model,
+                "improvement",
+                f"{said}: an improvement of at least {_pct(rule.min_improvement)} is not shown "
+                "(--upskill-min-improvement)",
+            )
+        )
+    return found
+
+
 def compare(
     old_report: Report, new_report: Report, token_growth: float | None, rule: CompareRule = CompareRule()
 ) -> list[Regression]:
@@ -362,34 +441,7 @@ def compare(
             continue
         change = paired_change(before, new)
         if change.n:
-            d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
-            said = (
-                f"with-skill pass rate on the {change.n} shared case(s) {float(change.p_baseline) * 100:.0f}% → "  # type: ignore[arg-type]
-                f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, 95% CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
-            )
-            margin = f"{rule.max_regression * 100:.0f}%"
-            dropped = hi < -rule.max_regression - stats.TOLERANCE
-            found.append(
-                Regression(
-                    skill,
-                    model,
-                    "change",
-                    f"{said}: a drop of more than {margin} is shown"
-                    if dropped
-                    else f"{said}: no drop of more than {margin} is shown",
-                    fails=dropped,
-                )
-            )
-            if rule.min_improvement is not None and stats.side((lo, hi), rule.min_improvement) != 1:
-                found.append(
-                    Regression(
-                        skill,
-                        model,
-                        "improvement",
-                        f"{said}: an improvement of at least {_pct(rule.min_improvement)} is not shown "
-                        "(--upskill-min-improvement)",
-                    )
-                )
+            found += judge_change(skill, model, change, rule, "with-skill pass rate")
         elif not (new.lift is not None and before.lift is not None and new.lift_ci and before.lift_ci):
             found.append(
                 Regression(
@@ -439,6 +491,131 @@ def compare(
     return found
 
 
+POSITIVE_FLOOR = 0.9  # the positive control fails where activation on request is shown below this
+
+
+def experiment(
+    results: list[Result], rule: CompareRule, ref: str | None, deleted: list[str], strict: bool = True
+) -> list[Regression]:
+    """The pull request's check as one experiment, per skill × model: with skill against the
+    previous arm (--upskill-against), paired and judged by ``rule``; the cases whose outcome moved
+    (information); and the controls (--upskill-controls): the A/A and positive controls, whose
+    failure makes the run invalid (the harness, not the skill), and the placebo (information)."""
+    found: list[Regression] = []
+    for r in results:
+        skill, model = r.skill, r.model
+        if ref is not None:
+            change = r.comparison(Arm.PREVIOUS)
+            if change is not None and change.n:
+                what = f"pass rate, previous ({ref}) → with skill"
+                found += judge_change(skill, model, change, rule, what, noninferiority=True, strict=strict)
+                found += _moved(r, ref)
+            elif r.against == "same":
+                found.append(
+                    Regression(
+                        skill,
+                        model,
+                        "unchanged",
+                        f"the same at {ref}: no separate previous arm (its with-skill trials are the previous arm), "
+                        "so there is no change to judge",
+                        fails=False,
+                    )
+                )
+            else:
+                why = {
+                    "new": f"new since {ref}: no previous arm to compare with",
+                    "unreadable": f"its SKILL.md at {ref} does not parse: no previous arm to compare with",
+                }.get(r.against or "", "the previous arm scored no case that the with-skill arm scored")
+                found.append(Regression(skill, model, "uncompared", why))
+        aa = r.comparison(Arm.AA_CONTROL)
+        if aa is not None and aa.n:
+            lo, hi = aa.lift_ci(stats.Z99) or (0.0, 0.0)
+            broken = lo > stats.TOLERANCE or hi < -stats.TOLERANCE
+            said = (
+                f"A/A control: the same skill in two arms on {aa.n} case(s), {float(aa.p_skill) * 100:.0f}% and "  # type: ignore[arg-type]
+                f"{float(aa.p_baseline) * 100:.0f}% (difference {_pct(float(aa.lift))}, 99% CI {_pct(lo)} to "  # type: ignore[arg-type]
+                f"{_pct(hi)})"
+            )
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "aa",
+                    f"{said}: identical arms differ, so the harness is broken (nondeterminism between arms, a "
+                    "wrongly keyed cache, arms that are not symmetric), not the skill; no verdict of this skill × "
+                    "model can be trusted"
+                    if broken
+                    else f"{said}: identical arms agree",
+                    fails=broken,
+                )
+            )
+        positive = r.arms.get(Arm.POSITIVE_CONTROL) if Arm.POSITIVE_CONTROL in r.arms else None
+        if positive is not None and positive.scored:
+            rate = positive.passed / positive.scored
+            lo, hi = stats.wilson(rate, positive.scored)
+            broken = hi < POSITIVE_FLOOR - stats.TOLERANCE
+            said = (
+                f"positive control: asked for the skill by name, the model loaded it in {positive.passed}/"
+                f"{positive.scored} trial(s) ({rate * 100:.0f}%, 95% CI {lo * 100:.0f}% to {hi * 100:.0f}%)"
+            )
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "positive",
+                    f"{said}: shown below {POSITIVE_FLOOR * 100:.0f}%, so the activation measurement (the listing, "
+                    "read_skill) is broken, not the skill"
+                    if broken
+                    else f"{said}: loading works",
+                    fails=broken,
+                )
+            )
+        placebo = r.comparison(Arm.PLACEBO)
+        if placebo is not None and placebo.n:
+            lo, hi = placebo.lift_ci() or (0.0, 0.0)
+            words = (
+                "what the skill says helps, beyond a longer prompt"
+                if lo > stats.TOLERANCE
+                else "a neutral text of the skill's length does better than the skill"
+                if hi < -stats.TOLERANCE
+                else "not shown to do better than a neutral text of its length"
+            )
+            found.append(
+                Regression(
+                    skill,
+                    model,
+                    "placebo",
+                    f"with skill {float(placebo.p_skill) * 100:.0f}% vs placebo "  # type: ignore[arg-type]
+                    f"{float(placebo.p_baseline) * 100:.0f}% on {placebo.n} case(s) (difference "  # type: ignore[arg-type]
+                    f"{_pct(float(placebo.lift))}, 95% CI {_pct(lo)} to {_pct(hi)}): {words} (information: never "  # type: ignore[arg-type]
+                    "fails the run)",
+                    fails=False,
+                )
+            )
+    for folder in deleted:
+        found.append(
+            Regression(folder, "-", "deleted", f"a skill at {ref}, with no SKILL.md now: deleted", fails=False)
+        )
+    return found
+
+
+def _moved(r: Result, ref: str) -> list[Regression]:
+    """The cases whose with-skill majority differs from the previous arm's, either way (information)."""
+    found = []
+    for case, arms in sorted(r.cases.items()):
+        before = _majority_passed(list(arms.get(Arm.PREVIOUS, {}).values()))
+        after = _majority_passed(list(arms.get(Arm.WITH_SKILL, {}).values()))
+        if before is None or after is None or before == after:
+            continue
+        how = "passed with the previous skill, fails now" if before else "failed with the previous skill, passes now"
+        found.append(
+            Regression(
+                r.skill, r.model, "moved", f"case {case}: {how} (shown for review; never fails the run)", case, False
+            )
+        )
+    return found
+
+
 # ------------------------------------------------------------------------------- the run's verdict
 
 
@@ -482,14 +659,19 @@ class Evaluation:
                 f"{unevaluated} skill × model(s) with a gate set could not be evaluated: every trial was skipped "
                 "(NOT EVALUATED above says why)"
             )
-        regressed = [g for g in self.failing_changes if g.kind != "uncompared"]
+        invalid = [g for g in self.failing_changes if g.kind in CONTROLS]
+        if invalid:
+            reasons.append(
+                f"{len(invalid)} validity control(s) failed, so the harness is broken, not the skill (INVALID above)"
+            )
+        regressed = [g for g in self.failing_changes if g.kind not in ("uncompared", *CONTROLS)]
         if regressed:
-            reasons.append(f"{len(regressed)} regression(s) against --upskill-compare")
-        uncompared = len(self.failing_changes) - len(regressed)
+            reasons.append(f"{len(regressed)} regression(s) shown (REGRESSION and NOT SHOWN above)")
+        uncompared = sum(g.kind == "uncompared" for g in self.failing_changes)
         if uncompared:
             reasons.append(
-                f"{uncompared} skill × model(s) could not be compared with --upskill-compare and have no gate of "
-                "their own (NOT COMPARED above)"
+                f"{uncompared} skill × model(s) could not be compared and have no gate of their own (NOT COMPARED "
+                "above)"
             )
         if collection_errors:
             reasons.append(f"{collection_errors} file(s) could not be collected")
@@ -578,6 +760,8 @@ def evaluate(
     rule: CompareRule = CompareRule(),
     family: str = "none",
     effect: float = DEFAULT_EFFECT,
+    against: str | None = None,
+    deleted: list[str] | None = None,
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -593,12 +777,14 @@ def evaluate(
     if family == Family.HOLM:
         hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
+    regressions += experiment(results, rule, against, deleted or [], strict)
     judged = {(v.skill, v.model) for v in verdicts}
     for g in regressions:  # nothing unevaluated is green: a skill × model not compared needs a gate of its own
         if g.kind == "uncompared":
             g.fails = (g.skill, g.model) not in judged
             g.message += "; judged by its gates" if not g.fails else "; set a gate (--upskill-min-lift) to judge it"
-    return Evaluation(verdicts, regressions, strict, compared=old_report is not None, family=family)
+    compared = old_report is not None or against is not None
+    return Evaluation(verdicts, regressions, strict, compared=compared, family=family)
 
 
 FAMILIES = tuple(Family)

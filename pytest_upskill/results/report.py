@@ -140,7 +140,10 @@ class CaseWhy(_Model):
 class TrialReport(_Model):
     """One trial: what the model answered and why it passed or failed (masked like everything else)."""
 
-    arm: str = Field(description="baseline or with_skill")
+    arm: str = Field(
+        description="baseline, with_skill, previous (--upskill-against), or a control: placebo, aa_control, "
+        "positive_control (--upskill-controls)"
+    )
     run: int = 0
     passed: bool | None = Field(default=None, description="None: not scored (an error, see error_kind)")
     error_kind: str | None = None
@@ -160,6 +163,7 @@ class TrialReport(_Model):
     written: list[str] | None = Field(default=None, description="workspace trials: the files the model wrote")
     skill_loaded: bool | None = None
     note: str | None = None
+    against: str | None = Field(default=None, description="with_skill: changed, same, new or unreadable at REF")
 
 
 class CaseRuns(_Model):
@@ -168,6 +172,10 @@ class CaseRuns(_Model):
     case: str
     baseline: list[bool | None] = []
     with_skill: list[bool | None] = []
+    previous: list[bool | None] | None = None
+    placebo: list[bool | None] | None = None
+    aa_control: list[bool | None] | None = None
+    positive_control: list[bool | None] | None = None
     trials: list[TrialReport] = []
 
 
@@ -179,6 +187,28 @@ class TokenDelta(_Model):
     output_tokens_relative: float | None = None
 
 
+class Comparison(_Model):
+    """With skill against another arm of the same run, on the cases both scored (paired)."""
+
+    _signed = True
+    cases: int = Field(ge=0)
+    with_skill: float = Field(description="the with-skill pass rate on these cases")
+    other: float = Field(description="the other arm's pass rate on these cases")
+    difference: float = Field(description="with_skill - other")
+    ci: tuple[float, float] = Field(description="the difference's interval (95%; 99% for the A/A control)")
+
+    @classmethod
+    def of(cls, paired: Any, z: float) -> Comparison:
+        lo, hi = paired.lift_ci(z)
+        return cls(
+            cases=paired.n,
+            with_skill=float(paired.p_skill),
+            other=float(paired.p_baseline),
+            difference=float(paired.lift),
+            ci=(lo, hi),
+        )
+
+
 class ResultReport(_Model):
     """One skill × model."""
 
@@ -186,6 +216,16 @@ class ResultReport(_Model):
     model: str
     baseline: ArmReport = ArmReport()
     with_skill: ArmReport = ArmReport()
+    previous: ArmReport | None = Field(default=None, description="--upskill-against: the skill as it was at REF")
+    placebo: ArmReport | None = Field(default=None, description="--upskill-controls: a neutral text of its length")
+    aa_control: ArmReport | None = Field(default=None, description="--upskill-controls: the skill again (A/A)")
+    positive_control: ArmReport | None = Field(
+        default=None, description="--upskill-controls, progressive: requests that name the skill; passed = loaded"
+    )
+    against: str | None = Field(default=None, description="--upskill-against: changed, same, new or unreadable")
+    change: Comparison | None = Field(default=None, description="with skill - previous, paired")
+    over_placebo: Comparison | None = Field(default=None, description="with skill - placebo, paired")
+    aa_difference: Comparison | None = Field(default=None, description="with skill - A/A control, paired")
     paired_cases: int = 0
     unpaired_cases: list[CaseWhy] = []
     lift: float | None = None
@@ -273,6 +313,13 @@ class RunInfo(_Model):
     plugin_version: str = ""
 
 
+class AgainstReport(_Model):
+    """--upskill-against: what the previous arm was, and the skills it had that the working tree has not."""
+
+    ref: str
+    deleted: list[str] = Field(default=[], description="skill folders at REF with no SKILL.md now (rootdir-relative)")
+
+
 class Report(_Model):
     """What a run measured, per skill × model, and what its gates decided."""
 
@@ -293,6 +340,7 @@ class Report(_Model):
     budget: BudgetReport | None = None
     verdicts: list[VerdictReport] = []
     regressions: list[RegressionReport] = []
+    against: AgainstReport | None = None
     error_limit: ErrorLimitReport | None = None
 
     @model_validator(mode="before")

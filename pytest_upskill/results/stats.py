@@ -34,6 +34,7 @@ from fractions import Fraction
 from statistics import NormalDist
 
 Z95 = NormalDist().inv_cdf(0.975)
+Z99 = NormalDist().inv_cdf(0.995)  # the A/A control's 99% interval: a sound harness is called invalid 1% of the time
 TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
 
 

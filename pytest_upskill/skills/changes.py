@@ -10,14 +10,19 @@ from pathlib import Path
 from pytest_upskill.errors import GitError
 
 
-def _git(root: Path, *args: str, timeout: float = 60) -> list[str]:
+def git_bytes(root: Path, *args: str, timeout: float = 60) -> bytes:
+    """What ``git ARGS`` prints in ``root``; :class:`GitError` with git's message where it fails."""
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitError(f"cannot run git: {exc}") from None
     if done.returncode != 0:
-        raise GitError(done.stderr.strip() or f"git {' '.join(args)} failed")
-    return [line for line in done.stdout.splitlines() if line]
+        raise GitError(done.stderr.decode(errors="replace").strip() or f"git {' '.join(args)} failed")
+    return done.stdout
+
+
+def _git(root: Path, *args: str, timeout: float = 60) -> list[str]:
+    return [line for line in git_bytes(root, *args, timeout=timeout).decode().splitlines() if line]
 
 
 def changed_files(root: Path, ref: str) -> set[Path]:

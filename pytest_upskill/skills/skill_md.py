@@ -125,6 +125,11 @@ def read_inside(folder: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
         return f.read(limit)
 
 
+# a skill folder's files that are not the skill's own (its tests, its cases): read_skill does not
+# serve them, and a change to them alone leaves the skill the same (--upskill-against)
+NOT_SERVED = ("SKILL.md", "skill_meta.json", "skill_meta.proposed.json", "tests.json", "evals", "checks", "tests")
+
+
 def files_inside(
     folder: Path, under: str, limit: int, count: int = 200, leave_out: tuple[str, ...] = ()
 ) -> list[tuple[str, bytes]]:

@@ -104,7 +104,7 @@ def test_a_real_drop_is_flagged_and_a_margin_tolerates_a_small_one(pytester, wri
     dropped.stdout.fnmatch_lines(
         [
             "REGRESSION   noisy × *: with-skill pass rate on the 12 shared case(s) *: a drop of more than 0% is shown",
-            "upskill: exit status 1 because *1 regression(s) against --upskill-compare*",
+            "upskill: exit status 1 because *1 regression(s) shown*",
         ]
     )
     assert dropped.ret == pytest.ExitCode.TESTS_FAILED
@@ -141,8 +141,8 @@ def test_a_skill_the_old_report_lacks_is_not_green_unless_a_gate_judges_it(pytes
         [
             "NOT COMPARED added × *: not in the old report: nothing to compare it with; set a gate "
             "(--upskill-min-lift) to judge it",
-            "upskill: exit status 1 because 1 skill × model(s) could not be compared with --upskill-compare and "
-            "have no gate of their own (NOT COMPARED above)",
+            "upskill: exit status 1 because 1 skill × model(s) could not be compared and have no gate of their own "
+            "(NOT COMPARED above)",
         ]
     )
     gated = run(pytester, noisy, "main", "--upskill-compare", "main.json", "--upskill-min-pass-rate", "0")
