@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pytest_upskill.engine.arms import ARMS
 from pytest_upskill.engine.budget import ModelPlan, plan_lines
 from pytest_upskill.engine.trials import is_no_cases
 from pytest_upskill.models import NO_MODEL, price_source
@@ -18,7 +19,19 @@ from pytest_upskill.render.text import audit_lines, reliability_lines, terminal_
 from pytest_upskill.render.views import LEGEND, matrix_lines
 from pytest_upskill.results.gates import resolution_line
 from pytest_upskill.scoring.sandbox import missing_defences
-from pytest_upskill.types import CacheMode, printable
+from pytest_upskill.types import Arm, CacheMode, printable
+
+
+def arms_line(by_arm: dict[str, ModelPlan]) -> str:
+    """--upskill-plan: the trials of each arm, and what the previous arm and the controls add."""
+    shown = ", ".join(f"{ARMS[Arm(a)].label} {by_arm[a].trials}" for a in Arm if a in by_arm)
+    extra = [p for a, p in by_arm.items() if a not in (Arm.BASELINE, Arm.WITH_SKILL)]
+    costs = [p.cost for p in extra]
+    cost = f", at most ${sum(c for c in costs if c is not None):.4f}" if costs and None not in costs else ""
+    return (
+        f"arms: {shown} trial(s); the previous arm and the controls add {sum(p.trials for p in extra)} trial(s), "
+        f"{sum(p.requests for p in extra)} request(s){cost}"
+    )
 
 
 class TerminalSummary:
@@ -43,6 +56,7 @@ class TerminalSummary:
         if not run.settings.plan or run.config.getoption("collectonly"):
             return None
         plans: dict[str, ModelPlan] = {}
+        by_arm: dict[str, ModelPlan] = {}
         skills: dict[str, tuple[set[str], set[int], float | None]] = {}  # skill -> cases, runs, min_lift
         for item in session.items:
             if not isinstance(item, TrialItem):
@@ -50,6 +64,7 @@ class TerminalSummary:
             t = item.trial
             cached = run.is_cached(t.spec, t.first_request(), t.run, t.cache_salt)
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
+            by_arm.setdefault(t.arm, ModelPlan(t.arm)).add(t.spec, t.request, cached)
             min_lift = run.thresholds.merged(item.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
             cases.add(t.case)
@@ -63,6 +78,8 @@ class TerminalSummary:
         source = price_source(run.specs)
         if source:
             reporter.write_line(source)
+        if set(by_arm) - {Arm.BASELINE, Arm.WITH_SKILL}:
+            reporter.write_line(arms_line(by_arm))
         varied = any(s.temperature != 0 for s in run.specs)  # at temperature 0 runs repeat the answers
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
             reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect, varied))

@@ -148,6 +148,130 @@ def test_an_unknown_ref_is_a_usage_error_before_any_request(pytester, write_skil
     write_skill("alpha", cases(2), body=GOOD)
     commit_all(pytester.path)
     result = upskill(pytester, server, "--upskill-against", "no-such-branch")
-    result.stderr.fnmatch_lines(["*--upskill-against no-such-branch: 'no-such-branch' is neither a folder nor a git ref*"])
+    result.stderr.fnmatch_lines(
+        ["*--upskill-against no-such-branch: 'no-such-branch' is neither a folder nor a git ref*"]
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert server.requests == []
+
+
+# ------------------------------------------------------------------------------ validity controls
+
+
+class RemembersPrompts:
+    """A broken harness in miniature: the answer depends on whether the same prompt came before
+    (as a wrongly keyed cache or a stateful server would make it), not only on the prompt."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, system: str, user: str) -> str:
+        known = (system, user) in self.seen
+        self.seen.add((system, user))
+        return "PASS" if known else "no"
+
+
+def test_the_a_a_control_passes_a_sound_harness_and_marks_a_broken_one_invalid(pytester, write_skill):
+    write_skill("alpha", cases(12), body=GOOD)
+    with LoopbackServer(reply=follows_the_skill) as sound:
+        ok = upskill(pytester, sound, "--upskill-controls", "--upskill-min-lift", "0.3", "--upskill-report", "r.json")
+    ok.stdout.fnmatch_lines(
+        [
+            "  A/A         *  10/10   100%  skill − A/A +0% ?99% CI *] on 10 case(s)",
+            "VALID        alpha × *: A/A control: the same skill in two arms on 10 case(s), 100% and 100% (difference "
+            "+0%, 99% CI *): identical arms agree",
+            "upskill: exit status 0: every gate passed",
+        ]
+    )
+    data = report(pytester)["results"][0]
+    assert data["aa_control"]["total"] == 10 and data["aa_difference"]["difference"] == 0  # a sample of 10 cases
+    assert ok.ret == pytest.ExitCode.OK
+
+    with LoopbackServer(reply=RemembersPrompts()) as broken:
+        bad = upskill(pytester, broken, "--upskill-controls", "--upskill-concurrency", "1", "--upskill-cache", "off")
+    bad.stdout.fnmatch_lines(
+        [
+            "INVALID      alpha × *: A/A control: the same skill in two arms on 10 case(s), 0% and 100% (difference "
+            "-100%, 99% CI *): identical arms differ, so the harness is broken *, not the skill; no verdict of this "
+            "skill × model can be trusted",
+            "upskill: exit status 1 because 1 validity control(s) failed, so the harness is broken, not the skill "
+            "(INVALID above)*",
+        ]
+    )
+    assert bad.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_the_placebo_separates_what_the_skill_says_from_a_longer_prompt(pytester, write_skill):
+    write_skill("alpha", cases(10), body=GOOD + " " + "Context. " * 20)
+    with LoopbackServer(reply=follows_the_skill) as server:
+        said = upskill(pytester, server, "--upskill-controls")
+    said.stdout.fnmatch_lines(
+        [
+            "  placebo     *   0/10     0%  skill − placebo +100% ?95% CI *] on 10 case(s)",
+            "PLACEBO      alpha × *: with skill 100% vs placebo 0% on 10 case(s) (difference +100%, 95% CI *): what "
+            "the skill says helps, beyond a longer prompt (information: never fails the run)",
+        ]
+    )
+    placebos = [r for r in server.requests if "Paper was first made in China" in json.dumps(r.body)]
+    assert len(placebos) == 10  # a neutral text in the skill's place, one request per case
+
+    def likes_long_prompts(system: str, user: str) -> str:
+        return "PASS" if len(system) > 200 else "no"
+
+    with LoopbackServer(reply=likes_long_prompts) as server:
+        longer = upskill(pytester, server, "--upskill-controls")
+    longer.stdout.fnmatch_lines(
+        [
+            "PLACEBO      alpha × *: with skill 100% vs placebo 100% on 10 case(s) (difference +0%, 95% CI *): not "
+            "shown to do better than a neutral text of its length (information: never fails the run)",
+        ]
+    )
+    assert longer.ret == pytest.ExitCode.OK  # every with-skill trial passed; the placebo is information
+
+
+def test_the_positive_control_checks_that_a_skill_asked_for_by_name_is_loaded(pytester, write_skill):
+    write_skill("alpha", cases(10), body=GOOD)
+    progressive = ("--upskill-controls", "--upskill-injection", "progressive", "--upskill-report", "r.json")
+    with LoopbackServer() as server:  # skill_agent: loads a listed skill
+        works = upskill(pytester, server, *progressive)
+    works.stdout.fnmatch_lines(
+        [
+            "  named       *  10/10   100%  loaded the skill when the request named it (positive control)",
+            "VALID        alpha × *: positive control: asked for the skill by name, the model loaded it in 10/10 "
+            "trial(s) (100%, 95% CI 72% to 100%): loading works",
+        ]
+    )
+    named = [r for r in server.requests if "Use the alpha skill for this." in json.dumps(r.body)]
+    assert named  # the positive control's requests name the skill
+
+    def never_loads(turn):
+        return "PASS", []
+
+    with LoopbackServer(agent=never_loads) as server:
+        broken = upskill(pytester, server, *progressive)
+    broken.stdout.fnmatch_lines(
+        [
+            "INVALID      alpha × *: positive control: asked for the skill by name, the model loaded it in 0/10 "
+            "trial(s) (0%, 95% CI 0% to 28%): shown below 90%, so the activation measurement (the listing, "
+            "read_skill) is broken, not the skill",
+        ]
+    )
+    assert broken.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_the_plan_counts_the_controls_and_the_previous_arm(pytester, write_skill, server):
+    write_skill("alpha", cases(12), body=GOOD)
+    commit_all(pytester.path)
+    write_skill("alpha", cases(12), body=WORSE)
+    plain = upskill(pytester, server, "--upskill-plan")
+    both = upskill(pytester, server, "--upskill-plan", "--upskill-controls", "--upskill-against", "main")
+    plain.stdout.fnmatch_lines(["openai:m@* 24 * 24 *"])
+    assert "arms:" not in plain.stdout.str()
+    both.stdout.fnmatch_lines(
+        [
+            "openai:m@* 58 * 58 *",
+            "arms: baseline 12, with skill 12, previous 12, placebo 12, A/A 10 trial(s); the previous arm and the "
+            "controls add 34 trial(s), 34 request(s)",  # system injection: no positive control
+        ]
+    )
     assert server.requests == []
