@@ -19,7 +19,9 @@ from pytest_upskill.errors import SettingError
 from pytest_upskill.skills.discovery import AGENT_FOLDERS
 from pytest_upskill.types import CacheMode, Family, Injection, SpecMode, Switch
 
-Kind = Literal["text", "names", "lines", "int", "number", "seconds", "choice", "switch", "flag", "path", "paths"]
+Kind = Literal[
+    "text", "names", "lines", "int", "runs", "number", "seconds", "choice", "switch", "flag", "path", "paths"
+]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,15 @@ SETTINGS: tuple[Setting, ...] = (
         doc_default="none",
         ini_help="models to test when --upskill-models is not given",
     ),
-    Setting("runs", "trials per case, model and arm (default 1)", "int", "1", metavar="N"),
+    Setting(
+        "runs",
+        "trials per case, model and arm (default 1); auto: one, then more only where they can decide a verdict, "
+        "up to --upskill-max-runs (each look read at a wider interval, so that stopping early keeps the error rates)",
+        "runs",
+        "1",
+        metavar="N|auto",
+    ),
+    Setting("max_runs", "--upskill-runs auto: runs per case at most (default 4)", "int", "4", metavar="N"),
     Setting(
         "injection",
         "how the with-skill arm gets the skill: system (in the system prompt, default) or progressive "
@@ -397,11 +407,14 @@ def _parse(s: Setting, raw: Any) -> Any:
             words = s.least[1] if s.least else "a number"
             raise SettingError(f"{s.flag} / {s.name} must be {words}, not empty")
         return number
-    if s.kind == "int":
+    if s.kind == "runs" and str(raw).strip().lower() == "auto":
+        return "auto"
+    if s.kind in ("int", "runs"):
         try:
             number = int(raw)
         except (TypeError, ValueError):
-            raise SettingError(f"{s.name} must be a whole number, not {raw!r}") from None
+            whole = "a whole number" + (" or auto" if s.kind == "runs" else "")
+            raise SettingError(f"{s.name} must be {whole}, not {raw!r}") from None
         if number < s.minimum:
             raise SettingError(f"{s.name} must be at least {s.minimum}, not {number}")
         return number
@@ -428,7 +441,9 @@ class Settings:
     started, or to the rootdir for an ini value: the run resolves them)."""
 
     models: tuple[str, ...]
-    runs: int
+    runs: int  # under auto: --upskill-max-runs, the runs collected (the looks skip those not needed)
+    auto_runs: bool
+    max_runs: int
     injection: Injection
     spec: SpecMode
     max_turns: int
@@ -488,6 +503,9 @@ class Settings:
         values["family"] = Family(values["family"])
         values["prompt_cache"] = Switch(values["prompt_cache"])
         values["prefix_reuse"] = Switch(values["prefix_reuse"])
+        values["auto_runs"] = values["runs"] == "auto"
+        if values["auto_runs"]:
+            values["runs"] = values["max_runs"]
         values["history_from_ini"] = bool(values["history"]) and not (option("upskill_history") or None)
         return cls(**values)
 

@@ -91,6 +91,7 @@ class TrialContext:
     why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
     spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
     arms: tuple[Arm, ...] = (Arm.BASELINE, Arm.WITH_SKILL)  # the arms this run has (engine/arms.py)
+    auto_runs: bool = False  # --upskill-runs auto: ``runs`` is the most; a model at temperature 0 gets one
     against: Callable[[Skill], Previous] | None = None  # --upskill-against: the skill as it was
 
 
@@ -184,6 +185,7 @@ def _case_trials(
     previous = context.against(skill) if context.against is not None else None
     for spec in context.specs:
         label = context.labels[spec.name]
+        runs = 1 if context.auto_runs and spec.temperature == 0 else context.runs  # the same answer every time
         no_tools = context.why_no_tools(spec) if agentic else None
         skip, note = unavailable, None
         if no_tools and files_only:
@@ -220,7 +222,7 @@ def _case_trials(
                     skill.spec_findings
                 )
                 trial_note = f"{note}; {broken}" if note else broken
-            for run in range(1, context.runs + 1):
+            for run in range(1, runs + 1):
                 common: dict[str, Any] = {
                     "skill": skill.name,
                     "case": case.key,

@@ -18,6 +18,7 @@ from pytest_upskill.engine.trials import NO_CASES_ITEM, Trial, skill_trials
 from pytest_upskill.errors import SkillFileError
 from pytest_upskill.models import NO_MODEL
 from pytest_upskill.plugin import wire
+from pytest_upskill.plugin.looks import not_needed
 from pytest_upskill.plugin.session import RUN
 from pytest_upskill.scoring.checks import CheckRegistry
 from pytest_upskill.scoring.validators import ValidatorRegistry
@@ -142,6 +143,8 @@ class SkillFile(pytest.File):
                 self, name=planned.name, trial=t, case_line=planned.line, thresholds=self.thresholds
             )
             item.extra_keyword_matches.update({t.skill, run.labels[t.model], t.arm})
+            if run.looks is not None:
+                run.looks.add(t, self.thresholds)
             yield item
 
 
@@ -202,7 +205,13 @@ class TrialItem(pytest.Item):
     def setup(self) -> None:
         run = self.config.stash[RUN]
         run.role.prefetch(self.session)
+        if run.looks is not None:  # --upskill-runs auto: a later run waits for the look before it
+            why = run.looks.skip_reason(self.trial)
+            if why:
+                not_needed(self, self.trial, why)
         outcome = run.runner.outcome(self.trial)
+        if run.looks is not None:
+            run.looks.record(self.trial, outcome)
         self.outcome = outcome
         self.user_properties.extend(wire.properties(outcome, self.thresholds))
         if outcome.is_error:

@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pytest_upskill.files import write_atomic
 from pytest_upskill.models import Prices
 from pytest_upskill.plugin import wire
 from pytest_upskill.plugin.collect import SKIPPED_PROPERTY, TrialItem
+from pytest_upskill.plugin.looks import NOT_NEEDED_PROPERTY
 from pytest_upskill.plugin.preflight import compared_report, write_each
 from pytest_upskill.plugin.session import UpskillRun
 from pytest_upskill.render.html import render_html
@@ -74,6 +76,7 @@ class Controller:
         self.progress = Progress(run.settings.progress, run.labels)
         self.old_report = self._read_old_report()
         self.collection_errors = 0
+        self.not_needed: Counter[tuple[str, str]] = Counter()  # --upskill-runs auto: trials a look did not need
         self.evaluation: Evaluation | None = None
         self.report: Report | None = None  # built at the end of the session
         self.write_problems: list[str] = []  # outputs that could not be written at the end
@@ -93,8 +96,9 @@ class Controller:
         if self._prefetched:
             return
         self._prefetched = True
+        looks = self.run.looks
         for item in session.items:
-            if isinstance(item, TrialItem):
+            if isinstance(item, TrialItem) and not (looks is not None and looks.defers(item.trial)):
                 self.run.runner.submit(item.trial)
 
     # -- what ran
@@ -151,6 +155,9 @@ class Controller:
             for name, value in report.user_properties:
                 if name == SKIPPED_PROPERTY:
                     self.ledger.record_skip(json.loads(str(value)))
+                elif name == NOT_NEEDED_PROPERTY:
+                    about = json.loads(str(value))
+                    self.not_needed[(about["skill"], about["model"])] += 1
         if (report.when == "teardown" and outcome is not None) or report.skipped:
             unscored = outcome is not None and outcome.is_error
             line = self.progress.tick(report.nodeid, unscored, time.monotonic())
@@ -215,6 +222,7 @@ class Controller:
             run.effect,
             against=run.against.ref if run.against is not None else None,
             deleted=deleted,
+            level=run.level,
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]

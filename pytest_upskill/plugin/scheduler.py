@@ -23,14 +23,25 @@ from typing import Any
 from xdist.scheduler import LoadScheduling
 
 from pytest_upskill.engine.nodeids import group_of
+from pytest_upskill.plugin.session import RUN
 
 
-def shares(collection: Sequence[str], indices: Sequence[int], workers: int) -> list[list[int]]:
+def shares(collection: Sequence[str], indices: Sequence[int], workers: int, whole: bool = False) -> list[list[int]]:
     """``indices`` (into ``collection``) cut into ``workers`` contiguous shares of sizes that differ
-    by at most one, after putting each skill × model's items together (in the order first seen)."""
+    by at most one, after putting each skill × model's items together (in the order first seen).
+    With ``whole`` (--upskill-runs auto, whose looks read a skill × model's every trial) no skill ×
+    model is split: each share takes whole ones until it holds its part of the items."""
     groups: dict[tuple[str, str], list[int]] = {}
     for index in indices:
         groups.setdefault(group_of(collection[index]), []).append(index)
+    if whole:
+        cut: list[list[int]] = [[] for _ in range(workers)]
+        target, k = len(indices) / workers, 0
+        for group in groups.values():
+            if k < workers - 1 and cut[k] and len(cut[k]) + len(group) / 2 > target:
+                k += 1
+            cut[k].extend(group)
+        return cut
     order = [index for group in groups.values() for index in group]
     size, extra = divmod(len(order), workers)
     cut, start = [], 0
@@ -68,7 +79,8 @@ class UpskillScheduling(LoadScheduling):  # type: ignore[misc]  # xdist ships no
         if not fresh:
             return
         assert self.collection is not None
-        for node, share in zip(fresh, shares(self.collection, self.pending, len(fresh)), strict=True):
+        whole = bool(self.config.stash[RUN].settings.auto_runs)
+        for node, share in zip(fresh, shares(self.collection, self.pending, len(fresh), whole), strict=True):
             if share:
                 self.node2pending[node].extend(share)
                 node.send_runtest_some(share)

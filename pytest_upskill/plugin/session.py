@@ -21,7 +21,9 @@ from pytest_upskill.engine.runner import Runner
 from pytest_upskill.engine.trials import TrialContext
 from pytest_upskill.errors import ConfigError, GitError, PreflightError
 from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
+from pytest_upskill.plugin.looks import Looks
 from pytest_upskill.plugin.preflight import check_outputs, writable_folder
+from pytest_upskill.results import stats
 from pytest_upskill.results.gates import (
     DEFAULT_EFFECT,
     NONINFERIORITY_MARGIN,
@@ -30,6 +32,7 @@ from pytest_upskill.results.gates import (
     Thresholds,
     parse_error_limit,
 )
+from pytest_upskill.results.sequential import Rules
 from pytest_upskill.results.shards import Shards, parse_shard
 from pytest_upskill.settings import Settings
 from pytest_upskill.skills.changes import changed_files, is_changed
@@ -112,6 +115,7 @@ class UpskillRun:
             why_no_tools=why_no_tools,
             spec=settings.spec,
             arms=run_arms(settings),
+            auto_runs=settings.auto_runs,
             against=self.against.of if self.against is not None else None,
         )
         self.cache_mode = settings.cache
@@ -160,6 +164,15 @@ class UpskillRun:
             raise pytest.UsageError(
                 f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
             )
+        # every look of --upskill-runs auto, and the final verdicts, are read at the Bonferroni level over the looks
+        self.level = stats.sequential_level(settings.max_runs) if settings.auto_runs else stats.LEVEL95
+        self.looks: Looks | None = None
+        if settings.auto_runs:
+            rules = Rules(
+                self.thresholds, self.strict, self.effect, self.compare_rule, bool(settings.against), self.level
+            )
+            spent = (lambda b=budget: b.spent < b.limit) if budget is not None else None
+            self.looks = Looks(self.runner, rules, settings.max_runs, spent)
         self.changed = self._changed_files()
         self.unseen = Unseen()  # SKILL.md files seen but not collected
 
@@ -197,6 +210,8 @@ class UpskillRun:
         found.update({k: v for k, v in asdict(self.thresholds).items() if v is not None})
         if settings.judge is not None:
             found["judge_model"] = settings.judge.name
+        if self.settings.auto_runs:
+            found["auto_runs"] = True  # runs: the most; the looks add them only where they can decide
         if self.settings.against:
             found["against"] = self.settings.against
         if self.settings.controls:

@@ -38,7 +38,7 @@ class Worker:
             queued = list(pending)
         for index in (getattr(interactor, "item_index", None), getattr(interactor, "nextitem_index", None), *queued):
             item = session.items[index] if isinstance(index, int) else None
-            if isinstance(item, TrialItem):
+            if isinstance(item, TrialItem) and not (self.run.looks is not None and self.run.looks.defers(item.trial)):
                 self.run.runner.submit(item.trial)
 
     @pytest.hookimpl(tryfirst=True)

@@ -12,14 +12,40 @@ import pytest
 from pytest_upskill.engine.arms import ARMS
 from pytest_upskill.engine.budget import ModelPlan, plan_lines
 from pytest_upskill.engine.trials import is_no_cases
-from pytest_upskill.models import NO_MODEL, price_source
+from pytest_upskill.models import NO_MODEL, ModelSpec, price_source
 from pytest_upskill.plugin.collect import TrialItem
 from pytest_upskill.plugin.controller import Controller
 from pytest_upskill.render.text import audit_lines, reliability_lines, terminal_lines
 from pytest_upskill.render.views import LEGEND, matrix_lines
+from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.gates import resolution_line
 from pytest_upskill.scoring.sandbox import missing_defences
 from pytest_upskill.types import Arm, CacheMode, printable
+
+
+def auto_run_lines(
+    results: list[Result], not_needed: dict[tuple[str, str], int], most: int, level: str, specs: list[ModelSpec]
+) -> list[str]:
+    """--upskill-runs auto: how many runs each skill × model took, and what that saved."""
+    lines = [
+        f"auto runs: at most {most} per case; a skill × model stops at the first look that decides its verdicts, and "
+        f"every look and verdict is read at the {level} level (Bonferroni over {most} looks), so stopping early keeps "
+        "the error rates"
+    ]
+    for r in results:
+        used = max((len(runs) for arms in r.cases.values() for runs in arms.values()), default=0)
+        skipped = not_needed.get((r.skill, r.model), 0)
+        lines.append(
+            f"  {r.skill} × {r.model}: {used} of {most} run(s) used; {skipped} trial(s) not needed (cases whose "
+            "arms agree, or decided)"
+        )
+    cold = [s.name for s in specs if s.temperature == 0]
+    if cold:
+        lines.append(
+            f"  {', '.join(cold)}: temperature 0, one run: a deterministic model repeats its answer, so extra runs "
+            "are skipped"
+        )
+    return lines
 
 
 def arms_line(by_arm: dict[str, ModelPlan]) -> str:
@@ -148,6 +174,9 @@ class TerminalSummary:
             write(f"cache warning: {problem} (ignored and fetched again)")
         for line in reliability_lines(report, run.error_limit.describe()):
             write(line)
+        if run.settings.auto_runs:
+            for line in auto_run_lines(results, state.not_needed, run.settings.max_runs, run.level.label, run.specs):
+                write(line)
         budget = report.budget
         if budget and budget.not_sent:
             write(

@@ -90,6 +90,7 @@ class Finding:
     p_value: float | None = None  # one-sided, of "the figure is at most the threshold" (lift, pass rate)
     held_back: int = 0  # PASS on its own, not at the Holm level of a family of this many gates
     advice: str = ""  # INCONCLUSIVE: what would decide it, at 80% power
+    level: str = "95%"  # the interval's level (wider under --upskill-runs auto: stats.sequential_level)
 
     def describe(self) -> str:
         value = (
@@ -99,7 +100,11 @@ class Finding:
             if self.figure == "pass_rate"
             else f"{float(self.value) * 100:+.0f}%"
         )
-        ci = f" [95% CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]" if self.interval else ""
+        ci = (
+            f" [{self.level} CI {self.interval[0] * 100:+.0f}%, {self.interval[1] * 100:+.0f}%]"
+            if self.interval
+            else ""
+        )
         if self.figure == "token_increase" and self.value is not None:
             ci = " (point estimate, no interval)"
         side = "at most" if self.figure == "token_increase" else "at least"
@@ -119,7 +124,7 @@ class Finding:
         if self.held_back and (strict or self.fails):
             return "INCONCLUSIVE, fails: not shown at the Holm level"
         if strict:
-            return "INCONCLUSIVE, fails: not shown at 95%"
+            return f"INCONCLUSIVE, fails: not shown at {self.level}"
         return f"INCONCLUSIVE, {'fails' if self.fails else 'passes'} on the point estimate (--upskill-lenient)"
 
     def why(self, strict: bool) -> str:
@@ -134,10 +139,10 @@ class Finding:
                 f"(--upskill-family holm; one-sided p = {self.p_value:.4f})"
             )
         if strict:
-            how = "the 95% interval straddles the threshold"
+            how = f"the {self.level} interval straddles the threshold"
         else:
             side = "at or above" if self.value >= self.threshold else "below"
-            how = f"the 95% interval straddles the threshold and the point estimate is {side} it"
+            how = f"the {self.level} interval straddles the threshold and the point estimate is {side} it"
             how += " (without --upskill-lenient it fails)" if not self.fails else ""
         more = f"now {self.cases} case{'s' if self.cases != 1 else ''}; {self.advice}"
         return f"{how}; {more}"
@@ -198,9 +203,10 @@ def _finding(
     strict: bool,
     paired: stats.Paired,
     effect: float = DEFAULT_EFFECT,
+    level: stats.Level = stats.LEVEL95,
 ) -> Finding:
     if value is None or interval is None:
-        return Finding(figure, INCONCLUSIVE, value, interval, threshold, True)
+        return Finding(figure, INCONCLUSIVE, value, interval, threshold, True, level=level.label)
     verdict = {1: PASS, -1: FAIL, 0: INCONCLUSIVE}[stats.side(interval, float(threshold))]
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
     runs = max(1, round(paired.skill_trials / paired.n)) if paired.skill_trials else 1
@@ -214,7 +220,9 @@ def _finding(
         else (lambda z: paired.pass_rate_ci(z)[0])  # type: ignore[index]
     )
     p_value = stats.one_sided_p(bound, float(threshold))
-    return Finding(figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value, advice=advice)
+    return Finding(
+        figure, verdict, value, interval, threshold, fails, paired.n, needed, p_value, advice=advice, level=level.label
+    )
 
 
 def token_increase(result: Result) -> Fraction | None:
@@ -238,23 +246,30 @@ def token_increase(result: Result) -> Fraction | None:
 
 
 def verdict_for(
-    result: Result, thresholds: Thresholds, strict: bool = False, effect: float = DEFAULT_EFFECT
+    result: Result,
+    thresholds: Thresholds,
+    strict: bool = False,
+    effect: float = DEFAULT_EFFECT,
+    level: stats.Level = stats.LEVEL95,
 ) -> Verdict:
     verdict = Verdict(result.skill, result.model)
     paired = result.pairing.paired
     if thresholds.min_lift is not None:
         lift_threshold = stats.exact(thresholds.min_lift)
-        verdict.findings.append(_finding("lift", paired.lift, paired.lift_ci(), lift_threshold, strict, paired, effect))
+        verdict.findings.append(
+            _finding("lift", paired.lift, paired.lift_ci(level.z), lift_threshold, strict, paired, effect, level)
+        )
     if thresholds.min_pass_rate is not None:
         verdict.findings.append(
             _finding(
                 "pass_rate",
                 paired.p_skill,
-                paired.pass_rate_ci(),
+                paired.pass_rate_ci(level.z),
                 stats.exact(thresholds.min_pass_rate),
                 strict,
                 paired,
                 effect,
+                level,
             )
         )
     if thresholds.max_token_increase is not None:
@@ -371,6 +386,7 @@ def judge_change(
     what: str,
     noninferiority: bool = False,
     strict: bool = True,
+    level: stats.Level = stats.LEVEL95,
 ) -> list[Regression]:
     """The paired change (``change.lift``: after - before, ``p_skill`` after, ``p_baseline``
     before) judged by ``rule``: a REGRESSION where its 95% interval lies wholly below -δ, and
@@ -378,10 +394,10 @@ def judge_change(
     --upskill-against) the change passes only where the interval shows it no worse than -δ (NO
     WORSE); between the two it is INCONCLUSIVE, which fails unless --upskill-lenient passes an
     estimate at or above -δ. Without it (--upskill-compare, two runs) only a shown drop fails."""
-    d, (lo, hi) = float(change.lift), change.lift_ci()  # type: ignore[arg-type, misc]
+    d, (lo, hi) = float(change.lift), change.lift_ci(level.z)  # type: ignore[arg-type, misc]
     said = (
         f"{what} on the {change.n} shared case(s) {float(change.p_baseline) * 100:.0f}% → "  # type: ignore[arg-type]
-        f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, 95% CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
+        f"{float(change.p_skill) * 100:.0f}% (change {_pct(d)}, {level.label} CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
     )
     margin = f"{rule.max_regression * 100:.0f}%"
     dropped = hi < -rule.max_regression - stats.TOLERANCE
@@ -495,7 +511,12 @@ POSITIVE_FLOOR = 0.9  # the positive control fails where activation on request i
 
 
 def experiment(
-    results: list[Result], rule: CompareRule, ref: str | None, deleted: list[str], strict: bool = True
+    results: list[Result],
+    rule: CompareRule,
+    ref: str | None,
+    deleted: list[str],
+    strict: bool = True,
+    level: stats.Level = stats.LEVEL95,
 ) -> list[Regression]:
     """The pull request's check as one experiment, per skill × model: with skill against the
     previous arm (--upskill-against), paired and judged by ``rule``; the cases whose outcome moved
@@ -508,7 +529,7 @@ def experiment(
             change = r.comparison(Arm.PREVIOUS)
             if change is not None and change.n:
                 what = f"pass rate, previous ({ref}) → with skill"
-                found += judge_change(skill, model, change, rule, what, noninferiority=True, strict=strict)
+                found += judge_change(skill, model, change, rule, what, True, strict, level)
                 found += _moved(r, ref)
             elif r.against == "same":
                 found.append(
@@ -626,6 +647,7 @@ class Evaluation:
     strict: bool = False
     compared: bool = False  # --upskill-compare: the pull request's check is a gate of its own
     family: str = Family.NONE  # Family.HOLM: the PASS verdicts hold at a family-wise 2.5% across the run's gates
+    level: str = "95%"  # the intervals' level (--upskill-runs auto reads every look at a wider one)
 
     @property
     def gated(self) -> bool:
@@ -691,8 +713,8 @@ class Evaluation:
         """What a verdict means, in one line under the gates."""
         if self.strict:
             line = (
-                "exit status follows these verdicts: PASS passes (the 95% interval clears the threshold), FAIL and "
-                "INCONCLUSIVE fail (a gate passes only what the interval shows; error rates: README, Verdicts)"
+                f"exit status follows these verdicts: PASS passes (the {self.level} interval clears the threshold), "
+                "FAIL and INCONCLUSIVE fail (a gate passes only what the interval shows; error rates: README, Verdicts)"
             )
         else:
             line = (
@@ -762,6 +784,7 @@ def evaluate(
     effect: float = DEFAULT_EFFECT,
     against: str | None = None,
     deleted: list[str] | None = None,
+    level: stats.Level = stats.LEVEL95,
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -769,7 +792,7 @@ def evaluate(
     for result in results:
         own = thresholds.merged(result.thresholds)
         if own.any:
-            verdicts.append(verdict_for(result, own, strict, effect))
+            verdicts.append(verdict_for(result, own, strict, effect, level))
     for gone in report.skipped:
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
@@ -777,14 +800,14 @@ def evaluate(
     if family == Family.HOLM:
         hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
-    regressions += experiment(results, rule, against, deleted or [], strict)
+    regressions += experiment(results, rule, against, deleted or [], strict, level)
     judged = {(v.skill, v.model) for v in verdicts}
     for g in regressions:  # nothing unevaluated is green: a skill × model not compared needs a gate of its own
         if g.kind == "uncompared":
             g.fails = (g.skill, g.model) not in judged
             g.message += "; judged by its gates" if not g.fails else "; set a gate (--upskill-min-lift) to judge it"
     compared = old_report is not None or against is not None
-    return Evaluation(verdicts, regressions, strict, compared=compared, family=family)
+    return Evaluation(verdicts, regressions, strict, compared=compared, family=family, level=level.label)
 
 
 FAMILIES = tuple(Family)

@@ -32,10 +32,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from statistics import NormalDist
+from typing import NamedTuple
 
 Z95 = NormalDist().inv_cdf(0.975)
 Z99 = NormalDist().inv_cdf(0.995)  # the A/A control's 99% interval: a sound harness is called invalid 1% of the time
 TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
+
+
+class Level(NamedTuple):
+    """A two-sided interval's level: its z and how the text names it ("95%")."""
+
+    z: float
+    label: str
+
+
+LEVEL95 = Level(Z95, "95%")
+
+
+def sequential_level(looks: int, alpha: float = 0.025) -> Level:
+    """The level at which every one of ``looks`` looks is read, so that stopping at the first look
+    that decides keeps each one-sided error at most ``alpha`` (Bonferroni over the looks: each
+    look spends ``alpha / looks``). One look is the 95% interval."""
+    if looks <= 1:
+        return LEVEL95
+    one_sided = alpha / looks
+    return Level(NormalDist().inv_cdf(1 - one_sided), f"{(1 - 2 * one_sided) * 100:.4g}%")
 
 
 def rate(passed: int, scored: int) -> float | None:

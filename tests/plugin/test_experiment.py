@@ -275,3 +275,115 @@ def test_the_plan_counts_the_controls_and_the_previous_arm(pytester, write_skill
         ]
     )
     assert server.requests == []
+
+
+# ------------------------------------------------------------------------------ sampling until decided
+
+
+def warm_alias(pytester, server) -> str:
+    """A model alias that samples (temperature 1): --upskill-runs auto adds runs only to such a model."""
+    pytester.makefile(
+        ".toml",
+        pyproject=f'[tool.upskill.models.warm]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
+        "temperature = 1.0\n",
+    )
+    return "warm"
+
+
+def test_auto_runs_stop_at_the_first_look_that_decides(pytester, write_skill, server):
+    write_skill("alpha", cases(20), body=GOOD)
+    model = warm_alias(pytester, server)
+    result = pytester.runpytest(
+        "skills",
+        "--upskill-models",
+        model,
+        "--upskill-runs",
+        "auto",
+        "--upskill-min-lift",
+        "0.3",
+        "--upskill-cache",
+        "off",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "auto runs: at most 4 per case; * read at the 98.75% level (Bonferroni over 4 looks)*",
+            "  alpha × warm: 1 of 4 run(s) used; 120 trial(s) not needed (cases whose arms agree, or decided)",
+            "PASS         alpha × warm: lift +100% ?98.75% CI +*",
+            "upskill: exit status 0: every gate passed",
+        ]
+    )
+    assert sum("question" in json.dumps(r.body) for r in server.requests) == 40  # 20 cases × 2 arms, once
+    assert result.ret == pytest.ExitCode.OK
+
+
+class CoinOnSome:
+    """Cases named "same" pass in both arms every time; the others are a coin in both arms."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, system: str, user: str) -> str:
+        if "same" in user:
+            return "PASS"
+        self.n += 1
+        return "PASS" if (self.n * 7919) % 13 < 6 else "no"
+
+
+def test_auto_runs_run_again_only_the_cases_whose_outcomes_disagree(pytester, write_skill):
+    tests = cases(6, "same ") + [
+        {"id": f"d{i}", "input": f"coin {i}", "expected": {"contains": "PASS"}} for i in range(6)
+    ]
+    write_skill("alpha", tests, body=GOOD)
+    with LoopbackServer(reply=CoinOnSome()) as server:
+        model = warm_alias(pytester, server)
+        result = pytester.runpytest(
+            "skills",
+            "--upskill-models",
+            model,
+            "--upskill-runs",
+            "auto",
+            "--upskill-min-lift",
+            "0",  # a coin in both arms: the lift straddles 0, and the look runs the coins again
+            "--upskill-cache",
+            "off",
+            "--upskill-report",
+            "r.json",
+        )
+    data = report(pytester)["results"][0]
+    runs = {c["case"]: (len(c["baseline"]), len(c["with_skill"])) for c in data["cases"]}
+    assert all(runs[f"c{i}"] == (1, 1) for i in range(6))  # agreed at once: never again
+    assert max(runs[f"d{i}"][0] for i in range(6)) > 1  # a coin disagrees somewhere: run again
+    asked = [json.dumps(r.body) for r in server.requests]
+    assert sum("same question" in a for a in asked) == 12
+    result.stdout.fnmatch_lines(["  alpha × warm: * of 4 run(s) used; * trial(s) not needed*"])
+
+
+def test_auto_runs_give_a_model_at_temperature_0_one_run_and_say_so(pytester, write_skill, server):
+    write_skill("alpha", cases(4), body=GOOD)
+    result = upskill(pytester, server, "--upskill-runs", "auto", "--upskill-min-lift", "0.3")
+    assert len(server.requests) == 8
+    result.stdout.fnmatch_lines(
+        ["  openai:m@*: temperature 0, one run: a deterministic model repeats its answer, so extra runs are skipped"]
+    )
+
+
+def test_auto_runs_with_xdist_keep_a_skill_and_model_on_one_worker(pytester, write_skill, server):
+    for k in range(3):
+        write_skill(f"s{k}", cases(12, f"s{k} "), body=GOOD)
+    model = warm_alias(pytester, server)
+    result = pytester.runpytest(
+        "skills",
+        "-n",
+        "2",
+        "--upskill-models",
+        model,
+        "--upskill-runs",
+        "auto",
+        "--upskill-min-lift",
+        "0.3",
+        "--upskill-cache",
+        "off",
+    )
+    result.stdout.fnmatch_lines(["  s0 × warm: 1 of 4 run(s) used; 72 trial(s) not needed*"])
+    assert sum("question" in json.dumps(r.body) for r in server.requests) == 3 * 12 * 2
+    assert result.ret == pytest.ExitCode.OK

@@ -1,0 +1,78 @@
+"""``--upskill-runs auto``: sampling until decided. A skill × model runs its cases once, then looks:
+where every verdict it has is decided (a gate PASS or FAIL, a change NO WORSE or REGRESSION), it
+stops; else the cases whose outcomes disagree (between the arms, or between runs) run once more, and
+it looks again, up to ``--upskill-max-runs`` runs.
+
+Stopping at the first look that decides is optional stopping, and a plain 95% interval read at every
+look would pass a useless skill more often than 5%. Every look, and the final verdict, is read at
+the Bonferroni level over the looks (:func:`stats.sequential_level`: each look spends 2.5% / looks of
+the one-sided error), so the error stays at most 2.5% one-sided whatever look stops it. The study
+(``benchmarks/sequential.py``) measures the false-pass rate and the requests saved against fixed runs.
+
+A case whose outcomes all agree so far (every scored trial of every judged arm passed, or every one
+failed) is not run again: another run of it is unlikely to move a verdict. At temperature 0 a model
+gives the same answer every time, and gets one run (trials.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pytest_upskill.results import gates, stats
+from pytest_upskill.results.aggregate import Result
+from pytest_upskill.types import Arm
+
+# the arms that run again at a look: those a verdict reads (the controls run once)
+RERUN_ARMS = (Arm.BASELINE, Arm.WITH_SKILL, Arm.PREVIOUS)
+DEFAULT_MAX_RUNS = 4
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a look judges, as the run's evaluation does (gates.evaluate)."""
+
+    thresholds: gates.Thresholds
+    strict: bool
+    effect: float
+    rule: gates.CompareRule
+    against: bool  # --upskill-against: the change against the previous arm is judged
+    level: stats.Level
+
+
+def open_questions(result: Result, rules: Rules) -> list[str]:
+    """The verdicts of ``result`` that its data do not decide yet, in words (empty: decided)."""
+    questions = []
+    own = rules.thresholds.merged(result.thresholds)
+    if own.any:
+        verdict = gates.verdict_for(result, own, rules.strict, rules.effect, rules.level)
+        questions += [f.figure for f in verdict.findings if f.verdict == gates.INCONCLUSIVE and f.value is not None]
+    change = result.comparison(Arm.PREVIOUS) if rules.against else None
+    interval = change.lift_ci(rules.level.z) if change is not None else None
+    if interval is not None:
+        margin = -rules.rule.max_regression
+        if stats.side(interval, margin) == 0:  # neither shown no worse than -δ nor shown worse
+            questions.append("change")
+        if rules.rule.min_improvement is not None and stats.side(interval, rules.rule.min_improvement) == 0:
+            questions.append("improvement")
+    return questions
+
+
+def has_question(result: Result, rules: Rules) -> bool:
+    """Whether any verdict reads this skill × model (a gate, or a change to judge)."""
+    return rules.thresholds.merged(result.thresholds).any or (
+        rules.against and result.comparison(Arm.PREVIOUS) is not None
+    )
+
+
+def disagreeing_cases(result: Result, arms: Iterable[str] = RERUN_ARMS) -> set[str]:
+    """The cases whose scored outcomes in ``arms`` are not all the same (or not scored in one of
+    them yet): the ones another run can move."""
+    found = set()
+    for case, by_arm in result.cases.items():
+        present = [a for a in arms if a in by_arm]
+        scored = [v for a in present for v in by_arm[a].values() if v is not None]
+        unscored = any(all(v is None for v in by_arm[a].values()) for a in present)
+        if unscored or len(set(scored)) > 1:
+            found.add(case)
+    return found
