@@ -222,7 +222,8 @@ class Controller:
             run.effect,
             against=run.against.ref if run.against is not None else None,
             deleted=deleted,
-            level=run.level,
+            level_for=run.level_for,
+            sequential=run.settings.auto_runs,
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]

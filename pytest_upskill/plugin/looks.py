@@ -1,8 +1,8 @@
 """``--upskill-runs auto`` in a pytest session: the items of runs 2, 3, ... wait for the look before
 them (results/sequential.py decides). The first item of run k of a skill × model to be set up makes
 look k - 1: it waits for the outcomes of run k - 1 of that skill × model (in flight together), and
-either stops it (every later item of it is skipped, saying why) or starts run k of the cases whose
-outcomes disagree, together. Under xdist the scheduler keeps a skill × model on one worker, so
+either stops it (every later item of it is skipped, saying why) or starts run k of its cases,
+together. Under xdist the scheduler keeps a skill × model on one worker, so
 each worker looks at its own.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from pytest_upskill.engine.trials import Trial
 from pytest_upskill.results.aggregate import Result
-from pytest_upskill.results.sequential import RERUN_ARMS, Rules, disagreeing_cases, has_question, open_questions
+from pytest_upskill.results.sequential import RERUN_ARMS, Rules, has_question, open_questions
 from pytest_upskill.types import Arm, Outcome
 
 NOT_NEEDED_PROPERTY = "upskill_not_needed"  # on a trial item skipped by a look: its skill, model and why
@@ -103,15 +103,12 @@ class Looks:
         if self.budget_left is not None and not self.budget_left():  # type: ignore[operator]
             self.stopped[key] = f"stopped after {done} run(s) at --upskill-max-cost, {', '.join(questions)} undecided"
             return Decision(frozenset(), f"upskill: run {run} not sent: --upskill-max-cost is spent")
-        cases = disagreeing_cases(result)
-        if not cases:
-            self.stopped[key] = f"{done} run(s): every case agrees in every arm, so another run moves nothing"
-            return Decision(frozenset(), f"upskill: run {run} not needed: every case of {skill} × {model} agrees")
+        cases = set(result.cases)  # every case: choosing them by their outcomes would bias the verdict
         for trial in by_run.get(run, []):  # together, so that they are in flight at once
             if trial.case in cases and trial.arm in RERUN_ARMS:
                 self.runner.submit(trial)  # type: ignore[attr-defined]
         self.stopped[key] = f"{run} of {self.max_runs} run(s), {', '.join(questions)} undecided"
-        return Decision(frozenset(cases), f"upskill: run {run} not needed: this case agrees in every arm")
+        return Decision(frozenset(cases), f"upskill: run {run} not needed: the controls run once")
 
 
 def not_needed(item: pytest.Item, trial: Trial, why: str) -> None:

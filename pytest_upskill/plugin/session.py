@@ -24,6 +24,7 @@ from pytest_upskill.models import NO_MODEL, ModelSpec, node_ids, resolve_all
 from pytest_upskill.plugin.looks import Looks
 from pytest_upskill.plugin.preflight import check_outputs, writable_folder
 from pytest_upskill.results import stats
+from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.gates import (
     DEFAULT_EFFECT,
     NONINFERIORITY_MARGIN,
@@ -32,7 +33,7 @@ from pytest_upskill.results.gates import (
     Thresholds,
     parse_error_limit,
 )
-from pytest_upskill.results.sequential import Rules
+from pytest_upskill.results.sequential import Rules, runs_used
 from pytest_upskill.results.shards import Shards, parse_shard
 from pytest_upskill.settings import Settings
 from pytest_upskill.skills.changes import changed_files, is_changed
@@ -164,17 +165,25 @@ class UpskillRun:
             raise pytest.UsageError(
                 f"{', '.join(gates)} set, but no model is named, so nothing would be measured: {NO_MODEL}"
             )
-        # every look of --upskill-runs auto, and the final verdicts, are read at the Bonferroni level over the looks
-        self.level = stats.sequential_level(settings.max_runs) if settings.auto_runs else stats.LEVEL95
         self.looks: Looks | None = None
-        if settings.auto_runs:
+        if settings.auto_runs:  # each look, and the verdict where it stopped, at its level (results/sequential.py)
             rules = Rules(
-                self.thresholds, self.strict, self.effect, self.compare_rule, bool(settings.against), self.level
+                self.thresholds, self.strict, self.effect, self.compare_rule, bool(settings.against), settings.max_runs
             )
             spent = (lambda b=budget: b.spent < b.limit) if budget is not None else None
             self.looks = Looks(self.runner, rules, settings.max_runs, spent)
         self.changed = self._changed_files()
         self.unseen = Unseen()  # SKILL.md files seen but not collected
+
+    def level_for(self, result: Result) -> stats.Level:
+        """The level a result's verdicts are read at: 95%, or under --upskill-runs auto the level of
+        the look it stopped at (a model at temperature 0 has one run and no look: 95%)."""
+        if not self.settings.auto_runs or self.temperature_0(result.model):
+            return stats.LEVEL95
+        return stats.sequential_level(runs_used(result), self.settings.max_runs)
+
+    def temperature_0(self, model: str) -> bool:
+        return any(s.name == model and s.temperature == 0 for s in self.specs)
 
     def _against(self) -> Against | None:
         ref = self.settings.against

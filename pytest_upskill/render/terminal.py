@@ -4,7 +4,7 @@ the line that says why the exit status is what it is, from what the controller g
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,25 +19,32 @@ from pytest_upskill.render.text import audit_lines, reliability_lines, terminal_
 from pytest_upskill.render.views import LEGEND, matrix_lines
 from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.gates import resolution_line
+from pytest_upskill.results.sequential import runs_used
+from pytest_upskill.results.stats import Level, sequential_level
 from pytest_upskill.scoring.sandbox import missing_defences
 from pytest_upskill.types import Arm, CacheMode, printable
 
 
 def auto_run_lines(
-    results: list[Result], not_needed: dict[tuple[str, str], int], most: int, level: str, specs: list[ModelSpec]
+    results: list[Result],
+    not_needed: dict[tuple[str, str], int],
+    most: int,
+    level_for: Callable[[Result], Level],
+    specs: list[ModelSpec],
 ) -> list[str]:
     """--upskill-runs auto: how many runs each skill × model took, and what that saved."""
+    levels = ", ".join(sequential_level(k, most).label for k in range(1, most + 1))
     lines = [
-        f"auto runs: at most {most} per case; a skill × model stops at the first look that decides its verdicts, and "
-        f"every look and verdict is read at the {level} level (Bonferroni over {most} looks), so stopping early keeps "
-        "the error rates"
+        f"auto runs: at most {most} per case; a skill × model stops at the first look that decides its verdicts; "
+        f"look k is read at a level that spends its share of the error ({levels}), and a verdict at its look's, so "
+        "stopping early keeps the error rates"
     ]
     for r in results:
-        used = max((len(runs) for arms in r.cases.values() for runs in arms.values()), default=0)
+        used = runs_used(r)
         skipped = not_needed.get((r.skill, r.model), 0)
         lines.append(
-            f"  {r.skill} × {r.model}: {used} of {most} run(s) used; {skipped} trial(s) not needed (cases whose "
-            "arms agree, or decided)"
+            f"  {r.skill} × {r.model}: {used} of {most} run(s) used, read at {level_for(r).label}; {skipped} trial(s) "
+            "not needed"
         )
     cold = [s.name for s in specs if s.temperature == 0]
     if cold:
@@ -175,7 +182,7 @@ class TerminalSummary:
         for line in reliability_lines(report, run.error_limit.describe()):
             write(line)
         if run.settings.auto_runs:
-            for line in auto_run_lines(results, state.not_needed, run.settings.max_runs, run.level.label, run.specs):
+            for line in auto_run_lines(results, state.not_needed, run.settings.max_runs, run.level_for, run.specs):
                 write(line)
         budget = report.budget
         if budget and budget.not_sent:

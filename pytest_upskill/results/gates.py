@@ -33,6 +33,7 @@ An old report without per-case results falls back to the two lifts' MOVER interv
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
@@ -516,7 +517,7 @@ def experiment(
     ref: str | None,
     deleted: list[str],
     strict: bool = True,
-    level: stats.Level = stats.LEVEL95,
+    level_for: Callable[[Result], stats.Level] = lambda r: stats.LEVEL95,
 ) -> list[Regression]:
     """The pull request's check as one experiment, per skill × model: with skill against the
     previous arm (--upskill-against), paired and judged by ``rule``; the cases whose outcome moved
@@ -529,7 +530,7 @@ def experiment(
             change = r.comparison(Arm.PREVIOUS)
             if change is not None and change.n:
                 what = f"pass rate, previous ({ref}) → with skill"
-                found += judge_change(skill, model, change, rule, what, True, strict, level)
+                found += judge_change(skill, model, change, rule, what, True, strict, level_for(r))
                 found += _moved(r, ref)
             elif r.against == "same":
                 found.append(
@@ -784,7 +785,8 @@ def evaluate(
     effect: float = DEFAULT_EFFECT,
     against: str | None = None,
     deleted: list[str] | None = None,
-    level: stats.Level = stats.LEVEL95,
+    level_for: Callable[[Result], stats.Level] = lambda r: stats.LEVEL95,
+    sequential: bool = False,
 ) -> Evaluation:
     """The verdicts of every skill × model with a gate set, those that ran and those whose every
     trial was skipped (NOT EVALUATED, which fails the run: a gate never passes on nothing)."""
@@ -792,7 +794,7 @@ def evaluate(
     for result in results:
         own = thresholds.merged(result.thresholds)
         if own.any:
-            verdicts.append(verdict_for(result, own, strict, effect, level))
+            verdicts.append(verdict_for(result, own, strict, effect, level_for(result)))
     for gone in report.skipped:
         if thresholds.merged(gone.thresholds).any:
             why = f"every one of its {gone.trials} trial(s) was skipped: " + "; ".join(gone.reasons)
@@ -800,14 +802,15 @@ def evaluate(
     if family == Family.HOLM:
         hold_back(verdicts, strict)
     regressions = compare(old_report, report, thresholds.max_token_increase, rule) if old_report is not None else []
-    regressions += experiment(results, rule, against, deleted or [], strict, level)
+    regressions += experiment(results, rule, against, deleted or [], strict, level_for)
     judged = {(v.skill, v.model) for v in verdicts}
     for g in regressions:  # nothing unevaluated is green: a skill × model not compared needs a gate of its own
         if g.kind == "uncompared":
             g.fails = (g.skill, g.model) not in judged
             g.message += "; judged by its gates" if not g.fails else "; set a gate (--upskill-min-lift) to judge it"
     compared = old_report is not None or against is not None
-    return Evaluation(verdicts, regressions, strict, compared=compared, family=family, level=level.label)
+    level = "stopping look's (--upskill-runs auto)" if sequential else "95%"
+    return Evaluation(verdicts, regressions, strict, compared=compared, family=family, level=level)
 
 
 FAMILIES = tuple(Family)

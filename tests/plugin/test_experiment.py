@@ -306,9 +306,12 @@ def test_auto_runs_stop_at_the_first_look_that_decides(pytester, write_skill, se
     )
     result.stdout.fnmatch_lines(
         [
-            "auto runs: at most 4 per case; * read at the 98.75% level (Bonferroni over 4 looks)*",
-            "  alpha × warm: 1 of 4 run(s) used; 120 trial(s) not needed (cases whose arms agree, or decided)",
-            "PASS         alpha × warm: lift +100% ?98.75% CI +*",
+            "auto runs: at most 4 per case; a skill × model stops at the first look that decides its verdicts; look k "
+            "is read at a level that spends its share of the error (99.92%, 99.45%, 98.52%, 97.11%), and a verdict at "
+            "its look's, so stopping early keeps the error rates",
+            "  alpha × warm: 1 of 4 run(s) used, read at 99.92%; 120 trial(s) not needed",
+            "PASS         alpha × warm: lift +100% ?99.92% CI +49%, +100%] vs at least +30% PASS",
+            "exit status follows these verdicts: PASS passes (the stopping look's (--upskill-runs auto) interval *",
             "upskill: exit status 0: every gate passed",
         ]
     )
@@ -329,7 +332,7 @@ class CoinOnSome:
         return "PASS" if (self.n * 7919) % 13 < 6 else "no"
 
 
-def test_auto_runs_run_again_only_the_cases_whose_outcomes_disagree(pytester, write_skill):
+def test_auto_runs_run_every_case_of_an_undecided_skill_again(pytester, write_skill):
     tests = cases(6, "same ") + [
         {"id": f"d{i}", "input": f"coin {i}", "expected": {"contains": "PASS"}} for i in range(6)
     ]
@@ -351,11 +354,14 @@ def test_auto_runs_run_again_only_the_cases_whose_outcomes_disagree(pytester, wr
         )
     data = report(pytester)["results"][0]
     runs = {c["case"]: (len(c["baseline"]), len(c["with_skill"])) for c in data["cases"]}
-    assert all(runs[f"c{i}"] == (1, 1) for i in range(6))  # agreed at once: never again
-    assert max(runs[f"d{i}"][0] for i in range(6)) > 1  # a coin disagrees somewhere: run again
+    # a coin in both arms never decides "lift at least 0": every case runs every time, those that agreed
+    # too (choosing the cases by their outcomes biased the verdict in the study: benchmarks/sequential.py)
+    assert set(runs.values()) == {(4, 4)}
     asked = [json.dumps(r.body) for r in server.requests]
-    assert sum("same question" in a for a in asked) == 12
-    result.stdout.fnmatch_lines(["  alpha × warm: * of 4 run(s) used; * trial(s) not needed*"])
+    assert sum("same question" in a for a in asked) == 6 * 2 * 4
+    result.stdout.fnmatch_lines(
+        ["  alpha × warm: 4 of 4 run(s) used, read at 97.11%; 0 trial(s) not needed", "INCONCLUSIVE alpha × warm*"]
+    )
 
 
 def test_auto_runs_give_a_model_at_temperature_0_one_run_and_say_so(pytester, write_skill, server):
@@ -384,6 +390,6 @@ def test_auto_runs_with_xdist_keep_a_skill_and_model_on_one_worker(pytester, wri
         "--upskill-cache",
         "off",
     )
-    result.stdout.fnmatch_lines(["  s0 × warm: 1 of 4 run(s) used; 72 trial(s) not needed*"])
+    result.stdout.fnmatch_lines(["  s0 × warm: 1 of 4 run(s) used, read at 99.92%; 72 trial(s) not needed"])
     assert sum("question" in json.dumps(r.body) for r in server.requests) == 3 * 12 * 2
     assert result.ret == pytest.ExitCode.OK
