@@ -232,6 +232,34 @@ def _cost(arm: ArmReport) -> str:
     return "–" if arm.cost is None else f"${arm.cost:.4f}"
 
 
+_COMPARED = (  # the report's field, the arm's name, the difference's name, the interval's level
+    ("change", "previous", "change", "95%"),
+    ("over_placebo", "placebo", "skill − placebo", "95%"),
+    ("aa_difference", "A/A", "skill − A/A", "99%"),
+)
+
+
+def _other_arms(result: ResultReport, key: str) -> str:
+    """The previous arm and the controls, each beside the with-skill arm on the cases both scored."""
+    found = []
+    for name, label, what, level in _COMPARED:
+        c = getattr(result, name)
+        if c is None:
+            continue
+        found.append(
+            f"<br>{_e(label)} {_fig(f'{key}|{name}.other', c.other, pct(c.other))} · {_e(what)} "
+            f"{_fig(f'{key}|{name}.difference', c.difference, pct(c.difference, True))} "
+            f"[{level} CI {pct(c.ci[0], True)}, {pct(c.ci[1], True)}] "
+            f'<span class="muted">({c.cases} case(s))</span>'
+        )
+    if result.against:
+        found.append(f'<br><span class="muted">against: {_e(result.against)}</span>')
+    named = result.positive_control
+    if named is not None and named.total:
+        found.append(f"<br>named: loaded {named.passed}/{named.passed + named.failed} (positive control)")
+    return "".join(found)
+
+
 def result_row(
     result: ResultReport, verdict: VerdictReport | None, trend: list[tuple[Run, ResultReport]] | None
 ) -> str:
@@ -272,7 +300,7 @@ def result_row(
         f"{_fig(f'{key}|baseline.pass_rate', b.pass_rate, pct(b.pass_rate))} → "
         f"{_fig(f'{key}|with_skill.pass_rate', s.pass_rate, pct(s.pass_rate))} "
         f'<span class="muted">({result.paired_cases} paired case(s); {b.passed}/{b.total} → '
-        f"{s.passed}/{s.total} trials passed)</span></td>"
+        f"{s.passed}/{s.total} trials passed)</span>{_other_arms(result, key)}</td>"
         f"<td>{verdict_html}</td>"
         f"<td>{_fig(f'{key}|input_tokens_delta', delta.input_tokens, f'{delta.input_tokens:+,}')} in / "
         f"{_fig(f'{key}|output_tokens_delta', delta.output_tokens, f'{delta.output_tokens:+,}')} out</td>"
@@ -380,14 +408,21 @@ def case_html(result: ResultReport, case: CaseRuns) -> str:
     for run in runs:
         base, skill = by_key.get((Arm.BASELINE, run)), by_key.get((Arm.WITH_SKILL, run))
         left, right = marked_pair(base.answer if base else "", skill.answer if skill else "")
+        previous = by_key.get((Arm.PREVIOUS, run))
+        third = _arm_html(previous, _e(previous.answer), "previous") if previous else ""
         body.append(
-            '<div class="arms">' + _arm_html(base, left, "baseline") + _arm_html(skill, right, "with skill") + "</div>"
+            '<div class="arms">'
+            + _arm_html(base, left, "baseline")
+            + third
+            + _arm_html(skill, right, "with skill")
+            + "</div>"
         )
+    moved = f" · previous {marks(case.previous)}" if case.previous is not None else ""
     return (
         f'<details class="case" data-case="{_e(case.case)}" data-skill="{_e(result.skill)}" '
         f'data-model="{_e(result.model)}" '
         f'data-outcome="{outcome}"><summary><b>{_e(case.case)}</b> · {_e(result.skill)} × <code>'
-        f"{_e(result.model)}</code> · baseline {marks(case.baseline)} → with skill {marks(case.with_skill)}"
+        f"{_e(result.model)}</code> · baseline {marks(case.baseline)}{moved} → with skill {marks(case.with_skill)}"
         f'<span class="tag {outcome}">{_e(OUTCOMES[outcome])}</span></summary>{"".join(body)}</details>'
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from pytest_upskill.models import Prices
-from pytest_upskill.render.text import INTERVALS, _fmt, audit_lines, pct
+from pytest_upskill.render.text import INTERVALS, OTHER_ARMS, _fmt, audit_lines, pct
+from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import NO_PRICES, Result, cost, counts
 from pytest_upskill.results.report import RegressionReport, VerdictReport
 
@@ -19,6 +20,17 @@ def md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def other_cells(r: Result, arm: str) -> str:
+    """Two cells: another arm's passed/scored beside the with-skill arm, and with skill minus it."""
+    paired = r.comparison(arm)  # type: ignore[arg-type]
+    if paired is None or not paired.n:
+        return "– | –"
+    passed, scored = r.pair("with_skill", arm).counts[arm]
+    ci = paired.lift_ci(stats.Z99 if arm == "aa_control" else stats.Z95)
+    shown = pct(float(paired.lift), True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")  # type: ignore[arg-type]
+    return f"{passed}/{scored} | {shown}"
+
+
 def markdown(
     results: list[Result],
     verdicts: list[VerdictReport],
@@ -30,25 +42,29 @@ def markdown(
     """A compact summary for a pull-request comment."""
     by_key = {(v.skill, v.model): v for v in verdicts}
     activation = any(r.with_skill.offered for r in results)
+    others = [(arm, label, name) for arm, label, name, _ in OTHER_ARMS if any(arm in r.arms for r in results)]
     head = (
         "| skill | model | baseline | with skill | lift [95% CI] |"
+        + "".join(f" {label} | {name} |" for _, label, name in others)
         + (" skill loaded |" if activation else "")
         + " tokens in/out (Δ) | cost | verdict |"
     )
-    out = ["## pytest-upskill", "", head, "|---|---|---|---|---|" + ("---|" if activation else "") + "---|---|---|"]
+    columns = 8 + 2 * len(others) + activation
+    out = ["## pytest-upskill", "", head, "|" + "---|" * columns]
     total_cost = 0.0
     for r in results:
-        b, s = r.baseline, r.with_skill
+        s = r.with_skill
         ci = r.lift_ci
         lift = pct(r.lift, True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
         delta = r.token_delta()
         spent = cost(r, prices.get(r.model, NO_PRICES))
         total_cost += spent or 0
         verdict = by_key.get((r.skill, r.model))
-        errors = b.errors + s.errors
+        errors = sum(t.errors for t in r.tallies())
         out.append(
             f"| {md(r.skill)} | {md(r.model)} | {counts(r, 'baseline')} | "
             f"{counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
+            + "".join(f"| {other_cells(r, arm)} " for arm, _, _ in others)
             + (f"| {s.loaded}/{s.offered} " if activation else "")
             + f"| {delta.input_tokens:+,} / {delta.output_tokens:+,} | "
             f"{f'${spent:.4f}' if spent is not None else '–'} "
@@ -67,7 +83,7 @@ def markdown(
                         f"threshold {_fmt(f.threshold)})"
                     )
     if regressions:
-        out += ["", "### Against the base report (failing the run: **fails**)", ""]
+        out += ["", "### The change, the cases that moved, the controls (failing the run: **fails**)", ""]
         out += [
             f"- **{md(g.skill)} × {md(g.model)}** ({md(g.kind)}{', **fails**' if g.fails else ''}): {md(g.message)}"
             for g in regressions

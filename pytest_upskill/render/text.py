@@ -88,7 +88,7 @@ def _names(items: list[str], shown: int = 5) -> str:
 
 
 # what each other arm is read against the with-skill arm as: (label, the difference's name, its interval)
-_OTHER_ARMS = (
+OTHER_ARMS = (
     (Arm.PREVIOUS, "previous", "change", "95%"),
     (Arm.PLACEBO, "placebo", "skill − placebo", "95%"),
     (Arm.AA_CONTROL, "A/A", "skill − A/A", "99%"),
@@ -98,7 +98,7 @@ _OTHER_ARMS = (
 def other_arm_lines(r: Result) -> list[str]:
     """The previous arm and the controls, each beside the with-skill arm on the cases both scored."""
     lines = []
-    for arm, label, name, level in _OTHER_ARMS:
+    for arm, label, name, level in OTHER_ARMS:
         paired = r.comparison(arm)
         if paired is None:
             continue

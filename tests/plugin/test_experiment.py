@@ -65,7 +65,18 @@ def test_against_a_ref_the_skill_as_it_was_is_a_third_arm_and_a_worse_edit_is_a_
     subprocess.run(["rm", "-r", str(pytester.path / "skills" / "delta")], check=True)  # and deletes delta
     (pytester.path / "skills" / "beta" / "skill_meta.json").write_text(json.dumps(cases(4, "b ")))  # a new case
 
-    result = upskill(pytester, server, "--upskill-against", "main", "--upskill-report", "r.json")
+    result = upskill(
+        pytester,
+        server,
+        "--upskill-against",
+        "main",
+        "--upskill-report",
+        "r.json",
+        "--upskill-markdown",
+        "pr.md",
+        "--upskill-html",
+        "pr.html",
+    )
 
     result.stdout.fnmatch_lines(
         [
@@ -100,6 +111,13 @@ def test_against_a_ref_the_skill_as_it_was_is_a_third_arm_and_a_worse_edit_is_a_
     assert beta["against"] == "same" and "previous" not in beta and beta["paired_cases"] == 4  # the new case runs
     assert gamma["against"] == "new" and "previous" not in gamma
     assert data["against"] == {"ref": "main", "deleted": ["skills/delta"]}
+    summary = (pytester.path / "pr.md").read_text()  # the three arms side by side, and what moved
+    assert "| baseline | with skill | lift [95% CI] | previous | change |" in summary
+    assert "| 0/8 | +0% [-32%, +32%] | 8/8 | -100% [-100%, -54%] |" in summary
+    assert "passed with the previous skill, fails now" in summary
+    page = (pytester.path / "pr.html").read_text()
+    assert 'data-key="alpha|' in page and "|change.difference" in page
+    assert "previous ✓ → with skill ✗" in page
     # every arm's system prompt is the scaffold plus at most one skill block: previous sent the old text
     previous = [r for r in server.requests if GOOD in json.dumps(r.body) and "question" in json.dumps(r.body)]
     assert any("alpha" in json.dumps(r.body) for r in previous)
