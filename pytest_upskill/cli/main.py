@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from pytest_upskill.files import write_atomic
-from pytest_upskill.render.views import LEGEND, METRICS, bar_lines, csv_text, matrix_lines, trend_lines
-from pytest_upskill.results.history import read_runs, select, series
+from pytest_upskill.render.views import LEGEND, METRICS, bar_lines, csv_text, drift_lines, matrix_lines, trend_lines
+from pytest_upskill.results.history import model_drift, read_runs, select, series
 from pytest_upskill.types import printable
 
 
@@ -250,6 +250,12 @@ def runs_command(args: argparse.Namespace, out: Callable[[str], None] = _say) ->
     out("trend, oldest → newest")
     for line in trend_lines(latest, args.metric):
         out(line)
+    drifts = model_drift(latest)
+    if drifts:
+        out("")
+        out("model drift: a model's version changed between runs on the same cases (the skill's lift before → after)")
+        for line in drift_lines(drifts):
+            out(line)
     if args.csv:
         try:
             write_atomic(args.csv, csv_text(chosen))

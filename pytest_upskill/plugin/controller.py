@@ -230,7 +230,10 @@ class Controller:
         unscored = report.errors + len(missing)
         allowed = run.error_limit.allowed(self.aggregator.trials + len(missing))
         report.error_limit = ErrorLimitReport(unscored=unscored, allowed=allowed, exceeded=unscored > allowed)
-        report.run = run_info(config.rootpath, [s.name for s in run.specs], run.comparable_settings())
+        versions = {s.name: f"{s.provider}:{s.model}" for s in run.specs}
+        report.run = run_info(
+            config.rootpath, [s.name for s in run.specs], run.comparable_settings(), versions=versions
+        )
         self.report = report
         self.write_problems = write_each(
             self._json_output(report)

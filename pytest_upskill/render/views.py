@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pytest_upskill.render.text import bar, pct
 from pytest_upskill.results.gates import paired_change
-from pytest_upskill.results.history import Run
+from pytest_upskill.results.history import Drift, Run
 from pytest_upskill.results.report import ArmReport, ResultReport, VerdictReport
 
 METRICS = ("success", "tokens", "cost")
@@ -255,3 +255,25 @@ def csv_text(runs: list[Run]) -> str:
                 ]
             )
     return out.getvalue()
+
+
+DRIFT_WORDS = {
+    "redundant": "REDUNDANT now: the new model does as well without the skill (the lift's interval holds 0 where it "
+    "cleared it); consider retiring or rewriting the skill for it",
+    "harmful": "HARMFUL now: the lift's interval lies wholly below 0; the skill makes the new model worse",
+    "holds": "holds: the skill's effect is not shown to have changed direction",
+}
+
+
+def drift_lines(drifts: list[Drift]) -> list[str]:
+    """``pytest-upskill runs``: each model version change, and what it did to the skill's lift."""
+    lines = []
+    for d in drifts:
+        old, new = d.old, d.new
+        assert old.lift is not None and new.lift is not None and old.lift_ci and new.lift_ci
+        lines.append(
+            f"  {d.skill} × {d.model}: {d.before} → {d.after}: lift {old.lift * 100:+.0f}% "
+            f"[{old.lift_ci[0] * 100:+.0f}%, {old.lift_ci[1] * 100:+.0f}%] → {new.lift * 100:+.0f}% "
+            f"[{new.lift_ci[0] * 100:+.0f}%, {new.lift_ci[1] * 100:+.0f}%]: {DRIFT_WORDS[d.kind]}"
+        )
+    return lines

@@ -23,7 +23,13 @@ from pytest_upskill.results.report import Report, ResultReport, RunInfo, read_re
 from pytest_upskill.skills.changes import git_head
 
 
-def run_info(root: Path, models: list[str], settings: dict[str, Any], now: datetime | None = None) -> RunInfo:
+def run_info(
+    root: Path,
+    models: list[str],
+    settings: dict[str, Any],
+    now: datetime | None = None,
+    versions: dict[str, str] | None = None,
+) -> RunInfo:
     commit, branch = git_head(root)
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     return RunInfo(
@@ -31,6 +37,7 @@ def run_info(root: Path, models: list[str], settings: dict[str, Any], now: datet
         commit=commit,
         branch=branch,
         models=models,
+        model_versions=versions or {},
         settings=settings,
         plugin_version=__version__,
     )
@@ -117,3 +124,41 @@ def series(runs: list[Run]) -> dict[tuple[str, str], list[tuple[Run, ResultRepor
         for result in run.report.results:
             found.setdefault((result.skill, result.model), []).append((run, result))
     return found
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A skill × model whose model changed version between two runs on the same cases, and what
+    that did to the lift: ``redundant`` (it cleared 0 before, its interval holds 0 now: the new
+    model does as well without the skill), ``harmful`` (wholly below 0 now), or ``holds``."""
+
+    skill: str
+    model: str
+    before: str  # the version (provider:model) of the earlier run
+    after: str
+    old: ResultReport
+    new: ResultReport
+    kind: str
+
+
+def model_drift(found: dict[tuple[str, str], list[tuple[Run, ResultReport]]]) -> list[Drift]:
+    """Each change of a model's version between consecutive runs of a skill × model whose cases
+    are the same, judged on the lift's intervals (the skill is the same: what moved is the model)."""
+    drifts = []
+    for (skill, model), points in found.items():
+        for (run_a, old), (run_b, new) in zip(points, points[1:], strict=False):
+            before = run_a.info.model_versions.get(model)
+            after = run_b.info.model_versions.get(model)
+            if not (before and after) or before == after or {c.case for c in old.cases} != {c.case for c in new.cases}:
+                continue
+            if old.lift_ci is None or new.lift_ci is None:
+                continue
+            helped = old.lift_ci[0] > 0
+            if new.lift_ci[1] < 0:
+                kind = "harmful"
+            elif helped and new.lift_ci[0] <= 0:
+                kind = "redundant"
+            else:
+                kind = "holds"
+            drifts.append(Drift(skill, model, before, after, old, new, kind))
+    return drifts

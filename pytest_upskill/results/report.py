@@ -309,6 +309,9 @@ class RunInfo(_Model):
     commit: str | None = Field(default=None, description="the git commit of the project, when in a repository")
     branch: str | None = None
     models: list[str] = []
+    model_versions: dict[str, str] = Field(
+        default={}, description="each model as named -> the provider:model it resolved to (the version it ran)"
+    )
     settings: dict[str, Any] = Field(default={}, description="runs per case, gates, cache mode, and the like")
     plugin_version: str = ""
 

@@ -411,3 +411,41 @@ def test_auto_runs_with_xdist_keep_a_skill_and_model_on_one_worker(pytester, wri
     result.stdout.fnmatch_lines(["  s0 × warm: 1 of 4 run(s) used, read at 99.92%; 72 trial(s) not needed"])
     assert sum("question" in json.dumps(r.body) for r in server.requests) == 3 * 12 * 2
     assert result.ret == pytest.ExitCode.OK
+
+
+# ------------------------------------------------------------------------------ model drift
+
+
+def test_runs_says_when_a_new_model_version_makes_the_skill_redundant_or_harmful(pytester, write_skill):
+    import sys
+
+    write_skill("alpha", cases(12), body=GOOD)
+    replies = {
+        "v1": follows_the_skill,  # the skill lifts v1 from 0% to 100%
+        "v2": lambda system, user: "PASS",  # v2 passes without it
+        "v3": lambda system, user: "no" if GOOD in system else "PASS",  # v3 does worse with it
+    }
+
+    def by_version(system: str, user: str) -> str:
+        return replies[server.version](system, user)
+
+    with LoopbackServer(reply=by_version) as server:
+        for version in ("v1", "v2", "v1", "v3"):
+            server.version = version
+            pytester.makefile(
+                ".toml",
+                pyproject=f'[tool.upskill.models.haiku]\nprovider = "openai"\nmodel = "{version}"\n'
+                f'base_url = "{server.openai_base_url}"\n',
+            )
+            pytester.runpytest("skills", "--upskill-models", "haiku", "--upskill-history", "hist")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_upskill", "runs", "hist"], cwd=pytester.path, capture_output=True, text=True
+    )
+    out = done.stdout
+    assert "model drift: a model's version changed between runs on the same cases" in out
+    assert (
+        "  alpha × haiku: openai:v1 → openai:v2: lift +100% [+66%, +100%] → +0% [-24%, +24%]: REDUNDANT now: the new "
+        "model does as well without the skill" in out
+    )
+    assert "  alpha × haiku: openai:v2 → openai:v1: lift +0% [-24%, +24%] → +100% [+66%, +100%]: holds" in out
+    assert "  alpha × haiku: openai:v1 → openai:v3: lift +100% [+66%, +100%] → -100% [-100%, -66%]: HARMFUL now" in out
