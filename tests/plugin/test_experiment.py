@@ -449,3 +449,37 @@ def test_runs_says_when_a_new_model_version_makes_the_skill_redundant_or_harmful
     )
     assert "  alpha × haiku: openai:v2 → openai:v1: lift +0% [-24%, +24%] → +100% [+66%, +100%]: holds" in out
     assert "  alpha × haiku: openai:v1 → openai:v3: lift +100% [+66%, +100%] → -100% [-100%, -66%]: HARMFUL now" in out
+
+
+def test_auto_runs_stop_adding_runs_when_the_budget_is_spent(pytester, write_skill):
+    tests = [{"id": f"d{i}", "input": f"coin {i}", "expected": {"contains": "PASS"}} for i in range(12)]
+    write_skill("alpha", tests, body=GOOD)
+    with LoopbackServer(reply=CoinOnSome()) as server:
+        (pytester.path / "pyproject.toml").write_text(
+            f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
+            "temperature = 1.0\nmax_tokens = 10\ninput_price = 0\noutput_price = 100000.0\n"  # $0.1 per output token
+        )
+        result = pytester.runpytest(
+            "skills",
+            "--upskill-models",
+            "priced",
+            "--upskill-runs",
+            "auto",
+            "--upskill-min-lift",
+            "0",
+            "--upskill-max-cost",
+            "3",
+            "--upskill-concurrency",
+            "1",
+            "--upskill-report",
+            "r.json",
+        )
+        sent = sum("coin" in json.dumps(r.body) for r in server.requests)
+    assert 24 <= sent < 48  # run 1 whole, run 2 cut by the budget, nothing after
+    result.stdout.fnmatch_lines(
+        [
+            "auto runs: *",
+            "  alpha × priced: 2 of 4 run(s) used, read at 99.45%; 48 trial(s) not needed",
+            "budget: stopped sending at $* spent of $3*",
+        ]
+    )
