@@ -197,6 +197,20 @@ class Comparison(_Model):
     difference: float = Field(description="with_skill - other")
     ci: tuple[float, float] = Field(description="the difference's interval (95%; 99% for the A/A control)")
 
+    @field_validator("with_skill", "other", "difference")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not -1 <= value <= 1:
+            raise ValueError("must be a rate or a difference of rates, from -1 to 1")
+        return value
+
+    @field_validator("ci")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[0] <= value[1]:
+            raise ValueError("must be [low, high], low first")
+        return value
+
     @classmethod
     def of(cls, paired: Any, z: float) -> Comparison:
         lo, hi = paired.lift_ci(z)
