@@ -58,7 +58,7 @@ ARMS: dict[Arm, ArmDef] = {
 }
 assert set(ARMS) == set(Arm), "every arm is described once"
 
-CONTROL_CASES = 10  # the A/A and positive controls run on at most this many cases of a skill
+CONTROL_CASES = 20  # the A/A and positive controls run on at most this many cases of a skill (benchmarks/controls.py)
 
 
 def control_sample(case_keys: Sequence[str], size: int = CONTROL_CASES) -> set[str]:

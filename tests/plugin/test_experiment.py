@@ -190,26 +190,26 @@ class RemembersPrompts:
 
 
 def test_the_a_a_control_passes_a_sound_harness_and_marks_a_broken_one_invalid(pytester, write_skill):
-    write_skill("alpha", cases(12), body=GOOD)
+    write_skill("alpha", cases(24), body=GOOD)
     with LoopbackServer(reply=follows_the_skill) as sound:
         ok = upskill(pytester, sound, "--upskill-controls", "--upskill-min-lift", "0.3", "--upskill-report", "r.json")
     ok.stdout.fnmatch_lines(
         [
-            "  A/A         *  10/10   100%  skill − A/A +0% ?99% CI *] on 10 case(s)",
-            "VALID        alpha × *: A/A control: the same skill in two arms on 10 case(s), 100% and 100% (difference "
+            "  A/A         *  20/20   100%  skill − A/A +0% ?99% CI *] on 20 case(s)",
+            "VALID        alpha × *: A/A control: the same skill in two arms on 20 case(s), 100% and 100% (difference "
             "+0%, 99% CI *): identical arms agree",
             "upskill: exit status 0: every gate passed",
         ]
     )
     data = report(pytester)["results"][0]
-    assert data["aa_control"]["total"] == 10 and data["aa_difference"]["difference"] == 0  # a sample of 10 cases
+    assert data["aa_control"]["total"] == 20 and data["aa_difference"]["difference"] == 0  # a sample of 20 of the 24 cases
     assert ok.ret == pytest.ExitCode.OK
 
     with LoopbackServer(reply=RemembersPrompts()) as broken:
         bad = upskill(pytester, broken, "--upskill-controls", "--upskill-concurrency", "1", "--upskill-cache", "off")
     bad.stdout.fnmatch_lines(
         [
-            "INVALID      alpha × *: A/A control: the same skill in two arms on 10 case(s), 0% and 100% (difference "
+            "INVALID      alpha × *: A/A control: the same skill in two arms on 20 case(s), 0% and 100% (difference "
             "-100%, 99% CI *): identical arms differ, so the harness is broken *, not the skill; no verdict of this "
             "skill × model can be trusted",
             "upskill: exit status 1 because 1 validity control(s) failed, so the harness is broken, not the skill "
@@ -287,9 +287,9 @@ def test_the_plan_counts_the_controls_and_the_previous_arm(pytester, write_skill
     assert "arms:" not in plain.stdout.str()
     both.stdout.fnmatch_lines(
         [
-            "openai:m@* 58 * 58 *",
-            "arms: baseline 12, with skill 12, previous 12, placebo 12, A/A 10 trial(s); the previous arm and the "
-            "controls add 34 trial(s), 34 request(s)",  # system injection: no positive control
+            "openai:m@* 60 * 60 *",
+            "arms: baseline 12, with skill 12, previous 12, placebo 12, A/A 12 trial(s); the previous arm and the "
+            "controls add 36 trial(s), 36 request(s)",  # system injection: no positive control
         ]
     )
     assert server.requests == []

@@ -37,10 +37,10 @@ def test_the_placebo_keeps_the_length_name_and_description_and_says_nothing_of_t
     assert "feat" not in fake.body and "commit" not in fake.body
 
 
-def test_the_control_sample_is_the_same_whatever_the_order_and_at_most_ten():
+def test_the_control_sample_is_the_same_whatever_the_order_and_at_most_twenty():
     keys = [f"case-{i}" for i in range(30)]
     first = control_sample(keys)
-    assert len(first) == 10 and control_sample(list(reversed(keys))) == first
+    assert len(first) == 20 and control_sample(list(reversed(keys))) == first
     assert control_sample(keys[:4]) == set(keys[:4])
 
 
