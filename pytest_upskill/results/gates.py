@@ -546,7 +546,8 @@ def experiment(
             else:
                 why = {
                     "new": f"new since {ref}: no previous arm to compare with",
-                    "unreadable": f"its SKILL.md at {ref} does not parse: no previous arm to compare with",
+                    "unreadable": f"it cannot be read at {ref} (its SKILL.md does not parse, or a file leaves its "
+                    "folder): no previous arm to compare with",
                 }.get(r.against or "", "the previous arm scored no case that the with-skill arm scored")
                 found.append(Regression(skill, model, "uncompared", why))
         aa = r.comparison(Arm.AA_CONTROL)

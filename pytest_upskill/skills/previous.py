@@ -3,7 +3,8 @@ at REF runs as the ``previous`` arm beside the working tree's (engine/arms.py).
 
 A skill's status against REF: ``changed`` (its SKILL.md or one of its files differs: it gets a
 previous arm), ``same`` (no separate previous arm: its with-skill trials are the previous arm),
-``new`` (not at REF: no previous arm), or ``unreadable`` (its SKILL.md at REF does not parse). A
+``new`` (not at REF: no previous arm), or ``unreadable`` (its SKILL.md at REF does not parse, or
+its files there cannot be written out safely: a link out of the folder is refused). A
 skill at REF with no SKILL.md in the working tree is deleted, and named.
 
 Only the skill's own files count (its SKILL.md and what ``read_skill`` serves): a pull request that
@@ -32,14 +33,6 @@ class Status(enum.StrEnum):
     SAME = "same"
     NEW = "new"
     UNREADABLE = "unreadable"
-
-
-STATUS_TEXT = {
-    Status.CHANGED: "changed since {ref}: the previous arm runs the skill as it was",
-    Status.SAME: "the same at {ref}: no separate previous arm, its with-skill trials are the previous arm",
-    Status.NEW: "new since {ref}: no previous arm",
-    Status.UNREADABLE: "its SKILL.md at {ref} does not parse: no previous arm",
-}
 
 
 @dataclass(frozen=True)
@@ -80,9 +73,6 @@ class Against:
                 ) from None
         self._seen: dict[Path, Previous] = {}
 
-    def describe(self, status: Status) -> str:
-        return STATUS_TEXT[status].format(ref=self.ref)
-
     def _at_ref(self, skill_dir: Path) -> Path | None:
         """The skill's folder as it was, or None where there was none."""
         if self.folder is not None:
@@ -109,7 +99,11 @@ class Against:
         """The skill in ``skill_dir`` (the working tree's) at REF, and whether it changed."""
         skill_dir = skill_dir.resolve()
         if skill_dir not in self._seen:
-            then = self._at_ref(skill_dir)
+            try:
+                then = self._at_ref(skill_dir)
+            except (tarfile.TarError, OSError, GitError) as exc:  # a link out of the folder, a broken archive
+                self._seen[skill_dir] = Previous(Status.UNREADABLE, why=f"{type(exc).__name__}: {exc}")
+                return self._seen[skill_dir]
             if then is None:
                 found = Previous(Status.NEW)
             elif fingerprint(then) == fingerprint(skill_dir):
