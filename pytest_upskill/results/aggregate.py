@@ -458,6 +458,13 @@ class Aggregator:
             ]
             if r.with_skill.offered:
                 props.append((prefix + "activation_rate", _num(r.with_skill.activation_rate)))
+            change = r.comparison(Arm.PREVIOUS)
+            if change is not None and change.lift is not None:  # --upskill-against: with skill - previous
+                lo, hi = change.lift_ci() or (0.0, 0.0)
+                props += [
+                    (prefix + "change", _num(float(change.lift))),
+                    (prefix + "change_ci", f"{_num(lo)},{_num(hi)}"),
+                ]
         return props
 
 

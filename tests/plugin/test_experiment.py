@@ -76,6 +76,8 @@ def test_against_a_ref_the_skill_as_it_was_is_a_third_arm_and_a_worse_edit_is_a_
         "pr.md",
         "--upskill-html",
         "pr.html",
+        "--junitxml",
+        "pr.xml",
     )
 
     result.stdout.fnmatch_lines(
@@ -118,6 +120,8 @@ def test_against_a_ref_the_skill_as_it_was_is_a_third_arm_and_a_worse_edit_is_a_
     page = (pytester.path / "pr.html").read_text()
     assert 'data-key="alpha|' in page and "|change.difference" in page
     assert "previous ✓ → with skill ✗" in page
+    junit = (pytester.path / "pr.xml").read_text()
+    assert 'change" value="-1.0000"' in junit and 'change_ci" value="-1.0000,' in junit
     # every arm's system prompt is the scaffold plus at most one skill block: previous sent the old text
     previous = [r for r in server.requests if GOOD in json.dumps(r.body) and "question" in json.dumps(r.body)]
     assert any("alpha" in json.dumps(r.body) for r in previous)
