@@ -10,6 +10,7 @@ many runs, some of them older versions of this plugin.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,10 +45,11 @@ def run_info(
 
 
 def entry_name(info: RunInfo) -> str:
-    """``20261122T140501Z-1a2b3c4d-5e6f7a.json``: sorts by time; the random tail keeps two runs of
-    the same second (CI shards) apart."""
+    """``20261122T140501Z-123456789-1a2b3c4d-5e6f7a.json``: sorts by time, two runs of the same
+    second by the nanoseconds this one was written at; the random tail keeps two runs of the same
+    instant (CI shards on two machines) apart."""
     stamp = info.time.replace("-", "").replace(":", "")
-    return f"{stamp}-{(info.commit or 'nogit')[:8]}-{secrets.token_hex(3)}.json"
+    return f"{stamp}-{time.time_ns() % 10**9:09d}-{(info.commit or 'nogit')[:8]}-{secrets.token_hex(3)}.json"
 
 
 def add_run(folder: Path, report: Report) -> Path:

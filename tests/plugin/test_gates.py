@@ -133,7 +133,7 @@ def test_compare_and_markdown_name_a_skill_that_lost_its_lift(pytester, write_sk
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     md = (pytester.path / "summary.md").read_text()
     assert "| alpha-facts | openai\\:m\\@" in md  # every name escaped for Markdown
-    assert "### Against the base report" in md
+    assert "### The change, the cases that moved, the controls" in md
     shown = md.replace("\\", "")  # as Markdown renders the escaped text
     assert "**alpha-facts × openai:m@" in shown and "(change, **fails**): with-skill pass rate" in shown
     assert "(flip): case c0: with skill passed before, fails now" in shown

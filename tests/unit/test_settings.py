@@ -39,7 +39,7 @@ def test_every_option_and_ini_setting_comes_from_the_table():
     assert set(parser.inis) == {s.name for s in SETTINGS if s.ini}
     assert all(parser.options[s.flag]["dest"] == s.name for s in SETTINGS if s.option)
     assert parser.options["--upskill-cache"]["choices"] == tuple(CacheMode)
-    assert {f.name for f in dataclasses.fields(Settings)} == {s.key for s in SETTINGS} | {"history_from_ini"}
+    assert {f.name for f in dataclasses.fields(Settings)} == {s.key for s in SETTINGS} | {"history_from_ini", "auto_runs"}
 
 
 def test_the_docs_options_table_is_generated_from_the_table():
@@ -61,7 +61,7 @@ def test_settings_are_parsed_once_into_a_frozen_object_without_pytest():
     "values, message",
     [
         ({"upskill_runs": "0"}, "upskill_runs must be at least 1, not 0"),
-        ({"upskill_runs": "many"}, "upskill_runs must be a whole number, not 'many'"),
+        ({"upskill_runs": "many"}, "upskill_runs must be a whole number or auto, not 'many'"),
         (
             {"upskill_timeout": "-1"},
             "--upskill-timeout / upskill_timeout must be a number of seconds above 0, not '-1'",
