@@ -206,7 +206,9 @@ def test_the_a_a_control_passes_a_sound_harness_and_marks_a_broken_one_invalid(p
         ]
     )
     data = report(pytester)["results"][0]
-    assert data["aa_control"]["total"] == 20 and data["aa_difference"]["difference"] == 0  # a sample of 20 of the 24 cases
+    assert (
+        data["aa_control"]["total"] == 20 and data["aa_difference"]["difference"] == 0
+    )  # a sample of 20 of the 24 cases
     assert ok.ret == pytest.ExitCode.OK
 
     with LoopbackServer(reply=RemembersPrompts()) as broken:
@@ -306,26 +308,23 @@ def warm_alias(pytester, server) -> str:
     """A model alias that samples (temperature 1): --upskill-runs auto adds runs only to such a model."""
     pytester.makefile(
         ".toml",
-        pyproject=f'[tool.upskill.models.warm]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
-        "temperature = 1.0\n",
+        pyproject=f'[tool.upskill.models.warm]\nprovider = "openai"\nmodel = "m"\n'
+        f'base_url = "{server.openai_base_url}"\ntemperature = 1.0\n',
     )
     return "warm"
+
+
+def auto(pytester, model: str, *args: str):
+    """A run of every skill with --upskill-runs auto and no response cache (each answer drawn afresh)."""
+    return pytester.runpytest(
+        "skills", "--upskill-models", model, "--upskill-runs", "auto", "--upskill-cache", "off", *args
+    )
 
 
 def test_auto_runs_stop_at_the_first_look_that_decides(pytester, write_skill, server):
     write_skill("alpha", cases(20), body=GOOD)
     model = warm_alias(pytester, server)
-    result = pytester.runpytest(
-        "skills",
-        "--upskill-models",
-        model,
-        "--upskill-runs",
-        "auto",
-        "--upskill-min-lift",
-        "0.3",
-        "--upskill-cache",
-        "off",
-    )
+    result = auto(pytester, model, "--upskill-min-lift", "0.3")
     result.stdout.fnmatch_lines(
         [
             "auto runs: at most 4 per case; a skill × model stops at the first look that decides its verdicts; look k "
@@ -361,19 +360,8 @@ def test_auto_runs_run_every_case_of_an_undecided_skill_again(pytester, write_sk
     write_skill("alpha", tests, body=GOOD)
     with LoopbackServer(reply=CoinOnSome()) as server:
         model = warm_alias(pytester, server)
-        result = pytester.runpytest(
-            "skills",
-            "--upskill-models",
-            model,
-            "--upskill-runs",
-            "auto",
-            "--upskill-min-lift",
-            "0",  # a coin in both arms: the lift straddles 0, and the look runs the coins again
-            "--upskill-cache",
-            "off",
-            "--upskill-report",
-            "r.json",
-        )
+        # a coin in both arms: the lift straddles 0, and the look runs the coins again
+        result = auto(pytester, model, "--upskill-min-lift", "0", "--upskill-report", "r.json")
     data = report(pytester)["results"][0]
     runs = {c["case"]: (len(c["baseline"]), len(c["with_skill"])) for c in data["cases"]}
     # a coin in both arms never decides "lift at least 0": every case runs every time, those that agreed
@@ -399,19 +387,7 @@ def test_auto_runs_with_xdist_keep_a_skill_and_model_on_one_worker(pytester, wri
     for k in range(3):
         write_skill(f"s{k}", cases(12, f"s{k} "), body=GOOD)
     model = warm_alias(pytester, server)
-    result = pytester.runpytest(
-        "skills",
-        "-n",
-        "2",
-        "--upskill-models",
-        model,
-        "--upskill-runs",
-        "auto",
-        "--upskill-min-lift",
-        "0.3",
-        "--upskill-cache",
-        "off",
-    )
+    result = auto(pytester, model, "-n", "2", "--upskill-min-lift", "0.3")
     result.stdout.fnmatch_lines(["  s0 × warm: 1 of 4 run(s) used, read at 99.92%; 72 trial(s) not needed"])
     assert sum("question" in json.dumps(r.body) for r in server.requests) == 3 * 12 * 2
     assert result.ret == pytest.ExitCode.OK
@@ -463,20 +439,8 @@ def test_auto_runs_stop_adding_runs_when_the_budget_is_spent(pytester, write_ski
             f'[tool.upskill.models.priced]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.openai_base_url}"\n'
             "temperature = 1.0\nmax_tokens = 10\ninput_price = 0\noutput_price = 100000.0\n"  # $0.1 per output token
         )
-        result = pytester.runpytest(
-            "skills",
-            "--upskill-models",
-            "priced",
-            "--upskill-runs",
-            "auto",
-            "--upskill-min-lift",
-            "0",
-            "--upskill-max-cost",
-            "3",
-            "--upskill-concurrency",
-            "1",
-            "--upskill-report",
-            "r.json",
+        result = auto(
+            pytester, "priced", "--upskill-min-lift", "0", "--upskill-max-cost", "3", "--upskill-concurrency", "1"
         )
         sent = sum("coin" in json.dumps(r.body) for r in server.requests)
     assert 24 <= sent < 48  # run 1 whole, run 2 cut by the budget, nothing after

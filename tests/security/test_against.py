@@ -37,7 +37,8 @@ def test_a_link_out_of_the_skill_folder_at_the_ref_is_refused_not_followed(pytes
         sent = json.dumps([r.body for r in server.requests])
     result.stdout.fnmatch_lines(
         [
-            "NOT COMPARED alpha × *: it cannot be read at main (its SKILL.md does not parse, or a file leaves its folder)*"
+            "NOT COMPARED alpha × *: it cannot be read at main (its SKILL.md does not parse, or a file leaves its "
+            "folder)*"
         ]
     )
     assert "root:" not in sent  # /etc/passwd was never read into a request
