@@ -223,7 +223,7 @@ class Controller:
             against=run.against.ref if run.against is not None else None,
             deleted=deleted,
             level_for=run.level_for,
-            sequential=run.settings.auto_runs,
+            sequential=run.auto_runs[0],
         )
         report.verdicts = [v.to_model() for v in evaluation.verdicts]
         report.regressions = [g.to_model() for g in evaluation.regressions]

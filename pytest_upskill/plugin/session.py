@@ -175,12 +175,22 @@ class UpskillRun:
         self.changed = self._changed_files()
         self.unseen = Unseen()  # SKILL.md files seen but not collected
 
+    @property
+    def auto_runs(self) -> tuple[bool, int]:
+        """Whether the trials were sampled until decided, and the most runs: this run's settings, or
+        a merge's shards' (they looked; the merge reads their verdicts at the same levels)."""
+        if self.shards is not None:
+            ran = self.shards.settings
+            return bool(ran.get("auto_runs")), int(ran.get("runs", 1))
+        return self.settings.auto_runs, self.settings.runs
+
     def level_for(self, result: Result) -> stats.Level:
         """The level a result's verdicts are read at: 95%, or under --upskill-runs auto the level of
         the look it stopped at (a model at temperature 0 has one run and no look: 95%)."""
-        if not self.settings.auto_runs or self.temperature_0(result.model):
+        auto, most = self.auto_runs
+        if not auto or self.temperature_0(result.model):
             return stats.LEVEL95
-        return stats.sequential_level(runs_used(result), self.settings.max_runs)
+        return stats.sequential_level(runs_used(result), most)
 
     def temperature_0(self, model: str) -> bool:
         return any(s.name == model and s.temperature == 0 for s in self.specs)

@@ -451,3 +451,27 @@ def test_auto_runs_stop_adding_runs_when_the_budget_is_spent(pytester, write_ski
             "budget: stopped sending at $* spent of $3*",
         ]
     )
+
+
+def test_a_merge_of_auto_run_shards_reads_each_verdict_at_the_level_of_its_stopping_look(pytester, write_skill, server):
+    import sys
+
+    for k in range(2):
+        write_skill(f"s{k}", cases(20, f"s{k} "), body=GOOD)
+    model = warm_alias(pytester, server)
+    for shard in ("1/2", "2/2"):
+        auto(
+            pytester,
+            model,
+            "--upskill-min-lift",
+            "0.3",
+            "--upskill-shard",
+            shard,
+            "--upskill-report",
+            f"{shard[0]}.json",
+        )
+    merged = pytester.run(
+        sys.executable, "-m", "pytest_upskill", "merge", "1.json", "2.json", "--upskill-min-lift", "0.3"
+    )
+    merged.stdout.fnmatch_lines(["PASS         s0 × warm: lift +100% ?99.92% CI *", "PASS         s1 × warm: *99.92%*"])
+    assert merged.ret == pytest.ExitCode.OK
