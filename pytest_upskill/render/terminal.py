@@ -113,6 +113,11 @@ class TerminalSummary:
             reporter.write_line(source)
         if set(by_arm) - {Arm.BASELINE, Arm.WITH_SKILL}:
             reporter.write_line(arms_line(by_arm))
+        if run.settings.auto_runs:
+            reporter.write_line(
+                f"--upskill-runs auto: these are the most, {run.settings.runs} run(s) per case; a skill × model "
+                "stops at the first look that decides it (often after one run), and the controls run once"
+            )
         varied = any(s.temperature != 0 for s in run.specs)  # at temperature 0 runs repeat the answers
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
             reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect, varied))

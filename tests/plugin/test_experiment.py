@@ -374,6 +374,16 @@ def test_auto_runs_run_every_case_of_an_undecided_skill_again(pytester, write_sk
     )
 
 
+def test_the_plan_of_auto_runs_says_its_counts_are_the_most(pytester, write_skill, server):
+    write_skill("alpha", cases(5), body=GOOD)
+    model = warm_alias(pytester, server)
+    planned = pytester.runpytest("skills", "--upskill-models", model, "--upskill-runs", "auto", "--upskill-plan")
+    planned.stdout.fnmatch_lines(
+        ["warm * 40 * 40 *", "--upskill-runs auto: these are the most, 4 run(s) per case; a skill × model stops*"]
+    )
+    assert server.requests == []
+
+
 def test_auto_runs_give_a_model_at_temperature_0_one_run_and_say_so(pytester, write_skill, server):
     write_skill("alpha", cases(4), body=GOOD)
     result = upskill(pytester, server, "--upskill-runs", "auto", "--upskill-min-lift", "0.3")
