@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pytest_upskill.engine.arms import ARMS
 from pytest_upskill.engine.nodeids import CASE_FILES
 from pytest_upskill.engine.providers import why_no_tools
 from pytest_upskill.engine.trials import NO_CASES_ITEM, Trial, skill_trials
@@ -222,8 +223,9 @@ class TrialItem(pytest.Item):
         if outcome.passed:
             return
         text = f"{outcome.message}\n--- output ({self.trial.model}, {self.trial.arm}) ---\n{outcome.output[:2000]}"
-        if self.trial.arm == Arm.BASELINE:
-            why = f"baseline failed (the point of comparison, never fails the run): {outcome.message}"
+        if self.trial.arm != Arm.WITH_SKILL:  # the baseline, the previous skill, a control: points of comparison
+            label = ARMS[Arm(self.trial.arm)].label
+            why = f"{label} failed (a point of comparison, never fails the run): {outcome.message}"
             pytest.xfail(printable(why))
         pytest.fail(printable(text), pytrace=False)
 

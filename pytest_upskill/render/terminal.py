@@ -25,6 +25,16 @@ from pytest_upskill.scoring.sandbox import missing_defences
 from pytest_upskill.types import Arm, CacheMode, printable
 
 
+def experiment_line(ref: str, margin: float) -> str:
+    """What the verdicts of --upskill-against mean, under them."""
+    return (
+        f"the change against {ref} (with skill − previous, paired): NO WORSE passes (its 95% interval at or above "
+        f"-{margin * 100:.0f}%: non-inferiority, --upskill-max-regression), REGRESSION and INCONCLUSIVE fail; "
+        "INVALID fails (a control: the harness, not the skill); UNCHANGED, MOVED, PLACEBO and DELETED are "
+        "information (error rates: docs/ci.md)"
+    )
+
+
 def auto_run_lines(
     results: list[Result],
     not_needed: dict[tuple[str, str], int],
@@ -200,8 +210,10 @@ class TerminalSummary:
             terminalreporter.write_sep("=", "upskill: gates")
             for line in state.evaluation.lines():
                 write(line)
-            if state.evaluation.gated:
+            if state.evaluation.verdicts:
                 write(state.evaluation.rule_line())
+            if run.against is not None:
+                write(experiment_line(run.against.ref, run.compare_rule.max_regression))
                 if len(state.evaluation.verdicts) > 1:
                     write(state.evaluation.family_line())
         compared = run.settings.compare

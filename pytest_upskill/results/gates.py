@@ -688,9 +688,15 @@ class Evaluation:
             reasons.append(
                 f"{len(invalid)} validity control(s) failed, so the harness is broken, not the skill (INVALID above)"
             )
-        regressed = [g for g in self.failing_changes if g.kind not in ("uncompared", *CONTROLS)]
+        regressed = [g for g in self.failing_changes if g.kind not in ("uncompared", "not_shown", *CONTROLS)]
         if regressed:
             reasons.append(f"{len(regressed)} regression(s) shown (REGRESSION and NOT SHOWN above)")
+        undecided = sum(g.kind == "not_shown" for g in self.failing_changes)
+        if undecided:
+            reasons.append(
+                f"{undecided} changed skill × model(s) not shown to be no worse than the previous skill "
+                "(INCONCLUSIVE above: more cases or runs decide it)"
+            )
         uncompared = sum(g.kind == "uncompared" for g in self.failing_changes)
         if uncompared:
             reasons.append(

@@ -99,10 +99,14 @@ def test_against_a_ref_the_skill_as_it_was_is_a_third_arm_and_a_worse_edit_is_a_
             "NOT COMPARED gamma × *: new since main: no previous arm to compare with; set a gate (--upskill-min-lift) "
             "to judge it",
             "DELETED      skills/delta × -: a skill at main, with no SKILL.md now: deleted",
+            "the change against main (with skill − previous, paired): NO WORSE passes (its 95% interval at or above "
+            "-10%: non-inferiority, --upskill-max-regression), REGRESSION and INCONCLUSIVE fail; *",
             "upskill: exit status 1 because 1 regression(s) shown (REGRESSION and NOT SHOWN above); 1 skill × model(s) "
             "could not be compared and have no gate of their own (NOT COMPARED above)",
         ]
     )
+    result.stdout.no_fnmatch_line("FAILED *-previous]*")  # the previous arm is a point of comparison: xfail
+    result.stdout.fnmatch_lines(["*= 8 failed, * xfailed*"])  # alpha's with-skill trials only
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     data = report(pytester)
     by_skill = {r["skill"]: r for r in data["results"]}
@@ -149,6 +153,8 @@ def test_a_pull_request_that_edits_one_of_ten_skills_sends_only_that_skills_requ
             "(change +0%, 95% CI -56% to +56%): not shown to be no worse than -10%, nor worse: more cases or runs "
             "decide it (fails*",
             "UNCHANGED    skill-9 × *",
+            "upskill: exit status 1 because 1 changed skill × model(s) not shown to be no worse than the previous "
+            "skill (INCONCLUSIVE above: more cases or runs decide it)",
         ]
     )
     assert pr.ret == pytest.ExitCode.TESTS_FAILED  # three cases cannot show it: honest, and says what decides it

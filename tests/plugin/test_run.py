@@ -94,7 +94,7 @@ def test_baseline_failures_never_fail_the_run(pytester, write_skill, model_serve
     write_skill("alpha-facts", [{"input": "x", "expected": {"contains": "zeta-42"}}], body=SKILL_BODY)
     result = pytester.runpytest("skills", *models(model_server), "-rx")
     result.assert_outcomes(passed=2, xfailed=2)
-    result.stdout.fnmatch_lines(["XFAIL *baseline failed (the point of comparison, never fails the run)*"])
+    result.stdout.fnmatch_lines(["XFAIL *baseline failed (a point of comparison, never fails the run)*"])
     assert result.ret == pytest.ExitCode.OK
 
 
