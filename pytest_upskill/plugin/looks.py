@@ -9,14 +9,16 @@ each worker looks at its own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from pytest_upskill.engine.runner import Runner
 from pytest_upskill.engine.trials import Trial
 from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.sequential import RERUN_ARMS, Rules, has_question, open_questions
-from pytest_upskill.types import Arm, Outcome
+from pytest_upskill.types import Outcome
 
 NOT_NEEDED_PROPERTY = "upskill_not_needed"  # on a trial item skipped by a look: its skill, model and why
 
@@ -28,15 +30,16 @@ class Decision:
 
 
 class Looks:
-    def __init__(self, runner: object, rules: Rules, max_runs: int, budget_left: object = None):
+    """The looks of one process: every trial collected (by skill × model and run), the decisions
+    made, and the outcomes its items have taken."""
+
+    def __init__(self, runner: Runner, rules: Rules, budget_left: Callable[[], bool] | None = None):
         self.runner = runner
         self.rules = rules
-        self.max_runs = max_runs
-        self.budget_left = budget_left  # () -> bool: whether any budget is left (None: no --upskill-max-cost)
+        self.budget_left = budget_left  # whether any budget is left (None: no --upskill-max-cost)
         self._trials: dict[tuple[str, str], dict[int, list[Trial]]] = {}
         self._thresholds: dict[tuple[str, str], dict[str, float]] = {}
         self._decisions: dict[tuple[str, str, int], Decision] = {}
-        self.stopped: dict[tuple[str, str], str] = {}  # skill × model -> how it ended, for the summary
         self._done: dict[tuple[str, str, str, str, int], Outcome] = {}  # the outcomes items have taken
 
     def add(self, trial: Trial, thresholds: dict[str, float]) -> None:
@@ -50,7 +53,7 @@ class Looks:
 
     def _outcome(self, trial: Trial) -> Outcome:
         done = self._done.get(trial.key)
-        return done if done is not None else self.runner.submit(trial).result()  # type: ignore[attr-defined]
+        return done if done is not None else self.runner.submit(trial).result()
 
     @staticmethod
     def defers(trial: Trial) -> bool:
@@ -83,7 +86,7 @@ class Looks:
         return decision
 
     def _look(self, key: tuple[str, str], run: int) -> Decision:
-        """Look after run ``run - 1``: stop, or start run ``run`` of the cases that disagree."""
+        """Look after run ``run - 1``: stop, or start run ``run`` of every case (the arms a verdict reads)."""
         result = Result(*key)
         by_run = self._trials.get(key, {})
         for k in range(1, run):
@@ -94,20 +97,15 @@ class Looks:
         skill, model = key
         done = run - 1
         if not has_question(result, self.rules):
-            self.stopped[key] = f"{done} run(s): no gate and no change to decide, so no run is added"
             return Decision(frozenset(), f"upskill: run {run} not needed: {skill} × {model} has nothing to decide")
-        questions = open_questions(result, self.rules)
-        if not questions:
-            self.stopped[key] = f"decided after {done} of {self.max_runs} run(s)"
+        if not open_questions(result, self.rules):
             return Decision(frozenset(), f"upskill: run {run} not needed: {skill} × {model} was decided after {done}")
-        if self.budget_left is not None and not self.budget_left():  # type: ignore[operator]
-            self.stopped[key] = f"stopped after {done} run(s) at --upskill-max-cost, {', '.join(questions)} undecided"
+        if self.budget_left is not None and not self.budget_left():
             return Decision(frozenset(), f"upskill: run {run} not sent: --upskill-max-cost is spent")
         cases = set(result.cases)  # every case: choosing them by their outcomes would bias the verdict
         for trial in by_run.get(run, []):  # together, so that they are in flight at once
             if trial.case in cases and trial.arm in RERUN_ARMS:
-                self.runner.submit(trial)  # type: ignore[attr-defined]
-        self.stopped[key] = f"{run} of {self.max_runs} run(s), {', '.join(questions)} undecided"
+                self.runner.submit(trial)
         return Decision(frozenset(cases), f"upskill: run {run} not needed: the controls run once")
 
 
@@ -116,6 +114,3 @@ def not_needed(item: pytest.Item, trial: Trial, why: str) -> None:
     about = {"skill": trial.skill, "model": trial.model, "why": why}
     item.user_properties.append((NOT_NEEDED_PROPERTY, json.dumps(about, sort_keys=True)))
     pytest.skip(why)
-
-
-__all__ = ["Arm", "Looks", "NOT_NEEDED_PROPERTY", "not_needed"]

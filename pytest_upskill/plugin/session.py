@@ -170,8 +170,8 @@ class UpskillRun:
             rules = Rules(
                 self.thresholds, self.strict, self.effect, self.compare_rule, bool(settings.against), settings.max_runs
             )
-            spent = (lambda b=budget: b.spent < b.limit) if budget is not None else None
-            self.looks = Looks(self.runner, rules, settings.max_runs, spent)
+            left = (lambda b=budget: b.spent < b.limit) if budget is not None else None
+            self.looks = Looks(self.runner, rules, left)
         self.changed = self._changed_files()
         self.unseen = Unseen()  # SKILL.md files seen but not collected
 
