@@ -390,7 +390,8 @@ def judge_change(
     level: stats.Level = stats.LEVEL95,
 ) -> list[Regression]:
     """The paired change (``change.lift``: after - before, ``p_skill`` after, ``p_baseline``
-    before) judged by ``rule``: a REGRESSION where its 95% interval lies wholly below -δ, and
+    before) judged by ``rule``: a REGRESSION where its interval (at ``level``, 95% unless the
+    looks of --upskill-runs auto read it wider) lies wholly below -δ, and
     superiority where an improvement is claimed. With ``noninferiority`` (the previous arm of
     --upskill-against) the change passes only where the interval shows it no worse than -δ (NO
     WORSE); between the two it is INCONCLUSIVE, which fails unless --upskill-lenient passes an
@@ -531,7 +532,7 @@ def experiment(
             if change is not None and change.n:
                 what = f"pass rate, previous ({ref}) → with skill"
                 found += judge_change(skill, model, change, rule, what, True, strict, level_for(r))
-                found += _moved(r, ref)
+                found += _moved(r)
             elif r.against == "same":
                 found.append(
                     Regression(
@@ -572,7 +573,7 @@ def experiment(
                     fails=broken,
                 )
             )
-        positive = r.arms.get(Arm.POSITIVE_CONTROL) if Arm.POSITIVE_CONTROL in r.arms else None
+        positive = r.arms.get(Arm.POSITIVE_CONTROL)
         if positive is not None and positive.scored:
             rate = positive.passed / positive.scored
             lo, hi = stats.wilson(rate, positive.scored)
@@ -622,7 +623,7 @@ def experiment(
     return found
 
 
-def _moved(r: Result, ref: str) -> list[Regression]:
+def _moved(r: Result) -> list[Regression]:
     """The cases whose with-skill majority differs from the previous arm's, either way (information)."""
     found = []
     for case, arms in sorted(r.cases.items()):
