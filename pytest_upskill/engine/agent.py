@@ -66,13 +66,10 @@ READ_SKILL = _tool(
 FILE_TOOLS = (READ_FILE, WRITE_FILE, LIST_FILES)
 
 
-# what read_skill never serves: SKILL.md (served as the instructions) and the skill's tests, whose expected
-# answers the model must not read (upskill's and skill-creator's case files, drafted tests)
-
-
 @dataclass(frozen=True)
 class SkillFiles:
-    """What ``read_skill`` serves: the instructions and the reference files, read at collection."""
+    """What ``read_skill`` serves: the instructions and the reference files, read at collection
+    (never the skill's tests, whose expected answers the model must not read: skill_md.NOT_SERVED)."""
 
     name: str
     body: str
