@@ -20,6 +20,7 @@ from html import escape
 
 from pytest_upskill.render.text import pct, reliability_lines
 from pytest_upskill.render.views import mark
+from pytest_upskill.results.gates import regression_label
 from pytest_upskill.results.history import Run, series
 from pytest_upskill.results.report import ArmReport, CaseRuns, Report, ResultReport, TrialReport, VerdictReport
 from pytest_upskill.types import Arm
@@ -475,7 +476,8 @@ def render_html(report: Report, history: list[Run] | None = None) -> str:
     cases = "".join(case_html(r, c) for r in report.results for c in r.cases)
     regressions = "".join(
         f'<li data-skill="{_e(g.skill)}" data-model="{_e(g.model)}"><b>{_e(g.skill)} × <code>{_e(g.model)}</code></b> '
-        f"({_e(g.kind)}{', case ' + _e(g.case) if g.case else ''}{', fails the run' if g.fails else ''}): "
+        f"({_e(regression_label(g.kind, g.fails))}{', case ' + _e(g.case) if g.case else ''}"
+        f"{', fails the run' if g.fails else ''}): "
         f"{_e(g.message)}</li>"
         for g in report.regressions
     )

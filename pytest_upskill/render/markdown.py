@@ -8,6 +8,7 @@ from pytest_upskill.models import Prices
 from pytest_upskill.render.text import INTERVALS, OTHER_ARMS, _fmt, audit_lines, pct
 from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import NO_PRICES, Result, cost, counts
+from pytest_upskill.results.gates import regression_label
 from pytest_upskill.results.report import RegressionReport, VerdictReport
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>@~:&])")
@@ -85,7 +86,8 @@ def markdown(
     if regressions:
         out += ["", "### The change, the cases that moved, the controls (failing the run: **fails**)", ""]
         out += [
-            f"- **{md(g.skill)} × {md(g.model)}** ({md(g.kind)}{', **fails**' if g.fails else ''}): {md(g.message)}"
+            f"- **{md(g.skill)} × {md(g.model)}** ({md(regression_label(g.kind, g.fails))}"
+            f"{', **fails**' if g.fails else ''}): {md(g.message)}"
             for g in regressions
         ]
     unpaired = [

@@ -284,6 +284,26 @@ def verdict_for(
 
 
 CONTROLS = ("aa", "positive")  # validity controls: a failure says the harness is broken, and the run is invalid
+_LABELS = {
+    "no_worse": "NO WORSE",
+    "not_shown": "INCONCLUSIVE",
+    "flip": "FLIP",
+    "moved": "MOVED",
+    "improvement": "NOT SHOWN",
+    "uncompared": "NOT COMPARED",
+    "unchanged": "UNCHANGED",
+    "deleted": "DELETED",
+    "placebo": "PLACEBO",
+}
+
+
+def regression_label(kind: str, fails: bool) -> str:
+    """The word a finding of the pull request's check is shown with (the terminal, Markdown, HTML)."""
+    if kind in _LABELS:
+        return _LABELS[kind]
+    if kind in CONTROLS:
+        return "INVALID" if fails else "VALID"
+    return "REGRESSION" if fails else "NO REGRESSION"
 
 
 @dataclass
@@ -302,22 +322,7 @@ class Regression:
 
     @property
     def label(self) -> str:
-        fixed = {
-            "no_worse": "NO WORSE",
-            "not_shown": "INCONCLUSIVE",
-            "flip": "FLIP",
-            "moved": "MOVED",
-            "improvement": "NOT SHOWN",
-            "uncompared": "NOT COMPARED",
-            "unchanged": "UNCHANGED",
-            "deleted": "DELETED",
-            "placebo": "PLACEBO",
-        }
-        if self.kind in fixed:
-            return fixed[self.kind]
-        if self.kind in CONTROLS:
-            return "INVALID" if self.fails else "VALID"
-        return "REGRESSION" if self.fails else "NO REGRESSION"
+        return regression_label(self.kind, self.fails)
 
     def to_model(self) -> RegressionReport:
         return RegressionReport(

@@ -135,8 +135,8 @@ def test_compare_and_markdown_name_a_skill_that_lost_its_lift(pytester, write_sk
     assert "| alpha-facts | openai\\:m\\@" in md  # every name escaped for Markdown
     assert "### The change, the cases that moved, the controls" in md
     shown = md.replace("\\", "")  # as Markdown renders the escaped text
-    assert "**alpha-facts × openai:m@" in shown and "(change, **fails**): with-skill pass rate" in shown
-    assert "(flip): case c0: with skill passed before, fails now" in shown
+    assert "**alpha-facts × openai:m@" in shown and "(REGRESSION, **fails**): with-skill pass rate" in shown
+    assert "(FLIP): case c0: with skill passed before, fails now" in shown
     regressions = report(pytester)["regressions"]
     assert {(g["kind"], g["fails"]) for g in regressions} == {("change", True), ("flip", False)}
 
