@@ -212,10 +212,10 @@ class TerminalSummary:
                 write(line)
             if state.evaluation.verdicts:
                 write(state.evaluation.rule_line())
-            if run.against is not None:
-                write(experiment_line(run.against.ref, run.compare_rule.max_regression))
                 if len(state.evaluation.verdicts) > 1:
                     write(state.evaluation.family_line())
+            if run.against is not None:
+                write(experiment_line(run.against.ref, run.compare_rule.max_regression))
         compared = run.settings.compare
         if compared and state.evaluation is not None and not state.evaluation.failing_changes:
             write(
