@@ -39,8 +39,7 @@ def aa_invalid(rng: np.random.Generator, runs: int, shift: float, temp0: bool) -
     for i in range(CASES):
         for run in range(1, runs + 1):
             for arm, rate in ((Arm.WITH_SKILL, rates[i]), (Arm.AA_CONTROL, other[i])):
-                result.cases[f"c{i}"][arm][run] = bool(rng.random() < rate)
-                result.arms[arm]  # noqa: B018
+                result.record(f"c{i}", arm, run, bool(rng.random() < rate))
     found = gates.experiment([result], gates.CompareRule(), None, [])
     return any(g.kind == "aa" and g.fails for g in found)
 

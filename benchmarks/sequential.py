@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_upskill.results import gates, stats  # noqa: E402
 from pytest_upskill.results.aggregate import Result  # noqa: E402
-from pytest_upskill.results.sequential import Rules, disagreeing_cases, open_questions, runs_used  # noqa: E402
+from pytest_upskill.results.sequential import Rules, open_questions, runs_used  # noqa: E402
 from pytest_upskill.types import Arm  # noqa: E402
 
 MARGIN = 0.1
@@ -78,6 +78,19 @@ def arms_of(question: str) -> tuple[Arm, Arm]:
     return (Arm.WITH_SKILL, Arm.PREVIOUS) if question == "change" else (Arm.WITH_SKILL, Arm.BASELINE)
 
 
+def disagreeing_cases(result: Result, arms: tuple[Arm, Arm]) -> set[str]:
+    """The rejected variant's choice: the cases whose scored outcomes in ``arms`` are not all the
+    same (or not scored in one of them yet)."""
+    found = set()
+    for case, by_arm in result.cases.items():
+        present = [a for a in arms if a in by_arm]
+        scored = [v for a in present for v in by_arm[a].values() if v is not None]
+        unscored = any(all(v is None for v in by_arm[a].values()) for a in present)
+        if unscored or len(set(scored)) > 1:
+            found.add(case)
+    return found
+
+
 def rules(question: str, looks: int) -> Rules:
     thresholds = gates.Thresholds(min_lift=THRESHOLD) if question == "lift" else gates.Thresholds()
     return Rules(thresholds, True, 0.2, gates.CompareRule(MARGIN), question == "change", looks)
@@ -94,12 +107,6 @@ def outcome(result: Result, rules_: Rules, question: str, level: stats.Level) ->
     return {"no_worse": "pass", "change": "fail"}.get(found.kind, "inconclusive")
 
 
-def record(result: Result, case: str, arm: str, run: int, passed: bool) -> None:
-    result.cases[case][arm][run] = passed
-    result.arms[arm]  # noqa: B018  # the arm ran (a defaultdict: touching it adds it)
-    result._pairings.clear()
-
-
 def replicate(
     rng: np.random.Generator, scenario: str, n: int, question: str, diff: float, design: str
 ) -> tuple[str, int]:
@@ -112,7 +119,7 @@ def replicate(
         nonlocal sent
         for i in cases:
             for arm, rate in zip(arms, (new[i], old[i]), strict=True):
-                record(result, f"c{i:03d}", arm, k, bool(rng.random() < rate))
+                result.record(f"c{i:03d}", arm, k, bool(rng.random() < rate))
                 sent += 1
 
     everyone = list(range(n))

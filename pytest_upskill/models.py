@@ -90,6 +90,12 @@ class ModelSpec(BaseModel):
         return url
 
     @property
+    def repeats_answers(self) -> bool:
+        """At temperature 0 the model gives the same answer to the same request: runs after the
+        first repeat it (the plan says so; --upskill-runs auto gives it one run)."""
+        return self.temperature == 0
+
+    @property
     def prices(self) -> Prices:
         return Prices(self.input_price, self.output_price, self.cache_read_price, self.cache_write_price)
 

@@ -43,6 +43,11 @@ class ArmDef:
     sampled: bool = False  # runs on the control sample of cases only (control_sample)
     names_skill: bool = False  # the user message names the skill; the trial passes when the skill is loaded
     cache_salt: str | None = None  # its requests equal another arm's: a cache key of its own, or it would replay them
+    # read against the with-skill arm on the cases both scored: the report's field for that
+    # comparison, what the text calls with skill minus this arm, and its interval's confidence
+    compared: str | None = None
+    difference: str = ""
+    confidence: float = 0.95
 
 
 ARMS: dict[Arm, ArmDef] = {
@@ -50,13 +55,26 @@ ARMS: dict[Arm, ArmDef] = {
     for d in (
         ArmDef(Arm.BASELINE, "baseline", Offers.NOTHING),
         ArmDef(Arm.WITH_SKILL, "with skill", Offers.SKILL),
-        ArmDef(Arm.PREVIOUS, "previous", Offers.PREVIOUS),
-        ArmDef(Arm.PLACEBO, "placebo", Offers.PLACEBO, control=True),
-        ArmDef(Arm.AA_CONTROL, "A/A", Offers.SKILL, control=True, sampled=True, cache_salt="aa_control"),
+        ArmDef(Arm.PREVIOUS, "previous", Offers.PREVIOUS, compared="change", difference="change"),
+        ArmDef(
+            Arm.PLACEBO, "placebo", Offers.PLACEBO, control=True, compared="over_placebo", difference="skill − placebo"
+        ),
+        ArmDef(  # 99%: a sound harness is called invalid about 1% of the time (benchmarks/controls.py)
+            Arm.AA_CONTROL,
+            "A/A",
+            Offers.SKILL,
+            control=True,
+            sampled=True,
+            cache_salt="aa_control",
+            compared="aa_difference",
+            difference="skill − A/A",
+            confidence=0.99,
+        ),
         ArmDef(Arm.POSITIVE_CONTROL, "named", Offers.SKILL, control=True, sampled=True, names_skill=True),
     )
 }
 assert set(ARMS) == set(Arm), "every arm is described once"
+COMPARED = tuple(d for d in ARMS.values() if d.compared)  # the arms read against the with-skill arm
 
 CONTROL_CASES = 20  # the A/A and positive controls run on at most this many cases of a skill (benchmarks/controls.py)
 

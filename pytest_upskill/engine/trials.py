@@ -114,10 +114,12 @@ class Planned(NamedTuple):
 def skill_trials(
     skill: Skill, cases: list[Case], context: TrialContext, checks: CheckRegistry, validators: ValidatorRegistry
 ) -> Iterator[Planned]:
-    arms = offered_by_arm(skill, context)
+    previous = context.against(skill) if context.against is not None else None
+    arms = offered_by_arm(skill, context, previous)
     sample = control_sample([c.key for c in cases])
+    against = previous.status if previous is not None else None
     for case in cases:
-        yield from _case_trials(skill, case, context, checks, validators, arms, case.key in sample)
+        yield from _case_trials(skill, case, context, checks, validators, arms, case.key in sample, against)
 
 
 class Offered(NamedTuple):
@@ -127,13 +129,13 @@ class Offered(NamedTuple):
     files: SkillFiles | None  # progressive disclosure only
 
 
-def offered_by_arm(skill: Skill, context: TrialContext) -> dict[Arm, Offered]:
+def offered_by_arm(skill: Skill, context: TrialContext, previous: Previous | None = None) -> dict[Arm, Offered]:
     """Each arm of the run that has trials for ``skill``, and what it offers. The previous arm runs
-    only where the skill changed since --upskill-against; the positive control only under
-    progressive disclosure (it measures loading)."""
-    previous = context.against(skill) if context.against is not None else None
+    only where the skill changed since --upskill-against (``previous``); the positive control only
+    under progressive disclosure (it measures loading)."""
     progressive = context.injection == Injection.PROGRESSIVE
     found: dict[Arm, Offered] = {}
+    served: dict[int, SkillFiles] = {}  # read_skill's files, read once per skill offered (arms share one)
     for arm in context.arms:
         d = ARMS[arm]
         if d.names_skill and not progressive:
@@ -151,8 +153,12 @@ def offered_by_arm(skill: Skill, context: TrialContext) -> dict[Arm, Offered]:
             case Offers.PLACEBO:
                 offered = placebo(skill)
         files = None
-        if progressive and offered is not None:  # read once per skill and arm
-            files = SkillFiles(offered.name, offered.body) if d.offers == Offers.PLACEBO else SkillFiles.load(offered)
+        if progressive and offered is not None:
+            if id(offered) not in served:
+                served[id(offered)] = (
+                    SkillFiles(offered.name, offered.body) if d.offers == Offers.PLACEBO else SkillFiles.load(offered)
+                )
+            files = served[id(offered)]
         found[arm] = Offered(offered, files)
     return found
 
@@ -165,6 +171,7 @@ def _case_trials(
     validators: ValidatorRegistry,
     arms: dict[Arm, Offered],
     sampled: bool,
+    against: str | None,
 ) -> Iterator[Planned]:
     validator = validators.get(case.validator) if case.validator else None
     unavailable = validator.unavailable() if validator else None
@@ -182,10 +189,9 @@ def _case_trials(
     score = functools.partial(checks.score, custom) if custom else None
     # the same for every model
     plans = {arm: plan_for(case, context.max_turns, offered.files) for arm, offered in arms.items()}
-    previous = context.against(skill) if context.against is not None else None
     for spec in context.specs:
         label = context.labels[spec.name]
-        runs = 1 if context.auto_runs and spec.temperature == 0 else context.runs  # the same answer every time
+        runs = 1 if context.auto_runs and spec.repeats_answers else context.runs
         no_tools = context.why_no_tools(spec) if agentic else None
         skip, note = unavailable, None
         if no_tools and files_only:
@@ -234,7 +240,7 @@ def _case_trials(
                     "checks": builtin,
                     "score": score,
                     "note": trial_note,
-                    "against": previous.status if previous is not None and arm == Arm.WITH_SKILL else None,
+                    "against": against if arm == Arm.WITH_SKILL else None,
                     "cache_salt": d.cache_salt,
                     "names_skill": d.names_skill,
                 }

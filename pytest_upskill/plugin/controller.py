@@ -33,7 +33,7 @@ from pytest_upskill.results.gates import Evaluation, evaluate
 from pytest_upskill.results.history import add_run, read_runs, run_info
 from pytest_upskill.results.report import AgainstReport, ErrorLimitReport, Report
 from pytest_upskill.results.shards import outcomes
-from pytest_upskill.types import CacheMode
+from pytest_upskill.types import CacheMode, printable
 
 Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
 
@@ -273,7 +273,7 @@ class Controller:
         except GitError as exc:
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"upskill: warning: --upskill-against: deleted skills not listed: {exc}")
+                reporter.write_line(printable(f"upskill: warning: --upskill-against: deleted skills not listed: {exc}"))
             return []
 
     def _json_output(self, report: Report) -> list[Output]:

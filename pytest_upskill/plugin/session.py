@@ -188,12 +188,9 @@ class UpskillRun:
         """The level a result's verdicts are read at: 95%, or under --upskill-runs auto the level of
         the look it stopped at (a model at temperature 0 has one run and no look: 95%)."""
         auto, most = self.auto_runs
-        if not auto or self.temperature_0(result.model):
+        if not auto or any(s.name == result.model and s.repeats_answers for s in self.specs):
             return stats.LEVEL95
         return stats.sequential_level(runs_used(result), most)
-
-    def temperature_0(self, model: str) -> bool:
-        return any(s.name == model and s.temperature == 0 for s in self.specs)
 
     def _against(self) -> Against | None:
         ref = self.settings.against

@@ -18,8 +18,10 @@ import hashlib
 import re
 from html import escape
 
+from pytest_upskill.engine.arms import COMPARED
 from pytest_upskill.render.text import pct, reliability_lines
 from pytest_upskill.render.views import mark
+from pytest_upskill.results import stats
 from pytest_upskill.results.gates import regression_label
 from pytest_upskill.results.history import Run, series
 from pytest_upskill.results.report import ArmReport, CaseRuns, Report, ResultReport, TrialReport, VerdictReport
@@ -233,24 +235,18 @@ def _cost(arm: ArmReport) -> str:
     return "–" if arm.cost is None else f"${arm.cost:.4f}"
 
 
-_COMPARED = (  # the report's field, the arm's name, the difference's name, the interval's level
-    ("change", "previous", "change", "95%"),
-    ("over_placebo", "placebo", "skill − placebo", "95%"),
-    ("aa_difference", "A/A", "skill − A/A", "99%"),
-)
-
-
 def _other_arms(result: ResultReport, key: str) -> str:
     """The previous arm and the controls, each beside the with-skill arm on the cases both scored."""
     found = []
-    for name, label, what, level in _COMPARED:
-        c = getattr(result, name)
+    for d in COMPARED:
+        name = d.compared
+        c = getattr(result, name) if name else None
         if c is None:
             continue
         found.append(
-            f"<br>{_e(label)} {_fig(f'{key}|{name}.other', c.other, pct(c.other))} · {_e(what)} "
+            f"<br>{_e(d.label)} {_fig(f'{key}|{name}.other', c.other, pct(c.other))} · {_e(d.difference)} "
             f"{_fig(f'{key}|{name}.difference', c.difference, pct(c.difference, True))} "
-            f"[{level} CI {pct(c.ci[0], True)}, {pct(c.ci[1], True)}] "
+            f"[{stats.level(d.confidence).label} CI {pct(c.ci[0], True)}, {pct(c.ci[1], True)}] "
             f'<span class="muted">({c.cases} case(s))</span>'
         )
     if result.against:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+from pytest_upskill.engine.arms import COMPARED, ArmDef
 from pytest_upskill.models import Prices
-from pytest_upskill.render.text import INTERVALS, OTHER_ARMS, _fmt, audit_lines, pct
+from pytest_upskill.render.text import INTERVALS, _fmt, audit_lines, pct
 from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import NO_PRICES, Result, cost, counts
 from pytest_upskill.results.gates import regression_label
 from pytest_upskill.results.report import RegressionReport, VerdictReport
+from pytest_upskill.types import Arm
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>@~:&])")
 
@@ -21,13 +23,13 @@ def md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
-def other_cells(r: Result, arm: str) -> str:
+def other_cells(r: Result, d: ArmDef) -> str:
     """Two cells: another arm's passed/scored beside the with-skill arm, and with skill minus it."""
-    paired = r.comparison(arm)  # type: ignore[arg-type]
+    paired = r.comparison(d.arm)
     if paired is None or not paired.n:
         return "– | –"
-    passed, scored = r.pair("with_skill", arm).counts[arm]
-    ci = paired.lift_ci(stats.Z99 if arm == "aa_control" else stats.Z95)
+    passed, scored = r.pair(Arm.WITH_SKILL, d.arm).counts[d.arm]
+    ci = paired.lift_ci(stats.level(d.confidence).z)
     shown = pct(float(paired.lift), True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")  # type: ignore[arg-type]
     return f"{passed}/{scored} | {shown}"
 
@@ -43,10 +45,10 @@ def markdown(
     """A compact summary for a pull-request comment."""
     by_key = {(v.skill, v.model): v for v in verdicts}
     activation = any(r.with_skill.offered for r in results)
-    others = [(arm, label, name) for arm, label, name, _ in OTHER_ARMS if any(arm in r.arms for r in results)]
+    others = [d for d in COMPARED if any(d.arm in r.arms for r in results)]
     head = (
         "| skill | model | baseline | with skill | lift [95% CI] |"
-        + "".join(f" {label} | {name} |" for _, label, name in others)
+        + "".join(f" {d.label} | {d.difference} |" for d in others)
         + (" skill loaded |" if activation else "")
         + " tokens in/out (Δ) | cost | verdict |"
     )
@@ -65,7 +67,7 @@ def markdown(
         out.append(
             f"| {md(r.skill)} | {md(r.model)} | {counts(r, 'baseline')} | "
             f"{counts(r, 'with_skill')}{f' ({errors} errors)' if errors else ''} | {lift} "
-            + "".join(f"| {other_cells(r, arm)} " for arm, _, _ in others)
+            + "".join(f"| {other_cells(r, d)} " for d in others)
             + (f"| {s.loaded}/{s.offered} " if activation else "")
             + f"| {delta.input_tokens:+,} / {delta.output_tokens:+,} | "
             f"{f'${spent:.4f}' if spent is not None else '–'} "

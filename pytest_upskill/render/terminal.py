@@ -56,7 +56,7 @@ def auto_run_lines(
             f"  {r.skill} × {r.model}: {used} of {most} run(s) used, read at {level_for(r).label}; {skipped} trial(s) "
             "not needed"
         )
-    cold = [s.name for s in specs if s.temperature == 0]
+    cold = [s.name for s in specs if s.repeats_answers]
     if cold:
         lines.append(
             f"  {', '.join(cold)}: temperature 0, one run: a deterministic model repeats its answer, so extra runs "
@@ -128,10 +128,10 @@ class TerminalSummary:
                 f"--upskill-runs auto: these are the most, {run.settings.runs} run(s) per case; a skill × model "
                 "stops at the first look that decides it (often after one run), and the controls run once"
             )
-        varied = any(s.temperature != 0 for s in run.specs)  # at temperature 0 runs repeat the answers
+        varied = any(not s.repeats_answers for s in run.specs)  # at temperature 0 runs repeat the answers
         for skill, (cases, runs, min_lift) in sorted(skills.items()):
             reporter.write_line(resolution_line(skill, len(cases), len(runs), min_lift, run.effect, varied))
-        cold = [s.name for s in run.specs if s.temperature == 0]
+        cold = [s.name for s in run.specs if s.repeats_answers]
         if cold and any(len(runs) > 1 for _, runs, _ in skills.values()):
             reporter.write_line(
                 f"note: {', '.join(cold)} answer at temperature 0: where that makes the answers the same every time, "

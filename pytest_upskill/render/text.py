@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from pytest_upskill.engine.arms import COMPARED
 from pytest_upskill.engine.nodeids import parse_nodeid
 from pytest_upskill.models import Prices
 from pytest_upskill.results import stats
@@ -87,31 +88,26 @@ def _names(items: list[str], shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
-# what each other arm is read against the with-skill arm as: (label, the difference's name, its interval)
-OTHER_ARMS = (
-    (Arm.PREVIOUS, "previous", "change", "95%"),
-    (Arm.PLACEBO, "placebo", "skill − placebo", "95%"),
-    (Arm.AA_CONTROL, "A/A", "skill − A/A", "99%"),
-)
-
-
 def other_arm_lines(r: Result) -> list[str]:
     """The previous arm and the controls, each beside the with-skill arm on the cases both scored."""
     lines = []
-    for arm, label, name, level in OTHER_ARMS:
-        paired = r.comparison(arm)
+    for d in COMPARED:
+        paired = r.comparison(d.arm)
         if paired is None:
             continue
         if not paired.n:
-            lines.append(f"  {label:<11} {r.arms[arm].total} trial(s), none paired with a scored with-skill trial")
+            lines.append(f"  {d.label:<11} {r.arms[d.arm].total} trial(s), none paired with a scored with-skill trial")
             continue
-        passed, scored = r.pair(Arm.WITH_SKILL, arm).counts[arm]
-        ci = paired.lift_ci(stats.Z99 if level == "99%" else stats.Z95)
+        passed, scored = r.pair(Arm.WITH_SKILL, d.arm).counts[d.arm]
+        level = stats.level(d.confidence)
+        ci = paired.lift_ci(level.z)
         rate = float(paired.p_baseline)  # type: ignore[arg-type]
-        shown = f"{name} {pct(float(paired.lift), True)}"  # type: ignore[arg-type]
-        shown += f" [{level} CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else ""
-        lines.append(f"  {label:<11} {bar(rate)} {passed:>4}/{scored:<4} {pct(rate):>4}  {shown} on {paired.n} case(s)")
-    named = r.arms[Arm.POSITIVE_CONTROL] if Arm.POSITIVE_CONTROL in r.arms else None
+        shown = f"{d.difference} {pct(float(paired.lift), True)}"  # type: ignore[arg-type]
+        shown += f" [{level.label} CI {pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else ""
+        lines.append(
+            f"  {d.label:<11} {bar(rate)} {passed:>4}/{scored:<4} {pct(rate):>4}  {shown} on {paired.n} case(s)"
+        )
+    named = r.arms.get(Arm.POSITIVE_CONTROL)
     if named is not None and named.scored:
         rate = named.passed / named.scored
         lines.append(

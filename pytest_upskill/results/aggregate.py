@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from pytest_upskill.engine.arms import ARMS
+from pytest_upskill.engine.arms import ARMS, COMPARED
 from pytest_upskill.engine.nodeids import in_case_file
 from pytest_upskill.models import Prices
 from pytest_upskill.results import stats
@@ -227,8 +227,14 @@ class Result:
         self.arms[arm].add(outcome)
         if outcome.against:
             self.against = outcome.against
-        self.cases[outcome.case][arm][run] = outcome.passed
+        self.record(outcome.case, arm, run, outcome.passed)
         self.details[outcome.case][(arm, run)] = trial_report(outcome)
+
+    def record(self, case: str, arm: str, run: int, passed: bool | None) -> None:
+        """A trial's verdict alone, what the pairings read (``add`` records a whole outcome; the
+        studies in benchmarks/ record millions of verdicts this way)."""
+        self.arms[arm]  # noqa: B018  # the arm ran (a defaultdict: reading it adds it)
+        self.cases[case][arm][run] = passed
         self._pairings.clear()
 
     def pair(self, first: str = Arm.WITH_SKILL, second: str = Arm.BASELINE) -> Pairing:
@@ -335,13 +341,9 @@ class Result:
             on = self._paired_for(arm)[0]
             arms[arm] = self.arms[arm].to_model(self.pass_rate(arm), self.pass_rate_ci(arm), on.counts[arm], prices)
         compared = {
-            field_name: Comparison.of(paired, z)
-            for field_name, arm, z in (
-                ("change", Arm.PREVIOUS, stats.Z95),
-                ("over_placebo", Arm.PLACEBO, stats.Z95),
-                ("aa_difference", Arm.AA_CONTROL, stats.Z99),
-            )
-            if (paired := self.comparison(arm)) is not None and paired.n
+            d.compared: Comparison.of(paired, stats.level(d.confidence).z)
+            for d in COMPARED
+            if d.compared and (paired := self.comparison(d.arm)) is not None and paired.n
         }
         values: dict[str, Any] = {**arms, **compared}
         if self.against:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
+from pytest_upskill.engine.arms import ARMS
 from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import Result
 from pytest_upskill.results.report import FindingReport, RegressionReport, Report, ResultReport, VerdictReport
@@ -558,12 +559,13 @@ def experiment(
                 found.append(Regression(skill, model, "uncompared", why))
         aa = r.comparison(Arm.AA_CONTROL)
         if aa is not None and aa.n:
-            lo, hi = aa.lift_ci(stats.Z99) or (0.0, 0.0)
+            aa_level = stats.level(ARMS[Arm.AA_CONTROL].confidence)
+            lo, hi = aa.lift_ci(aa_level.z) or (0.0, 0.0)
             broken = lo > stats.TOLERANCE or hi < -stats.TOLERANCE
+            rates = f"{float(aa.p_skill) * 100:.0f}% and {float(aa.p_baseline) * 100:.0f}%"  # type: ignore[arg-type]
             said = (
-                f"A/A control: the same skill in two arms on {aa.n} case(s), {float(aa.p_skill) * 100:.0f}% and "  # type: ignore[arg-type]
-                f"{float(aa.p_baseline) * 100:.0f}% (difference {_pct(float(aa.lift))}, 99% CI {_pct(lo)} to "  # type: ignore[arg-type]
-                f"{_pct(hi)})"
+                f"A/A control: the same skill in two arms on {aa.n} case(s), {rates} (difference "
+                f"{_pct(float(aa.lift))}, {aa_level.label} CI {_pct(lo)} to {_pct(hi)})"  # type: ignore[arg-type]
             )
             found.append(
                 Regression(

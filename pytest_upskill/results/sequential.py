@@ -18,7 +18,6 @@ same answer every time, and gets one run (trials.py), read at 95% (no look, no s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pytest_upskill.results import gates, stats
@@ -75,17 +74,3 @@ def has_question(result: Result, rules: Rules) -> bool:
     return rules.thresholds.merged(result.thresholds).any or (
         rules.against and result.comparison(Arm.PREVIOUS) is not None
     )
-
-
-def disagreeing_cases(result: Result, arms: Iterable[str] = RERUN_ARMS) -> set[str]:
-    """The cases whose scored outcomes in ``arms`` are not all the same (or not scored in one of
-    them yet). Not how the looks choose (they run every case again: see the module's text); the
-    study measures what choosing by it would do."""
-    found = set()
-    for case, by_arm in result.cases.items():
-        present = [a for a in arms if a in by_arm]
-        scored = [v for a in present for v in by_arm[a].values() if v is not None]
-        unscored = any(all(v is None for v in by_arm[a].values()) for a in present)
-        if unscored or len(set(scored)) > 1:
-            found.add(case)
-    return found

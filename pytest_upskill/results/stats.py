@@ -35,7 +35,6 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 Z95 = NormalDist().inv_cdf(0.975)
-Z99 = NormalDist().inv_cdf(0.995)  # the A/A control's 99% interval: a sound harness is called invalid 1% of the time
 TOLERANCE = 1e-9  # interval bounds are irrational: a bound within this of a threshold meets it
 
 
@@ -47,6 +46,13 @@ class Level(NamedTuple):
 
 
 LEVEL95 = Level(Z95, "95%")
+
+
+def level(confidence: float) -> Level:
+    """The two-sided interval of this confidence (0.95: :data:`LEVEL95`)."""
+    if confidence == 0.95:
+        return LEVEL95
+    return Level(NormalDist().inv_cdf(0.5 + confidence / 2), f"{confidence * 100:.4g}%")
 
 
 def sequential_level(look: int, looks: int, alpha: float = 0.025) -> Level:

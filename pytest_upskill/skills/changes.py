@@ -21,20 +21,30 @@ def git_bytes(root: Path, *args: str, timeout: float = 60) -> bytes:
     return done.stdout
 
 
-def _git(root: Path, *args: str, timeout: float = 60) -> list[str]:
+def git_lines(root: Path, *args: str, timeout: float = 60) -> list[str]:
+    """The non-empty lines ``git ARGS`` prints in ``root``."""
     return [line for line in git_bytes(root, *args, timeout=timeout).decode().splitlines() if line]
+
+
+def work_tree(root: Path, ref: str, unknown: str = "unknown git ref {ref!r}") -> Path:
+    """The top of the git work tree around ``root``, once ``ref`` is known to name a commit there;
+    else :class:`GitError` with ``unknown`` and what to do."""
+    top = Path(git_lines(root, "rev-parse", "--show-toplevel")[0])
+    try:
+        git_lines(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except GitError:
+        raise GitError(
+            unknown.format(ref=ref) + "; fetch it first (in CI: git fetch origin main, then use origin/main)"
+        ) from None
+    return top
 
 
 def changed_files(root: Path, ref: str) -> set[Path]:
     """Absolute paths of the files that differ from ``ref``, in the git work tree around ``root``."""
-    top = Path(_git(root, "rev-parse", "--show-toplevel")[0])
-    try:
-        _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    except GitError:
-        raise GitError(
-            f"unknown git ref {ref!r}; fetch it first (in CI: git fetch origin main, then use origin/main)"
-        ) from None
-    names = _git(root, "diff", "--name-only", ref, "--") + _git(root, "ls-files", "--others", "--exclude-standard")
+    top = work_tree(root, ref)
+    names = git_lines(root, "diff", "--name-only", ref, "--") + git_lines(
+        root, "ls-files", "--others", "--exclude-standard"
+    )
     return {(top / name).resolve() for name in names}
 
 
@@ -48,11 +58,11 @@ def git_head(root: Path) -> tuple[str | None, str | None]:
     git, not a repository, a detached head). In CI, whose checkout is often detached, the branch
     comes from the CI's own variables (GitHub Actions, GitLab CI)."""
     try:
-        commit: str | None = _git(root, "rev-parse", "HEAD")[0]
+        commit: str | None = git_lines(root, "rev-parse", "HEAD")[0]
     except (GitError, IndexError):
         commit = None
     try:
-        branch: str | None = _git(root, "rev-parse", "--abbrev-ref", "HEAD")[0] if commit else None
+        branch: str | None = git_lines(root, "rev-parse", "--abbrev-ref", "HEAD")[0] if commit else None
     except (GitError, IndexError):
         branch = None
     if branch in (None, "HEAD"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_upskill.errors import GitError, SkillFileError
-from pytest_upskill.skills.changes import _git, git_bytes
+from pytest_upskill.skills.changes import git_bytes, git_lines, work_tree
 from pytest_upskill.skills.skill_md import NOT_SERVED, Skill, files_inside, load_skill, skill_md_in
 
 MAX_FILE = 4 * 1024 * 1024  # a skill file's bytes compared at most
@@ -39,7 +39,6 @@ class Status(enum.StrEnum):
 class Previous:
     status: Status
     skill: Skill | None = None  # the skill at REF, where it changed
-    why: str = ""  # for unreadable: the parse error
 
 
 def fingerprint(folder: Path) -> tuple[object, ...]:
@@ -63,14 +62,7 @@ class Against:
         self.top: Path | None = None
         self._tmp: Path | None = None
         if self.folder is None:
-            self.top = Path(_git(self.root, "rev-parse", "--show-toplevel")[0]).resolve()
-            try:
-                _git(self.root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-            except GitError:
-                raise GitError(
-                    f"{ref!r} is neither a folder nor a git ref; fetch it first (in CI: git fetch origin main, "
-                    "then use origin/main)"
-                ) from None
+            self.top = work_tree(self.root, ref, "{ref!r} is neither a folder nor a git ref").resolve()
         self._seen: dict[Path, Previous] = {}
 
     def _at_ref(self, skill_dir: Path) -> Path | None:
@@ -85,7 +77,7 @@ class Against:
         if not skill_dir.is_relative_to(self.top):
             return None
         inside = skill_dir.relative_to(self.top).as_posix()
-        if not _git(self.top, "ls-tree", "--name-only", self.ref, "--", f"{inside}/"):
+        if not git_lines(self.top, "ls-tree", "--name-only", self.ref, "--", f"{inside}/"):
             return None
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="upskill-against-"))
@@ -101,8 +93,8 @@ class Against:
         if skill_dir not in self._seen:
             try:
                 then = self._at_ref(skill_dir)
-            except (tarfile.TarError, OSError, GitError) as exc:  # a link out of the folder, a broken archive
-                self._seen[skill_dir] = Previous(Status.UNREADABLE, why=f"{type(exc).__name__}: {exc}")
+            except (tarfile.TarError, OSError, GitError):  # a link out of the folder, a broken archive
+                self._seen[skill_dir] = Previous(Status.UNREADABLE)
                 return self._seen[skill_dir]
             if then is None:
                 found = Previous(Status.NEW)
@@ -113,8 +105,8 @@ class Against:
                 assert md is not None
                 try:
                     found = Previous(Status.CHANGED, load_skill(md, self.spec))
-                except SkillFileError as exc:
-                    found = Previous(Status.UNREADABLE, why=str(exc))
+                except SkillFileError:
+                    found = Previous(Status.UNREADABLE)
             self._seen[skill_dir] = found
         return self._seen[skill_dir]
 
@@ -130,7 +122,7 @@ class Against:
             names = {p.name for p in present}
             return sorted(r.as_posix() for r in then if skill_md_in(self.root / r) is None and r.name not in names)
         assert self.top is not None
-        listed = _git(self.top, "ls-tree", "-r", "--name-only", self.ref)
+        listed = git_lines(self.top, "ls-tree", "-r", "--name-only", self.ref)
         gone = []
         for name in listed:
             path = Path(name)
