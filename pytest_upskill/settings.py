@@ -118,6 +118,13 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="REF",
     ),
     Setting(
+        "catalog",
+        "trigger cases: the skills offered beside the one under test, by name and description, as agents offer "
+        "them: every SKILL.md under this folder (default: every skill of the paths pytest collects)",
+        "path",
+        metavar="DIR",
+    ),
+    Setting(
         "controls",
         "validity controls: an A/A arm (the skill again, on a sample of cases), a placebo arm (a neutral text of "
         "the skill's length) and, under progressive disclosure, a positive control (a request that names the skill)",
@@ -242,6 +249,20 @@ SETTINGS: tuple[Setting, ...] = (
         "max_token_increase",
         "gate: highest acceptable relative token increase of the skill, e.g. 0.5, per trial of the paired "
         "cases; judged on its value (a point estimate, no interval)",
+        "number",
+        metavar="X",
+    ),
+    Setting(
+        "min_trigger_recall",
+        "gate: lowest acceptable share of a skill's should-trigger cases in which the model loads it from the "
+        "catalog, e.g. 0.8; judged on its 95%% interval",
+        "number",
+        metavar="X",
+    ),
+    Setting(
+        "max_false_trigger",
+        "gate: highest acceptable share of a skill's should-not-trigger cases (near misses) in which the model "
+        "loads it, e.g. 0.2; judged on its 95%% interval",
         "number",
         metavar="X",
     ),
@@ -452,6 +473,7 @@ class Settings:
     skill_folders: tuple[str, ...]
     changed_since: str | None
     against: str | None
+    catalog: str | None
     controls: bool
     shard: str | None
     merge: tuple[str, ...]
@@ -471,6 +493,8 @@ class Settings:
     min_lift: float | None
     min_pass_rate: float | None
     max_token_increase: float | None
+    min_trigger_recall: float | None
+    max_false_trigger: float | None
     strict: bool
     lenient: bool
     family: Family

@@ -34,6 +34,8 @@ class Arm(enum.StrEnum):
     PLACEBO = "placebo"  # --upskill-controls: a neutral text of the skill's length in its place
     AA_CONTROL = "aa_control"  # --upskill-controls: the skill again, on a sample of cases (A/A)
     POSITIVE_CONTROL = "positive_control"  # --upskill-controls, progressive: a request that names the skill
+    TRIGGER = "trigger"  # a trigger case: the catalog of skills offered by name and description; is it loaded?
+    PREVIOUS_TRIGGER = "previous_trigger"  # a trigger case, the catalog's descriptions as at --upskill-against REF
 
 
 class ErrorKind(enum.StrEnum):
@@ -114,8 +116,9 @@ class ToolResult:
 
 @dataclass(frozen=True)
 class Message:
-    """A turn after the user message: the model's (``assistant``: text and tool calls) or the
-    results of those calls (``tool``)."""
+    """A turn after the user message: the model's (``assistant``: text and tool calls), the
+    results of those calls (``tool``), or the user's again (``user``: text; a trigger trial's
+    "go ahead" after the model asked a question)."""
 
     role: str
     text: str = ""
@@ -213,6 +216,10 @@ class Outcome:
     note: str | None = None  # how the trial ran where it differs from the case (see Trial.note)
     output_chars: int | None = None  # the whole answer's length where ``output`` was cut (the wire cuts it)
     against: str | None = None  # with_skill, --upskill-against: the skill changed, is the same, or is new there
+    should_trigger: bool | None = None  # a trigger case: whether the model should load the skill
+    loaded: list[str] | None = None  # trigger and progressive trials: the skills the model loaded, in order
+    # evals.json: each expectation's grade by the judge, {"text", "passed", "evidence"} (skill-creator's grading)
+    expectations: list[dict[str, Any]] | None = None
 
     @property
     def is_error(self) -> bool:

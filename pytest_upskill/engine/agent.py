@@ -89,17 +89,34 @@ class AgentPlan:
     files: tuple[tuple[str, str], ...] = ()
     tools: tuple[Tool, ...] = FILE_TOOLS
     max_turns: int = 10
-    skill: SkillFiles | None = None  # served by read_skill (progressive disclosure, with-skill arm)
+    skill: SkillFiles | None = None  # served by read_skill (progressive disclosure): the arm's skill
+    catalog: tuple[SkillFiles, ...] = ()  # a trigger case: every skill of the catalog, served by read_skill
+    # a trigger case: the decision is the first skill loaded (the loop ends there), and a model that
+    # answers without loading one is told this once, as a user would (it may have asked a question first)
+    follow_up: str | None = None
 
     @property
     def uses_files(self) -> bool:
         """Whether the trial needs a workspace: it has file tools, not only read_skill."""
         return any(tool.name != READ_SKILL.name for tool in self.tools)
 
+    @property
+    def served(self) -> tuple[SkillFiles, ...]:
+        """What read_skill serves: the arm's skill, or the catalog."""
+        return self.catalog or ((self.skill,) if self.skill is not None else ())
+
     def first_request(self, request: Request) -> Request:
         """The trial's request as the agent sends it first: with the plan's tools, no history yet
         (what the cache holds the first turn under)."""
         return replace(request, tools=self.tools)
+
+
+FOLLOW_UP = "Go ahead, do what you think is best."  # a trigger trial's second user turn
+
+
+def trigger_plan(catalog: tuple[SkillFiles, ...], max_turns: int) -> AgentPlan:
+    """A trigger case's agent: read_skill over the catalog, the first load decides, one follow-up."""
+    return AgentPlan(tools=(READ_SKILL,), max_turns=max(2, min(max_turns, 4)), catalog=catalog, follow_up=FOLLOW_UP)
 
 
 def is_workspace_case(case: Case) -> bool:
@@ -130,6 +147,7 @@ class AgentRun:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     skill_loaded: bool = False  # read_skill returned the skill's instructions
+    loaded: list[str] = field(default_factory=list)  # the skills whose instructions read_skill returned, in order
     hit_max_turns: bool = False
     result_chars: int = 0  # of all the tool results so far
 
@@ -137,9 +155,12 @@ class AgentRun:
 class Toolbox:
     """Runs the model's tool calls in one workspace."""
 
-    def __init__(self, workspace: Workspace | None, skill: SkillFiles | None = None):
-        self.workspace, self.skill = workspace, skill
-        self.skill_loaded = False
+    def __init__(self, workspace: Workspace | None, skills: tuple[SkillFiles, ...] = (), own: str | None = None):
+        """``skills``: what read_skill serves; ``own``: the skill under test among them (loading
+        it is ``skill_loaded``)."""
+        self.workspace, self.skills = workspace, {s.name: s for s in skills}
+        self.own = own if own is not None else (skills[0].name if len(skills) == 1 else None)
+        self.loaded: list[str] = []
         self.created = 0
         self.sizes: dict[Path, int] = {}  # bytes of each file the model wrote
         self.written: list[str] = []  # the paths the model wrote, in the order first written
@@ -154,7 +175,7 @@ class Toolbox:
         return ToolResult(call.id, call.name, content)
 
     def _run(self, name: str, args: dict[str, Any]) -> str:
-        if name == "read_skill" and self.skill is not None:
+        if name == "read_skill" and self.skills:
             return self._read_skill(args)
         if self.workspace is None or name not in ("read_file", "write_file", "list_files"):
             raise ValueError(f"there is no tool {name!r}")
@@ -190,16 +211,19 @@ class Toolbox:
         self.sizes[target] = size
         return f"wrote {len(content)} characters to {path}"
 
+    @property
+    def skill_loaded(self) -> bool:
+        return self.own is not None and self.own in self.loaded
+
     def _read_skill(self, args: dict[str, Any]) -> str:
-        skill = self.skill
-        if skill is None:
-            raise ValueError("no skill is offered to read in this trial")
         name = _string(args, "name")
-        if name != skill.name:
-            raise ValueError(f"no skill {name!r}; available: {skill.name}")
+        skill = self.skills.get(name)
+        if skill is None:
+            raise ValueError(f"no skill {name!r}; available: {', '.join(self.skills)}")
         file = args.get("file")
         if file in (None, "", "SKILL.md"):
-            self.skill_loaded = True
+            if name not in self.loaded:
+                self.loaded.append(name)
             listing = "".join(f"\n- {path}" for path, _ in skill.references)
             return skill.body + (f"\n\nReference files (read_skill with file=...):{listing}" if listing else "")
         for path, text in skill.references:
@@ -237,6 +261,7 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
     run = AgentRun()
     history: tuple[Message, ...] = ()
     request = plan.first_request(request)
+    follow_up = plan.follow_up
     while run.turns < plan.max_turns:
         completion = await send(replace(request, history=history))
         run.turns += 1
@@ -246,6 +271,10 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         run.output_tokens += completion.output_tokens
         run.text = completion.text
         if not completion.tool_calls:
+            if follow_up is not None and not toolbox.loaded and run.turns < plan.max_turns:
+                history += (Message("assistant", completion.text), Message("user", follow_up))
+                follow_up = None
+                continue
             break
         if len(completion.tool_calls) > MAX_CALLS_PER_TURN:
             raise TrialError(
@@ -264,7 +293,9 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         run.tool_calls += [call.name for call in completion.tool_calls]
         run.calls += [_in_words(call) for call in completion.tool_calls]
         history += (Message("assistant", completion.text, completion.tool_calls), Message("tool", results=results))
+        if plan.follow_up is not None and toolbox.loaded:  # a trigger trial: the first skill loaded is the decision
+            break
     else:
         run.hit_max_turns = True
-    run.skill_loaded = toolbox.skill_loaded
+    run.skill_loaded, run.loaded = toolbox.skill_loaded, list(toolbox.loaded)
     return run

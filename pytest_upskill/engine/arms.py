@@ -9,9 +9,13 @@ trials (trials.py), the aggregation (results/aggregate.py) and the text (render/
     aa_control        the working tree's skill again (A/A)               a sample    (--upskill-controls)
     positive_control  the skill, and a request that names it             a sample    (--upskill-controls,
                                                                                       progressive disclosure)
+    trigger           the catalog: every skill by name and description   trigger cases only
+    previous_trigger  the catalog with the descriptions as at REF        trigger cases, where a description
+                                                                          changed (--upskill-against REF)
 
 Every arm shares the baseline's byte-identical scaffolding; only what stands in the skill's place
-differs (and the positive control's user message, which names the skill).
+differs (and the positive control's user message, which names the skill). A trigger case runs only
+the trigger arms, and every other case only the others.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class Offers(enum.StrEnum):
     SKILL = "skill"  # the working tree's
     PREVIOUS = "previous"  # the skill at --upskill-against
     PLACEBO = "placebo"
+    CATALOG = "catalog"  # every skill of the catalog by name and description, and read_skill (trigger cases)
+    PREVIOUS_CATALOG = "previous_catalog"  # the same, each description as it was at --upskill-against
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class ArmDef:
     sampled: bool = False  # runs on the control sample of cases only (control_sample)
     names_skill: bool = False  # the user message names the skill; the trial passes when the skill is loaded
     cache_salt: str | None = None  # its requests equal another arm's: a cache key of its own, or it would replay them
+    tested: bool = False  # what the run tests: a failed trial fails the run (others are points of comparison)
+    trigger: bool = False  # runs the trigger cases, and only them
     # read against the with-skill arm on the cases both scored: the report's field for that
     # comparison, what the text calls with skill minus this arm, and its interval's confidence
     compared: str | None = None
@@ -54,7 +62,7 @@ ARMS: dict[Arm, ArmDef] = {
     d.arm: d
     for d in (
         ArmDef(Arm.BASELINE, "baseline", Offers.NOTHING),
-        ArmDef(Arm.WITH_SKILL, "with skill", Offers.SKILL),
+        ArmDef(Arm.WITH_SKILL, "with skill", Offers.SKILL, tested=True),
         ArmDef(Arm.PREVIOUS, "previous", Offers.PREVIOUS, compared="change", difference="change"),
         ArmDef(
             Arm.PLACEBO, "placebo", Offers.PLACEBO, control=True, compared="over_placebo", difference="skill − placebo"
@@ -71,6 +79,8 @@ ARMS: dict[Arm, ArmDef] = {
             confidence=0.99,
         ),
         ArmDef(Arm.POSITIVE_CONTROL, "named", Offers.SKILL, control=True, sampled=True, names_skill=True),
+        ArmDef(Arm.TRIGGER, "trigger", Offers.CATALOG, tested=True, trigger=True),
+        ArmDef(Arm.PREVIOUS_TRIGGER, "previous trigger", Offers.PREVIOUS_CATALOG, trigger=True),
     )
 }
 assert set(ARMS) == set(Arm), "every arm is described once"

@@ -16,6 +16,11 @@ description and the request offers a ``read_skill`` tool, as agents load skills 
     system (with_skill) = SCAFFOLD + "\\n\\n<available_skills>\\n<skill "
                                      "name=\\"NAME\\">DESCRIPTION</skill>\\n</available_skills>\\n" + HINT
 
+A trigger case lists the catalog, every skill by name and description, the same way:
+
+    system (trigger)    = SCAFFOLD + "\\n\\n<available_skills>\\n" + one <skill name="NAME">DESCRIPTION</skill>
+                          line per skill, sorted by name + "</available_skills>\\n" + HINT
+
 A workspace trial (see :mod:`pytest_upskill.engine.agent`) is a conversation: ``Request.history`` holds the
 turns so far (the model's tool calls and their results) and ``Request.tools`` the tools offered.
 """
@@ -23,7 +28,7 @@ turns so far (the model's tool calls and their results) and ``Request.tools`` th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.skills.skill_md import Case, Skill
@@ -36,6 +41,8 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "build_request",
+    "catalog_request",
+    "listing",
     "skill_block",
     "system_prompt",
     "user_message",
@@ -49,20 +56,23 @@ DEFAULT_SCAFFOLD = "You are a helpful assistant. Answer the user's request direc
 
 # The formats above, read back: what a test server (pytest_upskill.testing) finds in a request.
 SKILL_BLOCK_PATTERN = re.compile(r'<skill name="[^"]*">\n(.*?)\n</skill>', re.DOTALL)  # the body of an injected skill
-LISTED_SKILL_PATTERN = re.compile(
-    r'<available_skills>\s*<skill name="([^"]+)">'
-)  # progressive: the listed skill's name
+# the listed skills' names (a listed entry's description follows on its line; an injected body on the next)
+LISTED_SKILLS_PATTERN = re.compile(r'^<skill name="([^"]+)">(?=[^\n])', re.MULTILINE)
 FILE_BLOCK_PATTERN = re.compile(
     r"^```([\w./-]+\.[\w]+)[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE
 )  # a fenced file: name, content
 
 
+def listing(skills: Sequence[Skill]) -> str:
+    """Skills offered by name and description, to be loaded with read_skill (progressive
+    disclosure: one skill; a trigger case: the catalog)."""
+    entries = "".join(f'<skill name="{s.name}">{s.description}</skill>\n' for s in skills)
+    return f"\n\n<available_skills>\n{entries}</available_skills>\n{PROGRESSIVE_HINT}"
+
+
 def skill_block(skill: Skill, injection: str = Injection.SYSTEM) -> str:
     if injection == Injection.PROGRESSIVE:
-        return (
-            "\n\n<available_skills>\n<skill "
-            f'name="{skill.name}">{skill.description}</skill>\n</available_skills>\n{PROGRESSIVE_HINT}'
-        )
+        return listing((skill,))
     return f'\n\n<skill name="{skill.name}">\n{skill.body}\n</skill>'
 
 
@@ -95,6 +105,18 @@ def build_request(
         system=system_prompt(offered, scaffold, injection),
         tools=tools,
         user=user(text) if user else text,
+        model=spec.model,
+        temperature=spec.temperature,
+        max_tokens=case.max_tokens or spec.max_tokens,
+        seed=spec.seed,
+    )
+
+
+def catalog_request(spec: ModelSpec, catalog: Sequence[Skill], case: Case, scaffold: str = DEFAULT_SCAFFOLD) -> Request:
+    """A trigger case's request: the catalog listed, the case's query as the user's message."""
+    return Request(
+        system=scaffold + listing(catalog),
+        user=case.input,
         model=spec.model,
         temperature=spec.temperature,
         max_tokens=case.max_tokens or spec.max_tokens,

@@ -35,6 +35,18 @@ from pytest_upskill.types import CacheMode, ErrorKind, Outcome, Request
 __all__ = ["ModelLimiter", "Outcome", "Runner"]
 
 
+def trigger_message(skill: str, should: bool, loaded: list[str], turns: int) -> str:
+    """What a trigger trial did, in words: loaded the skill, another (routed elsewhere), or none."""
+    others = [name for name in loaded if name != skill]
+    after = " after a follow-up turn" if turns > 1 else ""
+    if skill in loaded:
+        return f"loaded {skill}{after}" + ("" if should else " for a request it should not take (false trigger)")
+    if others:
+        where = f"loaded {', '.join(others)} instead (routed elsewhere){after}"
+        return where if not should else f"{where}; {skill} was not loaded"
+    return f"loaded no skill{after}" + ("" if not should else f"; {skill} should have been loaded")
+
+
 class Runner:
     def __init__(
         self,
@@ -146,7 +158,14 @@ class Runner:
 
     async def _run(self, trial: Trial) -> Outcome:
         outcome = Outcome(
-            trial.skill, trial.case, trial.model, trial.arm, trial.run, note=trial.note, against=trial.against
+            trial.skill,
+            trial.case,
+            trial.model,
+            trial.arm,
+            trial.run,
+            note=trial.note,
+            against=trial.against,
+            should_trigger=trial.should_trigger,
         )
         spent = Spent()
         try:
@@ -197,7 +216,7 @@ class Runner:
             for name, text in plan.files:
                 assert workspace is not None
                 workspace.write(name, text)
-            toolbox = Toolbox(workspace, plan.skill)
+            toolbox = Toolbox(workspace, plan.served, own=trial.skill)
             cached: list[bool] = []
 
             async def send(request: Request) -> Completion:
@@ -224,10 +243,14 @@ class Runner:
             )
             outcome.calls = run.calls or None
             outcome.written = toolbox.written or None
-            if plan.skill is not None:
-                outcome.skill_loaded = run.skill_loaded
+            if plan.served:
+                outcome.skill_loaded, outcome.loaded = run.skill_loaded, run.loaded or None
             if workspace is not None:
                 outcome.files = ", ".join(workspace.files()) or None
+            if trial.should_trigger is not None:  # a trigger case: did it load the skill, among the catalog?
+                outcome.passed = run.skill_loaded == trial.should_trigger
+                outcome.message = trigger_message(trial.skill, trial.should_trigger, run.loaded, run.turns)
+                return
             if trial.names_skill:  # the positive control: asked for the skill by name, did it load it?
                 outcome.passed = run.skill_loaded
                 outcome.message = (

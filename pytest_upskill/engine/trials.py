@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pytest_upskill.engine.agent import AgentPlan, SkillFiles, is_workspace_case, plan_for
+from pytest_upskill.engine.agent import AgentPlan, SkillFiles, is_workspace_case, plan_for, trigger_plan
 from pytest_upskill.engine.arms import ARMS, Offers, control_sample, names_skill, placebo
+from pytest_upskill.engine.catalogs import Catalogs, Offering
 from pytest_upskill.engine.nodeids import item_name
-from pytest_upskill.engine.prompt import build_request
+from pytest_upskill.engine.prompt import build_request, catalog_request
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checks import CheckRegistry, CheckResult
 from pytest_upskill.scoring.scorer import Validation
@@ -47,6 +48,8 @@ class _Trial:
     cache_salt: str | None = field(default=None, compare=False, repr=False)  # ArmDef.cache_salt
     # the positive control: passes when the model loads the skill
     names_skill: bool = field(default=False, compare=False, repr=False)
+    # a trigger case: passes when the model loads the skill from the catalog exactly when it should
+    should_trigger: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -93,6 +96,7 @@ class TrialContext:
     arms: tuple[Arm, ...] = (Arm.BASELINE, Arm.WITH_SKILL)  # the arms this run has (engine/arms.py)
     auto_runs: bool = False  # --upskill-runs auto: ``runs`` is the most; a model at temperature 0 gets one
     against: Callable[[Skill], Previous] | None = None  # --upskill-against: the skill as it was
+    catalogs: Catalogs | None = None  # what trigger cases are offered (engine/catalogs.py)
 
 
 NO_CASES_ITEM = "no-cases"  # the item of a skill whose case list is empty
@@ -114,12 +118,60 @@ class Planned(NamedTuple):
 def skill_trials(
     skill: Skill, cases: list[Case], context: TrialContext, checks: CheckRegistry, validators: ValidatorRegistry
 ) -> Iterator[Planned]:
-    previous = context.against(skill) if context.against is not None else None
-    arms = offered_by_arm(skill, context, previous)
-    sample = control_sample([c.key for c in cases])
-    against = previous.status if previous is not None else None
+    tasks = [c for c in cases if not c.is_trigger]
+    if tasks:
+        previous = context.against(skill) if context.against is not None else None
+        arms = offered_by_arm(skill, context, previous)
+        sample = control_sample([c.key for c in tasks])
+        against = previous.status if previous is not None else None
+        for case in tasks:
+            yield from _case_trials(skill, case, context, checks, validators, arms, case.key in sample, against)
+    triggers = [c for c in cases if c.is_trigger]
+    if triggers:
+        yield from _trigger_trials(skill, triggers, context)
+
+
+def trigger_offerings(skill: Skill, context: TrialContext) -> dict[Arm, Offering]:
+    """The catalogs a trigger case of ``skill`` runs among, by arm: now, and at REF where a
+    description of it differs (--upskill-against)."""
+    assert context.catalogs is not None
+    found = {Arm.TRIGGER: context.catalogs.now(skill)}
+    if Arm.PREVIOUS_TRIGGER in context.arms:
+        then = context.catalogs.then(skill)
+        if then is not None:
+            found[Arm.PREVIOUS_TRIGGER] = then
+    return found
+
+
+def _trigger_trials(skill: Skill, cases: list[Case], context: TrialContext) -> Iterator[Planned]:
+    """Each trigger case among the catalog: does the model load ``skill`` (should_trigger), another
+    (routed elsewhere), or none? Only read_skill is offered; no skill is injected."""
+    offerings = trigger_offerings(skill, context)
     for case in cases:
-        yield from _case_trials(skill, case, context, checks, validators, arms, case.key in sample, against)
+        for spec in context.specs:
+            label = context.labels[spec.name]
+            runs = 1 if context.auto_runs and spec.repeats_answers else context.runs
+            no_tools = context.why_no_tools(spec)
+            for arm, offering in offerings.items():
+                if no_tools:
+                    why = f"{no_tools} (a trigger case offers the catalog through the read_skill tool)"
+                    yield Planned(item_name(case.key, label, arm), case.line, None, why, spec.name)
+                    continue
+                request = catalog_request(spec, offering.skills, case, context.scaffold)
+                agent = trigger_plan(offering.files, case.max_turns or context.max_turns)
+                for run in range(1, runs + 1):
+                    trial = WorkspaceTrial(
+                        skill=skill.name,
+                        case=case.key,
+                        model=spec.name,
+                        arm=arm,
+                        run=run,
+                        spec=spec,
+                        request=request,
+                        agent=agent,
+                        should_trigger=case.should_trigger,
+                    )
+                    yield Planned(item_name(case.key, label, arm, run if context.runs > 1 else None), case.line, trial)
 
 
 class Offered(NamedTuple):
@@ -138,7 +190,7 @@ def offered_by_arm(skill: Skill, context: TrialContext, previous: Previous | Non
     served: dict[int, SkillFiles] = {}  # read_skill's files, read once per skill offered (arms share one)
     for arm in context.arms:
         d = ARMS[arm]
-        if d.names_skill and not progressive:
+        if (d.names_skill and not progressive) or d.trigger:
             continue
         offered: Skill | None
         match d.offers:

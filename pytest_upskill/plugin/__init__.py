@@ -86,5 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN, None)
-    if run is not None and run.against is not None:
-        run.against.close()  # the skills written out of --upskill-against's git ref
+    if run is not None:
+        for at_ref in [run.against, *run.closing]:
+            if at_ref is not None:
+                at_ref.close()  # the skills written out of a git ref (--upskill-against, --upskill-changed-since)

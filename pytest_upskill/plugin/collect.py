@@ -76,7 +76,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     run = parent.config.stash[RUN]
     if file_path.name in CASE_FILES and skill_md_in(file_path.parent) is not None:
         first = next(name for name in CASE_FILES if (file_path.parent / name).is_file())
-        if file_path.name == first and run.wants(file_path.parent):
+        if file_path.name == first and (run.wants(file_path.parent) or run.blast_radius()):
             return SkillFile.from_parent(parent, path=file_path)
     elif file_path.name in ("SKILL.md", "skill.md") and not any((file_path.parent / n).is_file() for n in CASE_FILES):
         run.unseen.add(file_path, NO_CASES, parent.config.rootpath)
@@ -107,6 +107,10 @@ class SkillFile(pytest.File):
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check or validator
             raise self.CollectError(f"{self.path}: {exc}") from None
+        if not run.wants(skill_dir):  # unchanged, collected for the blast radius: its trigger cases only
+            cases = [c for c in cases if c.is_trigger]
+            if not cases:
+                return
         if not cases:
             yield SkippedCase.from_parent(
                 self,
@@ -223,7 +227,7 @@ class TrialItem(pytest.Item):
         if outcome.passed:
             return
         text = f"{outcome.message}\n--- output ({self.trial.model}, {self.trial.arm}) ---\n{outcome.output[:2000]}"
-        if self.trial.arm != Arm.WITH_SKILL:  # the baseline, the previous skill, a control: points of comparison
+        if not ARMS[Arm(self.trial.arm)].tested:  # the baseline, the previous skill, a control: points of comparison
             label = ARMS[Arm(self.trial.arm)].label
             why = f"{label} failed (a point of comparison, never fails the run): {outcome.message}"
             pytest.xfail(printable(why))

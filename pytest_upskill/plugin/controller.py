@@ -33,7 +33,7 @@ from pytest_upskill.results.gates import Evaluation, evaluate
 from pytest_upskill.results.history import add_run, read_runs, run_info
 from pytest_upskill.results.report import AgainstReport, ErrorLimitReport, Report
 from pytest_upskill.results.shards import outcomes
-from pytest_upskill.types import CacheMode, printable
+from pytest_upskill.types import Arm, CacheMode, printable
 
 Output = tuple[str, Callable[[], None]]  # what is written (in words), and how
 
@@ -255,6 +255,7 @@ class Controller:
                 allowed_errors=allowed,
                 collection_errors=self.collection_errors,
                 with_skill_failed=sum(r.with_skill.failed for r in results),
+                trigger_failed=sum(r.arms[Arm.TRIGGER].failed for r in results if Arm.TRIGGER in r.arms),
             )
             reasons += [f"{ledger.other_failures} other test(s) failed"] if ledger.other_failures else []
             reasons += ["an output could not be written"] if self.write_problems else []

@@ -6,6 +6,7 @@ are built on it; plugin/__init__.py registers the ones this process plays (pytes
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ import pytest
 
 from pytest_upskill.engine.budget import Budget
 from pytest_upskill.engine.cache import ResponseCache, cache_key
+from pytest_upskill.engine.catalogs import Catalogs
 from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
 from pytest_upskill.engine.providers import check_available, why_no_tools
 from pytest_upskill.engine.redact import Redactor, secret_values
@@ -36,10 +38,11 @@ from pytest_upskill.results.gates import (
 from pytest_upskill.results.sequential import Rules, runs_used
 from pytest_upskill.results.shards import Shards, parse_shard
 from pytest_upskill.settings import Settings
+from pytest_upskill.skills.catalog import Catalog, find_catalog
 from pytest_upskill.skills.changes import changed_files, is_changed
 from pytest_upskill.skills.discovery import Unseen
-from pytest_upskill.skills.previous import Against
-from pytest_upskill.skills.skill_md import THRESHOLD_KEYS
+from pytest_upskill.skills.previous import Against, Previous
+from pytest_upskill.skills.skill_md import THRESHOLD_KEYS, Skill
 from pytest_upskill.types import Arm, CacheMode, Request, Switch
 
 RUN = pytest.StashKey["UpskillRun"]()
@@ -48,9 +51,9 @@ RUN = pytest.StashKey["UpskillRun"]()
 def run_arms(settings: Settings) -> tuple[Arm, ...]:
     """The arms of a run: no skill and the working tree's, the skill at --upskill-against, and the
     controls (trials.py leaves out, per skill, an arm that has nothing to offer it)."""
-    arms = [Arm.BASELINE, Arm.WITH_SKILL]
+    arms = [Arm.BASELINE, Arm.WITH_SKILL, Arm.TRIGGER]
     if settings.against:
-        arms.append(Arm.PREVIOUS)
+        arms += [Arm.PREVIOUS, Arm.PREVIOUS_TRIGGER]
     if settings.controls:
         arms += [Arm.PLACEBO, Arm.AA_CONTROL, Arm.POSITIVE_CONTROL]
     return tuple(arms)
@@ -104,7 +107,9 @@ class UpskillRun:
             raise pytest.UsageError(str(exc)) from None
         self.labels = node_ids(specs)
         self.is_worker = hasattr(config, "workerinput")
+        self.closing: list[Against] = []  # folders of skills at a ref, removed at the end of the run
         self.against = self._against()
+        self.catalogs = Catalogs(self._find_catalog, self._descriptions_at_ref())
         self.context = TrialContext(
             specs=specs,
             labels=self.labels,
@@ -118,6 +123,7 @@ class UpskillRun:
             arms=run_arms(settings),
             auto_runs=settings.auto_runs,
             against=self.against.of if self.against is not None else None,
+            catalogs=self.catalogs,
         )
         self.cache_mode = settings.cache
         cache_dir = Path(settings.cache_dir or config.rootpath / ".upskill-cache")
@@ -200,6 +206,36 @@ class UpskillRun:
             return Against(self.config.rootpath, ref, self.config.invocation_params.dir, self.settings.spec)
         except GitError as exc:
             raise pytest.UsageError(f"--upskill-against {ref}: {exc}") from None
+
+    def _find_catalog(self) -> Catalog:
+        """--upskill-catalog DIR, else every skill under the paths pytest was given."""
+        if self.settings.catalog:
+            roots = [self.path(self.settings.catalog)]
+            if not roots[0].is_dir():
+                roots = [self.config.rootpath / self.settings.catalog]
+        else:
+            roots = [self.path(arg.split("::", 1)[0]) for arg in self.config.args] or [self.config.rootpath]
+        return find_catalog(roots, self.settings.spec, self.settings.skill_folders)
+
+    def _descriptions_at_ref(self) -> Callable[[Skill], Previous] | None:
+        """The skills at the ref they are compared with (--upskill-against, else
+        --upskill-changed-since): whose descriptions changed decides the blast radius."""
+        if self.against is not None:
+            return self.against.of
+        ref = self.settings.changed_since
+        if not ref:
+            return None
+        try:
+            at_ref = Against(self.config.rootpath, ref, self.config.invocation_params.dir, self.settings.spec)
+        except GitError:
+            return None  # _changed_files says what is wrong with the ref
+        self.closing.append(at_ref)
+        return at_ref.of
+
+    def blast_radius(self) -> tuple[str, ...]:
+        """--upskill-changed-since: the skills of the catalog whose description changed; where
+        there is one, the trigger cases of every skill are collected, changed or not."""
+        return self.catalogs.changed() if self.changed is not None else ()
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.settings.changed_since

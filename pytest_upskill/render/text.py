@@ -135,9 +135,13 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
         b, s = r.baseline, r.with_skill
         pairing = r.pairing
         runs = max((len(runs) for arms in r.cases.values() for runs in arms.values()), default=0)
-        n = len(r.cases)
-        lines.append(f"{r.skill} × {r.model}  ({n} case{'s' if n != 1 else ''} × {runs} run{'s' if runs != 1 else ''})")
-        if not (b.total and s.total):  # one arm deselected (-k): nothing to compare
+        n, triggers = len(r.cases) - len(r.should), len(r.should)
+        counted = f"{n} case{'s' if n != 1 else ''}" if n or not triggers else ""
+        counted += (", " if counted and triggers else "") + (f"{triggers} trigger case(s)" if triggers else "")
+        lines.append(f"{r.skill} × {r.model}  ({counted} × {runs} run{'s' if runs != 1 else ''})")
+        if not (b.total or s.total):  # trigger cases only
+            pass
+        elif not (b.total and s.total):  # one arm deselected (-k): nothing to compare
             ran, arm = (b, "baseline") if b.total else (s, "with skill")
             lines.append(
                 f"  {arm:<11} {ran.passed}/{ran.total} passed; the other arm was not run (deselected), so there is no "
@@ -176,6 +180,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
                 f"  token cap   {shown} answers stopped at max_tokens, not where the model ended them (set max_tokens "
                 "in the case or the model's alias)"
             )
+        lines += trigger_lines(r)
         lines += agent_lines(r)
         for note, n in sorted((b.notes + s.notes).items()):
             lines.append(f"  note        {n} trial(s): {note}")
@@ -204,6 +209,35 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             else f"{len(results)} skill × model result(s); every trial scored"
         )
         lines.append(INTERVALS)
+    return lines
+
+
+def _rate_ci(rate: float | None, ci: tuple[float, float] | None) -> str:
+    return pct(rate) + (f" [95% CI {pct(ci[0])}, {pct(ci[1])}]" if ci else "")
+
+
+def trigger_lines(r: Result) -> list[str]:
+    """The trigger cases among the catalog: recall, false triggers, routing; the catalog at REF."""
+    t = r.triggering()
+    if t is None:
+        return []
+    parts = []
+    if t.should_trigger:
+        parts.append(f"recall {_rate_ci(t.recall, t.recall_ci)} on {t.should_trigger} case(s)")
+    if t.should_not_trigger:
+        parts.append(
+            f"false triggers {_rate_ci(t.false_trigger, t.false_trigger_ci)} on {t.should_not_trigger} near miss(es)"
+        )
+    if t.routed_elsewhere:
+        parts.append(f"routed elsewhere in {t.routed_elsewhere} trial(s)")
+    lines = ["  trigger     " + " · ".join(parts) + " (the catalog offered, read_skill; loaded when it should?)"]
+    for change, what in ((t.recall_change, "recall"), (t.near_miss_change, "right on near misses")):
+        if change is not None:
+            lines.append(
+                f"  at REF      {what} {pct(change.other)} → {pct(change.with_skill)} (change "
+                f"{pct(change.difference, True)} [95% CI {pct(change.ci[0], True)}, {pct(change.ci[1], True)}] on "
+                f"{change.cases} case(s); the catalog's descriptions at --upskill-against)"
+            )
     return lines
 
 

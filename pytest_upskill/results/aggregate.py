@@ -33,6 +33,7 @@ from pytest_upskill.results.report import (
     TokenDelta,
     Tokens,
     TrialReport,
+    TriggerReport,
 )
 from pytest_upskill.types import Arm, Outcome
 
@@ -206,7 +207,9 @@ class Result:
     # case -> (arm, run) -> what the trial answered (from its report's detail)
     details: dict[str, dict[tuple[str, int], TrialReport]] = field(default_factory=lambda: defaultdict(dict))
     against: str | None = None  # --upskill-against: the skill changed, is the same or is new at REF
-    _pairings: dict[tuple[str, str], Pairing] = field(default_factory=dict, repr=False, compare=False)
+    should: dict[str, bool] = field(default_factory=dict)  # trigger case -> whether the skill should load
+    routed: int = 0  # should-trigger trials of the trigger arm that loaded another skill and not this one
+    _pairings: dict[tuple[str, str, bool | None], Pairing] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def baseline(self) -> ArmTally:
@@ -227,6 +230,12 @@ class Result:
         self.arms[arm].add(outcome)
         if outcome.against:
             self.against = outcome.against
+        if outcome.should_trigger is not None:
+            self.should[outcome.case] = outcome.should_trigger
+            loaded = outcome.loaded or []
+            self.routed += bool(
+                arm == Arm.TRIGGER and outcome.should_trigger and loaded and outcome.skill not in loaded
+            )
         self.record(outcome.case, arm, run, outcome.passed)
         self.details[outcome.case][(arm, run)] = trial_report(outcome)
 
@@ -237,16 +246,20 @@ class Result:
         self.cases[case][arm][run] = passed
         self._pairings.clear()
 
-    def pair(self, first: str = Arm.WITH_SKILL, second: str = Arm.BASELINE) -> Pairing:
+    def pair(self, first: str = Arm.WITH_SKILL, second: str = Arm.BASELINE, should: bool | None = None) -> Pairing:
         """The cases scored in both ``first`` and ``second``: ``first``'s rate minus ``second``'s is
-        the ``lift`` of the result's ``paired``."""
-        if (first, second) not in self._pairings:
+        the ``lift`` of the result's ``paired``. Trigger arms pair trigger cases (``should``: only
+        those that should, or should not, trigger), the others every other case."""
+        trigger = ARMS[Arm(first)].trigger
+        if (first, second, should) not in self._pairings:
             rates: tuple[list[Fraction], list[Fraction]] = ([], [])
             left_out: list[tuple[str, str]] = []
             names: list[str] = []
             runs: set[int] = set()
             counts = {first: [0, 0], second: [0, 0]}
             for case in sorted(self.cases):
+                if (case in self.should) != trigger or (should is not None and self.should.get(case) != should):
+                    continue
                 arms = self.cases[case]
                 scored = [[v for v in arms.get(arm, {}).values() if v is not None] for arm in (first, second)]
                 if not (scored[0] and scored[1]):
@@ -260,14 +273,14 @@ class Result:
                     if i == 0 or first != second:  # an arm read on its own (the positive control) counts once
                         counts[arm][0] += sum(values)
                         counts[arm][1] += len(values)
-            self._pairings[(first, second)] = Pairing(
+            self._pairings[(first, second, should)] = Pairing(
                 stats.Paired(tuple(rates[0]), tuple(rates[1]), counts[first][1], counts[second][1]),
                 {k: (v[0], v[1]) for k, v in counts.items()},
                 left_out,
                 len(runs) <= 1,
                 tuple(names),
             )
-        return self._pairings[(first, second)]
+        return self._pairings[(first, second, should)]
 
     @property
     def pairing(self) -> Pairing:
@@ -288,6 +301,8 @@ class Result:
             return self.pairing, arm == Arm.WITH_SKILL
         if arm == Arm.POSITIVE_CONTROL:  # scored on its own: did the model load the skill it was asked for?
             return self.pair(Arm.POSITIVE_CONTROL, Arm.POSITIVE_CONTROL), True
+        if ARMS[Arm(arm)].trigger:  # trigger cases, scored on their own: the right decisions
+            return self.pair(arm, arm), True
         return self.pair(Arm.WITH_SKILL, arm), False
 
     def pass_rate(self, arm: str) -> float | None:
@@ -323,6 +338,36 @@ class Result:
                 found.append((case, "fails in both arms in every run"))
         return found
 
+    def triggering(self) -> TriggerReport | None:
+        """Recall and false triggers over the trigger cases (None: no trigger case scored); under
+        --upskill-against each paired with the catalog's descriptions at REF."""
+        if Arm.TRIGGER not in self.arms:
+            return None
+        should, near = (
+            self.pair(Arm.TRIGGER, Arm.TRIGGER, True).paired,
+            self.pair(Arm.TRIGGER, Arm.TRIGGER, False).paired,
+        )
+        if not should.n and not near.n:
+            return None
+        values: dict[str, Any] = {}
+        if should.n:
+            values["recall"], values["recall_ci"] = float(should.p_skill), should.pass_rate_ci()  # type: ignore[arg-type]
+        if near.n:
+            lo, hi = near.pass_rate_ci() or (0.0, 1.0)
+            values["false_trigger"], values["false_trigger_ci"] = 1 - float(near.p_skill), (1 - hi, 1 - lo)  # type: ignore[arg-type]
+        for name, flag in (("recall_change", True), ("near_miss_change", False)):
+            change = self.trigger_change(flag)
+            if change is not None and change.n:
+                values[name] = Comparison.of(change, stats.Z95)
+        return TriggerReport(should_trigger=should.n, should_not_trigger=near.n, routed_elsewhere=self.routed, **values)
+
+    def trigger_change(self, should: bool) -> stats.Paired | None:
+        """The right decisions on the trigger cases that should (or should not) trigger: now against
+        the catalog's descriptions at REF, paired by case (None where that arm did not run)."""
+        if Arm.PREVIOUS_TRIGGER not in self.arms:
+            return None
+        return self.pair(Arm.TRIGGER, Arm.PREVIOUS_TRIGGER, should).paired
+
     def token_delta(self) -> TokenDelta:
         b, s = self.baseline, self.with_skill
         return TokenDelta(
@@ -348,6 +393,9 @@ class Result:
         values: dict[str, Any] = {**arms, **compared}
         if self.against:
             values["against"] = self.against
+        triggering = self.triggering()
+        if triggering is not None:
+            values["triggering"] = triggering
         if self.thresholds:
             values["thresholds"] = self.thresholds
         return ResultReport(
@@ -365,6 +413,7 @@ class Result:
                 CaseRuns(
                     case=case,
                     **_runs_by_arm(by_arm),
+                    should_trigger=self.should.get(case),
                     trials=[self.details[case][key] for key in sorted(self.details[case])],
                 )
                 for case, by_arm in sorted(self.cases.items())

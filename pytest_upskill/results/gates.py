@@ -56,6 +56,8 @@ class Thresholds:
     min_lift: float | None = None
     min_pass_rate: float | None = None
     max_token_increase: float | None = None
+    min_trigger_recall: float | None = None
+    max_false_trigger: float | None = None
 
     @property
     def any(self) -> bool:
@@ -79,9 +81,15 @@ class Thresholds:
 assert tuple(f.name for f in fields(Thresholds)) == THRESHOLD_KEYS  # the names skill_meta.json and the options use
 
 
+RATES = ("pass_rate", "trigger_recall", "false_trigger")  # figures that are rates, shown without a sign
+MAXIMA = ("token_increase", "false_trigger")  # figures a gate holds below a threshold
+# what the power advice calls a figure (false triggers are sized on the right decisions on near misses)
+_POWER_WORDS = {"trigger_recall": "trigger recall", "false_trigger": "rate of right decisions on near misses"}
+
+
 @dataclass
 class Finding:
-    figure: str  # "lift", "pass_rate", "token_increase"
+    figure: str  # "lift", "pass_rate", "token_increase", "trigger_recall", "false_trigger"
     verdict: str
     value: Fraction | None  # exact: a ratio of counts
     interval: tuple[float, float] | None
@@ -99,7 +107,7 @@ class Finding:
             "not measured"
             if self.value is None
             else f"{float(self.value) * 100:.0f}%"
-            if self.figure == "pass_rate"
+            if self.figure in RATES
             else f"{float(self.value) * 100:+.0f}%"
         )
         ci = (
@@ -109,11 +117,9 @@ class Finding:
         )
         if self.figure == "token_increase" and self.value is not None:
             ci = " (point estimate, no interval)"
-        side = "at most" if self.figure == "token_increase" else "at least"
+        side = "at most" if self.figure in MAXIMA else "at least"
         threshold = (
-            f"{float(self.threshold) * 100:.0f}%"
-            if self.figure == "pass_rate"
-            else f"{float(self.threshold) * 100:+.0f}%"
+            f"{float(self.threshold) * 100:.0f}%" if self.figure in RATES else f"{float(self.threshold) * 100:+.0f}%"
         )
         return f"{self.figure} {value}{ci} vs {side} {threshold}"
 
@@ -143,7 +149,11 @@ class Finding:
         if strict:
             how = f"the {self.level} interval straddles the threshold"
         else:
-            side = "at or above" if self.value >= self.threshold else "below"
+            side = (
+                ("at or below" if self.value <= self.threshold else "above")
+                if self.figure in MAXIMA
+                else ("at or above" if self.value >= self.threshold else "below")
+            )
             how = f"the {self.level} interval straddles the threshold and the point estimate is {side} it"
             how += " (without --upskill-lenient it fails)" if not self.fails else ""
         more = f"now {self.cases} case{'s' if self.cases != 1 else ''}; {self.advice}"
@@ -213,9 +223,10 @@ def _finding(
     fails = verdict == FAIL or (verdict == INCONCLUSIVE and (strict or value < threshold))
     runs = max(1, round(paired.skill_trials / paired.n)) if paired.skill_trials else 1
     needed, advice = None, ""
+    sized = "lift" if figure == "lift" else "pass_rate"  # how stats sizes it: a difference, or a rate
     if verdict == INCONCLUSIVE:
-        needed = stats.cases_for_power(float(threshold), float(threshold) + effect, runs, figure)
-        advice = power_advice(float(threshold), effect, runs, figure)
+        needed = stats.cases_for_power(float(threshold), float(threshold) + effect, runs, sized)
+        advice = power_advice(float(threshold), effect, runs, sized, what=_POWER_WORDS.get(figure))
     bound = (
         (lambda z: paired.lift_ci(z)[0])  # type: ignore[index]
         if figure == "lift"
@@ -278,7 +289,33 @@ def verdict_for(
         value, limit = token_increase(result), stats.exact(thresholds.max_token_increase)
         ok = value is not None and value <= limit
         verdict.findings.append(Finding("token_increase", PASS if ok else FAIL, value, None, limit, not ok))
+    if thresholds.min_trigger_recall is not None:
+        should = result.pair(Arm.TRIGGER, Arm.TRIGGER, True).paired
+        limit = stats.exact(thresholds.min_trigger_recall)
+        verdict.findings.append(
+            _finding(
+                "trigger_recall", should.p_skill, should.pass_rate_ci(level.z), limit, strict, should, effect, level
+            )
+        )
+    if thresholds.max_false_trigger is not None:
+        verdict.findings.append(_false_trigger(result, thresholds.max_false_trigger, strict, effect, level))
     return verdict
+
+
+def _false_trigger(result: Result, limit: float, strict: bool, effect: float, level: stats.Level) -> Finding:
+    """At most ``limit`` false triggers: judged as the right decisions on the near misses (the
+    should-not-trigger cases) at least 1 - ``limit``, and shown as false triggers."""
+    near = result.pair(Arm.TRIGGER, Arm.TRIGGER, False).paired
+    threshold = stats.exact(limit)
+    found = _finding(
+        "false_trigger", near.p_skill, near.pass_rate_ci(level.z), 1 - threshold, strict, near, effect, level
+    )
+    found.threshold = threshold
+    if found.value is not None:
+        found.value = 1 - found.value
+    if found.interval is not None:
+        found.interval = (1 - found.interval[1], 1 - found.interval[0])
+    return found
 
 
 # ------------------------------------------------------------------------------- comparison
@@ -534,6 +571,8 @@ def experiment(
     for r in results:
         skill, model = r.skill, r.model
         if ref is not None:
+            found += _trigger_changes(r, rule, ref, strict, level_for(r))
+        if ref is not None and (r.with_skill.total or not r.should):
             change = r.comparison(Arm.PREVIOUS)
             if change is not None and change.n:
                 what = f"pass rate, previous ({ref}) → with skill"
@@ -630,6 +669,32 @@ def experiment(
     return found
 
 
+def _trigger_changes(r: Result, rule: CompareRule, ref: str, strict: bool, level: stats.Level) -> list[Regression]:
+    """The blast radius: a skill's trigger cases with the catalog as it is against the catalog's
+    descriptions at REF, paired by case, judged for non-inferiority like the skill's own change:
+    recall on the should-trigger cases, the right decisions on the near misses."""
+    if not r.should:
+        return []
+    found: list[Regression] = []
+    for should, what in ((True, "trigger recall"), (False, "right decisions on near misses (not loaded)")):
+        change = r.trigger_change(should)
+        if change is not None and change.n:
+            said = f"{what}, the catalog at {ref} → now"
+            found += judge_change(r.skill, r.model, change, rule, said, True, strict, level)
+    if not found:
+        found.append(
+            Regression(
+                r.skill,
+                r.model,
+                "unchanged",
+                f"the catalog's names and descriptions are the same at {ref}: its trigger cases are judged by their "
+                "own gates, and nothing changed their listing",
+                fails=False,
+            )
+        )
+    return found
+
+
 def _moved(r: Result) -> list[Regression]:
     """The cases whose with-skill majority differs from the previous arm's, either way (information)."""
     found = []
@@ -674,7 +739,13 @@ class Evaluation:
         return any(v.fails for v in self.verdicts) or bool(self.failing_changes)
 
     def fail_reasons(
-        self, *, unscored: int, allowed_errors: int, with_skill_failed: int, collection_errors: int
+        self,
+        *,
+        unscored: int,
+        allowed_errors: int,
+        with_skill_failed: int,
+        collection_errors: int,
+        trigger_failed: int = 0,
     ) -> list[str]:
         """Why the skill trials fail the run, in words; empty when they do not.
 
@@ -723,6 +794,12 @@ class Evaluation:
                 "pass "
                 "(set --upskill-min-lift to judge the lift instead)"
             )
+        if not self.gated and trigger_failed:
+            reasons.append(
+                f"{trigger_failed} trigger trial(s) failed (the skill was not loaded from the catalog where it should "
+                "be, or was where it should not), and with no gate set every trigger trial must pass (set "
+                "--upskill-min-trigger-recall and --upskill-max-false-trigger to judge the rates instead)"
+            )
         return reasons
 
     def rule_line(self) -> str:
@@ -765,8 +842,8 @@ class Evaluation:
         if self.gated:
             return "upskill: exit status 0: every gate passed"
         return (
-            "upskill: exit status 0: no gate is set and every with-skill trial passed (a failed baseline trial "
-            "never fails the run)"
+            "upskill: exit status 0: no gate is set and every with-skill and trigger trial passed (a failed baseline "
+            "trial never fails the run)"
         )
 
     def lines(self) -> list[str]:
@@ -843,11 +920,13 @@ def hold_back(verdicts: list[Verdict], strict: bool) -> None:
             finding.fails = strict or (finding.value is not None and finding.value < finding.threshold)
 
 
-def power_advice(threshold: float, effect: float, runs: int, figure: str = "lift", varied: bool = True) -> str:
+def power_advice(
+    threshold: float, effect: float, runs: int, figure: str = "lift", varied: bool = True, what: str | None = None
+) -> str:
     """How many cases give 80% power to pass when the truth is ``effect`` above ``threshold``."""
     truth = threshold + effect
     shown = f"{truth * 100:.0f}%" if figure == "pass_rate" else f"{truth * 100:+.0f}%"
-    what = "pass rate" if figure == "pass_rate" else "lift"
+    what = what or ("pass rate" if figure == "pass_rate" else "lift")
     needed = stats.cases_for_power(threshold, truth, runs, figure)
     if needed is None:
         return f"no case count up to 2,000 gives {stats.POWER:.0%} power at a true {what} of {shown}"

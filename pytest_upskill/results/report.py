@@ -137,12 +137,20 @@ class CaseWhy(_Model):
     why: str
 
 
+class Expectation(_Model):
+    """One expectation of an evals.json case, as the judge graded it (skill-creator's fields)."""
+
+    text: str
+    passed: bool
+    evidence: str = ""
+
+
 class TrialReport(_Model):
     """One trial: what the model answered and why it passed or failed (masked like everything else)."""
 
     arm: str = Field(
-        description="baseline, with_skill, previous (--upskill-against), or a control: placebo, aa_control, "
-        "positive_control (--upskill-controls)"
+        description="baseline, with_skill, previous (--upskill-against), a control: placebo, aa_control, "
+        "positive_control (--upskill-controls), or a trigger case's: trigger, previous_trigger"
     )
     run: int = 0
     passed: bool | None = Field(default=None, description="None: not scored (an error, see error_kind)")
@@ -164,6 +172,11 @@ class TrialReport(_Model):
     skill_loaded: bool | None = None
     note: str | None = None
     against: str | None = Field(default=None, description="with_skill: changed, same, new or unreadable at REF")
+    should_trigger: bool | None = Field(default=None, description="a trigger case: whether the skill should load")
+    loaded: list[str] | None = Field(default=None, description="the skills the model loaded with read_skill, in order")
+    expectations: list[Expectation] | None = Field(
+        default=None, description="evals.json: the judge's grade of each expectation (skill-creator's grading format)"
+    )
 
 
 class CaseRuns(_Model):
@@ -176,6 +189,9 @@ class CaseRuns(_Model):
     placebo: list[bool | None] | None = None
     aa_control: list[bool | None] | None = None
     positive_control: list[bool | None] | None = None
+    trigger: list[bool | None] | None = None
+    previous_trigger: list[bool | None] | None = None
+    should_trigger: bool | None = None
     trials: list[TrialReport] = []
 
 
@@ -223,6 +239,26 @@ class Comparison(_Model):
         )
 
 
+class TriggerReport(_Model):
+    """A skill's trigger cases among the catalog: how often the model loads it when it should
+    (recall, over the should-trigger cases) and when it should not (false triggers, over the near
+    misses), each the mean of the cases' rates with its 95% interval."""
+
+    should_trigger: int = Field(ge=0, description="should-trigger cases scored")
+    should_not_trigger: int = Field(ge=0, description="should-not-trigger cases (near misses) scored")
+    recall: float | None = None
+    recall_ci: tuple[float, float] | None = None
+    false_trigger: float | None = None
+    false_trigger_ci: tuple[float, float] | None = None
+    routed_elsewhere: int = Field(default=0, ge=0, description="should-trigger trials that loaded another skill")
+    recall_change: Comparison | None = Field(
+        default=None, description="--upskill-against: recall now - with the catalog's descriptions at REF, paired"
+    )
+    near_miss_change: Comparison | None = Field(
+        default=None, description="--upskill-against: right decisions on near misses now - at REF, paired"
+    )
+
+
 class ResultReport(_Model):
     """One skill × model."""
 
@@ -240,6 +276,11 @@ class ResultReport(_Model):
     change: Comparison | None = Field(default=None, description="with skill - previous, paired")
     over_placebo: Comparison | None = Field(default=None, description="with skill - placebo, paired")
     aa_difference: Comparison | None = Field(default=None, description="with skill - A/A control, paired")
+    trigger: ArmReport | None = Field(default=None, description="trigger cases: passed = the right decision")
+    triggering: TriggerReport | None = Field(default=None, description="trigger cases: recall and false triggers")
+    previous_trigger: ArmReport | None = Field(
+        default=None, description="--upskill-against: trigger cases with the catalog's descriptions at REF"
+    )
     paired_cases: int = 0
     unpaired_cases: list[CaseWhy] = []
     lift: float | None = None

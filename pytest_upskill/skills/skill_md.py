@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pytest_upskill.errors import SkillFileError
 from pytest_upskill.scoring.sandbox import path_problem
@@ -53,7 +53,9 @@ class CaseContext(BaseModel):
 
 
 class Case(BaseModel):
-    """One test case, in upskill's TestCase format plus optional ``id``/``name``."""
+    """One test case, in upskill's TestCase format plus optional ``id``/``name``; or a trigger case
+    in skill-creator's trigger-eval format (``query``, ``should_trigger``); or a case with
+    ``expectations`` that a judge grades (skill-creator's evals.json, read by :mod:`.evals`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -61,6 +63,12 @@ class Case(BaseModel):
     name: str | None = None
     input: str
     expected: dict[str, Any]
+    # a trigger case: among the catalog of skills, should the model load this one for ``input``?
+    should_trigger: bool | None = None
+    # graded by the judge model, one verdict per expectation (the Agent Skills guide calls them assertions)
+    expectations: list[Annotated[str, Field(min_length=1, max_length=4000)]] | None = Field(
+        default=None, min_length=1, max_length=100
+    )
     context: CaseContext | None = None
     output_file: Annotated[str, AfterValidator(_workspace_path)] | None = None
     validator: str | None = None
@@ -73,15 +81,36 @@ class Case(BaseModel):
     )  # of each answer (default: the model's, 1024 unless its alias says)
     # Filled by the loader: the case's node-id-safe identifier and its line in the file.
     key: str = Field(default="", exclude=True)
+    source: str = Field(default="", exclude=True)  # evals.json: the file the case came from, where not skill_meta.json
     line: int | None = Field(default=None, exclude=True)
     prepared_validator: Any = Field(
         default=None, exclude=True
     )  # what the validator's prepare() made of validator_config
 
+    @model_validator(mode="before")
+    @classmethod
+    def _other_formats(cls, data: Any) -> Any:
+        """skill-creator's trigger case names its input ``query``; the Agent Skills guide names
+        expectations ``assertions``. A trigger case or a graded one needs no ``expected``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for theirs, ours in (("query", "input"), ("assertions", "expectations")):
+            if theirs in data and ours not in data:
+                data[ours] = data.pop(theirs)
+        if "expected" not in data and ("should_trigger" in data or "expectations" in data):
+            data["expected"] = {}
+        return data
+
+    @property
+    def is_trigger(self) -> bool:
+        return self.should_trigger is not None
+
 
 CASE_FIELDS = tuple(
     name for name, f in Case.model_fields.items() if not f.exclude
 )  # what a case may hold (not what the loader adds)
+TRIGGER_FIELDS = ("id", "name", "input", "expected", "should_trigger", "max_turns", "max_tokens")
 
 
 # --------------------------------------------------------------------------------------- SKILL.md
@@ -377,7 +406,13 @@ CheckPreparer = Callable[[str, Any], Any]
 ValidatorPreparer = Callable[[str, dict[str, Any]], Any]
 
 
-THRESHOLD_KEYS = ("min_lift", "min_pass_rate", "max_token_increase")
+THRESHOLD_KEYS = (
+    "min_lift",
+    "min_pass_rate",
+    "max_token_increase",
+    "min_trigger_recall",
+    "max_false_trigger",
+)
 
 
 class SkillMeta(NamedTuple):
@@ -542,7 +577,18 @@ def load_cases(
                 'name the validator, e.g. "validator": "toml_valid"',
                 key_line("validator_config"),
             )
-        if not case.expected and not case.validator and not case.output_file:
+        if case.is_trigger:
+            extra = [k for k in CASE_FIELDS if k not in TRIGGER_FIELDS and getattr(case, k) is not None]
+            if case.expected or extra:
+                field = "expected" if case.expected else extra[0]
+                raise SkillFileError(
+                    meta_path,
+                    f"{label} is a trigger case (should_trigger) and also has {field!r}",
+                    "a trigger case is only a query and whether the skill should be loaded for it; write the "
+                    "task's checks in a case of their own",
+                    key_line(field),
+                )
+        elif not case.expected and not case.validator and not case.output_file and not case.expectations:
             raise SkillFileError(
                 meta_path,
                 f"{label} has an empty 'expected'",

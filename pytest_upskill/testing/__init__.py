@@ -27,7 +27,8 @@ there, as a real server's does.
 A request that offers tools is answered by ``agent`` instead, with native tool calls (OpenAI
 ``tool_calls``, Anthropic ``tool_use`` blocks). The default :func:`skill_agent` does what the skill
 says, and nothing without it: it loads the skill with ``read_skill`` when the skill is only listed
-(progressive disclosure), looks at the workspace with ``list_files``, then writes every file the
+(progressive disclosure; among a catalog of several, the one the user's request names, else
+none), looks at the workspace with ``list_files``, then writes every file the
 skill shows in a fenced block whose info string is a file name (```build.toml), and answers. A
 request that forces the ``verdict`` tool is a judge's: :func:`rubric_judge` passes a submission
 that contains every `backticked` phrase of the rubric. The formats it reads (the skill block, the
@@ -55,7 +56,7 @@ from typing import Any
 import pytest
 
 from pytest_upskill.engine.prompt import FILE_BLOCK_PATTERN as FILE_BLOCK
-from pytest_upskill.engine.prompt import LISTED_SKILL_PATTERN as LISTED_SKILL
+from pytest_upskill.engine.prompt import LISTED_SKILLS_PATTERN as LISTED_SKILLS
 from pytest_upskill.engine.prompt import SKILL_BLOCK_PATTERN as SKILL_BLOCK
 from pytest_upskill.scoring.validators import RUBRIC_PATTERN as RUBRIC
 from pytest_upskill.scoring.validators import SUBMISSION_PATTERN as SUBMISSION
@@ -78,9 +79,9 @@ class Turn:
 
     system: str
     user: str
-    history: list[
-        dict[str, Any]
-    ]  # {"role": "assistant", "text", "calls": [(name, args)]} or {"role": "tool", "results": [(name, content)]}
+    # {"role": "assistant", "text", "calls": [(name, args)]}, {"role": "tool", "results": [(name, content)]}
+    # or {"role": "user", "text"} (a user's turn after the model answered)
+    history: list[dict[str, Any]]
     tools: list[str]
     tool_choice: str | None
     schema: str | None = None  # the structured answer asked for: OpenAI's json_schema name, Anthropic's forced tool
@@ -91,6 +92,11 @@ class Turn:
     def called(self, name: str) -> bool:
         return any(tool == name for m in self.history if m["role"] == "assistant" for tool, _ in m["calls"])
 
+    @property
+    def listed(self) -> list[str]:
+        """The skills the system prompt lists by name (progressive disclosure: one; a trigger case: the catalog)."""
+        return LISTED_SKILLS.findall(self.system)
+
 
 def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """An agent that follows the skill it was given or loaded; returns (text, tool calls)."""
@@ -98,9 +104,12 @@ def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
         return rubric_judge(turn)
     match = SKILL_BLOCK.search(turn.system)
     skill = match.group(1) if match else "\n".join(turn.results("read_skill"))
-    listed = LISTED_SKILL.search(turn.system)
+    listed = turn.listed
+    if len(listed) > 1:  # a catalog: the skill the user's request names, else none
+        named = [name for name in listed if name in turn.user or name.replace("-", " ") in turn.user.lower()]
+        listed = named[:1]
     if not skill and listed and "read_skill" in turn.tools and not turn.called("read_skill"):
-        return "", [("read_skill", {"name": listed.group(1)})]
+        return "", [("read_skill", {"name": listed[0]})]
     if "list_files" in turn.tools and not turn.called("list_files"):
         return "", [("list_files", {})]
     files = FILE_BLOCK.findall(skill)
@@ -211,6 +220,8 @@ def parse_openai(body: dict[str, Any]) -> Turn:
             calls = [(c["function"]["name"], _arguments(c["function"]["arguments"])) for c in m.get("tool_calls") or []]
             names.update({c["id"]: c["function"]["name"] for c in m.get("tool_calls") or []})
             history.append({"role": "assistant", "text": _text(m.get("content")), "calls": calls})
+        elif m.get("role") == "user":
+            history.append({"role": "user", "text": _text(m.get("content"))})
         elif m.get("role") == "tool":
             result = (names.get(m.get("tool_call_id"), "?"), _text(m.get("content")))
             if history and history[-1]["role"] == "tool":
@@ -238,6 +249,8 @@ def parse_anthropic(body: dict[str, Any]) -> Turn:
             history.append(
                 {"role": "assistant", "text": _text([b for b in blocks if b.get("type") == "text"]), "calls": calls}
             )
+        elif not any(b.get("type") == "tool_result" for b in blocks):
+            history.append({"role": "user", "text": _text(blocks)})
         else:
             history.append(
                 {

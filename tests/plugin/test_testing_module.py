@@ -45,12 +45,13 @@ def test_a_users_suite_tests_its_skills_and_custom_check_offline(pytester, write
 
 def test_the_server_reads_the_plugins_own_formats():
     """The loopback server's patterns are the prompt's and the judge's, not copies."""
-    assert testing.SKILL_BLOCK is prompt.SKILL_BLOCK_PATTERN and testing.LISTED_SKILL is prompt.LISTED_SKILL_PATTERN
+    assert testing.SKILL_BLOCK is prompt.SKILL_BLOCK_PATTERN and testing.LISTED_SKILLS is prompt.LISTED_SKILLS_PATTERN
     assert testing.FILE_BLOCK is prompt.FILE_BLOCK_PATTERN
     assert testing.RUBRIC is validators.RUBRIC_PATTERN and testing.SUBMISSION is validators.SUBMISSION_PATTERN
     skill = prompt.Skill(
         name="s", description="d", body="Use `x`.\n\n```a.txt\nhi\n```", path="SKILL.md", frontmatter={}
     )
     assert testing.SKILL_BLOCK.search(prompt.skill_block(skill)).group(1) == skill.body
-    assert testing.LISTED_SKILL.search(prompt.skill_block(skill, "progressive")).group(1) == "s"
+    assert testing.LISTED_SKILLS.findall(prompt.skill_block(skill, "progressive")) == ["s"]
+    assert testing.LISTED_SKILLS.findall(prompt.skill_block(skill)) == []  # injected, not listed
     assert testing.FILE_BLOCK.findall(skill.body) == [("a.txt", "hi")]

@@ -22,11 +22,13 @@ from pytest_upskill.types import Request, ToolCall
 
 def messages(request: Request) -> list[dict[str, Any]]:
     """The user message, then the conversation so far: ``tool_use`` blocks in the assistant's
-    turns, ``tool_result`` blocks in a user turn after each."""
+    turns, ``tool_result`` blocks in a user turn after each, a user's own turn as text."""
     out: list[dict[str, Any]] = [{"role": "user", "content": request.user}]
     for message in request.history:
         if message.role == "assistant":
             content: list[dict[str, Any]] = [{"type": "text", "text": message.text}] if message.text else []
+            if not content and not message.tool_calls:  # the API takes no empty turn
+                content = [{"type": "text", "text": "(no answer)"}]
             for call in message.tool_calls:
                 try:
                     arguments = call.arguments()
@@ -34,6 +36,8 @@ def messages(request: Request) -> list[dict[str, Any]]:
                     arguments = {}
                 content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
             out.append({"role": "assistant", "content": content})
+        elif message.role == "user":
+            out.append({"role": "user", "content": message.text})
         else:
             out.append(
                 {

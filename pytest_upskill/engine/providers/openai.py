@@ -23,7 +23,7 @@ from pytest_upskill.types import Request, Tool, ToolCall
 
 def messages(request: Request) -> list[dict[str, Any]]:
     """System and user message, then the conversation: ``tool_calls`` on the assistant's turns,
-    one ``tool`` message per result."""
+    one ``tool`` message per result, a user's turn as a ``user`` message."""
     out: list[dict[str, Any]] = [
         {"role": "system", "content": request.system},
         {"role": "user", "content": request.user},
@@ -37,6 +37,8 @@ def messages(request: Request) -> list[dict[str, Any]]:
                     for c in message.tool_calls
                 ]
             out.append(turn)
+        elif message.role == "user":
+            out.append({"role": "user", "content": message.text})
         else:
             out.extend({"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in message.results)
     return out
