@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from pytest_upskill.skills.skill_md import EVALS_FILE
 from pytest_upskill.types import Arm
 
 CASE_FILES = ("skill_meta.json", "tests.json")  # upskill's case files beside a SKILL.md, the first found is used
@@ -34,8 +35,12 @@ def item_name(case: str, label: str, arm: str, run: int | None = None) -> str:
 
 
 def in_case_file(nodeid: str) -> bool:
-    """Whether a node id is an item of a case file (a trial, or a case that stands skipped for its trials)."""
-    return "::" in nodeid and nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in CASE_FILES
+    """Whether a node id is an item of a case file (a trial, or a case that stands skipped for its
+    trials): skill_meta.json, tests.json, or skill-creator's evals/evals.json."""
+    if "::" not in nodeid:
+        return False
+    file = nodeid.split("::", 1)[0]
+    return file.rsplit("/", 1)[-1] in CASE_FILES or file == EVALS_FILE or file.endswith("/" + EVALS_FILE)
 
 
 def group_of(nodeid: str) -> tuple[str, str]:

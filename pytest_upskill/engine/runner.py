@@ -28,6 +28,7 @@ from pytest_upskill.engine.trials import PlainTrial, Trial, WorkspaceTrial
 from pytest_upskill.errors import TrialError, WorkspaceError
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checks import CheckResult
+from pytest_upskill.scoring.expectations import failed_message
 from pytest_upskill.scoring.sandbox import Workspace
 from pytest_upskill.scoring.scorer import JudgeTokens, Scorer
 from pytest_upskill.types import CacheMode, ErrorKind, Outcome, Request
@@ -206,6 +207,28 @@ class Runner:
         outcome.hit_max_tokens = completion.truncated
         result = await self.scorer.checks(trial.checks, trial.score, outcome.output)
         outcome.passed, outcome.message = result.passed, result.message
+        if trial.graded is not None:
+            tokens = JudgeTokens()
+            try:
+                await self._grade(trial, outcome, outcome.output, tokens)
+            finally:
+                outcome.judge_input_tokens, outcome.judge_output_tokens = tokens.input, tokens.output
+
+    async def _grade(self, trial: Trial, outcome: Outcome, text: str, tokens: JudgeTokens) -> None:
+        """The case's expectations graded by the judge; the trial passes where its checks did and
+        every expectation is met."""
+        graded = trial.graded
+        assert graded is not None
+        grades = await self.scorer.expectations(
+            graded.judge, graded.task, graded.expectations, graded.expected_output, text, tokens
+        )
+        outcome.expectations = grades
+        failed = failed_message(grades)
+        if failed:
+            outcome.message = "; ".join(m for m in (outcome.message if not outcome.passed else "", failed) if m)
+            outcome.passed = False
+        elif outcome.passed:
+            outcome.message = f"every expectation met ({len(grades)})"
 
     async def _workspace(self, trial: WorkspaceTrial, outcome: Outcome, spent: Spent) -> None:
         """The tool loop in a fresh workspace, then the checks and the validator on what it left."""
@@ -288,6 +311,8 @@ class Runner:
             outcome.message = (
                 "; ".join(failed) if failed else "; ".join(r.message for r in results if r.message)
             ) + stopped
+            if trial.graded is not None:
+                await self._grade(trial, outcome, target, tokens)
         finally:
             if tokens.asked:
                 outcome.judge_input_tokens, outcome.judge_output_tokens = tokens.input, tokens.output

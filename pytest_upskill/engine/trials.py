@@ -27,6 +27,16 @@ from pytest_upskill.skills.skill_md import Case, Skill
 from pytest_upskill.types import Arm, Injection, Request
 
 
+@dataclass(frozen=True)
+class Graded:
+    """A case's expectations, what success looks like, the task, and the judge that grades them."""
+
+    judge: ModelSpec
+    task: str
+    expectations: tuple[str, ...]
+    expected_output: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Trial:
     """What every trial has: who and what it is (the key), the request, and the case's checks."""
@@ -50,6 +60,8 @@ class _Trial:
     names_skill: bool = field(default=False, compare=False, repr=False)
     # a trigger case: passes when the model loads the skill from the catalog exactly when it should
     should_trigger: bool | None = field(default=None, compare=False, repr=False)
+    # a case with expectations (evals.json): each graded by the judge against the answer
+    graded: Graded | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -92,6 +104,8 @@ class TrialContext:
     max_turns: int
     judge: ModelSpec | None
     why_no_tools: Callable[[ModelSpec], str | None]  # why a model cannot call tools, or None
+    # how a model calls tools where that is not native tool calling ("tools: constrained ..."), or None
+    tool_protocol: Callable[[ModelSpec], str | None] = lambda spec: None
     spec: str = "error"  # --upskill-spec: a SKILL.md that breaks the spec is an error, or tested with a note
     arms: tuple[Arm, ...] = (Arm.BASELINE, Arm.WITH_SKILL)  # the arms this run has (engine/arms.py)
     auto_runs: bool = False  # --upskill-runs auto: ``runs`` is the most; a model at temperature 0 gets one
@@ -159,6 +173,7 @@ def _trigger_trials(skill: Skill, cases: list[Case], context: TrialContext) -> I
                     continue
                 request = catalog_request(spec, offering.skills, case, context.scaffold)
                 agent = trigger_plan(offering.files, case.max_turns or context.max_turns)
+                note = context.tool_protocol(spec)
                 for run in range(1, runs + 1):
                     trial = WorkspaceTrial(
                         skill=skill.name,
@@ -170,6 +185,7 @@ def _trigger_trials(skill: Skill, cases: list[Case], context: TrialContext) -> I
                         request=request,
                         agent=agent,
                         should_trigger=case.should_trigger,
+                        note=note,
                     )
                     yield Planned(item_name(case.key, label, arm, run if context.runs > 1 else None), case.line, trial)
 
@@ -239,6 +255,14 @@ def _case_trials(
     )
     builtin, custom = checks.split(case.expected)
     score = functools.partial(checks.score, custom) if custom else None
+    graded = None
+    if case.expectations and context.judge is not None:
+        graded = Graded(context.judge, case.input, tuple(case.expectations), case.expected_output)
+    elif case.expectations:
+        unavailable = unavailable or (
+            f"its {len(case.expectations)} expectation(s) are graded by a judge model, and none is set: name one "
+            "with --upskill-judge-model (until then this case is not evaluated)"
+        )
     # the same for every model
     plans = {arm: plan_for(case, context.max_turns, offered.files) for arm, offered in arms.items()}
     for spec in context.specs:
@@ -246,6 +270,7 @@ def _case_trials(
         runs = 1 if context.auto_runs and spec.repeats_answers else context.runs
         no_tools = context.why_no_tools(spec) if agentic else None
         skip, note = unavailable, None
+        protocol = context.tool_protocol(spec) if agentic else None
         if no_tools and files_only:
             note = f"context.files given in the prompt, as upskill runs such a case, not in a workspace ({no_tools})"
         elif no_tools:
@@ -274,12 +299,12 @@ def _case_trials(
                 user=functools.partial(names_skill, skill) if d.names_skill else None,
             )  # the same for every run
             agent = None if note else plans[arm]
-            trial_note = note
+            trial_note = note or (protocol if agent is not None else None)
             if skill.spec_findings and offered.skill is skill:
                 broken = "SKILL.md breaks the Agent Skills spec, tested anyway (--upskill-spec warn): " + "; ".join(
                     skill.spec_findings
                 )
-                trial_note = f"{note}; {broken}" if note else broken
+                trial_note = f"{trial_note}; {broken}" if trial_note else broken
             for run in range(1, runs + 1):
                 common: dict[str, Any] = {
                     "skill": skill.name,
@@ -295,6 +320,7 @@ def _case_trials(
                     "against": against if arm == Arm.WITH_SKILL else None,
                     "cache_salt": d.cache_salt,
                     "names_skill": d.names_skill,
+                    "graded": graded,
                 }
                 trial: Trial = (
                     PlainTrial(**common)

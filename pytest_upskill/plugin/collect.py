@@ -24,7 +24,8 @@ from pytest_upskill.plugin.session import RUN
 from pytest_upskill.scoring.checks import CheckRegistry
 from pytest_upskill.scoring.validators import ValidatorRegistry
 from pytest_upskill.skills.discovery import is_agent_folder
-from pytest_upskill.skills.skill_md import in_skill_folder, load_cases, load_skill, skill_md_in
+from pytest_upskill.skills.evals import load_evals
+from pytest_upskill.skills.skill_md import EVALS_FILE, in_skill_folder, load_cases, load_skill, skill_md_in
 from pytest_upskill.types import Arm, printable
 
 
@@ -78,9 +79,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         first = next(name for name in CASE_FILES if (file_path.parent / name).is_file())
         if file_path.name == first and (run.wants(file_path.parent) or run.blast_radius()):
             return SkillFile.from_parent(parent, path=file_path)
-    elif file_path.name in ("SKILL.md", "skill.md") and not any((file_path.parent / n).is_file() for n in CASE_FILES):
+    elif is_evals_file(file_path):
+        if run.wants(file_path.parent.parent):  # no trigger case in it: nothing for the blast radius
+            return SkillFile.from_parent(parent, path=file_path)
+    elif file_path.name in ("SKILL.md", "skill.md") and not any(
+        (file_path.parent / n).is_file() for n in (*CASE_FILES, EVALS_FILE)
+    ):
         run.unseen.add(file_path, NO_CASES, parent.config.rootpath)
     return None
+
+
+def is_evals_file(path: Path) -> bool:
+    """Whether ``path`` is skill-creator's ``evals/evals.json`` of a skill."""
+    return path.name == "evals.json" and path.parent.name == "evals" and skill_md_in(path.parent.parent) is not None
 
 
 class SkillFile(pytest.File):
@@ -88,7 +99,8 @@ class SkillFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         run = self.config.stash[RUN]
-        skill_dir = self.path.parent
+        evals = is_evals_file(self.path)
+        skill_dir = self.path.parent.parent if evals else self.path.parent
         try:
             skill_md = skill_md_in(skill_dir)
             assert skill_md is not None  # pytest_collect_file made this node only where there is one
@@ -100,9 +112,12 @@ class SkillFile(pytest.File):
                 judge.name if judge else None,
                 why_no_tools(judge) if judge else None,
             )
-            cases, self.thresholds = load_cases(
-                self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir)
-            )
+            if evals:
+                cases, self.thresholds = load_evals(self.path, skill.name), dict[str, float]()
+            else:
+                cases, self.thresholds = load_cases(
+                    self.path, checks.prepare, lambda name, cfg: validators.get(name).prepare(cfg, skill_dir)
+                )
         except SkillFileError as exc:
             raise self.CollectError(str(exc.shown_from(self.config.invocation_params.dir))) from None
         except ValueError as exc:  # a conftest registering a bad check or validator

@@ -17,7 +17,7 @@ from pytest_upskill.engine.budget import Budget
 from pytest_upskill.engine.cache import ResponseCache, cache_key
 from pytest_upskill.engine.catalogs import Catalogs
 from pytest_upskill.engine.prompt import DEFAULT_SCAFFOLD
-from pytest_upskill.engine.providers import check_available, why_no_tools
+from pytest_upskill.engine.providers import check_available, tool_protocol, why_no_tools
 from pytest_upskill.engine.redact import Redactor, secret_values
 from pytest_upskill.engine.runner import Runner
 from pytest_upskill.engine.trials import TrialContext
@@ -119,6 +119,7 @@ class UpskillRun:
             max_turns=settings.max_turns,
             judge=judge,
             why_no_tools=why_no_tools,
+            tool_protocol=tool_protocol,
             spec=settings.spec,
             arms=run_arms(settings),
             auto_runs=settings.auto_runs,

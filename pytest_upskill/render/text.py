@@ -269,7 +269,10 @@ def agent_lines(r: Result) -> list[str]:
         )
     judge_in, judge_out = b.judge_input_tokens + s.judge_input_tokens, b.judge_output_tokens + s.judge_output_tokens
     if judge_in or judge_out:
-        lines.append(f"  judge       in {judge_in:,} out {judge_out:,} tokens (llm_judge; not in the figures above)")
+        lines.append(
+            f"  judge       in {judge_in:,} out {judge_out:,} tokens (llm_judge, expectations; not in the figures "
+            "above)"
+        )
     return lines
 
 

@@ -19,6 +19,7 @@ from pytest_upskill.errors import CheckCrashed, CheckRaised, CheckTimeout, Judge
 from pytest_upskill.models import ModelSpec
 from pytest_upskill.scoring.checkpool import CheckPool
 from pytest_upskill.scoring.checks import CheckResult, score_builtin, split_confined
+from pytest_upskill.scoring.expectations import grade
 from pytest_upskill.scoring.sandbox import Limits, Workspace
 from pytest_upskill.scoring.validators import Context, Validator
 from pytest_upskill.types import ErrorKind, Request
@@ -130,6 +131,28 @@ class Scorer:
             raise TrialError(ErrorKind.CHECK_ERROR, f"validator {validator.name!r} {exc}") from None
         except Exception as exc:
             raise TrialError(ErrorKind.CHECK_ERROR, f"validator {validator.name!r} raised {_raised(exc)}") from None
+
+    async def expectations(
+        self,
+        judge: ModelSpec,
+        task: str,
+        expectations: tuple[str, ...],
+        expected_output: str | None,
+        text: str,
+        tokens: JudgeTokens,
+    ) -> list[dict[str, Any]]:
+        """Each expectation graded by ``judge`` against the answer ``text`` (scoring/expectations.py);
+        a TrialError (``judge_error``, or the request's) where the judge gives no usable grades."""
+
+        async def ask(system: str, user: str, tools: tuple[Any, ...], tool_choice: str) -> Completion:
+            return await self._judge(judge, tokens, system, user, tools, tool_choice)
+
+        try:
+            return await grade(ask, task, expectations, expected_output, text)
+        except TrialError as exc:  # the judge's request failed
+            raise TrialError(exc.kind, f"judge {exc}") from None
+        except JudgeError as exc:
+            raise TrialError(ErrorKind.JUDGE_ERROR, f"{judge.name}: {exc}") from None
 
     async def _judge(
         self, spec: ModelSpec, tokens: JudgeTokens, system: str, user: str, tools: tuple[Any, ...], tool_choice: str

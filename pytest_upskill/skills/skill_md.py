@@ -69,6 +69,7 @@ class Case(BaseModel):
     expectations: list[Annotated[str, Field(min_length=1, max_length=4000)]] | None = Field(
         default=None, min_length=1, max_length=100
     )
+    expected_output: str | None = Field(default=None, max_length=100_000)  # for the judge: what success looks like
     context: CaseContext | None = None
     output_file: Annotated[str, AfterValidator(_workspace_path)] | None = None
     validator: str | None = None
@@ -156,6 +157,7 @@ def read_inside(folder: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
 
 # a skill folder's files that are not the skill's own (its tests, its cases): read_skill does not
 # serve them, and a change to them alone leaves the skill the same (--upskill-against)
+EVALS_FILE = "evals/evals.json"  # skill-creator's evals, relative to the skill folder (skills/evals.py)
 NOT_SERVED = ("SKILL.md", "skill_meta.json", "skill_meta.proposed.json", "tests.json", "evals", "checks", "tests")
 
 

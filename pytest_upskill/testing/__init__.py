@@ -31,7 +31,9 @@ says, and nothing without it: it loads the skill with ``read_skill`` when the sk
 none), looks at the workspace with ``list_files``, then writes every file the
 skill shows in a fenced block whose info string is a file name (```build.toml), and answers. A
 request that forces the ``verdict`` tool is a judge's: :func:`rubric_judge` passes a submission
-that contains every `backticked` phrase of the rubric. The formats it reads (the skill block, the
+that contains every `backticked` phrase of the rubric; one that forces ``grade`` grades a case's
+expectations (:func:`expectation_judge`), each met when the submission holds its `backticked`
+phrases. The formats it reads (the skill block, the
 listed skill, fenced files, the judge's rubric and submission) are the plugin's own, imported from
 :mod:`pytest_upskill.engine.prompt` and :mod:`pytest_upskill.scoring.validators`, so the two cannot drift apart.
 
@@ -102,6 +104,8 @@ def skill_agent(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """An agent that follows the skill it was given or loaded; returns (text, tool calls)."""
     if turn.tool_choice == "verdict":
         return rubric_judge(turn)
+    if turn.tool_choice == "grade":
+        return expectation_judge(turn)
     match = SKILL_BLOCK.search(turn.system)
     skill = match.group(1) if match else "\n".join(turn.results("read_skill"))
     listed = turn.listed
@@ -126,6 +130,21 @@ def rubric_judge(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     missing = [n for n in needed if n not in text]
     reason = f"missing {missing}" if missing else "meets the rubric"
     return "", [("verdict", {"passed": not missing, "score": 0.0 if missing else 1.0, "reason": reason})]
+
+
+def expectation_judge(turn: Turn) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """Grades each numbered expectation of the rubric: met when the submission contains every
+    `backticked` phrase of it (skill-creator's grading fields: text, passed, evidence)."""
+    rubric = RUBRIC.search(turn.user)
+    submission = SUBMISSION.search(turn.user)
+    text = submission.group("text") if submission else ""
+    graded = []
+    for expectation in re.findall(r"^\d+\. (.*)$", rubric.group(1) if rubric else "", re.MULTILINE):
+        needed = re.findall(r"`([^`]+)`", expectation)
+        missing = [n for n in needed if n not in text]
+        evidence = f"missing {missing}" if missing else f"found {needed}"
+        graded.append({"text": expectation, "passed": not missing, "evidence": evidence})
+    return "", [("grade", {"expectations": graded})]
 
 
 class _Server(ThreadingHTTPServer):

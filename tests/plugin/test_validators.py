@@ -190,7 +190,7 @@ def test_llm_judge_grades_with_a_forced_verdict_and_reports_its_tokens_apart(pyt
     result = pytester.runpytest(*args)
     result.assert_outcomes(passed=1, failed=1, xfailed=2)
     result.stdout.fnmatch_lines(["*judge: fail (score 0.0): missing [[]'eggs'[]]*"])
-    result.stdout.fnmatch_lines(["*judge       in * out * tokens (llm_judge; not in the figures above)*"])
+    result.stdout.fnmatch_lines(["*judge       in * out * tokens (llm_judge, expectations; not in the figures above)*"])
     judged = [q for q in model_server.requests if q.body.get("tool_choice") == {"type": "tool", "name": "verdict"}]
     assert len(judged) == 2  # the baselines wrote no file: nothing to judge
     assert "<rubric>\nThe notes must mention `milk` and `eggs`.\n</rubric>" in judged[0].body["messages"][0]["content"]

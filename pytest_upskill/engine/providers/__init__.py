@@ -45,4 +45,22 @@ def why_no_tools(spec: ModelSpec) -> str | None:
     return local_reason(spec)
 
 
-__all__ = ["Completion", "Provider", "ProviderError", "check_available", "make_provider", "why_no_tools"]
+def tool_protocol(spec: ModelSpec) -> str | None:
+    """How ``spec`` calls tools where it is not native tool calling (a local model whose chat
+    template has none: the constrained protocol), in words; None for native tool calling."""
+    if spec.provider != "local":
+        return None
+    from pytest_upskill.engine.providers.local import tool_protocol as local_protocol
+
+    return local_protocol(spec)
+
+
+__all__ = [
+    "Completion",
+    "Provider",
+    "ProviderError",
+    "check_available",
+    "make_provider",
+    "tool_protocol",
+    "why_no_tools",
+]

@@ -121,6 +121,7 @@ def own_template(spec: ModelSpec) -> str | None:
 class LoadedModel:
     llm: Any  # a llama_cpp.Llama
     formatter: Any  # the Jinja2ChatFormatter of its chat template; None: no template (a plain prompt)
+    native_tools: bool = False  # its chat template renders tools; else tool calls go through the constrained protocol
     lock: threading.Lock = field(default_factory=threading.Lock)
     prefixes: PrefixStates = field(default_factory=lambda: PrefixStates())
 
@@ -149,7 +150,8 @@ def _load(spec: ModelSpec) -> LoadedModel:
             if template and formatter is not None:
                 llm.chat_handler = formatter.to_chat_handler()
                 llm.metadata = {**llm.metadata, "tokenizer.chat_template": template}
-            _models[key] = LoadedModel(llm, formatter)
+            native = "tools" in (template or llm.metadata.get("tokenizer.chat_template", "") or "")
+            _models[key] = LoadedModel(llm, formatter, native)
         return _models[key]
 
 
@@ -162,31 +164,121 @@ def chat_template(spec: ModelSpec) -> str:
     metadata without loading the weights."""
     if spec.chat_template:
         return own_template(spec) or ""
-    from llama_cpp import Llama
+    path = str(model_path(spec))
+    if path not in _templates:  # asked for every case of a skill: read once per file
+        from llama_cpp import Llama
 
-    vocab = Llama(model_path=str(model_path(spec)), vocab_only=True, verbose=False)
-    try:
-        return vocab.metadata.get("tokenizer.chat_template", "") or ""
-    finally:
-        vocab.close()
+        vocab = Llama(model_path=path, vocab_only=True, verbose=False)
+        try:
+            _templates[path] = vocab.metadata.get("tokenizer.chat_template", "") or ""
+        finally:
+            vocab.close()
+    return _templates[path]
+
+
+_templates: dict[str, str] = {}  # a GGUF's chat template, by its path
 
 
 def why_no_tools(spec: ModelSpec) -> str | None:
-    """Workspace trials need native tool calls; a chat template that never mentions ``tools`` has
-    no way to show them to the model (SmolLM2-135M's has none, Gemma 270M is a base model)."""
-    hint = (
-        "workspace trials need native tool calling: use an API model or an OpenAI-compatible server whose model "
-        "supports tools"
-    )
-    if spec.model == "gemma-270m":
-        return f"{spec.name} is a base model with no chat template; {hint}"
+    """Every local model can call tools: natively where its chat template renders ``tools``, else
+    through the constrained protocol (:func:`constrained_schema`). None, or why the model cannot run."""
     try:
-        template = chat_template(spec)
+        chat_template(spec) if spec.model != "gemma-270m" else None
     except (ConfigError, ImportError, ValueError) as exc:
         return f"{spec.name}: {exc}"
-    if "tools" not in template:
-        return f"{spec.name}: the model's chat template has no tool calling; {hint}"
     return None
+
+
+CONSTRAINED = (
+    "tools: constrained (the model's chat template has no tool calling: each turn it writes one JSON object, a "
+    "tool call or its answer, generated under a grammar of the tools' schemas)"
+)
+
+
+def tool_protocol(spec: ModelSpec) -> str | None:
+    """How ``spec`` calls tools where it differs from native tool calling: CONSTRAINED, or None."""
+    if spec.provider != "local":
+        return None
+    if spec.model == "gemma-270m":
+        return CONSTRAINED
+    try:
+        template = chat_template(spec)
+    except (ConfigError, ImportError, ValueError):
+        return None
+    return None if "tools" in template else CONSTRAINED
+
+
+ANSWER = "answer"
+
+
+def constrained_schema(request: Request) -> dict[str, Any]:
+    """One JSON object: a call of one of the request's tools (its arguments under the tool's schema),
+    or the answer; only the forced tool where the request names one (a judge's verdict)."""
+    tools = [t for t in request.tools if request.tool_choice in (None, t.name)]
+    calls = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": t.name}, "arguments": grammar_schema(t)},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    answer = {"type": "object", "properties": {ANSWER: {"type": "string"}}, "required": [ANSWER]}
+    choices = calls if request.tool_choice else [*calls, {**answer, "additionalProperties": False}]
+    return {"oneOf": choices} if len(choices) > 1 else choices[0]
+
+
+def constrained_system(request: Request) -> str:
+    """The system prompt, then the protocol and the tools, described in words."""
+    listed = "\n".join(f"- {t.name}: {t.description} Arguments: {t.parameters_json}" for t in request.tools)
+    how = (
+        f'Reply with exactly one JSON object. To call a tool: {{"tool": "NAME", "arguments": {{...}}}}. When you '
+        f'are done: {{"{ANSWER}": "your answer"}}.'
+    )
+    if request.tool_choice:
+        how = f'Reply with exactly one JSON object: {{"tool": "{request.tool_choice}", "arguments": {{...}}}}.'
+    return f"{request.system}\n\n{how}\nTools:\n{listed}"
+
+
+def constrained_messages(request: Request) -> list[dict[str, str]]:
+    """The conversation as plain turns: the model's own turns as the JSON it wrote, each tool's
+    result as a user turn that names the tool."""
+    out = [{"role": "system", "content": constrained_system(request)}, {"role": "user", "content": request.user}]
+    for message in request.history:
+        if message.role == "assistant":
+            written = [json.dumps({"tool": c.name, "arguments": _arguments(c)}) for c in message.tool_calls]
+            out.append({"role": "assistant", "content": "\n".join(written) or json.dumps({ANSWER: message.text})})
+        elif message.role == "user":
+            out.append({"role": "user", "content": message.text})
+        else:
+            results = "\n\n".join(
+                f"Result of {r.name}{' (error)' if r.is_error else ''}:\n{r.content}" for r in message.results
+            )
+            out.append({"role": "user", "content": results})
+    return out
+
+
+def _arguments(call: ToolCall) -> Any:
+    try:
+        return call.arguments()
+    except ValueError:
+        return {}
+
+
+def read_constrained(text: str, prefix: str) -> tuple[str, tuple[ToolCall, ...]]:
+    """The answer or the one tool call of a constrained turn; text that is not the protocol's JSON
+    (an answer cut at max_tokens) is the answer as written."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return text, ()
+    if isinstance(data, dict) and isinstance(data.get("tool"), str):
+        arguments = data.get("arguments") if isinstance(data.get("arguments"), dict) else {}
+        return "", (ToolCall(f"{prefix}_0", data["tool"], json.dumps(arguments)),)
+    if isinstance(data, dict) and isinstance(data.get(ANSWER), str):
+        return data[ANSWER], ()
+    return text, ()
 
 
 USER_MARK = "\ue000upskill-user\ue000"  # stands for the user's message while a prompt's prefix is found
@@ -296,6 +388,8 @@ class InProcessModel:
         with model.lock:
             start = time.perf_counter()  # the generation itself, not the wait for the lock
             try:
+                if request.tools and not model.native_tools:
+                    return self._constrained(model, request, params, start)
                 if request.tools:
                     # Without a reset llama.cpp reuses the KV cache of the prompt the last request
                     # shares with this one, and the answer then depends on what ran before.
@@ -365,6 +459,39 @@ class InProcessModel:
             truncated=result["choices"][0].get("finish_reason") == "length",
             cache_read_tokens=cached,
             cache_write_tokens=written,
+        )
+
+    def _constrained(self, model: LoadedModel, request: Request, params: dict[str, Any], start: float) -> Completion:
+        """A turn of the constrained protocol: one JSON object under the grammar of the tools'
+        schemas (the caller holds the model's lock)."""
+        llm = model.llm
+        llm.reset()  # the answer must not depend on what ran before
+        params.update(STRUCTURED_SAMPLING)
+        schema = constrained_schema(request)
+        messages = constrained_messages(request)
+        if model.formatter is not None:
+            result = llm.create_chat_completion(
+                messages=messages, response_format={"type": "json_object", "schema": schema}, **params
+            )
+            text = result["choices"][0]["message"]["content"] or ""
+        else:  # no chat template (a base model): the turns as text
+            from llama_cpp import LlamaGrammar  # type: ignore[attr-defined]  # not in its __all__
+
+            turns = "".join(f"\n\n{m['role'].capitalize()}: {m['content']}" for m in messages[1:])
+            prompt = f"{messages[0]['content']}{turns}\n\nAssistant:"
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            result = llm.create_completion(prompt=prompt, grammar=grammar, stop=["\nUser:"], **params)
+            text = result["choices"][0]["text"] or ""
+        seconds = time.perf_counter() - start
+        answer, calls = read_constrained(text.strip(), f"call_{len(request.history)}")
+        usage = result.get("usage") or {}
+        return Completion(
+            answer.strip(),
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            seconds,
+            calls,
+            truncated=result["choices"][0].get("finish_reason") == "length",
         )
 
     def _enter_prefix(
