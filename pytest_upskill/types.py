@@ -217,7 +217,7 @@ class Outcome:
     output_chars: int | None = None  # the whole answer's length where ``output`` was cut (the wire cuts it)
     against: str | None = None  # with_skill, --upskill-against: the skill changed, is the same, or is new there
     should_trigger: bool | None = None  # a trigger case: whether the model should load the skill
-    loaded: list[str] | None = None  # trigger and progressive trials: the skills the model loaded, in order
+    loaded: list[str] | None = None  # trigger and progressive trials: the listed skills read_skill was called for
     # evals.json: each expectation's grade by the judge, {"text", "passed", "evidence"} (skill-creator's grading)
     expectations: list[dict[str, Any]] | None = None
 

@@ -91,8 +91,8 @@ class AgentPlan:
     max_turns: int = 10
     skill: SkillFiles | None = None  # served by read_skill (progressive disclosure): the arm's skill
     catalog: tuple[SkillFiles, ...] = ()  # a trigger case: every skill of the catalog, served by read_skill
-    # a trigger case: the decision is the first skill loaded (the loop ends there), and a model that
-    # answers without loading one is told this once, as a user would (it may have asked a question first)
+    # a trigger case: the decision is the first read_skill call (the loop ends there), and a model that
+    # answers without calling it is told this once, as a user would (it may have asked a question first)
     follow_up: str | None = None
 
     @property
@@ -115,7 +115,7 @@ FOLLOW_UP = "Go ahead, do what you think is best."  # a trigger trial's second u
 
 
 def trigger_plan(catalog: tuple[SkillFiles, ...], max_turns: int) -> AgentPlan:
-    """A trigger case's agent: read_skill over the catalog, the first load decides, one follow-up."""
+    """A trigger case's agent: read_skill over the catalog, the first call decides, one follow-up."""
     return AgentPlan(tools=(READ_SKILL,), max_turns=max(2, min(max_turns, 4)), catalog=catalog, follow_up=FOLLOW_UP)
 
 
@@ -148,6 +148,7 @@ class AgentRun:
     output_tokens: int = 0
     skill_loaded: bool = False  # read_skill returned the skill's instructions
     loaded: list[str] = field(default_factory=list)  # the skills whose instructions read_skill returned, in order
+    chosen: list[str] = field(default_factory=list)  # the listed skills read_skill was called for (any file), in order
     hit_max_turns: bool = False
     result_chars: int = 0  # of all the tool results so far
 
@@ -160,7 +161,8 @@ class Toolbox:
         it is ``skill_loaded``)."""
         self.workspace, self.skills = workspace, {s.name: s for s in skills}
         self.own = own if own is not None else (skills[0].name if len(skills) == 1 else None)
-        self.loaded: list[str] = []
+        self.loaded: list[str] = []  # the skills whose instructions were returned
+        self.chosen: list[str] = []  # the listed skills asked for, whatever file (a trigger case's decision)
         self.created = 0
         self.sizes: dict[Path, int] = {}  # bytes of each file the model wrote
         self.written: list[str] = []  # the paths the model wrote, in the order first written
@@ -220,6 +222,8 @@ class Toolbox:
         skill = self.skills.get(name)
         if skill is None:
             raise ValueError(f"no skill {name!r}; available: {', '.join(self.skills)}")
+        if name not in self.chosen:
+            self.chosen.append(name)
         file = args.get("file")
         if file in (None, "", "SKILL.md"):
             if name not in self.loaded:
@@ -271,7 +275,7 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         run.output_tokens += completion.output_tokens
         run.text = completion.text
         if not completion.tool_calls:
-            if follow_up is not None and not toolbox.loaded and run.turns < plan.max_turns:
+            if follow_up is not None and not toolbox.chosen and run.turns < plan.max_turns:
                 history += (Message("assistant", completion.text), Message("user", follow_up))
                 follow_up = None
                 continue
@@ -293,9 +297,9 @@ async def run_agent(request: Request, plan: AgentPlan, toolbox: Toolbox, send: S
         run.tool_calls += [call.name for call in completion.tool_calls]
         run.calls += [_in_words(call) for call in completion.tool_calls]
         history += (Message("assistant", completion.text, completion.tool_calls), Message("tool", results=results))
-        if plan.follow_up is not None and toolbox.loaded:  # a trigger trial: the first skill loaded is the decision
-            break
+        if plan.follow_up is not None and READ_SKILL.name in run.tool_calls:
+            break  # a trigger trial: the first read_skill call is the decision (a name not listed loads nothing)
     else:
         run.hit_max_turns = True
-    run.skill_loaded, run.loaded = toolbox.skill_loaded, list(toolbox.loaded)
+    run.skill_loaded, run.loaded, run.chosen = toolbox.skill_loaded, list(toolbox.loaded), list(toolbox.chosen)
     return run

@@ -267,12 +267,13 @@ class Runner:
             outcome.calls = run.calls or None
             outcome.written = toolbox.written or None
             if plan.served:
-                outcome.skill_loaded, outcome.loaded = run.skill_loaded, run.loaded or None
+                outcome.skill_loaded, outcome.loaded = run.skill_loaded, run.chosen or None
             if workspace is not None:
                 outcome.files = ", ".join(workspace.files()) or None
             if trial.should_trigger is not None:  # a trigger case: did it load the skill, among the catalog?
-                outcome.passed = run.skill_loaded == trial.should_trigger
-                outcome.message = trigger_message(trial.skill, trial.should_trigger, run.loaded, run.turns)
+                chose = trial.skill in run.chosen
+                outcome.passed = chose == trial.should_trigger
+                outcome.message = trigger_message(trial.skill, trial.should_trigger, run.chosen, run.turns)
                 return
             if trial.names_skill:  # the positive control: asked for the skill by name, did it load it?
                 outcome.passed = run.skill_loaded

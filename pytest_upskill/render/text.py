@@ -182,7 +182,7 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
             )
         lines += trigger_lines(r)
         lines += agent_lines(r)
-        for note, n in sorted((b.notes + s.notes).items()):
+        for note, n in sorted(sum((t.notes for t in r.tallies()), Counter[str]()).items()):
             lines.append(f"  note        {n} trial(s): {note}")
         errors = sum(t.errors for t in r.tallies())
         if errors:

@@ -173,7 +173,9 @@ class TrialReport(_Model):
     note: str | None = None
     against: str | None = Field(default=None, description="with_skill: changed, same, new or unreadable at REF")
     should_trigger: bool | None = Field(default=None, description="a trigger case: whether the skill should load")
-    loaded: list[str] | None = Field(default=None, description="the skills the model loaded with read_skill, in order")
+    loaded: list[str] | None = Field(
+        default=None, description="the listed skills the model called read_skill for, in order"
+    )
     expectations: list[Expectation] | None = Field(
         default=None, description="evals.json: the judge's grade of each expectation (skill-creator's grading format)"
     )

