@@ -70,12 +70,13 @@ TEACHER_HELP = (
 STUDENT_HELP = "a model the skill is for (repeat for more); default: the ini option upskill_models, else the teacher"
 
 
-def _teaching_options(command: argparse.ArgumentParser, cases: int) -> None:
+def _teaching_options(command: argparse.ArgumentParser, cases: int | None) -> None:
     command.add_argument("--teacher", metavar="MODEL", help=TEACHER_HELP)
     command.add_argument("--student", metavar="MODEL", action="append", default=[], help=STUDENT_HELP)
-    command.add_argument(
-        "--cases", type=_count(0), default=cases, metavar="N", help=f"test cases to draft (default: {cases})"
-    )
+    if cases is not None:
+        command.add_argument(
+            "--cases", type=_count(0), default=cases, metavar="N", help=f"test cases to draft (default: {cases})"
+        )
     command.add_argument("--runs", type=_count(1), metavar="N", help="trials per case and arm (default: upskill_runs)")
     command.add_argument(
         "--force", action="store_true", help="write over the skill's own files, keeping the old ones as *.orig"
@@ -202,6 +203,25 @@ def parser() -> argparse.ArgumentParser:
     cases.add_argument(
         "--adversary-cases", type=_count(1), default=4, metavar="N", help="counterexamples to propose (default: 4)"
     )
+
+    describe = commands.add_parser(
+        "describe",
+        help="a teacher proposes descriptions from the trigger cases' failures; the best on held-out cases is kept",
+        description="The skill's trigger cases ({query, should_trigger}) are split three ways: the students run the "
+        "training cases among the catalog, and a teacher revises the description on their wrong decisions; every "
+        "proposal is measured on the validation cases, and the best there is kept; the test cases, never seen and "
+        "never chosen on, give the figure reported (the original's and the proposal's). The proposal is written to "
+        "SKILL.proposed.md; SKILL.md is never written.",
+    )
+    describe.add_argument("folder", metavar="SKILL_DIR", type=Path, help="the skill's folder (with SKILL.md)")
+    _teaching_options(describe, cases=None)
+    describe.add_argument("--rounds", type=_count(1), default=3, metavar="N", help="descriptions to propose (3)")
+    describe.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="DIR",
+        help="the skills offered beside it (default: the folders beside SKILL_DIR)",
+    )
     return main
 
 
@@ -290,6 +310,7 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
     from pytest_upskill.models import split_names
     from pytest_upskill.plugin.session import UpskillRun, resolve_models
     from pytest_upskill.settings import Settings
+    from pytest_upskill.teach.describe import describe
     from pytest_upskill.teach.loop import TeachOptions, TeachRun, cases, generate
 
     name = f"pytest-upskill {args.command}"
@@ -312,7 +333,7 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
     options = TeachOptions(
         teacher=teacher,
         students=students,
-        cases=args.cases,
+        cases=getattr(args, "cases", 0),
         attempts=getattr(args, "attempts", 0),
         held_out=getattr(args, "held_out", None),
         min_lift=min_lift,
@@ -342,6 +363,8 @@ def _in_config(args: argparse.Namespace, config: pytest.Config, out: Callable[[s
                 out(f"{name}: error: --cases must be 1 or more for a new skill")
                 return 2
             return generate(session, options, args.task, args.example, source, args.out, args.trace_chars)
+        if args.command == "describe":
+            return describe(session, options, args.folder, args.rounds, args.catalog)
         return cases(session, options, args.folder)
     except TraceError as exc:
         out(f"{name}: error: {exc}")
@@ -371,6 +394,8 @@ def _plan(args: argparse.Namespace, session: Any, settings: Any, out: Callable[[
             settings.cases + held_out_count(settings),
             held_out_count(settings),
         )
+    elif args.command == "describe":
+        lines = plan_lines(session, settings, f"descriptions for {args.folder}", [], None, args.rounds, 0)
     else:
         count = settings.cases + settings.adversary_cases
         lines = plan_lines(session, settings, f"cases for {args.folder}", [], None, 1, count)

@@ -158,7 +158,16 @@ def read_inside(folder: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
 # a skill folder's files that are not the skill's own (its tests, its cases): read_skill does not
 # serve them, and a change to them alone leaves the skill the same (--upskill-against)
 EVALS_FILE = "evals/evals.json"  # skill-creator's evals, relative to the skill folder (skills/evals.py)
-NOT_SERVED = ("SKILL.md", "skill_meta.json", "skill_meta.proposed.json", "tests.json", "evals", "checks", "tests")
+NOT_SERVED = (
+    "SKILL.md",
+    "SKILL.proposed.md",
+    "skill_meta.json",
+    "skill_meta.proposed.json",
+    "tests.json",
+    "evals",
+    "checks",
+    "tests",
+)
 
 
 def files_inside(

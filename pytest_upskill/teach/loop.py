@@ -144,7 +144,13 @@ class TeachRun:
     # ------------------------------------------------------------------ the students, by the plugin itself
 
     def evaluate(
-        self, meta: Path, students: list[ModelSpec], runs: int | None, label: str, fresh: bool = False
+        self,
+        meta: Path,
+        students: list[ModelSpec],
+        runs: int | None,
+        label: str,
+        fresh: bool = False,
+        options: list[str] | None = None,
     ) -> Report:
         """``measure()`` ``meta`` on ``students``: the same ini, rootdir, aliases and cache as the
         user's own runs.
@@ -165,6 +171,7 @@ class TeachRun:
                 inifile=config.inipath,
                 cwd=config.invocation_params.dir,
                 report=meta.parent.parent / f"{label}.report.json",
+                options=options or [],
             )
         except MeasureError as exc:
             raise GenerateError(

@@ -215,3 +215,66 @@ def test_a_description_change_that_breaks_a_neighbour_is_named_with_its_paired_v
     commits = next(r for r in report(pytester, "a.json")["results"] if r["skill"] == "commits")
     assert commits["triggering"]["recall_change"]["difference"] == -1.0
     assert against.ret == pytest.ExitCode.TESTS_FAILED
+
+
+DESCRIBE_CASES = [
+    *({"id": f"s{i}", "query": f"write a commit message for change {i}", "should_trigger": True} for i in range(8)),
+    *({"id": f"n{i}", "query": f"update the changelog for release {i}", "should_trigger": False} for i in range(4)),
+]
+
+
+def test_describe_revises_the_description_on_training_failures_and_reports_the_untouched_test_set(
+    pytester, write_skill
+):
+    """The student loads a skill whose description names what the request asks for; the original
+    description does not say 'commit message', the teacher's proposal does."""
+    import sys
+
+    folder = write_skill("commits", {"tests": DESCRIBE_CASES}, body="Use feat: and fix:.", description="Git helper.")
+    write_skill("changelog", {"tests": []}, body="b", description="Updates the changelog file.")
+    original = (folder / "SKILL.md").read_text()
+    teacher_turns = []
+
+    def teacher(turn):
+        teacher_turns.append(turn)
+        return {"reasoning": "it never says commit", "description": "Writes a commit message for a change."}
+
+    def student(turn):  # loads the listed skill whose description holds the request's first three words
+        if turn.called("read_skill"):
+            return "done", []
+        words = " ".join(turn.user.split()[:3])
+        for name in turn.listed:
+            described = turn.system.split(f'<skill name="{name}">', 1)[1].split("</skill>", 1)[0]
+            if words.split()[-1] in described and words.split()[1] in described:
+                return "", [("read_skill", {"name": name})]
+        return "Sure.", []
+
+    with LoopbackServer(teacher=teacher, agent=student) as server:
+        url = server.openai_base_url
+        result = pytester.run(
+            sys.executable, "-m", "pytest_upskill", "describe", "skills/commits",
+            "--teacher", f"openai:t@{url}", "--student", f"openai:s@{url}", "--rounds", "2", timeout=240,
+        )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    result.stdout.fnmatch_lines(
+        [
+            "trigger cases of commits: 6 to train on *, 3 to choose on, 3 held out to report on *",
+            "original description: train 2/6 right (33%), validation 1/3 right (33%)",
+            "round 1: train 6/6 right (100%), validation 3/3 right (100%): the best so far",
+            "held-out test cases (3, never seen, never chosen on): original 1/3 right (33%) → proposed 3/3 right "
+            "(100%)",
+            "proposed description written to *SKILL.proposed.md (SKILL.md is unchanged): Writes a commit message*",
+        ]
+    )
+    assert (folder / "SKILL.md").read_text() == original
+    assert 'description: "Writes a commit message for a change."' in (folder / "SKILL.proposed.md").read_text()
+    # the teacher saw the 4 training failures (train 2/6 right), and no validation or test query
+    shown = [c["query"] for c in DESCRIBE_CASES if json.dumps(c["query"]) in teacher_turns[0].user]
+    assert len(shown) == 4 and all(q.startswith("write a commit") for q in shown)
+    assert len(teacher_turns) == 1  # the loop stopped once training had no failure
+    again = pytester.run(
+        sys.executable, "-m", "pytest_upskill", "describe", "skills/commits",
+        "--teacher", f"openai:t@{url}", "--student", f"openai:s@{url}", timeout=60,
+    )  # fmt: skip
+    assert again.ret == 2 and "SKILL.proposed.md exists" in again.stdout.str()
