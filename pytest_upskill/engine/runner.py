@@ -185,14 +185,23 @@ class Runner:
 
     def _masked(self, outcome: Outcome) -> Outcome:
         """Every text of the outcome masked, as decoded and stored: the message, the answer, the
-        paths the model named (from arguments that may have spelled a key in escapes), the files."""
+        paths the model named (from arguments that may have spelled a key in escapes), the files,
+        the judge's evidence for each expectation."""
         for f in fields(outcome):
             value = getattr(outcome, f.name)
             if isinstance(value, str):
                 setattr(outcome, f.name, self.redact(value))
             elif isinstance(value, list):
-                setattr(outcome, f.name, [self.redact(v) if isinstance(v, str) else v for v in value])
+                setattr(outcome, f.name, [self._masked_value(v) for v in value])
         return outcome
+
+    def _masked_value(self, value: Any) -> Any:
+        """A list item of an outcome masked: a string, or the strings of a dict (an expectation's grade)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     async def _plain(self, trial: PlainTrial, outcome: Outcome, spent: Spent) -> None:
         completion, outcome.cached = await self.transport.complete(

@@ -16,6 +16,7 @@ import base64
 import difflib
 import hashlib
 import re
+from collections.abc import Callable
 from html import escape
 
 from pytest_upskill.engine.arms import COMPARED
@@ -251,6 +252,11 @@ def _other_arms(result: ResultReport, key: str) -> str:
         )
     if result.against:
         found.append(f'<br><span class="muted">against: {_e(result.against)}</span>')
+    t = result.triggering
+    if t is not None:
+        recall = f"recall {pct(t.recall)} on {t.should_trigger}" if t.should_trigger else ""
+        false = f"false triggers {pct(t.false_trigger)} on {t.should_not_trigger}" if t.should_not_trigger else ""
+        found.append(f"<br>trigger: {_e(' · '.join(x for x in (recall, false) if x))}")
     named = result.positive_control
     if named is not None and named.total:
         found.append(f"<br>named: loaded {named.passed}/{named.passed + named.failed} (positive control)")
@@ -374,7 +380,7 @@ def _arm_html(trial: TrialReport | None, answer_html: str, label: str) -> str:
         extra.append(f"{trial.turns} turn(s)")
     extra.append(f"{trial.input_tokens:,} in / {trial.output_tokens:,} out tokens")
     parts.append(f' <span class="muted">({_e(", ".join(extra))})</span></h4>')
-    if trial.message and trial.passed is not True:
+    if trial.message and (trial.passed is not True or trial.should_trigger is not None):
         parts.append(f'<p class="msg">{_e(trial.message)}</p>')
     if trial.note:
         parts.append(f'<p class="muted">{_e(trial.note)}</p>')
@@ -389,6 +395,13 @@ def _arm_html(trial: TrialReport | None, answer_html: str, label: str) -> str:
         parts.append(f'<div class="muted">files written: {_e(", ".join(trial.written))}</div>')
     if trial.skill_loaded is not None:
         parts.append(f'<div class="muted">skill loaded: {"yes" if trial.skill_loaded else "no"}</div>')
+    if trial.expectations:
+        graded = "".join(
+            f'<li class="{"passed" if e.passed else "failed"}">{"✓" if e.passed else "✗"} {_e(e.text)} '
+            f'<span class="muted">{_e(e.evidence)}</span></li>'
+            for e in trial.expectations
+        )
+        parts.append(f'<div class="muted">expectations, graded by the judge</div><ul class="calls">{graded}</ul>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -401,6 +414,8 @@ def case_html(result: ResultReport, case: CaseRuns) -> str:
     def marks(values: list[bool | None]) -> str:
         return " ".join("✓" if v else "–" if v is None else "✗" for v in values) or "not run"
 
+    if case.should_trigger is not None:
+        return _trigger_case_html(result, case, by_key, runs, marks)
     body = []
     for run in runs:
         base, skill = by_key.get((Arm.BASELINE, run)), by_key.get((Arm.WITH_SKILL, run))
@@ -421,6 +436,33 @@ def case_html(result: ResultReport, case: CaseRuns) -> str:
         f'data-outcome="{outcome}"><summary><b>{_e(case.case)}</b> · {_e(result.skill)} × <code>'
         f"{_e(result.model)}</code> · baseline {marks(case.baseline)}{moved} → with skill {marks(case.with_skill)}"
         f'<span class="tag {outcome}">{_e(OUTCOMES[outcome])}</span></summary>{"".join(body)}</details>'
+    )
+
+
+def _trigger_case_html(
+    result: ResultReport,
+    case: CaseRuns,
+    by_key: dict[tuple[str, int], TrialReport],
+    runs: list[int],
+    marks: Callable[[list[bool | None]], str],
+) -> str:
+    """A trigger case: each run's decision among the catalog (and at REF, under --upskill-against)."""
+    should = "should load the skill" if case.should_trigger else "should not load it (a near miss)"
+    body = []
+    for run in runs:
+        now, then = by_key.get((Arm.TRIGGER, run)), by_key.get((Arm.PREVIOUS_TRIGGER, run))
+        body.append(
+            '<div class="arms">'
+            + (_arm_html(then, _e(then.answer), "catalog at REF") if then else "")
+            + _arm_html(now, _e(now.answer) if now else "", "trigger")
+            + "</div>"
+        )
+    outcome = "pass" if all(case.trigger or [False]) else "fail"
+    return (
+        f'<details class="case" data-case="{_e(case.case)}" data-skill="{_e(result.skill)}" '
+        f'data-model="{_e(result.model)}" data-outcome="{outcome}"><summary><b>{_e(case.case)}</b> · '
+        f"{_e(result.skill)} × <code>{_e(result.model)}</code> · trigger case, {_e(should)}: "
+        f"{marks(case.trigger or [])}</summary>{''.join(body)}</details>"
     )
 
 

@@ -6,7 +6,7 @@ import re
 
 from pytest_upskill.engine.arms import COMPARED, ArmDef
 from pytest_upskill.models import Prices
-from pytest_upskill.render.text import INTERVALS, _fmt, audit_lines, pct
+from pytest_upskill.render.text import INTERVALS, _fmt, audit_lines, pct, rate_ci
 from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import NO_PRICES, Result, cost, counts
 from pytest_upskill.results.gates import regression_label
@@ -56,6 +56,8 @@ def markdown(
     out = ["## pytest-upskill", "", head, "|" + "---|" * columns]
     total_cost = 0.0
     for r in results:
+        if r.should and not (r.baseline.total or r.with_skill.total):
+            continue  # trigger cases only: in their own table below
         s = r.with_skill
         ci = r.lift_ci
         lift = pct(r.lift, True) + (f" [{pct(ci[0], True)}, {pct(ci[1], True)}]" if ci else "")
@@ -73,6 +75,23 @@ def markdown(
             f"{f'${spent:.4f}' if spent is not None else '–'} "
             f"| {('**' + verdict.verdict + '**') if verdict else '–'} |"
         )
+    triggering = [(r, t) for r in results if (t := r.triggering()) is not None]
+    if triggering:
+        out += [
+            "",
+            "### Trigger cases: loaded from the catalog when it should be?",
+            "",
+            "| skill | model | recall [95% CI] | false triggers [95% CI] | routed elsewhere |",
+            "|---|---|---|---|---|",
+        ]
+        for r, t in triggering:
+            recall = rate_ci(t.recall, t.recall_ci, "") + f" on {t.should_trigger}" if t.should_trigger else "–"
+            false = (
+                rate_ci(t.false_trigger, t.false_trigger_ci, "") + f" on {t.should_not_trigger}"
+                if t.should_not_trigger
+                else "–"
+            )
+            out.append(f"| {md(r.skill)} | {md(r.model)} | {recall} | {false} | {t.routed_elsewhere} |")
     failing = [v for v in verdicts if v.fails]
     if failing:
         out += ["", "### Failing gates", ""]

@@ -15,6 +15,7 @@ from pytest_upskill.engine.trials import is_no_cases
 from pytest_upskill.models import NO_MODEL, ModelSpec, price_source
 from pytest_upskill.plugin.collect import TrialItem
 from pytest_upskill.plugin.controller import Controller
+from pytest_upskill.plugin.session import UpskillRun
 from pytest_upskill.render.text import audit_lines, reliability_lines, terminal_lines
 from pytest_upskill.render.views import LEGEND, matrix_lines
 from pytest_upskill.results.aggregate import Result
@@ -61,6 +62,31 @@ def auto_run_lines(
         lines.append(
             f"  {', '.join(cold)}: temperature 0, one run: a deterministic model repeats its answer, so extra runs "
             "are skipped"
+        )
+    return lines
+
+
+def catalog_lines(run: UpskillRun) -> list[str]:
+    """The skills the trigger cases were offered among, what was left out, and the blast radius."""
+    catalog = run.catalogs.catalog
+    where = (
+        f"--upskill-catalog {run.settings.catalog}" if run.settings.catalog else "every SKILL.md under the paths given"
+    )
+    names = catalog.names()
+    shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    lines = [f"catalog: the trigger cases offered {len(names)} skill(s) by name and description ({where}): {shown}"]
+    lines += [f"catalog warning: {problem}" for problem in catalog.problems]
+    changed = run.catalogs.changed() if (run.changed is not None or run.against is not None) else ()
+    if changed:
+        ref = run.settings.against or run.settings.changed_since
+        paired = (
+            "each paired with the catalog's descriptions at the ref (at REF lines, and the verdicts below)"
+            if run.against is not None
+            else "judged by their gates; --upskill-against pairs each with the catalog at the ref"
+        )
+        lines.append(
+            f"blast radius: the description of {', '.join(changed)} differs at {ref}, and a description decides when "
+            f"a skill loads: the trigger cases of every skill ran, {paired}"
         )
     return lines
 
@@ -185,6 +211,9 @@ class TerminalSummary:
         for spec in run.specs:
             if spec.note:
                 write(f"note: {spec.note}")
+        if any(r.should for r in results):
+            for line in catalog_lines(run):
+                write(line)
         for line in audit_lines(results):
             write(f"audit: {line}")
         if any(r.baseline.agentic or r.with_skill.agentic for r in results) and missing_defences():

@@ -212,8 +212,9 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
     return lines
 
 
-def _rate_ci(rate: float | None, ci: tuple[float, float] | None) -> str:
-    return pct(rate) + (f" [95% CI {pct(ci[0])}, {pct(ci[1])}]" if ci else "")
+def rate_ci(rate: float | None, ci: tuple[float, float] | None, label: str = "95% CI ") -> str:
+    """A rate and its interval: ``80% [95% CI 38%, 96%]``."""
+    return pct(rate) + (f" [{label}{pct(ci[0])}, {pct(ci[1])}]" if ci else "")
 
 
 def trigger_lines(r: Result) -> list[str]:
@@ -223,10 +224,10 @@ def trigger_lines(r: Result) -> list[str]:
         return []
     parts = []
     if t.should_trigger:
-        parts.append(f"recall {_rate_ci(t.recall, t.recall_ci)} on {t.should_trigger} case(s)")
+        parts.append(f"recall {rate_ci(t.recall, t.recall_ci)} on {t.should_trigger} case(s)")
     if t.should_not_trigger:
         parts.append(
-            f"false triggers {_rate_ci(t.false_trigger, t.false_trigger_ci)} on {t.should_not_trigger} near miss(es)"
+            f"false triggers {rate_ci(t.false_trigger, t.false_trigger_ci)} on {t.should_not_trigger} near miss(es)"
         )
     if t.routed_elsewhere:
         parts.append(f"routed elsewhere in {t.routed_elsewhere} trial(s)")

@@ -509,6 +509,12 @@ class Aggregator:
             ]
             if r.with_skill.offered:
                 props.append((prefix + "activation_rate", _num(r.with_skill.activation_rate)))
+            triggering = r.triggering()
+            if triggering is not None:  # trigger cases among the catalog
+                props += [
+                    (prefix + "trigger_recall", _num(triggering.recall)),
+                    (prefix + "false_trigger", _num(triggering.false_trigger)),
+                ]
             change = r.comparison(Arm.PREVIOUS)
             if change is not None and change.lift is not None:  # --upskill-against: with skill - previous
                 lo, hi = change.lift_ci() or (0.0, 0.0)

@@ -25,7 +25,7 @@ from pytest_upskill.results.aggregate import Result
 from pytest_upskill.types import Arm
 
 # the arms that run again at a look: those a verdict reads (the controls run once)
-RERUN_ARMS = (Arm.BASELINE, Arm.WITH_SKILL, Arm.PREVIOUS)
+RERUN_ARMS = (Arm.BASELINE, Arm.WITH_SKILL, Arm.PREVIOUS, Arm.TRIGGER, Arm.PREVIOUS_TRIGGER)
 DEFAULT_MAX_RUNS = 4
 
 

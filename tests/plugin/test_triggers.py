@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -53,7 +54,8 @@ def report(pytester, name: str = "r.json") -> dict:
 def test_trigger_cases_run_among_the_catalog_and_report_recall_and_false_triggers(pytester, write_skill):
     write_catalog(write_skill)
     with LoopbackServer(agent=by_keyword) as server:
-        result = upskill(pytester, server, "--upskill-report", "r.json", "-rA")
+        outputs = ("--upskill-markdown", "m.md", "--junitxml", "j.xml", "--upskill-html", "h.html")
+        result = upskill(pytester, server, "--upskill-report", "r.json", "-rA", *outputs)
     result.stdout.fnmatch_lines(
         [
             "commits × *  (5 trigger case(s) × 1 run)",
@@ -74,6 +76,17 @@ def test_trigger_cases_run_among_the_catalog_and_report_recall_and_false_trigger
     changelog = next(r for r in data["results"] if r["skill"] == "changelog")
     assert changelog["triggering"]["recall"] == 0.0  # "update the changelog" names no commit message
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # a should-trigger case that does not load fails
+    markdown = (pytester.path / "m.md").read_text()
+    assert "### Trigger cases: loaded from the catalog when it should be?" in markdown
+    assert "| commits | openai\\:m\\@" in markdown and "| 100% [31%, 100%] on 3 | 0% [0%, 80%] on 2 | 0 |" in markdown
+    assert "| 0/0 | 0/0 | n/a |" not in markdown  # no empty lift row for a skill with trigger cases only
+    props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "j.xml").iter("property")}
+    assert next(v for k, v in props.items() if k.startswith("upskill.commits.") and k.endswith(".trigger_recall")) == (
+        "1.0000"
+    )
+    html = (pytester.path / "h.html").read_text()
+    assert "trigger: recall 100% on 3 · false triggers 0% on 2" in html
+    assert "trigger case, should load the skill" in html and "loaded commits" in html
 
 
 def test_a_model_that_loads_the_wrong_skill_is_routed_elsewhere(pytester, write_skill):
@@ -203,7 +216,17 @@ def test_a_description_change_that_breaks_a_neighbour_is_named_with_its_paired_v
         changed = upskill(pytester, server, "--upskill-changed-since", "main", "--upskill-report", "c.json")
         against = upskill(pytester, server, "--upskill-against", "main", "--upskill-report", "a.json")
     # --upskill-changed-since: commits did not change, and its trigger cases ran (the blast radius)
-    changed.stdout.fnmatch_lines(["commits × *  (5 trigger case(s) × 1 run)", "  trigger     recall 0% *"])
+    changed.stdout.fnmatch_lines(
+        [
+            "commits × *  (5 trigger case(s) × 1 run)",
+            "  trigger     recall 0% *",
+            "catalog: the trigger cases offered 2 skill(s) by name and description (every SKILL.md under the paths "
+            "given): changelog, commits",
+            "blast radius: the description of changelog differs at main, and a description decides when a skill "
+            "loads: the trigger cases of every skill ran, judged by their gates; --upskill-against pairs each with "
+            "the catalog at the ref",
+        ]
+    )
     assert {r["skill"] for r in report(pytester, "c.json")["results"]} == {"commits", "changelog"}
     # --upskill-against: each trigger case also ran with the catalog's descriptions at main, paired
     against.stdout.fnmatch_lines(
