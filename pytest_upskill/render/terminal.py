@@ -93,12 +93,18 @@ def catalog_lines(run: UpskillRun) -> list[str]:
 
 def arms_line(by_arm: dict[str, ModelPlan]) -> str:
     """--upskill-plan: the trials of each arm, and what the previous arm and the controls add."""
+    # (the trigger arm runs other cases, the trigger cases, and adds nothing to the others)
     shown = ", ".join(f"{ARMS[Arm(a)].label} {by_arm[a].trials}" for a in Arm if a in by_arm)
-    extra = [p for a, p in by_arm.items() if a not in (Arm.BASELINE, Arm.WITH_SKILL)]
+    extra = [p for a, p in by_arm.items() if a not in (Arm.BASELINE, Arm.WITH_SKILL, Arm.TRIGGER)]
+    line = f"arms: {shown} trial(s)"
+    if Arm.TRIGGER in by_arm:
+        line += " (a trigger trial sends a second request where the model answers first)"
+    if not extra:
+        return line
     costs = [p.cost for p in extra]
     cost = f", at most ${sum(c for c in costs if c is not None):.4f}" if costs and None not in costs else ""
     return (
-        f"arms: {shown} trial(s); the previous arm and the controls add {sum(p.trials for p in extra)} trial(s), "
+        f"{line}; the previous arm and the controls add {sum(p.trials for p in extra)} trial(s), "
         f"{sum(p.requests for p in extra)} request(s){cost}"
     )
 
@@ -134,6 +140,8 @@ class TerminalSummary:
             cached = run.is_cached(t.spec, t.first_request(), t.run, t.cache_salt)
             plans.setdefault(t.model, ModelPlan(t.model)).add(t.spec, t.request, cached)
             by_arm.setdefault(t.arm, ModelPlan(t.arm)).add(t.spec, t.request, cached)
+            if t.should_trigger is not None:  # a trigger case has no lift to size
+                continue
             min_lift = run.thresholds.merged(item.thresholds).min_lift
             cases, runs, _ = skills.setdefault(t.skill, (set(), set(), min_lift))
             cases.add(t.case)

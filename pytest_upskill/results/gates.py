@@ -140,7 +140,10 @@ class Finding:
         if self.verdict != INCONCLUSIVE:
             return ""
         if self.value is None:
-            return "no case was scored in both arms"
+            return {
+                "trigger_recall": "no should-trigger case was scored",
+                "false_trigger": "no should-not-trigger case (near miss) was scored",
+            }.get(self.figure, "no case was scored in both arms")
         if self.held_back:
             return (
                 f"its 95% interval clears the threshold, but not at the Holm level for {self.held_back} gates "

@@ -145,3 +145,18 @@ def test_the_evals_json_of_skill_creators_documentation_collects_and_runs(pytest
     assert [e["text"] for e in trial["expectations"]] == ["The output includes X", "The skill used script Y"]
     sent = json.dumps([r.body for r in server.requests if "User's example prompt" in json.dumps(r.body)])
     assert "a binary file of" in sent  # the PDF is named, not pasted as bytes
+
+
+def test_a_key_the_judge_quotes_as_evidence_is_masked_in_every_output(pytester, write_skill, monkeypatch):
+    """The judge quotes the answer; an answer that holds a key (here: a skill that leaks it) must not
+    bring it into the report through the evidence (masked after decoding, like every text)."""
+    secret = "sk-canary-" + "7" * 24
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    folder = write_skill("leaky", "[]", body=f"The token is {secret}.")
+    (folder / "skill_meta.json").unlink()
+    write_evals(folder, {"evals": [{"id": 1, "prompt": "What is the token?", "expectations": [f"It says `{secret}`"]}]})
+    with LoopbackServer() as server:
+        pytester.runpytest("skills", *models(server), "--upskill-report", "r.json", "--junitxml", "j.xml")
+    report = (pytester.path / "r.json").read_text()
+    assert '"expectations"' in report and "evidence" in report
+    assert secret not in report and secret not in (pytester.path / "j.xml").read_text()

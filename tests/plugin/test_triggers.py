@@ -301,3 +301,12 @@ def test_describe_revises_the_description_on_training_failures_and_reports_the_u
         "--teacher", f"openai:t@{url}", "--student", f"openai:s@{url}", timeout=60,
     )  # fmt: skip
     assert again.ret == 2 and "SKILL.proposed.md exists" in again.stdout.str()
+
+
+def test_the_plan_counts_trigger_trials_apart_and_sizes_no_lift_for_them(pytester, write_skill):
+    write_catalog(write_skill)
+    result = pytester.runpytest("skills", "--upskill-models", "openai:m@http://127.0.0.1:9/v1", "--upskill-plan")
+    result.stdout.fnmatch_lines(
+        ["arms: trigger 6 trial(s) (a trigger trial sends a second request where the model answers first)"]
+    )
+    assert "power:" not in result.stdout.str()  # no lift to size: no task case
