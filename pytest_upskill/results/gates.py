@@ -574,7 +574,7 @@ def experiment(
     for r in results:
         skill, model = r.skill, r.model
         if ref is not None:
-            found += _trigger_changes(r, rule, ref, strict, level_for(r))
+            found += _trigger_changes(r, rule, ref, level_for(r))
         if ref is not None and (r.with_skill.total or not r.should):
             change = r.comparison(Arm.PREVIOUS)
             if change is not None and change.n:
@@ -672,18 +672,21 @@ def experiment(
     return found
 
 
-def _trigger_changes(r: Result, rule: CompareRule, ref: str, strict: bool, level: stats.Level) -> list[Regression]:
+def _trigger_changes(r: Result, rule: CompareRule, ref: str, level: stats.Level) -> list[Regression]:
     """The blast radius: a skill's trigger cases with the catalog as it is against the catalog's
-    descriptions at REF, paired by case, judged for non-inferiority like the skill's own change:
-    recall on the should-trigger cases, the right decisions on the near misses."""
+    descriptions at REF, paired by case: recall on the should-trigger cases, the right decisions on
+    the near misses. A drop of more than δ that the interval shows is a REGRESSION; anything else is
+    information. (Non-inferiority, as for the skill's own change, would fail most pull requests on
+    an untouched neighbour at the trigger cases a suite has: 88% at 20 cases, benchmarks/triggers.py.)"""
     if not r.should:
         return []
     found: list[Regression] = []
+    shown = CompareRule(rule.max_regression)  # no improvement is claimed for the neighbours
     for should, what in ((True, "trigger recall"), (False, "right decisions on near misses (not loaded)")):
         change = r.trigger_change(should)
         if change is not None and change.n:
             said = f"{what}, the catalog at {ref} → now"
-            found += judge_change(r.skill, r.model, change, rule, said, True, strict, level)
+            found += judge_change(r.skill, r.model, change, shown, said, False, True, level)
     if not found:
         found.append(
             Regression(
