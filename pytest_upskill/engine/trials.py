@@ -260,8 +260,8 @@ def _case_trials(
         graded = Graded(context.judge, case.input, tuple(case.expectations), case.expected_output)
     elif case.expectations:
         unavailable = unavailable or (
-            f"its {len(case.expectations)} expectation(s) are graded by a judge model, and none is set: name one "
-            "with --upskill-judge-model (until then this case is not evaluated)"
+            "its expectations are graded by a judge model, and none is set: name one with --upskill-judge-model "
+            "(until then this case is not evaluated)"
         )
     # the same for every model
     plans = {arm: plan_for(case, context.max_turns, offered.files) for arm, offered in arms.items()}

@@ -137,7 +137,9 @@ def terminal_lines(results: list[Result], prices: dict[str, Prices] | None = Non
         runs = max((len(runs) for arms in r.cases.values() for runs in arms.values()), default=0)
         n, triggers = len(r.cases) - len(r.should), len(r.should)
         counted = f"{n} case{'s' if n != 1 else ''}" if n or not triggers else ""
-        counted += (", " if counted and triggers else "") + (f"{triggers} trigger case(s)" if triggers else "")
+        counted += (" and " if counted and triggers else "") + (
+            f"{triggers} trigger case{'s' if triggers != 1 else ''}" if triggers else ""
+        )
         lines.append(f"{r.skill} × {r.model}  ({counted} × {runs} run{'s' if runs != 1 else ''})")
         if not (b.total or s.total):  # trigger cases only
             pass

@@ -93,7 +93,7 @@ def test_without_a_judge_graded_cases_are_skipped_and_a_gate_calls_them_not_eval
         gated = pytester.runpytest("skills", *models(server, judge=False), "--upskill-min-lift", "0.1")
     plain.stdout.fnmatch_lines(
         [
-            "SKIPPED * its 1 expectation(s) are graded by a judge model, and none is set: name one with "
+            "SKIPPED * its expectations are graded by a judge model, and none is set: name one with "
             "--upskill-judge-model (until then this case is not evaluated)"
         ]
     )

@@ -58,7 +58,7 @@ def test_trigger_cases_run_among_the_catalog_and_report_recall_and_false_trigger
         result = upskill(pytester, server, "--upskill-report", "r.json", "-rA", *outputs)
     result.stdout.fnmatch_lines(
         [
-            "commits × *  (5 trigger case(s) × 1 run)",
+            "commits × *  (5 trigger cases × 1 run)",
             "  trigger     recall 100% ?95% CI *? on 3 case(s) · false triggers 0% ?95% CI *? on 2 near miss(es) *",
         ]
     )
@@ -218,7 +218,7 @@ def test_a_description_change_that_breaks_a_neighbour_is_named_with_its_paired_v
     # --upskill-changed-since: commits did not change, and its trigger cases ran (the blast radius)
     changed.stdout.fnmatch_lines(
         [
-            "commits × *  (5 trigger case(s) × 1 run)",
+            "commits × *  (5 trigger cases × 1 run)",
             "  trigger     recall 0% *",
             "catalog: the trigger cases offered 2 skill(s) by name and description (every SKILL.md under the paths "
             "given): changelog, commits",
