@@ -30,8 +30,8 @@ from pydantic import Field
 from pytest_upskill.errors import GenerateError, SkillFileError
 from pytest_upskill.results.report import Report
 from pytest_upskill.scoring.checks import CheckRegistry
-from pytest_upskill.skills.skill_md import Case, Skill, load_cases, load_skill, skill_md_in
-from pytest_upskill.teach.loop import SHOWN_CHARS, TeachOptions, TeachRun
+from pytest_upskill.skills.skill_md import Case, Skill, load_cases
+from pytest_upskill.teach.loop import SHOWN_CHARS, TeachOptions, TeachRun, skill_folder
 from pytest_upskill.teach.teacher import _Answer, answer_tool, front_of
 
 PROPOSED = "SKILL.proposed.md"
@@ -177,11 +177,8 @@ def with_description(skill: Skill, description: str) -> str:
 
 def describe(session: TeachRun, settings: TeachOptions, folder: Path, rounds: int, catalog: Path | None) -> int:
     say = session.say
-    skill_md = skill_md_in(folder)
-    if skill_md is None:
-        raise GenerateError(f"{folder}: no SKILL.md in this folder", 2)
+    _, skill = skill_folder(folder)
     try:
-        skill = load_skill(skill_md)
         meta = next((folder / n for n in ("skill_meta.json", "tests.json") if (folder / n).is_file()), None)
         cases = load_cases(meta, CheckRegistry({}).prepare).cases if meta is not None else []
     except SkillFileError as exc:

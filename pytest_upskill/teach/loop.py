@@ -49,7 +49,7 @@ from pytest_upskill.results import stats
 from pytest_upskill.results.aggregate import Result, trial_outcome
 from pytest_upskill.results.gates import PASS, Thresholds, verdict_for
 from pytest_upskill.results.report import Report
-from pytest_upskill.skills.skill_md import load_skill, skill_md_in
+from pytest_upskill.skills.skill_md import Skill, load_skill, skill_md_in
 from pytest_upskill.teach.students import measure
 from pytest_upskill.teach.teacher import (
     DraftCase,
@@ -588,15 +588,21 @@ def _draft_more(
     return unique_ids(found.cases, known)
 
 
-def _improve(session: TeachRun, settings: TeachOptions, teacher: Teacher, task: str, folder: Path) -> int:
-    say = session.say
+def skill_folder(folder: Path, option: str = "") -> tuple[Path, Skill]:
+    """The SKILL.md of ``folder`` and its skill, or GenerateError (exit 2) saying what is wrong;
+    ``option`` names the argument that gave the folder (``--from ``)."""
     skill_md = skill_md_in(folder)
     if skill_md is None:
-        raise GenerateError(f"--from {folder}: no SKILL.md in this folder", 2)
+        raise GenerateError(f"{option}{folder}: no SKILL.md in this folder", 2)
     try:
-        skill = load_skill(skill_md)
+        return skill_md, load_skill(skill_md)
     except SkillFileError as exc:
-        raise GenerateError(f"--from {folder}: {exc}", 2) from None
+        raise GenerateError(f"{option}{folder}: {exc}" if option else str(exc), 2) from None
+
+
+def _improve(session: TeachRun, settings: TeachOptions, teacher: Teacher, task: str, folder: Path) -> int:
+    say = session.say
+    skill_md, skill = skill_folder(folder, "--from ")
     meta, had_cases = _existing_cases(folder)
     extra: dict[str, str] = {}
     if not had_cases:
@@ -692,13 +698,7 @@ def cases(session: TeachRun, settings: TeachOptions, folder: Path) -> int:
     """Draft cases for a skill (and counterexamples from an adversary), keep the adversary's only where
     a run shows they discriminate, and say which drafted cases measure nothing."""
     say = session.say
-    skill_md = skill_md_in(folder)
-    if skill_md is None:
-        raise GenerateError(f"{folder}: no SKILL.md in this folder", 2)
-    try:
-        load_skill(skill_md)
-    except SkillFileError as exc:
-        raise GenerateError(str(exc), 2) from None
+    skill_md, _ = skill_folder(folder)
     meta, had_cases = _existing_cases(folder)
     known = {_case_key(c, i) for i, c in enumerate(meta["tests"])}
     text = skill_md.read_text(encoding="utf-8")

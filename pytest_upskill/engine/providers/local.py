@@ -399,16 +399,7 @@ class InProcessModel:
                     )
                     message = result["choices"][0]["message"]
                     text, calls = read_tool_calls(message, f"call_{len(request.history)}")
-                    seconds = time.perf_counter() - start
-                    usage = result.get("usage") or {}
-                    return Completion(
-                        text.strip(),
-                        int(usage.get("prompt_tokens", 0)),
-                        int(usage.get("completion_tokens", 0)),
-                        seconds,
-                        calls,
-                        truncated=result["choices"][0].get("finish_reason") == "length",
-                    )
+                    return completion_of(result, text, time.perf_counter() - start, calls)
                 if request.output is not None:  # structured output: generated under the schema's grammar
                     params.update(STRUCTURED_SAMPLING)
                 if model.formatter is not None:
@@ -450,16 +441,7 @@ class InProcessModel:
             seconds = time.perf_counter() - start
         if not isinstance(text, str):
             raise ProviderError(BAD_RESPONSE, f"{self.spec.name}: no text in the completion")
-        usage = result.get("usage") or {}
-        return Completion(
-            text.strip(),
-            int(usage.get("prompt_tokens", 0)),
-            int(usage.get("completion_tokens", 0)),
-            seconds,
-            truncated=result["choices"][0].get("finish_reason") == "length",
-            cache_read_tokens=cached,
-            cache_write_tokens=written,
-        )
+        return completion_of(result, text, seconds, cached=cached, written=written)
 
     def _constrained(self, model: LoadedModel, request: Request, params: dict[str, Any], start: float) -> Completion:
         """A turn of the constrained protocol: one JSON object under the grammar of the tools'
@@ -482,17 +464,8 @@ class InProcessModel:
             grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             result = llm.create_completion(prompt=prompt, grammar=grammar, stop=["\nUser:"], **params)
             text = result["choices"][0]["text"] or ""
-        seconds = time.perf_counter() - start
         answer, calls = read_constrained(text.strip(), f"call_{len(request.history)}")
-        usage = result.get("usage") or {}
-        return Completion(
-            answer.strip(),
-            int(usage.get("prompt_tokens", 0)),
-            int(usage.get("completion_tokens", 0)),
-            seconds,
-            calls,
-            truncated=result["choices"][0].get("finish_reason") == "length",
-        )
+        return completion_of(result, answer, time.perf_counter() - start, calls)
 
     def _enter_prefix(
         self, model: LoadedModel, tokens: Callable[[str], list[int]], prompt: str, marked: str
@@ -510,6 +483,29 @@ class InProcessModel:
             model.llm.reset()
             return 0, 0
         return (len(prefix), 0) if model.prefixes.enter(model.llm, prefix) else (0, len(prefix))
+
+
+def completion_of(
+    result: dict[str, Any],
+    text: str,
+    seconds: float,
+    calls: tuple[ToolCall, ...] = (),
+    cached: int = 0,
+    written: int = 0,
+) -> Completion:
+    """A llama-cpp-python result as a Completion: ``text`` (what was read from it), its token counts,
+    whether it stopped at max_tokens, and the prompt tokens restored or kept (prefix reuse)."""
+    usage = result.get("usage") or {}
+    return Completion(
+        text.strip(),
+        int(usage.get("prompt_tokens", 0)),
+        int(usage.get("completion_tokens", 0)),
+        seconds,
+        calls,
+        truncated=result["choices"][0].get("finish_reason") == "length",
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+    )
 
 
 TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
