@@ -34,7 +34,7 @@ class Catalogs:
     def __init__(self, find: Callable[[], Catalog], at_ref: Callable[[Skill], Previous] | None = None):
         self._find = find
         self._at_ref = at_ref
-        self._files: dict[tuple[str, str, str], SkillFiles] = {}
+        self._files: dict[tuple[str, str, str, str], SkillFiles] = {}
 
     @functools.cached_property
     def catalog(self) -> Catalog:
@@ -43,7 +43,7 @@ class Catalogs:
     def _offering(self, skills: tuple[Skill, ...]) -> Offering:
         files = []
         for s in skills:
-            key = (str(s.path), s.name, s.description + s.body)
+            key = (str(s.path), s.name, s.description, s.body)
             if key not in self._files:
                 self._files[key] = SkillFiles.load(s)
             files.append(self._files[key])
@@ -61,7 +61,7 @@ class Catalogs:
             return skill
         return previous.skill if previous.status == Status.CHANGED else None
 
-    @functools.cache  # noqa: B019  # one per run: the catalog's skills at REF, read once
+    @functools.cached_property
     def changed(self) -> tuple[str, ...]:
         """The catalog's skills whose name and description differ at REF (or that are new since)."""
         if self._at_ref is None:

@@ -226,17 +226,20 @@ class UpskillRun:
         ref = self.settings.changed_since
         if not ref:
             return None
-        try:
-            at_ref = Against(self.config.rootpath, ref, self.config.invocation_params.dir, self.settings.spec)
-        except GitError:
-            return None  # _changed_files says what is wrong with the ref
-        self.closing.append(at_ref)
-        return at_ref.of
+        found: list[Against] = []
+
+        def of(skill: Skill) -> Previous:  # the skills at REF are read only where a catalog is compared
+            if not found:
+                found.append(Against(self.config.rootpath, ref, self.config.invocation_params.dir, self.settings.spec))
+                self.closing.append(found[0])
+            return found[0].of(skill)
+
+        return of
 
     def blast_radius(self) -> tuple[str, ...]:
         """--upskill-changed-since: the skills of the catalog whose description changed; where
         there is one, the trigger cases of every skill are collected, changed or not."""
-        return self.catalogs.changed() if self.changed is not None else ()
+        return self.catalogs.changed if self.changed is not None else ()
 
     def _changed_files(self) -> set[Path] | None:
         ref = self.settings.changed_since

@@ -76,7 +76,7 @@ def catalog_lines(run: UpskillRun) -> list[str]:
     shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
     lines = [f"catalog: the trigger cases offered {len(names)} skill(s) by name and description ({where}): {shown}"]
     lines += [f"catalog warning: {problem}" for problem in catalog.problems]
-    changed = run.catalogs.changed() if (run.changed is not None or run.against is not None) else ()
+    changed = run.catalogs.changed if (run.changed is not None or run.against is not None) else ()
     if changed:
         ref = run.settings.against or run.settings.changed_since
         paired = (

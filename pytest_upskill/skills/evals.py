@@ -27,6 +27,7 @@ from pytest_upskill.skills.skill_md import (
     MAX_FILE_BYTES,
     Case,
     CaseContext,
+    _line_of,
     _read,
     _slug,
     read_inside,
@@ -63,7 +64,7 @@ class EvalsFile(BaseModel):
 
 def _line(text: str, pattern: str) -> int | None:
     match = re.search(pattern, text)
-    return text[: match.start()].count("\n") + 1 if match else None
+    return _line_of(text, match.start()) if match else None
 
 
 def load_evals(path: Path, skill_name: str) -> list[Case]:

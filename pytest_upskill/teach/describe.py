@@ -30,9 +30,11 @@ from pydantic import Field
 from pytest_upskill.errors import GenerateError, SkillFileError
 from pytest_upskill.results.report import Report
 from pytest_upskill.scoring.checks import CheckRegistry
+from pytest_upskill.skills.catalog import find_catalog
 from pytest_upskill.skills.skill_md import Case, Skill, load_cases
-from pytest_upskill.teach.loop import SHOWN_CHARS, TeachOptions, TeachRun, skill_folder
+from pytest_upskill.teach.loop import FAILURE_CHARS, SHOWN_CHARS, TeachOptions, TeachRun, skill_folder
 from pytest_upskill.teach.teacher import _Answer, answer_tool, front_of
+from pytest_upskill.types import Arm
 
 PROPOSED = "SKILL.proposed.md"
 MIN_PER_KIND = 3  # should-trigger and should-not cases, each: one per split at least
@@ -88,15 +90,18 @@ class Score:
 
 
 def score(report: Report, skill: str, queries: dict[str, str]) -> Score:
-    """The trigger trials of ``skill`` in a students' report: right decisions, and the wrong ones."""
+    """The trigger trials of ``skill`` in a students' report on the cases ``queries`` names (case
+    key -> its query): right decisions, and the wrong ones."""
     right = scored = 0
     failures: list[str] = []
     for result in report.results:
         if result.skill != skill:
             continue
         for case in result.cases:
+            if case.case not in queries:
+                continue
             for trial in case.trials:
-                if trial.arm != "trigger" or trial.passed is None:
+                if trial.arm != Arm.TRIGGER or trial.passed is None:
                     continue
                 scored += 1
                 right += trial.passed
@@ -110,7 +115,7 @@ def score(report: Report, skill: str, queries: dict[str, str]) -> Score:
 
 
 def describe_prompt(skill: Skill, description: str, failures: list[str], train: Score, catalog: list[str]) -> str:
-    shown = "\n".join(failures)[:12_000] or "(none: every decision was right)"
+    shown = "\n".join(failures)[:FAILURE_CHARS] or "(none: every decision was right)"
     others = ", ".join(n for n in catalog if n != skill.name) or "(none)"
     return (
         f"The skill {skill.name!r} is offered to a model by its name and description only, among other skills "
@@ -134,18 +139,19 @@ def _check(answer: Described) -> str | None:
 
 
 class Measure:
-    """Runs the students on a split's trigger cases with a description, among the catalog."""
+    """Runs the students on trigger cases with a description, among the catalog: one run per
+    description, scored split by split."""
 
     def __init__(self, session: TeachRun, settings: TeachOptions, skill: Skill, catalog: Path, work: Path):
         self.session, self.settings, self.skill, self.catalog, self.work = session, settings, skill, catalog, work
         self.runs = 0
 
-    def __call__(self, description: str, cases: list[Case], label: str) -> Score:
+    def __call__(self, description: str, *splits: list[Case]) -> list[Score]:
         self.runs += 1
         folder = self.work / f"run-{self.runs}" / self.skill.name
         folder.mkdir(parents=True)
         (folder / "SKILL.md").write_text(with_description(self.skill, description), encoding="utf-8")
-        tests = [{"id": c.key, "query": c.input, "should_trigger": c.should_trigger} for c in cases]
+        tests = [{"id": c.key, "query": c.input, "should_trigger": c.should_trigger} for cs in splits for c in cs]
         (folder / "skill_meta.json").write_text(json.dumps({"tests": tests}), encoding="utf-8")
         report = self.session.evaluate(
             folder / "skill_meta.json",
@@ -154,7 +160,7 @@ class Measure:
             f"describe-{self.runs}",
             options=["--upskill-catalog", str(self.catalog)],
         )
-        return score(report, self.skill.name, {c.key: c.input for c in cases})
+        return [score(report, self.skill.name, {c.key: c.input for c in cs}) for cs in splits]
 
 
 def with_description(skill: Skill, description: str) -> str:
@@ -205,17 +211,16 @@ def describe(session: TeachRun, settings: TeachOptions, folder: Path, rounds: in
     work = Path(tempfile.mkdtemp(prefix="upskill-describe-"))
     try:
         measure = Measure(session, settings, skill, catalog, work)
-        names = sorted(p.parent.name for p in catalog.glob("*/SKILL.md"))
+        names = find_catalog([catalog]).names()
         current = skill.description
-        train = measure(current, splits.train, "train")
-        best, best_validation = current, measure(current, splits.validation, "validation")
+        train, best_validation = measure(current, splits.train, splits.validation)
+        best = current
         say(f"original description: train {train.text()}, validation {best_validation.text()}")
         for round_ in range(1, rounds + 1):
             prompt = describe_prompt(skill, current, train.failures, train, names)
             answer = teacher.ask(prompt, Described, DESCRIBED, _check)
             current = answer.description.strip()
-            train = measure(current, splits.train, "train")
-            validation = measure(current, splits.validation, "validation")
+            train, validation = measure(current, splits.train, splits.validation)
             kept = validation.rate > best_validation.rate
             say(
                 f"round {round_}: train {train.text()}, validation {validation.text()}"
@@ -228,7 +233,7 @@ def describe(session: TeachRun, settings: TeachOptions, folder: Path, rounds: in
         if best == skill.description:
             say("no proposed description did better than the original on the validation cases: nothing written")
             return 1
-        before, after = measure(skill.description, splits.test, "test"), measure(best, splits.test, "test")
+        (before,), (after,) = measure(skill.description, splits.test), measure(best, splits.test)
         say(
             f"held-out test cases ({len(splits.test)}, never seen, never chosen on): original {before.text()} → "
             f"proposed {after.text()}"
